@@ -1,0 +1,66 @@
+# plantwatch: `make demo` runs the agent against a simulated plant; `make test` runs the tests.
+# Both create or refresh the local virtualenv (.venv) and build the Cython kernels first.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+NODE_DIR := tests/opcua_interop
+
+.PHONY: demo test bench build venv system-deps node lint clean
+
+# what the tests need from the OS: a real broker, a libmodbus server, a virtual serial cable
+APT_NEEDS := mosquitto:mosquitto socat:socat pkg-config:pkg-config
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/python -m pip install -q "setuptools>=69" wheel "Cython>=3" "numpy>=1.26"
+	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test,bench]"
+	touch $@
+
+venv: $(STAMP)
+
+# rebuild the kernels whenever ext/*.pyx changed (Cython skips unchanged ones)
+build: $(STAMP)
+	$(BIN)/python setup.py -q build_ext --inplace
+
+system-deps:
+	@missing=""; \
+	for pair in $(APT_NEEDS); do \
+		cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$cmd >/dev/null || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	pkg-config --exists libmodbus 2>/dev/null || missing="$$missing libmodbus-dev"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+node:
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		echo "installing node and npm"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; \
+	fi
+	@if [ -f $(NODE_DIR)/package.json ] && [ ! -d $(NODE_DIR)/node_modules ]; then \
+		npm install --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error; \
+	fi
+
+demo: build
+	$(BIN)/plantwatch demo --seconds 40
+
+test: build system-deps node
+	$(BIN)/python -m pytest -q
+
+bench: build
+	$(BIN)/python -m pytest -q tests/bench --benchmark-only --benchmark-columns=min,median,mean,ops
+	@for f in bench/*.py; do [ -f "$$f" ] && echo "== $$f" && $(BIN)/python "$$f" || true; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check agent drivers detectors tests bench
+
+clean:
+	rm -rf build $(VENV) detectors/*.so ext/*.c

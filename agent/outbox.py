@@ -1,0 +1,163 @@
+"""The durable outbox: the single source of truth for what must reach the platform.
+
+SQLite in WAL mode. An alarm message gets its per-plant ``seq`` inside the same transaction
+that stores it, and that transaction is fsynced before the message is published, so a seq
+that exists is never lost and never reused. A row is marked sent only after the broker's
+PUBACK. Each thread opens its own Outbox on the same file (SQLite connections are per thread).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.payloads import dumps
+
+ALARM, TELEMETRY, STATUS = 0, 1, 2
+LANES = {ALARM: "alarm", TELEMETRY: "telemetry", STATUS: "status"}
+
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    lane    INTEGER NOT NULL,
+    topic   TEXT    NOT NULL,
+    payload BLOB    NOT NULL,
+    qos     INTEGER NOT NULL DEFAULT 1,
+    retain  INTEGER NOT NULL DEFAULT 0,
+    seq     INTEGER,
+    created REAL    NOT NULL,
+    sent    REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (lane, id) WHERE sent IS NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_seq ON outbox (seq) WHERE seq IS NOT NULL;
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    lane: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    seq: int | None
+
+
+class OutboxError(Exception):
+    pass
+
+
+class Outbox:
+    def __init__(self, path: str | Path, *, durable: bool = True):
+        """``durable`` = fsync every commit (the writer of alarms); readers marking rows sent
+        may pass False: a lost 'sent' mark only causes a duplicate, never a loss."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.executescript(_DDL)
+            self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from None
+        version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise OutboxError(f"{self.path}: outbox schema {version}, this version reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def append_alarms(self, topic: str, docs: Sequence[dict[str, Any]], now: float | None = None) -> list[int]:
+        """Give each alarm document the next seq, store them all and fsync, in one transaction.
+        Returns the seqs; the documents are updated with their seq too."""
+        if not docs:
+            return []
+        now = time.time() if now is None else now
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
+            seq = row[0] if row else 0
+            seqs = []
+            rows = []
+            for doc in docs:
+                seq += 1
+                doc["seq"] = seq
+                seqs.append(seq)
+                rows.append((ALARM, topic, dumps(doc), 1, 0, seq, now))
+            db.executemany(
+                "INSERT INTO outbox (lane, topic, payload, qos, retain, seq, created) VALUES (?,?,?,?,?,?,?)", rows
+            )
+            db.execute("INSERT INTO meta (key, value) VALUES ('seq', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (seq,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return seqs
+
+    def append(self, topic: str, payload: bytes, lane: int = TELEMETRY, qos: int = 1, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "INSERT INTO outbox (lane, topic, payload, qos, retain, created) VALUES (?,?,?,?,0,?)",
+            (lane, topic, payload, qos, now),
+        )
+        return int(cur.lastrowid)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def last_seq(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    def pending(self, lane: int, after: int = 0, limit: int = 100) -> list[Row]:
+        """Unsent rows of a lane with id > after, oldest first."""
+        cur = self.db.execute(
+            "SELECT id, lane, topic, payload, qos, retain, seq FROM outbox"
+            " WHERE sent IS NULL AND lane=? AND id>? ORDER BY id LIMIT ?",
+            (lane, after, limit),
+        )
+        return [Row(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in cur]
+
+    def mark_sent(self, ids: Iterable[int], now: float | None = None) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        now = time.time() if now is None else now
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("UPDATE outbox SET sent=? WHERE id=?", [(now, i) for i in ids])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def depth(self) -> dict[str, int]:
+        """Unsent messages per lane."""
+        out = {name: 0 for name in LANES.values()}
+        for lane, n in self.db.execute("SELECT lane, count(*) FROM outbox WHERE sent IS NULL GROUP BY lane"):
+            out[LANES.get(lane, str(lane))] = n
+        return out
+
+    def alarms(self, since_seq: int = 0) -> list[dict[str, Any]]:
+        """Stored alarm documents with seq > since_seq, in seq order (for tests and tools)."""
+        cur = self.db.execute("SELECT payload FROM outbox WHERE seq>? ORDER BY seq", (since_seq,))
+        return [json.loads(r[0]) for r in cur]
+
+    def prune(self, now: float | None = None, keep_s: float = 30 * 86400) -> int:
+        """Delete sent rows older than ``keep_s``. Unsent rows are never deleted here."""
+        now = time.time() if now is None else now
+        cur = self.db.execute("DELETE FROM outbox WHERE sent IS NOT NULL AND sent < ?", (now - keep_s,))
+        return cur.rowcount

@@ -1,0 +1,260 @@
+"""The MQTT uplink: publishes the outbox to the platform, alarms first, in order, QoS 1.
+
+It runs in its own thread around one paho client per connection. A fresh client for every
+connection matters: paho re-sends its own in-flight messages on reconnect, and the outbox is
+the only queue we trust, so after a drop we restart from the oldest unsent row instead. The
+receiver may then see a message twice (the same seq), never a gap or a reordering.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from agent.config import UplinkSection
+from agent.outbox import ALARM, TELEMETRY, Outbox
+from agent.payloads import dumps, topic
+
+log = logging.getLogger("plantwatch.uplink")
+
+
+class Uplink:
+    def __init__(
+        self,
+        cfg: UplinkSection,
+        plant: str,
+        outbox_path,
+        status: Callable[[bool], dict[str, Any]],
+    ):
+        """``status(online)`` returns the status document to publish (retained)."""
+        self.cfg = cfg
+        self.plant = plant
+        self.outbox_path = outbox_path
+        self.status = status
+        self.status_topic = topic(cfg.topic_prefix, plant, "status")
+        self.connected = threading.Event()
+        self.sent_count = 0
+        self.connections = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._flush_until = 0.0
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._password = cfg.password_file.read_text(encoding="utf-8").strip() if cfg.password_file else None
+
+    # --- control (any thread) -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        """New rows are in the outbox: publish them now rather than at the next timeout."""
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def stop(self, flush_s: float = 5.0) -> None:
+        """Publish what is pending for up to ``flush_s``, then say offline and disconnect."""
+        self._flush_until = time.monotonic() + flush_s
+        self._stop.set()
+        self.wake()
+        self._thread.join(flush_s + 10)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # --- the thread ---------------------------------------------------------------------------
+
+    def _backoff(self, failures: int) -> float:
+        base = min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** max(0, failures - 1))
+        return base * (0.5 + random.random() / 2)
+
+    def _run(self) -> None:
+        outbox = Outbox(self.outbox_path, durable=False)
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                client = self._client()
+                try:
+                    self._connect(client)
+                except (OSError, ConnectionError, ssl.SSLError) as exc:
+                    failures += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    delay = self._backoff(failures)
+                    log.warning("uplink: cannot connect to %s:%s (%s); retry in %.1f s", self.cfg.host, self.cfg.port, self.last_error, delay)
+                    self._close(client)
+                    self._stop.wait(delay)
+                    continue
+                failures = 0
+                self.connections += 1
+                self.connected.set()
+                log.info("uplink: connected to %s:%s", self.cfg.host, self.cfg.port)
+                try:
+                    self._session(client, outbox)
+                finally:
+                    self.connected.clear()
+                    self._close(client)
+                if not self._stop.is_set():
+                    failures = 1
+                    delay = self._backoff(failures)
+                    log.warning("uplink: connection lost (%s); reconnect in %.1f s", self.last_error, delay)
+                    self._stop.wait(delay)
+        finally:
+            outbox.close()
+
+    def _client(self) -> mqtt.Client:
+        v5 = self.cfg.mqtt_version == 5
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.cfg.client_id or f"plantwatch-{self.plant}",
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,
+        )
+        client.max_inflight_messages_set(self.cfg.inflight)
+        client.max_queued_messages_set(0)
+        if self.cfg.username:
+            client.username_pw_set(self.cfg.username, self._password)
+        if self.cfg.tls:
+            client.tls_set(
+                ca_certs=str(self.cfg.ca_file) if self.cfg.ca_file else None,
+                certfile=str(self.cfg.cert_file) if self.cfg.cert_file else None,
+                keyfile=str(self.cfg.key_file) if self.cfg.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.will_set(self.status_topic, dumps(self.status(False)), qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
+        client.on_disconnect = self._on_disconnect
+        client.user_data_set({"acked": [], "connack": None})
+        return client
+
+    @staticmethod
+    def _close(client: mqtt.Client) -> None:
+        sock = client.socket()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _connect(self, client: mqtt.Client) -> None:
+        sock_timeout = max(2.0, self.cfg.keepalive_s)
+        client.connect(self.cfg.host, self.cfg.port, keepalive=int(self.cfg.keepalive_s))
+        sock = client.socket()
+        if sock is None:
+            raise ConnectionError("no socket after connect")
+        deadline = time.monotonic() + sock_timeout
+        ud = client.user_data_get()
+        while ud["connack"] is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                raise ConnectionError("no CONNACK from the broker")
+            r, w, _ = select.select([sock], [sock] if client.want_write() else [], [], min(remaining, 0.5))
+            if r and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise ConnectionError(f"connection closed during CONNECT ({self.last_error or 'refused'})")
+            if w:
+                client.loop_write()
+        if ud["connack"] != 0:
+            raise ConnectionError(f"broker refused the connection: {ud['connack']}")
+
+    def _on_connect(self, client, ud, flags, reason_code, properties) -> None:
+        ud["connack"] = 0 if not reason_code.is_failure else str(reason_code)
+        if reason_code.is_failure:
+            self.last_error = f"CONNACK {reason_code}"
+
+    def _on_publish(self, client, ud, mid, reason_code, properties) -> None:
+        ud["acked"].append(mid)
+
+    def _on_disconnect(self, client, ud, flags, reason_code, properties) -> None:
+        if reason_code != 0:
+            self.last_error = f"disconnected: {reason_code}"
+
+    def _session(self, client: mqtt.Client, outbox: Outbox) -> None:
+        """Publish until the connection drops or we are told to stop (then flush)."""
+        ud = client.user_data_get()
+        inflight: dict[int, int] = {}  # mid -> outbox row id
+        last = {ALARM: 0, TELEMETRY: 0}
+        client.publish(self.status_topic, dumps(self.status(True)), qos=1, retain=True)
+        next_status = time.monotonic() + self.cfg.heartbeat_s
+        window = self.cfg.inflight
+        while True:
+            if ud["acked"]:
+                acked, ud["acked"] = ud["acked"], []
+                ids = [inflight.pop(mid) for mid in acked if mid in inflight]
+                outbox.mark_sent(ids)
+                self.sent_count += len(ids)
+            stopping = self._stop.is_set()
+            room = window - len(inflight)
+            if room > 0:
+                rows = outbox.pending(ALARM, last[ALARM], room)
+                if not rows and not stopping:
+                    rows = outbox.pending(TELEMETRY, last[TELEMETRY], room)
+                for row in rows:
+                    info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+                    if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        self.last_error = f"publish failed: {info.rc}"
+                        return
+                    last[row.lane] = row.id
+                    if row.qos:
+                        inflight[info.mid] = row.id
+                    else:
+                        outbox.mark_sent([row.id])
+            if stopping:
+                pending_alarms = bool(inflight) or bool(outbox.pending(ALARM, last[ALARM], 1))
+                if not pending_alarms or time.monotonic() > self._flush_until:
+                    self._goodbye(client)
+                    return
+            if time.monotonic() >= next_status:
+                client.publish(self.status_topic, dumps(self.status(True)), qos=1, retain=True)
+                next_status = time.monotonic() + self.cfg.heartbeat_s
+            sock = client.socket()
+            if sock is None:
+                return
+            timeout = 0.05 if stopping else min(1.0, max(0.0, next_status - time.monotonic()))
+            try:
+                r, w, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [], timeout)
+            except (OSError, ValueError):
+                self.last_error = "socket closed"
+                return
+            if self._wake_r in r:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+            if sock in r and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.last_error = self.last_error or "connection lost"
+                return
+            if sock in w and client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.last_error = "write failed"
+                return
+            if client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.last_error = "keepalive timeout"
+                return
+
+    def _goodbye(self, client: mqtt.Client) -> None:
+        """A clean stop: retained status says offline (the will is only for unclean ones)."""
+        info = client.publish(self.status_topic, dumps(self.status(False)), qos=1, retain=True)
+        deadline = time.monotonic() + 2.0
+        sock = client.socket()
+        while sock is not None and not info.is_published() and time.monotonic() < deadline:
+            r, w, _ = select.select([sock], [sock] if client.want_write() else [], [], 0.1)
+            if r and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+            if w:
+                client.loop_write()
+        client.disconnect()
+        if client.socket() is not None:
+            client.loop_write()

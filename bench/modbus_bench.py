@@ -1,0 +1,235 @@
+"""Modbus driver benchmark: 10,000 tags over 80 Modbus TCP devices polled every second.
+
+Reports requests per poll (planner vs a one-pass merge vs one request per tag) and the CPU the
+polling process spends: the plantwatch driver (plan + reads + vectorised decoding + SampleBatch)
+against raw pymodbus issuing the very same requests and decoding nothing. The devices are a
+pymodbus server in a separate process, so its CPU is not counted.
+
+    .venv/bin/python bench/modbus_bench.py [--devices 80] [--tags 10000] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
+
+from drivers.base import DeviceSpec, TagSpec  # noqa: E402
+from drivers.modbus import ModbusDriver  # noqa: E402
+from drivers.modbus.address import make_point  # noqa: E402
+from drivers.modbus.planner import Limits, plan_points  # noqa: E402
+
+
+def device_tags(dev: int, n: int, first_index: int) -> list[TagSpec]:
+    """A realistic map for one PLC: analog floats in holding registers (with spare slots left
+    between process units), scaled int16 inputs, status bits packed in words, and coils."""
+    rng = np.random.default_rng(dev)
+    tags: list[TagSpec] = []
+    name = f"plc{dev:02d}"
+
+    def add(address: str, type_: str, scale: float = 1.0) -> None:
+        i = first_index + len(tags)
+        tags.append(TagSpec(i, f"{name}.T{len(tags)}", name, address, type_, "CDAB" if type_ == "float32" else "ABCD",
+                            scale))
+
+    addr = 0
+    while len(tags) < n * 0.5:  # floats, in groups of 8 with 0..24 spare registers after each
+        for _ in range(8):
+            add(f"hr:{addr}", "float32")
+            addr += 2
+        addr += int(rng.integers(0, 25))
+    addr = 0
+    while len(tags) < n * 0.75:  # int16 inputs, mostly adjacent
+        add(f"ir:{addr}", "int16", 0.1)
+        addr += 1 + int(rng.random() < 0.1) * 20
+    word = 1000
+    while len(tags) < n * 0.9:  # status bits in words
+        for bit in range(16):
+            if len(tags) >= n * 0.9:
+                break
+            add(f"hr:{word}.{bit}", "bool")
+        word += 1
+    addr = 0
+    while len(tags) < n:
+        add(f"co:{addr}", "bool")
+        addr += 1
+    return tags
+
+
+def one_pass_count(points, limits: Limits) -> int:
+    count = 0
+    for area in ("co", "di", "ir", "hr"):
+        start = reach = None
+        for s, e in sorted((p.address, p.end) for p in points if p.area == area):
+            if start is None or s - reach > limits.gap(area) or max(reach, e) - start > limits.size(area):
+                count, start, reach = count + 1, s, e
+            else:
+                reach = max(reach, e)
+    return count
+
+
+def serve(port: int) -> None:
+    from tests.modbus.server import start_server
+
+    srv = start_server(port)
+    print("ready", flush=True)
+    try:
+        sys.stdin.read()  # until the parent closes the pipe
+    finally:
+        srv.stop()
+
+
+async def run_driver(devices, tagsets, seconds: float) -> tuple[float, int, int]:
+    drivers = [ModbusDriver(d, t) for d, t in zip(devices, tagsets, strict=True)]
+    polls = errors = 0
+
+    async def consume(drv):
+        nonlocal polls, errors
+        async for batch in drv.batches():
+            polls += 1
+            errors += batch.error is not None
+
+    tasks = [asyncio.create_task(consume(d)) for d in drivers]
+    await asyncio.sleep(2.0)  # connect and warm up outside the measurement
+    polls = errors = 0
+    cpu0 = time.process_time()
+    await asyncio.sleep(seconds)
+    cpu = time.process_time() - cpu0
+    n = polls
+    await cancel_all(tasks)
+    for d in drivers:
+        await d.close()
+    return cpu, n, errors
+
+
+async def run_raw(devices, tagsets, seconds: float) -> tuple[float, int, int]:
+    """The same requests with bare pymodbus clients on the same 1 s schedule, no decoding."""
+    plans = [ModbusDriver(d, t).requests for d, t in zip(devices, tagsets, strict=True)]
+    polls = errors = 0
+
+    async def loop(dev: DeviceSpec, requests):
+        nonlocal polls, errors
+        host, port = dev.url.removeprefix("tcp://").split(":")
+        client = AsyncModbusTcpClient(host, port=int(port), timeout=dev.timeout_s, retries=0, reconnect_delay=0)
+        await client.connect()
+        calls = {1: client.read_coils, 2: client.read_discrete_inputs, 3: client.read_holding_registers,
+                 4: client.read_input_registers}
+        next_tick = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if next_tick > now:
+                    await asyncio.sleep(next_tick - now)
+                next_tick += dev.interval_s
+                for r in requests:
+                    resp = await calls[r.fc](r.start, count=r.count, device_id=dev.unit)
+                    errors += resp.isError()
+                polls += 1
+        finally:
+            client.close()
+
+    tasks = [asyncio.create_task(loop(d, p)) for d, p in zip(devices, plans, strict=True)]
+    await asyncio.sleep(2.0)
+    polls = errors = 0
+    cpu0 = time.process_time()
+    await asyncio.sleep(seconds)
+    cpu = time.process_time() - cpu0
+    n = polls
+    await cancel_all(tasks)
+    return cpu, n, errors
+
+
+async def cancel_all(tasks) -> None:
+    """Cancel until they are done: on Python 3.11 asyncio.wait_for (used inside pymodbus) can
+    swallow a cancellation that lands just as the awaited reply arrives."""
+    pending = set(tasks)
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # cancelled reads at the end log errors
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, default=80)
+    ap.add_argument("--tags", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--port", type=int, default=15020)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.port)
+        return
+
+    per = args.tags // args.devices
+    devices, tagsets = [], []
+    for d in range(args.devices):
+        devices.append(DeviceSpec(f"plc{d:02d}", "modbus", f"tcp://127.0.0.1:{args.port}", unit=1 + d % 247,
+                                  interval_s=args.interval, timeout_s=2.0))
+        tagsets.append(device_tags(d, per, d * per))
+    limits = Limits()
+    planned = [plan_points([make_point(t.address, t.type, t.order)[0] for t in ts], limits) for ts in tagsets]
+    one_pass = sum(one_pass_count([make_point(t.address, t.type, t.order)[0] for t in ts], limits) for ts in tagsets)
+    n_req = sum(len(p) for p in planned)
+    n_tags = sum(len(t) for t in tagsets)
+
+    # decoding alone: one poll of every device, from buffers already filled
+    drivers = [ModbusDriver(d, t) for d, t in zip(devices, tagsets, strict=True)]
+    t0 = time.perf_counter()
+    reps = 200
+    for _ in range(reps):
+        for drv in drivers:
+            drv.decoder.values(drv._regs, drv._bits)
+    decode_us = (time.perf_counter() - t0) / reps * 1e6
+
+    server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", "--port", str(args.port)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        print("measuring raw pymodbus ...", file=sys.stderr, flush=True)
+        raw_cpu, raw_polls, raw_err = asyncio.run(run_raw(devices, tagsets, args.seconds))
+        print("measuring the plantwatch driver ...", file=sys.stderr, flush=True)
+        drv_cpu, drv_polls, drv_err = asyncio.run(run_driver(devices, tagsets, args.seconds))
+    finally:
+        server.stdin.close()
+        server.wait(10)
+
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"devices {args.devices}, tags {n_tags}, interval {args.interval} s, measured {args.seconds} s each")
+    print(f"requests per poll cycle: planner {n_req}, one-pass merge {one_pass}, one per tag {n_tags}")
+    print(f"decode all {n_tags} tags once: {decode_us:.0f} us")
+    for label, cpu, polls, err in (("raw pymodbus", raw_cpu, raw_polls, raw_err),
+                                   ("plantwatch driver", drv_cpu, drv_polls, drv_err)):
+        print(f"{label:18s}: CPU {cpu:6.2f} s in {args.seconds:.0f} s = {100 * cpu / args.seconds:5.1f} % of a core; "
+              f"{polls} device polls ({polls / args.seconds:.1f}/s), {err} errors, "
+              f"{1e6 * cpu / max(polls, 1):.0f} us CPU per device poll")
+    print(f"driver / raw CPU: {drv_cpu / raw_cpu:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

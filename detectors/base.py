@@ -1,0 +1,89 @@
+"""The detector-family contract.
+
+A family (limits, rate of change, EWMA, ...) holds its state as struct-of-arrays indexed by tag
+and judges a whole SampleBatch in one kernel call. Parameters are validated once, in Python,
+when the family is built from config; kernels receive typed contiguous arrays only.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+# Quality codes, identical to drivers.base.Quality (detectors may not import drivers).
+GOOD, UNCERTAIN, BAD, COMM_FAIL = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ConditionChange:
+    """A detector's condition for one tag changed: it became active, changed level, or cleared.
+
+    ``level`` is the new level when active (HH, H, L, LL, or the family's own), and the level
+    that cleared when ``active`` is False. ``limit`` is the threshold concerned (NaN if none).
+    """
+
+    tag: int
+    kind: str
+    level: str
+    active: bool
+    value: float
+    limit: float
+    ts: float
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Family(ABC):
+    """A detector family. Subclasses set the class attributes and implement ``update``."""
+
+    #: the alarm ``kind`` this family raises, also its registry name
+    name: ClassVar[str] = ""
+    #: the [[tags]] key whose table configures this family for a tag (e.g. "alarms"), or None
+    #: when the family is enabled by listing its name in a tag's ``detectors``
+    tag_key: ClassVar[str | None] = None
+    #: every accepted parameter with its default; None means "required / no default"
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Validate one tag's parameters; return (key, message) for every problem.
+
+        The base implementation rejects unknown keys and non-numeric values; families extend it
+        with their own cross-checks (e.g. hh > h > l > ll).
+        """
+        problems: list[tuple[str, str]] = []
+        for key, value in params.items():
+            if key not in cls.defaults:
+                problems.append((key, f"unknown key (expected one of: {', '.join(sorted(cls.defaults))})"))
+                continue
+            expected = cls.defaults[key]
+            if isinstance(expected, bool):
+                if not isinstance(value, bool):
+                    problems.append((key, f"must be true or false, not {value!r}"))
+            elif isinstance(expected, (int, float)) or expected is None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    problems.append((key, f"must be a number, not {value!r}"))
+                elif not math.isfinite(value):
+                    problems.append((key, f"must be finite, not {value!r}"))
+        return problems
+
+    @classmethod
+    def resolve(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with the given parameters (after ``check`` found no problem)."""
+        return {**cls.defaults, **params}
+
+    def __init__(self, n_tags: int, params: Mapping[int, Mapping[str, Any]]):
+        """``params`` maps tag index -> resolved parameters for every tag this family watches."""
+        self.n_tags = n_tags
+        self.params = {int(t): self.resolve(p) for t, p in params.items()}
+
+    @abstractmethod
+    def update(
+        self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
+    ) -> list[ConditionChange]:
+        """Judge one batch (int32 tag, float64 value, float64 ts, uint8 quality) in one kernel
+        call; return only the tags whose condition changed."""

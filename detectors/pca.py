@@ -1,0 +1,373 @@
+"""Multivariate monitoring with PCA: fit a model on normal operation, save and load it as a
+versioned .npz file, and judge live ticks by Hotelling's T^2 and SPE (Q) with per-variable
+contributions naming the tags that moved.
+
+T^2 measures how unusual the operating point is inside the normal correlation structure; SPE
+measures how far a tick leaves that structure (a broken correlation: a sensor drifting alone,
+a valve no longer following its controller). Limits: T^2 from the F distribution, SPE from
+Jackson and Mudholkar (1979).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import stats
+
+from detectors import _pca
+from detectors.base import ConditionChange, Family
+from detectors.families import as_batch
+
+#: version of the .npz layout written by ``PcaModel.save``
+FORMAT_VERSION = 1
+
+#: level code -> level name: which statistic is over its limit
+PCA_LEVELS = {1: "T2", 2: "SPE", 3: "T2+SPE"}
+
+
+class PcaModelError(Exception):
+    """A PCA model file is missing, corrupt, of another version, or for other tags."""
+
+
+@dataclass(frozen=True)
+class PcaModel:
+    """An autoscaled PCA model of normal operation and its control limits."""
+
+    names: tuple[str, ...]
+    mean: np.ndarray  # (p,)
+    scale: np.ndarray  # (p,) standard deviations used for autoscaling
+    loadings: np.ndarray  # (p, k) principal directions in the autoscaled space
+    eigenvalues: np.ndarray  # (k,) variance of each retained score
+    residual_eigenvalues: np.ndarray  # (p - k,) variance left out, for the SPE limit
+    n_train: int
+    confidence: float
+    t2_limit: float
+    spe_limit: float
+
+    @property
+    def n_components(self) -> int:
+        return int(self.loadings.shape[1])
+
+    def statistics(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """T^2 and SPE of autoscaled rows Z (n, p)."""
+        T = Z @ self.loadings
+        TT = T * T
+        t2 = (TT / self.eigenvalues).sum(axis=1)
+        # the loadings are orthonormal, so |z - P t|^2 = |z|^2 - |t|^2: no reconstruction needed
+        spe = np.einsum("ij,ij->i", Z, Z) - TT.sum(axis=1)
+        return t2, np.maximum(spe, 0.0, out=spe)
+
+    def autoscale(self, X: np.ndarray) -> np.ndarray:
+        return (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+
+    def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """T^2 and SPE of raw rows X (n, p) in engineering units."""
+        return self.statistics(self.autoscale(X))
+
+    def contributions(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-variable contributions of one autoscaled row to T^2 and to SPE; each sums to
+        its statistic (T^2 by the complete decomposition z_i * sum_j P_ij t_j / lambda_j)."""
+        t = z @ self.loadings
+        c_t2 = z * (self.loadings @ (t / self.eigenvalues))
+        r = z - self.loadings @ t
+        return c_t2, r * r
+
+    # --- files --------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model atomically (a temp file renamed into place: never half a file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    format="plantwatch.pca",
+                    version=FORMAT_VERSION,
+                    names=np.array(self.names, dtype=np.str_),
+                    mean=self.mean,
+                    scale=self.scale,
+                    loadings=self.loadings,
+                    eigenvalues=self.eigenvalues,
+                    residual_eigenvalues=self.residual_eigenvalues,
+                    n_train=self.n_train,
+                    confidence=self.confidence,
+                    t2_limit=self.t2_limit,
+                    spe_limit=self.spe_limit,
+                )
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, names: Sequence[str] | None = None) -> PcaModel:
+        """Read a model; with ``names``, also require it to be a model of exactly those tags
+        in that order. Every problem raises PcaModelError naming the file."""
+        path = Path(path)
+
+        def fail(problem: str) -> PcaModelError:
+            return PcaModelError(f"{path}: {problem}")
+
+        if not path.is_file():
+            raise fail("no such model file (fit it with `plantwatch train`)")
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                data = {k: f[k] for k in f.files}
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            raise fail(f"not a readable .npz model file ({e})") from None
+        if str(data.get("format", "")) != "plantwatch.pca":
+            raise fail("not a plantwatch PCA model (no 'format' = plantwatch.pca)")
+        version = int(data.get("version", -1))
+        if version != FORMAT_VERSION:
+            raise fail(f"model format version {version}, this build reads version {FORMAT_VERSION}")
+        required = ("names", "mean", "scale", "loadings", "eigenvalues", "residual_eigenvalues",
+                    "n_train", "confidence", "t2_limit", "spe_limit")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise fail(f"missing arrays: {', '.join(missing)}")
+        model_names = tuple(str(s) for s in data["names"].tolist())
+        p = len(model_names)
+        loadings = np.asarray(data["loadings"], dtype=np.float64)
+        k = loadings.shape[1] if loadings.ndim == 2 else -1
+        shapes = {
+            "mean": (data["mean"].shape, (p,)),
+            "scale": (data["scale"].shape, (p,)),
+            "loadings": (loadings.shape, (p, k)),
+            "eigenvalues": (data["eigenvalues"].shape, (k,)),
+            "residual_eigenvalues": (data["residual_eigenvalues"].shape, (p - k,)),
+        }
+        for key, (got, want) in shapes.items():
+            if k < 1 or got != want:
+                raise fail(f"{key} has shape {got}, expected {want} for {p} tags")
+        floats = {key: np.asarray(data[key], dtype=np.float64) for key in shapes}
+        if not all(np.isfinite(a).all() for a in floats.values()) or not (floats["scale"] > 0).all():
+            raise fail("non-finite values or non-positive scale in the model")
+        if names is not None and tuple(names) != model_names:
+            raise fail(f"fitted for tags {list(model_names)}, but the config lists {list(names)}")
+        return cls(
+            names=model_names,
+            mean=floats["mean"],
+            scale=floats["scale"],
+            loadings=loadings,
+            eigenvalues=floats["eigenvalues"],
+            residual_eigenvalues=floats["residual_eigenvalues"],
+            n_train=int(data["n_train"]),
+            confidence=float(data["confidence"]),
+            t2_limit=float(data["t2_limit"]),
+            spe_limit=float(data["spe_limit"]),
+        )
+
+
+def t2_limit(n: int, k: int, confidence: float) -> float:
+    """Hotelling T^2 limit for a new observation, from a model fitted on n rows, k scores."""
+    return k * (n - 1) * (n + 1) / (n * (n - k)) * float(stats.f.ppf(confidence, k, n - k))
+
+
+def spe_limit(residual_eigenvalues: np.ndarray, confidence: float) -> float:
+    """Jackson–Mudholkar limit of the squared prediction error."""
+    lam = np.asarray(residual_eigenvalues, dtype=np.float64)
+    th1, th2, th3 = (float((lam**i).sum()) for i in (1, 2, 3))
+    if th1 <= 0.0 or th2 <= 0.0:
+        return math.inf  # no residual space left: SPE is zero by construction, not monitored
+    h0 = 1.0 - 2.0 * th1 * th3 / (3.0 * th2 * th2)
+    c = float(stats.norm.ppf(confidence))
+    base = c * math.sqrt(2.0 * th2 * h0 * h0) / th1 + 1.0 + th2 * h0 * (h0 - 1.0) / (th1 * th1)
+    return th1 * max(base, 0.0) ** (1.0 / h0)
+
+
+def fit(
+    X: np.ndarray,
+    names: Sequence[str],
+    confidence: float = 0.99,
+    variance: float = 0.9,
+    n_components: int | None = None,
+) -> PcaModel:
+    """Fit a PCA model of normal operation from rows X (n samples, p tags).
+
+    Autoscaling: each tag is centred and divided by its standard deviation (a constant tag
+    keeps scale 1, so it contributes only when it moves). ``n_components`` if given, else the
+    fewest components explaining ``variance`` of the autoscaled data.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != len(names):
+        raise ValueError(f"X must be (n, {len(names)}) for {len(names)} tags, got shape {X.shape}")
+    n, p = X.shape
+    if n < p + 2:
+        raise ValueError(f"need at least {p + 2} rows to fit {p} tags, got {n}")
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinite values; drop or fill those rows first")
+    if not 0.5 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0.5, 1), not {confidence}")
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0, ddof=1)
+    scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+    Z = (X - mean) / scale
+    _, s, vt = np.linalg.svd(Z, full_matrices=False)
+    eig = s * s / (n - 1)
+    if n_components is None:
+        if not 0.0 < variance <= 1.0:
+            raise ValueError(f"variance must be in (0, 1], not {variance}")
+        explained = np.cumsum(eig) / eig.sum()
+        k = int(np.searchsorted(explained, variance - 1e-12) + 1)
+    else:
+        k = int(n_components)
+    if not 1 <= k <= p:
+        raise ValueError(f"n_components must be in 1..{p}, not {k}")
+    k = min(k, n - 2)
+    return PcaModel(
+        names=tuple(names),
+        mean=mean,
+        scale=scale,
+        loadings=np.ascontiguousarray(vt[:k].T),
+        eigenvalues=eig[:k].copy(),
+        residual_eigenvalues=eig[k:].copy(),
+        n_train=n,
+        confidence=confidence,
+        t2_limit=t2_limit(n, k, confidence),
+        spe_limit=spe_limit(eig[k:], confidence),
+    )
+
+
+class _Monitor:
+    """One model watching its tags: tick collection, statistics, debounce."""
+
+    def __init__(self, n_tags: int, model: PcaModel, tags: Sequence[int], params: Mapping[str, Any]):
+        if len(tags) != len(model.names):
+            raise ValueError(f"model has {len(model.names)} tags, {len(tags)} tag indices given")
+        self.model = model
+        self.tags = np.asarray(tags, dtype=np.int64)
+        var = np.full(n_tags, -1, dtype=np.int32)
+        var[self.tags] = np.arange(len(tags), dtype=np.int32)
+        self.collector = _pca.TickCollector(var, model.mean, model.scale)
+        self.debounce = _pca.SeriesDebounce(float(params["on_delay_s"]), float(params["off_delay_s"]))
+        self.top = int(params["top"])
+        self.t2_limit = model.t2_limit * float(params["t2_factor"])
+        self.spe_limit = model.spe_limit * float(params["spe_factor"])
+
+    def update(self, tag, value, ts, quality, kind: str) -> list[ConditionChange]:
+        Z, idx = self.collector.collect(tag, value, ts, quality)
+        if idx.shape[0] == 0:
+            return []
+        t2, spe = self.model.statistics(Z)
+        raw = ((t2 > self.t2_limit).astype(np.int8) + 2 * (spe > self.spe_limit).astype(np.int8))
+        pos, prev, new = self.debounce.run(raw, np.ascontiguousarray(ts[idx]))
+        return [self._change(kind, Z[j], int(idx[j]), int(a), int(b), t2[j], spe[j], value, ts, tag)
+                for j, a, b in zip(pos.tolist(), prev.tolist(), new.tolist(), strict=True)]
+
+    def _change(self, kind, z, i, prev, new, t2, spe, value, ts, tag) -> ConditionChange:
+        level = new or prev
+        c_t2, c_spe = self.model.contributions(z)
+        contrib = c_spe if level >= 2 else c_t2
+        order = np.argsort(-contrib)[: self.top]
+        top = [int(self.tags[o]) for o in order]
+        stat, limit = (spe, self.spe_limit) if level >= 2 else (t2, self.t2_limit)
+        return ConditionChange(
+            tag=top[0],
+            kind=kind,
+            level=PCA_LEVELS[level],
+            active=new != 0,
+            value=float(stat),
+            limit=float(limit),
+            ts=float(ts[i]),
+            context={
+                "t2": float(t2),
+                "spe": float(spe),
+                "t2_limit": self.t2_limit,
+                "spe_limit": self.spe_limit,
+                "top_tags": top,
+                "contributions": {int(self.tags[o]): float(contrib[o]) for o in order},
+                "model_tags": [int(t) for t in self.tags],
+            },
+        )
+
+
+class PcaFamily(Family):
+    """Online PCA monitoring of one or more models, each over its own tags.
+
+    Per tag, the config loader passes ``{"model": NAME, "file": PATH, "name": TAG_NAME}`` for
+    every tag of every ``[[models]]`` entry of kind "pca" (plus optional ``on_delay_s``,
+    ``off_delay_s``, ``top``, ``t2_factor``, ``spe_factor``, taken from the model table). The
+    family loads each file once, checks it was fitted for exactly those tags, and judges each
+    tick: level T2, SPE or T2+SPE while the statistic is over its limit. The change's ``tag``
+    is the top contributing tag; ``context["top_tags"]`` lists the top contributors by index.
+    """
+
+    name: ClassVar[str] = "pca"
+    tag_key: ClassVar[str | None] = None
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "model": None,
+        "file": None,
+        "name": None,
+        "on_delay_s": 0.0,
+        "off_delay_s": 0.0,
+        "top": 3,
+        "t2_factor": 1.0,
+        "spe_factor": 1.0,
+    }
+
+    @classmethod
+    def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        numeric = {k: v for k, v in params.items() if k not in ("model", "file", "name")}
+        problems += super().check(numeric)
+        for key in ("model", "file", "name"):
+            if not isinstance(params.get(key), str) or not params[key]:
+                problems.append((key, "required (a non-empty string)"))
+        for key in ("on_delay_s", "off_delay_s"):
+            v = params.get(key)
+            if isinstance(v, (int, float)) and v < 0:
+                problems.append((key, f"must be >= 0, not {v!r}"))
+        for key in ("t2_factor", "spe_factor"):
+            v = params.get(key)
+            if isinstance(v, (int, float)) and v <= 0:
+                problems.append((key, f"must be > 0, not {v!r}"))
+        top = params.get("top")
+        if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+            problems.append(("top", f"must be a whole number >= 1, not {top!r}"))
+        return problems
+
+    def __init__(self, n_tags: int, params: Mapping[int, Mapping[str, Any]]):
+        super().__init__(n_tags, params)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for t, p in sorted(self.params.items()):
+            groups.setdefault((p["model"], p["file"]), []).append(t)
+        self.monitors: list[_Monitor] = []
+        for (_, file), tags in groups.items():
+            by_name = {self.params[t]["name"]: t for t in tags}
+            model = PcaModel.load(file)
+            missing = [n for n in model.names if n not in by_name]
+            extra = [n for n in by_name if n not in model.names]
+            if missing or extra:
+                raise PcaModelError(
+                    f"{file}: fitted for tags {list(model.names)}, but the config lists {list(by_name)}"
+                )
+            self.monitors.append(_Monitor(n_tags, model, [by_name[n] for n in model.names], self.params[tags[0]]))
+
+    @classmethod
+    def for_model(cls, n_tags: int, model: PcaModel, tags: Sequence[int], **params: Any) -> PcaFamily:
+        """A family watching one in-memory model over the given tag indices (in model order)."""
+        fam = cls.__new__(cls)
+        Family.__init__(fam, n_tags, {})
+        fam.monitors = [_Monitor(n_tags, model, tags, {**cls.defaults, **params})]
+        return fam
+
+    def update(
+        self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
+    ) -> list[ConditionChange]:
+        tag, value, ts, quality = as_batch(tag, value, ts, quality)
+        changes: list[ConditionChange] = []
+        for m in self.monitors:
+            changes += m.update(tag, value, ts, quality, self.name)
+        return changes

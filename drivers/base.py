@@ -1,0 +1,223 @@
+"""The driver contract: what every protocol driver gives the agent and what it may assume.
+
+A driver turns one device's tags into SampleBatch arrays. It knows nothing of detection, alarms
+or MQTT. The agent knows nothing of protocols: it only calls the classmethods below at config
+time and iterates ``batches()`` at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class Quality(IntEnum):
+    """Sample quality, stored as uint8 in SampleBatch.quality."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+    COMM_FAIL = 3
+
+
+GOOD, UNCERTAIN, BAD, COMM_FAIL = (int(q) for q in Quality)
+
+VALUE_TYPES = ("bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64")
+BYTE_ORDERS = ("ABCD", "BADC", "CDAB", "DCBA")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One [[devices]] entry after validation. ``options`` holds the driver's own extra keys."""
+
+    name: str
+    driver: str
+    url: str
+    unit: int = 1
+    interval_s: float = 1.0
+    timeout_s: float = 1.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TagSpec:
+    """One [[tags]] entry as a driver sees it. ``index`` is the tag's position in the config and
+    the value carried in SampleBatch.tag."""
+
+    index: int
+    name: str
+    device: str
+    address: str
+    type: str = "float32"
+    order: str = "ABCD"
+    scale: float = 1.0
+    offset: float = 0.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SampleBatch:
+    """One read of one device. Times are float64 UTC seconds everywhere in plantwatch.
+
+    ``error`` is None when the device answered (individual tags may still be BAD), else a short
+    text saying why the device could not be read; the agent turns it into a ``comm`` alarm.
+    """
+
+    device: str
+    tag: np.ndarray  # int32 tag indices
+    value: np.ndarray  # float64, engineering units (scale and offset applied)
+    ts: np.ndarray  # float64 UTC seconds
+    quality: np.ndarray  # uint8 Quality
+    error: str | None = None
+
+    def __len__(self) -> int:
+        return int(self.tag.shape[0])
+
+    @classmethod
+    def build(cls, device: str, tag, value, ts, quality, error: str | None = None) -> SampleBatch:
+        n = len(tag)
+        return cls(
+            device=device,
+            tag=np.ascontiguousarray(tag, dtype=np.int32),
+            value=np.ascontiguousarray(value, dtype=np.float64),
+            ts=np.broadcast_to(np.asarray(ts, dtype=np.float64), (n,)).copy(),
+            quality=np.broadcast_to(np.asarray(quality, dtype=np.uint8), (n,)).copy(),
+            error=error,
+        )
+
+    @classmethod
+    def failed(cls, device: str, tags: Sequence[int], ts: float, error: str) -> SampleBatch:
+        """Every tag of the device COMM_FAIL with NaN values: the device did not answer."""
+        n = len(tags)
+        return cls.build(device, tags, np.full(n, np.nan), ts, COMM_FAIL, error)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A config problem found by a driver. ``tag`` is None for the device itself, else the
+    TagSpec concerned; ``key`` is the key inside that table (e.g. ``address``)."""
+
+    key: str
+    message: str
+    tag: TagSpec | None = None
+
+
+class DriverError(Exception):
+    """The device could not be read (connection, timeout, protocol). Not a programming error."""
+
+
+class Driver(ABC):
+    """A protocol driver for one device.
+
+    Integrators implement a subclass, register it under the ``plantwatch.drivers`` entry-point
+    group, and get config validation, scheduling, quality handling and comm alarms for free.
+    """
+
+    #: the name used in ``driver = "..."``
+    name: ClassVar[str] = ""
+    #: extra keys this driver accepts in a [[devices]] table (beyond the common ones)
+    device_keys: ClassVar[frozenset[str]] = frozenset()
+    #: extra keys this driver accepts in a [[tags]] table
+    tag_keys: ClassVar[frozenset[str]] = frozenset()
+    #: URL schemes this driver accepts
+    schemes: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Problem]:
+        """Validate the device URL, its options and every tag address; report all problems."""
+        return []
+
+    @classmethod
+    def plan(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[str]:
+        """Human-readable lines describing what the driver will request (``plantwatch check``)."""
+        return [f"{len(tags)} tags"]
+
+    def __init__(self, device: DeviceSpec, tags: Sequence[TagSpec]):
+        self.device = device
+        self.tags = list(tags)
+        self.tag_indices = np.array([t.index for t in self.tags], dtype=np.int32)
+
+    @abstractmethod
+    def batches(self) -> AsyncIterator[SampleBatch]:
+        """Yield SampleBatches until cancelled. Never raise for device faults: yield a batch
+        with COMM_FAIL quality and ``error`` set, then keep trying."""
+
+    async def close(self) -> None:
+        """Release connections. Called once when the agent stops."""
+
+
+class PollingDriver(Driver):
+    """A driver that reads the whole device every ``interval_s``.
+
+    Subclasses implement ``connect``, ``read`` and ``disconnect``; this class keeps the rate
+    (fixed schedule, no drift), turns exceptions into COMM_FAIL batches, and reconnects with
+    exponential backoff and jitter.
+    """
+
+    backoff_initial_s: ClassVar[float] = 0.5
+    backoff_max_s: ClassVar[float] = 30.0
+
+    @abstractmethod
+    async def connect(self) -> None: ...
+
+    @abstractmethod
+    async def read(self) -> SampleBatch:
+        """Read every tag once; raise DriverError (or OSError/TimeoutError) if the device is
+        unreachable. Per-tag failures are BAD samples, not exceptions."""
+
+    async def disconnect(self) -> None:
+        return None
+
+    def reconnect_delay(self, failures: int) -> float:
+        base = min(self.backoff_max_s, self.backoff_initial_s * (2 ** max(0, failures - 1)))
+        return base * (0.5 + random.random() / 2)
+
+    async def batches(self) -> AsyncIterator[SampleBatch]:
+        interval = self.device.interval_s
+        connected = False
+        failures = 0
+        retry_at = 0.0
+        next_tick = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if next_tick > now:
+                    await asyncio.sleep(next_tick - now)
+                next_tick += interval
+                if next_tick < time.monotonic():  # fell behind: skip missed ticks, keep the phase
+                    next_tick += interval * int((time.monotonic() - next_tick) // interval + 1)
+                if not connected and time.monotonic() < retry_at:
+                    yield SampleBatch.failed(self.device.name, self.tag_indices, time.time(), self._last_error)
+                    continue
+                try:
+                    if not connected:
+                        await asyncio.wait_for(self.connect(), self.device.timeout_s * 2)
+                        connected = True
+                    batch = await self.read()
+                    failures = 0
+                except (DriverError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+                    failures += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    if connected:
+                        with contextlib.suppress(Exception):
+                            await self.disconnect()
+                        connected = False
+                    retry_at = time.monotonic() + self.reconnect_delay(failures)
+                    yield SampleBatch.failed(self.device.name, self.tag_indices, time.time(), self._last_error)
+                    continue
+                yield batch
+        finally:
+            if connected:
+                with contextlib.suppress(Exception):
+                    await self.disconnect()
+
+    _last_error: str = "not connected"

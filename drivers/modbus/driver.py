@@ -1,0 +1,215 @@
+"""The Modbus driver: config checks, request plan, and the poll loop body for one device."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from drivers.base import BAD, GOOD, DeviceSpec, DriverError, PollingDriver, Problem, SampleBatch, TagSpec
+from drivers.modbus.address import (
+    BIT_AREAS,
+    MAX_BITS,
+    MAX_REGISTERS,
+    SCHEMES,
+    Endpoint,
+    Point,
+    make_point,
+    parse_url,
+)
+from drivers.modbus.decode import Decoder
+from drivers.modbus.link import Link, LinkPool
+from drivers.modbus.planner import AREA_ORDER, Limits, Request, plan_points, split
+
+EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+                   4: "server device failure", 5: "acknowledge", 6: "server device busy",
+                   8: "memory parity error", 10: "gateway path unavailable",
+                   11: "gateway target device failed to respond"}
+# exceptions meaning "this address range is not readable": split the request and retry
+_SPLIT_ON = frozenset({2, 3})
+# exceptions meaning "the unit behind a gateway did not answer": a communication failure
+_NO_ANSWER = frozenset({10, 11})
+
+_INT_OPTIONS = {"max_registers": (1, MAX_REGISTERS), "max_bits": (1, MAX_BITS),
+                "max_gap": (0, MAX_REGISTERS), "max_bit_gap": (0, MAX_BITS)}
+
+
+def exception_text(code: int) -> str:
+    return f"exception {code:02X} {EXCEPTION_NAMES.get(code, 'unknown')}"
+
+
+def _limits(options: Mapping[str, Any]) -> tuple[Limits, list[tuple[str, str]]]:
+    values: dict[str, int] = {}
+    problems = []
+    for key, (lo, hi) in _INT_OPTIONS.items():
+        if key not in options:
+            continue
+        v = options[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            problems.append((key, f"must be an integer {lo}..{hi}, not {v!r}"))
+        else:
+            values[key] = v
+    return Limits(**values), problems
+
+
+def _frame_gap(options: Mapping[str, Any]) -> tuple[float | None, list[tuple[str, str]]]:
+    if "frame_gap_ms" not in options:
+        return None, []
+    v = options["frame_gap_ms"]
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1000:
+        return None, [("frame_gap_ms", f"must be a number of milliseconds 0..1000, not {v!r}")]
+    return v / 1000.0, []
+
+
+class ModbusDriver(PollingDriver):
+    """Modbus TCP, RTU (serial) and RTU over TCP; reads coils, discrete inputs, input and
+    holding registers only. See docs/DRIVERS.md, section Modbus."""
+
+    name: ClassVar[str] = "modbus"
+    schemes: ClassVar[tuple[str, ...]] = SCHEMES
+    device_keys: ClassVar[frozenset[str]] = frozenset(
+        {"max_registers", "max_bits", "max_gap", "max_bit_gap", "baud", "parity", "stopbits", "bytesize",
+         "frame_gap_ms"})
+    tag_keys: ClassVar[frozenset[str]] = frozenset()
+    #: the circuit breaker of a unit on a shared line: an unanswered poll costs the whole line a
+    #: timeout, so a dead unit is retried after 1 s, then 2, 4 ... 30 s (with jitter)
+    shared_backoff_initial_s: ClassVar[float] = 1.0
+
+    # --- config time ---------------------------------------------------------------------
+    @classmethod
+    def check(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Problem]:
+        problems = [Problem(k, m) for k, m in cls._device_problems(device)]
+        for tag in tags:
+            _, tag_problems = make_point(tag.address, tag.type, tag.order)
+            problems.extend(Problem(k, m, tag) for k, m in tag_problems)
+        return problems
+
+    @classmethod
+    def _device_problems(cls, device: DeviceSpec) -> list[tuple[str, str]]:
+        _, problems = parse_url(device.url, dict(device.options))
+        _, limit_problems = _limits(device.options)
+        _, gap_problems = _frame_gap(device.options)
+        problems += limit_problems + gap_problems
+        is_rtu = str(device.url).lower().startswith(("rtu:", "rtu+tcp:"))
+        if is_rtu and not 1 <= device.unit <= 247:
+            problems.append(("unit", f"an RTU unit id is 1..247 (0 is broadcast, never answered), not {device.unit}"))
+        elif not 0 <= device.unit <= 255:
+            problems.append(("unit", f"must be 0..255, not {device.unit}"))
+        if not device.interval_s > 0:
+            problems.append(("interval_s", "must be above 0"))
+        if not device.timeout_s > 0:
+            problems.append(("timeout_s", "must be above 0"))
+        return problems
+
+    @classmethod
+    def plan(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[str]:
+        points = [p for p in (make_point(t.address, t.type, t.order)[0] for t in tags) if p is not None]
+        limits, _ = _limits(device.options)
+        requests = plan_points(points, limits)
+        lines = [r.describe() for r in requests]
+        regs = sum(r.count for r in requests if r.area not in BIT_AREAS)
+        lines.append(f"{len(requests)} request{'s' if len(requests) != 1 else ''} per poll for "
+                     f"{len(points)} tags ({regs} registers)")
+        return lines
+
+    # --- run time --------------------------------------------------------------------------
+    def __init__(self, device: DeviceSpec, tags: Sequence[TagSpec]):
+        super().__init__(device, tags)
+        problems = self.check(device, self.tags)
+        if problems:
+            first = problems[0]
+            where = first.tag.address if first.tag else device.url
+            raise ValueError(f"{device.name}: {where}: {first.message} ({len(problems)} problem(s); run check)")
+        self.endpoint: Endpoint = parse_url(device.url, dict(device.options))[0]  # type: ignore[assignment]
+        self.limits, _ = _limits(device.options)
+        self.frame_gap, _ = _frame_gap(device.options)
+        self.points: list[Point] = [make_point(t.address, t.type, t.order)[0] for t in self.tags]  # type: ignore[misc]
+        self.scale = np.array([t.scale for t in self.tags], dtype=np.float64)
+        self.offset = np.array([t.offset for t in self.tags], dtype=np.float64)
+        if self.endpoint.shared:
+            self.backoff_initial_s = self.shared_backoff_initial_s
+        self._set_plan(plan_points(self.points, self.limits))
+        self._link: Link | None = None
+
+    def _set_plan(self, requests: list[Request]) -> None:
+        self.requests = requests
+        self.decoder = Decoder(self.points, requests, self.scale, self.offset)
+        self._regs = np.zeros(self.decoder.reg_size, dtype=np.uint16)
+        self._bits = np.zeros(self.decoder.bit_size, dtype=np.uint8)
+
+    async def connect(self) -> None:
+        link = LinkPool.acquire(self.endpoint, self.device.timeout_s, self.frame_gap)
+        try:
+            await link.connect()
+        except BaseException:
+            LinkPool.release(link)
+            raise
+        self._link = link
+
+    async def disconnect(self) -> None:
+        if self._link is not None:
+            link, self._link = self._link, None
+            LinkPool.release(link)
+
+    async def close(self) -> None:
+        await self.disconnect()
+
+    async def read(self) -> SampleBatch:
+        link = self._link
+        if link is None:
+            raise DriverError("not connected")
+        unit, timeout = self.device.unit, self.device.timeout_s
+        answers: list[tuple[Request, list | None, str | None]] = []
+        split_any = False
+        async with link.lock:  # the whole poll: units on a shared line take turns
+            ts = time.time()
+            queue = deque(self.requests)
+            while queue:
+                req = queue.popleft()
+                resp = await link.read(req.fc, req.start, req.count, unit, timeout)
+                if not resp.isError():
+                    data = resp.bits if req.area in BIT_AREAS else resp.registers
+                    if len(data) < req.count:
+                        raise DriverError(f"short answer to {req.describe()}: {len(data)} values")
+                    answers.append((req, data, None))
+                    continue
+                code = int(getattr(resp, "exception_code", 0))
+                if code in _NO_ANSWER:
+                    raise DriverError(f"unit {unit}: {exception_text(code)}")
+                if code in _SPLIT_ON and (halves := split(req, self.points)):
+                    queue.extendleft(reversed(halves))
+                    split_any = True
+                    continue
+                answers.append((req, None, f"{req.describe()}: {exception_text(code)}"))
+        if split_any:  # keep the split: the next polls go straight to the readable pieces
+            self._set_plan(sorted((a[0] for a in answers), key=lambda r: (AREA_ORDER.index(r.area), r.start)))
+            order = {id(r): i for i, r in enumerate(self.requests)}
+            answers.sort(key=lambda a: order[id(a[0])])
+        return self._batch(answers, ts)
+
+    def _batch(self, answers: list[tuple[Request, list | None, str | None]], ts: float) -> SampleBatch:
+        dec = self.decoder
+        failed: list[int] = []
+        errors: list[str] = []
+        for r, (req, data, err) in enumerate(answers):
+            if data is None:
+                failed.append(r)
+                errors.append(err)  # type: ignore[arg-type]
+                continue
+            off = dec.reg_offsets[r]
+            if req.area in BIT_AREAS:
+                self._bits[off:off + req.count] = data[:req.count]
+            else:
+                self._regs[off:off + req.count] = data
+        values = dec.values(self._regs, self._bits)
+        quality = np.where(np.isfinite(values), GOOD, BAD).astype(np.uint8)
+        error = None
+        if failed:
+            bad = np.isin(dec.request_of, failed)
+            values[bad] = np.nan
+            quality[bad] = BAD
+            error = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+        return SampleBatch.build(self.device.name, self.tag_indices, values, ts, quality, error)

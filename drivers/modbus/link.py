@@ -1,0 +1,176 @@
+"""Connections to Modbus devices, read-only by construction.
+
+A ``Link`` owns one pymodbus client. Modbus TCP devices get a link each (one client serialises
+its requests, so sharing would make devices wait for each other). RTU devices on one serial port,
+and RTU-over-TCP devices behind one gateway, share one link and its lock: the line carries one
+transaction at a time, so the units on it are polled in turn, each holding the lock for its
+whole poll, with the RTU silent interval kept between frames.
+
+The pymodbus client is private to the link, which exposes only reads. As a second wall, every
+outgoing PDU passes ``_guard``, which refuses any function code but 1–4 and 43 (device
+identification, used by the probe) before a byte is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
+
+from drivers.base import DriverError
+from drivers.modbus.address import Endpoint
+
+READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})
+ALLOWED_FUNCTION_CODES = READ_FUNCTION_CODES | {43}  # 43/14: read device identification
+# no pymodbus-level reconnect or retry: the driver owns backoff, and a dead unit on a shared
+# bus must not make the client drop the line for the healthy ones
+_NO_DISCONNECT = 1 << 30
+
+
+class ReadOnlyViolation(RuntimeError):
+    """Something tried to send a Modbus function code that is not a read."""
+
+
+def _guard(sending: bool, pdu):
+    if sending and pdu.function_code not in ALLOWED_FUNCTION_CODES:
+        raise ReadOnlyViolation(f"function code {pdu.function_code} refused: plantwatch only reads")
+    return pdu
+
+
+def frame_gap_s(baud: int) -> float:
+    """The RTU silent interval: 3.5 character times (11 bits each), fixed at 1.75 ms above
+    19200 baud (Modbus over serial line v1.02, 2.5.1.1)."""
+    return 1.75e-3 if baud > 19200 else 3.5 * 11 / baud
+
+
+class Link:
+    """One client, one lock, shared by the devices on one line."""
+
+    def __init__(self, endpoint: Endpoint, timeout_s: float, frame_gap: float | None = None):
+        self.endpoint = endpoint
+        self.lock = asyncio.Lock()
+        self._connect_lock = asyncio.Lock()
+        self.users = 0
+        self.timeout_s = timeout_s
+        if frame_gap is None:
+            frame_gap = frame_gap_s(endpoint.baud) if endpoint.scheme == "rtu" else 0.0
+        self.frame_gap = frame_gap
+        self._last_end = 0.0
+        self._failures = 0  # consecutive unanswered requests on this line, any unit
+        self._client = self._make_client()
+
+    def _make_client(self):
+        e = self.endpoint
+        common: dict[str, Any] = {"timeout": self.timeout_s, "retries": 0, "reconnect_delay": 0,
+                                  "trace_pdu": _guard}
+        if e.scheme == "rtu":
+            client = AsyncModbusSerialClient(e.path, framer=FramerType.RTU, baudrate=e.baud, parity=e.parity,
+                                             stopbits=e.stopbits, bytesize=e.bytesize, **common)
+        else:
+            framer = FramerType.RTU if e.scheme == "rtu+tcp" else FramerType.SOCKET
+            client = AsyncModbusTcpClient(e.host, port=e.port, framer=framer, **common)
+        client.set_max_no_responses(_NO_DISCONNECT)
+        return client
+
+    @property
+    def connected(self) -> bool:
+        return self._client.connected
+
+    async def connect(self) -> None:
+        async with self._connect_lock:
+            if self._client.connected:
+                return
+            if not await self._client.connect():
+                raise DriverError(f"cannot connect to {self.endpoint.describe()}")
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def read(self, fc: int, address: int, count: int, unit: int, timeout_s: float):
+        """One read request; the caller holds ``lock``. Returns the pymodbus response (maybe an
+        ExceptionResponse); raises DriverError when the device does not answer."""
+        if fc not in READ_FUNCTION_CODES:
+            raise ReadOnlyViolation(f"function code {fc} is not a read")
+        if self.frame_gap:
+            wait = self._last_end + self.frame_gap - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        self._set_timeout(timeout_s)
+        c = self._client
+        method = {1: c.read_coils, 2: c.read_discrete_inputs, 3: c.read_holding_registers,
+                  4: c.read_input_registers}[fc]
+        try:
+            response = await method(address, count=count, device_id=unit)
+        except ModbusException as exc:
+            self._unanswered()
+            raise DriverError(_short(exc)) from None
+        finally:
+            self._last_end = time.monotonic()
+        self._failures = 0
+        return response
+
+    def _unanswered(self) -> None:
+        # one dead unit fails, its neighbours succeed and reset the count; only when the whole
+        # line goes quiet (a half-open gateway socket, a re-plugged USB adapter) is it reopened
+        self._failures += 1
+        if self._failures >= 3:
+            self._failures = 0
+            self._client.close()
+
+    async def device_information(self, unit: int, timeout_s: float):
+        """Function 43 / MEI 14, basic objects (vendor, product code, revision)."""
+        self._set_timeout(timeout_s)
+        try:
+            return await self._client.read_device_information(read_code=1, object_id=0, device_id=unit)
+        except ModbusException as exc:
+            raise DriverError(_short(exc)) from None
+        finally:
+            self._last_end = time.monotonic()
+
+    def _set_timeout(self, timeout_s: float) -> None:
+        # devices sharing a line may have different timeouts; pymodbus reads the response
+        # timeout from the transaction manager's params on every request
+        self._client.ctx.comm_params.timeout_connect = timeout_s
+
+
+def _short(exc: ModbusException) -> str:
+    text = str(exc).replace("Modbus Error: ", "")
+    if "No response received" in text:
+        return "no response (timeout)"
+    if "Not connected" in text:
+        return "connection lost"
+    return text
+
+
+class LinkPool:
+    """Links by line, per event loop, reference-counted: a shared line stays open while any of
+    its devices uses it, so one unit's failure never closes the bus under the others."""
+
+    _links: dict[tuple, Link] = {}
+
+    @classmethod
+    def acquire(cls, endpoint: Endpoint, timeout_s: float, frame_gap: float | None = None) -> Link:
+        if not endpoint.shared:
+            link = Link(endpoint, timeout_s, frame_gap)
+            link.users = 1
+            return link
+        key = (id(asyncio.get_running_loop()), endpoint.key)
+        link = cls._links.get(key)
+        if link is None:
+            link = cls._links[key] = Link(endpoint, timeout_s, frame_gap)
+        link.users += 1
+        return link
+
+    @classmethod
+    def release(cls, link: Link) -> None:
+        link.users -= 1
+        if link.users > 0:
+            return
+        link.close()
+        for key, value in list(cls._links.items()):
+            if value is link:
+                del cls._links[key]

@@ -1,0 +1,109 @@
+"""``plantwatch probe``: read a range of a Modbus device once and show it decoded.
+
+For integrators writing a config: which registers hold what, in which byte order. It only reads
+(function codes 1-4) and asks for the device identification (43/14) when the device offers it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from drivers.base import BYTE_ORDERS, VALUE_TYPES, DriverError
+from drivers.modbus.address import AREA_FC, BIT_AREAS, MAX_BITS, MAX_REGISTERS, WIDTH, parse_url
+from drivers.modbus.decode import DTYPES, byte_permutation
+from drivers.modbus.driver import exception_text
+from drivers.modbus.link import LinkPool
+
+_SPEC = re.compile(r"^(co|di|ir|hr):(\d+)(?:-(\d+))?$")
+
+
+def parse_spec(spec: str) -> tuple[str, int, int]:
+    """``"hr:0-20"`` -> ("hr", 0, 21): area, first address, count (the range is inclusive)."""
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise ValueError(f"{spec!r} is not a range: expected e.g. hr:0-20, ir:100, co:0-15")
+    area, first = m.group(1), int(m.group(2))
+    last = int(m.group(3)) if m.group(3) is not None else first
+    if last < first or last > 65535:
+        raise ValueError(f"{spec!r}: the range must go upwards and stay within 0..65535")
+    return area, first, last - first + 1
+
+
+async def probe(url: str, spec: str = "hr:0-20", type: str = "uint16", order: str = "ABCD",
+                timeout: float = 2.0) -> list[str]:
+    """Lines describing the device at ``url`` (``?unit=N`` selects the unit, default 1) and the
+    values in ``spec`` decoded as ``type``/``order``. Raises ValueError for bad arguments and
+    DriverError when the device cannot be reached."""
+    endpoint, problems = parse_url(url)
+    if problems:
+        raise ValueError("; ".join(f"{k}: {m}" for k, m in problems))
+    assert endpoint is not None
+    if type not in VALUE_TYPES:
+        raise ValueError(f"type {type!r} is not one of {', '.join(VALUE_TYPES)}")
+    if order not in BYTE_ORDERS:
+        raise ValueError(f"order {order!r} is not one of {', '.join(BYTE_ORDERS)}")
+    area, first, count = parse_spec(spec)
+    if area in BIT_AREAS:
+        type = "bool"
+    unit = endpoint.unit if endpoint.unit is not None else 1
+    link = LinkPool.acquire(endpoint, timeout)
+    lines = [f"{endpoint.describe()} unit {unit}"]
+    try:
+        await link.connect()
+        async with link.lock:
+            lines += await _identity(link, unit, timeout)
+            lines += await _values(link, unit, timeout, area, first, count, type, order)
+    finally:
+        LinkPool.release(link)
+    return lines
+
+
+async def _identity(link, unit: int, timeout: float) -> list[str]:
+    try:
+        resp = await link.device_information(unit, timeout)
+    except DriverError:
+        return ["identification: no answer to 43/14"]
+    if resp.isError():
+        return [f"identification: {exception_text(int(resp.exception_code))}"]
+    names = {0: "vendor", 1: "product code", 2: "revision", 3: "vendor url", 4: "product name", 5: "model name"}
+    info = getattr(resp, "information", {}) or {}
+    parts = []
+    for key, value in sorted(info.items()):
+        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        parts.append(f"{names.get(key, f'object {key}')}={text}")
+    return ["identification: " + (", ".join(parts) if parts else "(empty)")]
+
+
+async def _values(link, unit, timeout, area, first, count, type_, order) -> list[str]:
+    size = MAX_BITS if area in BIT_AREAS else MAX_REGISTERS
+    words: dict[int, int] = {}
+    failed: list[str] = []
+    for start in range(first, first + count, size):
+        n = min(size, first + count - start)
+        resp = await link.read(AREA_FC[area], start, n, unit, timeout)
+        if resp.isError():
+            failed.append(f"{area}:{start}-{start + n - 1}: {exception_text(int(resp.exception_code))}")
+            continue
+        data = resp.bits[:n] if area in BIT_AREAS else resp.registers
+        words.update(zip(range(start, start + n), (int(v) for v in data), strict=False))
+    lines = [f"{area}:{first}-{first + count - 1} as {type_} {order if type_ != 'bool' else ''}".rstrip()]
+    width = 1 if area in BIT_AREAS or type_ == "bool" else WIDTH[type_]
+    for addr in range(first, first + count - width + 1, width):
+        span = [words.get(a) for a in range(addr, addr + width)]
+        if any(w is None for w in span):
+            lines.append(f"  {area}:{addr:<6} (not readable)")
+            continue
+        if area in BIT_AREAS:
+            lines.append(f"  {area}:{addr:<6} {span[0]}")
+            continue
+        raw = " ".join(f"{w:04X}" for w in span)
+        if type_ == "bool":
+            shown = f"{int(span[0] != 0)}  bits {span[0]:016b}"
+        else:  # exact, also for 64-bit integers the float64 samples would round
+            sent = b"".join(w.to_bytes(2, "big") for w in span)
+            value = np.frombuffer(bytes(sent[i] for i in byte_permutation(order, width)), dtype=DTYPES[type_])[0]
+            shown = f"{float(value):.7g}" if type_.startswith("float") else str(int(value))
+        lines.append(f"  {area}:{addr:<6} {raw:<20} {shown}")
+    return lines + failed

@@ -1,0 +1,665 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Univariate detection kernels: one call judges a whole batch of samples.
+
+Each kernel keeps its state as struct-of-arrays indexed by a *slot* (the position of a watched
+tag in the family; ``slot[tag] == -1`` for tags the family does not watch) and appends one event
+per condition change to its output buffers: the sample index, the previous level and the new
+level (plus one float of detail where the family has one). Parameters are validated in Python
+before they reach here; the loops assume valid, contiguous input and run without the GIL.
+
+Levels are small integers: 0 normal, 1 H, 2 HH, -1 L, -2 LL. Families with a single alarm
+(statistical detectors, sensor) use 0 normal and 1/-1 for "high"/"low" direction or 1 active.
+"""
+
+import numpy as np
+
+from libc.math cimport fabs, isnan, sqrt, INFINITY, NAN
+from libc.string cimport memmove
+from libc.float cimport DBL_MAX
+
+# Samples of these qualities carry no usable value: they leave every statistic untouched.
+cdef enum:
+    Q_BAD = 2
+
+
+cdef class _Kernel:
+    """Shared slot map and event buffers."""
+
+    cdef public object slot_of_tag          # int32[n_tags], -1 = not watched
+    cdef int[::1] slot
+    cdef Py_ssize_t n_map
+    cdef public Py_ssize_t n_slots
+    cdef Py_ssize_t[::1] ev_idx
+    cdef signed char[::1] ev_prev
+    cdef signed char[::1] ev_new
+    cdef double[::1] ev_x
+    cdef Py_ssize_t cap
+
+    def __init__(self, slot_of_tag):
+        arr = np.ascontiguousarray(slot_of_tag, dtype=np.int32)
+        self.slot_of_tag = arr
+        self.slot = arr
+        self.n_map = arr.shape[0]
+        self.n_slots = int(arr.max()) + 1 if arr.shape[0] and arr.max() >= 0 else 0
+        self._reserve(256)
+
+    cdef _reserve(self, Py_ssize_t n):
+        if n <= self.cap:
+            return
+        self.cap = max(n, 2 * self.cap)
+        self.ev_idx = np.empty(self.cap, dtype=np.intp)
+        self.ev_prev = np.empty(self.cap, dtype=np.int8)
+        self.ev_new = np.empty(self.cap, dtype=np.int8)
+        self.ev_x = np.empty(self.cap, dtype=np.float64)
+
+    cdef object _events(self, Py_ssize_t n):
+        """The first n events as (sample index, previous level, new level, detail) arrays, or
+        None when nothing changed (the common case, kept allocation-free)."""
+        if n == 0:
+            return None
+        return (
+            np.asarray(self.ev_idx[:n]).copy(),
+            np.asarray(self.ev_prev[:n]).copy(),
+            np.asarray(self.ev_new[:n]).copy(),
+            np.asarray(self.ev_x[:n]).copy(),
+        )
+
+    cdef inline Py_ssize_t _emit(self, Py_ssize_t n, Py_ssize_t i, signed char prev, signed char new,
+                                 double x) noexcept nogil:
+        self.ev_idx[n] = i
+        self.ev_prev[n] = prev
+        self.ev_new[n] = new
+        self.ev_x[n] = x
+        return n + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Debounce shared by every family: the raw level from the detector, then on-delay (towards a
+# more severe level or into alarm), then off-delay (towards a less severe level or normal).
+# A pending transition's timer restarts whenever the raw level changes before it expires.
+
+cdef inline bint _more_severe(signed char raw, signed char lvl) noexcept nogil:
+    if raw == 0:
+        return False
+    if lvl == 0 or (raw > 0) != (lvl > 0):
+        return True
+    return (raw if raw > 0 else -raw) > (lvl if lvl > 0 else -lvl)
+
+
+cdef inline bint _debounce(signed char raw, double t, signed char* lvl, signed char* pend,
+                           double* since, double on_delay, double off_delay) noexcept nogil:
+    """Advance the reported level; True when it changed (the new level is in lvl[0])."""
+    cdef double delay
+    if raw == lvl[0]:
+        pend[0] = raw
+        return False
+    if raw != pend[0]:
+        pend[0] = raw
+        since[0] = t
+    delay = on_delay if _more_severe(raw, lvl[0]) else off_delay
+    if t - since[0] >= delay:
+        lvl[0] = raw
+        return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------------
+# limit: HH/H/L/LL with deadband on return (ISA-18.2, OPC UA Part 9 LimitAlarmType)
+
+cdef inline signed char _limit_raw(double v, signed char r, double hh, double h, double l,
+                                   double ll, double db) noexcept nogil:
+    # NaN limits compare false, so unset limits never enter and never hold.
+    cdef signed char hi = 0, lo = 0
+    if v >= hh or (r >= 2 and v > hh - db):
+        hi = 2
+    elif v >= h or (r >= 1 and v > h - db):
+        hi = 1
+    if v <= ll or (r <= -2 and v < ll + db):
+        lo = -2
+    elif v <= l or (r <= -1 and v < l + db):
+        lo = -1
+    if hi != 0 and lo != 0:
+        # Only possible when a wide deadband still holds one side while the value has entered
+        # the other: entering wins over holding.
+        return lo if r > 0 else hi
+    return hi if hi != 0 else lo
+
+
+cdef class LimitKernel(_Kernel):
+    """State of the limit family; one slot per tag that has an ``alarms`` table."""
+
+    cdef public object hh, h, l, ll, deadband, on_delay, off_delay, raw, level, pending, since
+    cdef double[::1] _hh, _h, _l, _ll, _db, _on, _off, _since
+    cdef signed char[::1] _raw, _lvl, _pend
+
+    def __init__(self, slot_of_tag, hh, h, l, ll, deadband, on_delay, off_delay):
+        _Kernel.__init__(self, slot_of_tag)
+        n = self.n_slots
+        self.hh = _param(hh, n)
+        self.h = _param(h, n)
+        self.l = _param(l, n)
+        self.ll = _param(ll, n)
+        self.deadband = _param(deadband, n)
+        self.on_delay = _param(on_delay, n)
+        self.off_delay = _param(off_delay, n)
+        self.raw = np.zeros(n, dtype=np.int8)
+        self.level = np.zeros(n, dtype=np.int8)
+        self.pending = np.zeros(n, dtype=np.int8)
+        self.since = np.zeros(n, dtype=np.float64)
+        self._hh, self._h, self._l, self._ll = self.hh, self.h, self.l, self.ll
+        self._db, self._on, self._off = self.deadband, self.on_delay, self.off_delay
+        self._raw, self._lvl, self._pend, self._since = self.raw, self.level, self.pending, self.since
+
+    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+               const unsigned char[::1] quality):
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
+        cdef int t, s
+        cdef double v
+        cdef signed char r, prev
+        self._reserve(n)
+        with nogil:
+            for i in range(n):
+                t = tag[i]
+                if t < 0 or t >= self.n_map:
+                    continue
+                s = self.slot[t]
+                if s < 0 or quality[i] >= Q_BAD:
+                    continue
+                v = value[i]
+                if isnan(v):
+                    continue
+                r = _limit_raw(v, self._raw[s], self._hh[s], self._h[s], self._l[s], self._ll[s],
+                               self._db[s])
+                self._raw[s] = r
+                prev = self._lvl[s]
+                if _debounce(r, ts[i], &self._lvl[s], &self._pend[s], &self._since[s],
+                             self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], v)
+        return self._events(n_ev)
+
+
+def _param(x, Py_ssize_t n):
+    arr = np.ascontiguousarray(x, dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(f"expected {n} per-slot values, got shape {arr.shape}")
+    return arr.copy()
+
+
+cdef inline bint _usable(double v, unsigned char q) noexcept nogil:
+    return q < Q_BAD and not isnan(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# roc: rate of change over a window. The rate is measured from an anchor sample to the first
+# usable sample at least window_s later (and strictly later); the anchor then moves there.
+# Level 1 rising faster than max_per_s, -1 falling faster; held until the next measurement.
+
+cdef class RocKernel(_Kernel):
+    cdef public object max_per_s, window_s, on_delay, off_delay, anchor_v, anchor_t, raw, level, pending, since
+    cdef double[::1] _max, _win, _on, _off, _av, _at, _since
+    cdef signed char[::1] _raw, _lvl, _pend
+
+    def __init__(self, slot_of_tag, max_per_s, window_s, on_delay, off_delay):
+        _Kernel.__init__(self, slot_of_tag)
+        n = self.n_slots
+        self.max_per_s, self.window_s = _param(max_per_s, n), _param(window_s, n)
+        self.on_delay, self.off_delay = _param(on_delay, n), _param(off_delay, n)
+        self.anchor_v = np.full(n, np.nan)
+        self.anchor_t = np.zeros(n)
+        self.raw = np.zeros(n, dtype=np.int8)
+        self.level = np.zeros(n, dtype=np.int8)
+        self.pending = np.zeros(n, dtype=np.int8)
+        self.since = np.zeros(n)
+        self._max, self._win, self._on, self._off = self.max_per_s, self.window_s, self.on_delay, self.off_delay
+        self._av, self._at, self._since = self.anchor_v, self.anchor_t, self.since
+        self._raw, self._lvl, self._pend = self.raw, self.level, self.pending
+
+    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+               const unsigned char[::1] quality):
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
+        cdef int t, s
+        cdef double v, x, dt, rate
+        cdef signed char r, prev
+        self._reserve(n)
+        with nogil:
+            for i in range(n):
+                t = tag[i]
+                if t < 0 or t >= self.n_map:
+                    continue
+                s = self.slot[t]
+                if s < 0:
+                    continue
+                v = value[i]
+                if not _usable(v, quality[i]):
+                    continue
+                x = ts[i]
+                if isnan(self._av[s]):
+                    self._av[s] = v
+                    self._at[s] = x
+                    continue
+                dt = x - self._at[s]
+                if dt <= 0.0 or dt < self._win[s]:
+                    r = self._raw[s]
+                    rate = NAN
+                else:
+                    rate = (v - self._av[s]) / dt
+                    r = 1 if rate > self._max[s] else (-1 if rate < -self._max[s] else 0)
+                    self._raw[s] = r
+                    self._av[s] = v
+                    self._at[s] = x
+                prev = self._lvl[s]
+                if _debounce(r, x, &self._lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], rate)
+        return self._events(n_ev)
+
+
+# ----------------------------------------------------------------------------------------------
+# Warm-up shared by the control charts: Welford's running mean and variance over the first
+# ``warmup`` usable samples, unless mean and sigma were given. ``count >= warmup`` means ready.
+
+cdef inline double _sigma(double m2, long long n, double min_sigma) noexcept nogil:
+    cdef double s = sqrt(m2 / (n - 1)) if n > 1 else 0.0
+    return s if s > min_sigma else min_sigma
+
+
+cdef inline double _inverse(double sigma) noexcept nogil:
+    # A warm-up on a constant signal leaves sigma 0: any later move is then infinitely many
+    # sigmas away, which DBL_MAX expresses without 0 * inf = NaN for a sample at the mean.
+    return 1.0 / sigma if sigma > 0.0 else DBL_MAX
+
+
+cdef inline void _welford(double v, long long* n, double* mean, double* m2) noexcept nogil:
+    cdef double d
+    n[0] += 1
+    d = v - mean[0]
+    mean[0] += d / n[0]
+    m2[0] += d * (v - mean[0])
+
+
+# ewma: z = lambda*x + (1-lambda)*z, starting at the mean; alarm while z is outside
+# mean +- L*sigma*sqrt(lambda/(2-lambda)) (the asymptotic EWMA control limits).
+
+cdef class EwmaKernel(_Kernel):
+    cdef public object lam, L, min_sigma, warmup, on_delay, off_delay
+    cdef public object count, mean, m2, z, ucl, lcl, level, pending, since
+    cdef double[::1] _lam, _L, _minsig, _on, _off, _mean, _m2, _z, _ucl, _lcl, _since
+    cdef long long[::1] _warm, _count
+    cdef signed char[::1] _lvl, _pend
+
+    def __init__(self, slot_of_tag, lam, L, min_sigma, warmup, on_delay, off_delay, mean, sigma):
+        """``mean``/``sigma`` NaN where they are to be estimated during warm-up."""
+        _Kernel.__init__(self, slot_of_tag)
+        n = self.n_slots
+        self.lam, self.L, self.min_sigma = _param(lam, n), _param(L, n), _param(min_sigma, n)
+        self.warmup = np.ascontiguousarray(warmup, dtype=np.int64).copy()
+        self.on_delay, self.off_delay = _param(on_delay, n), _param(off_delay, n)
+        self.count = np.zeros(n, dtype=np.int64)
+        self.mean = np.zeros(n)
+        self.m2 = np.zeros(n)
+        self.z = np.zeros(n)
+        self.ucl = np.full(n, np.inf)
+        self.lcl = np.full(n, -np.inf)
+        self.level = np.zeros(n, dtype=np.int8)
+        self.pending = np.zeros(n, dtype=np.int8)
+        self.since = np.zeros(n)
+        self._lam, self._L, self._minsig = self.lam, self.L, self.min_sigma
+        self._warm, self._count, self._on, self._off = self.warmup, self.count, self.on_delay, self.off_delay
+        self._mean, self._m2, self._z, self._ucl, self._lcl = self.mean, self.m2, self.z, self.ucl, self.lcl
+        self._lvl, self._pend, self._since = self.level, self.pending, self.since
+        given_mean, given_sigma = _param(mean, n), _param(sigma, n)
+        for s in range(n):
+            if not isnan(given_mean[s]):
+                self._mean[s] = given_mean[s]
+                self._count[s] = self._warm[s]
+                self._ready(s, given_sigma[s] if given_sigma[s] > self._minsig[s] else self._minsig[s])
+
+    cdef inline void _ready(self, Py_ssize_t s, double sigma) noexcept nogil:
+        cdef double w = self._L[s] * sigma * sqrt(self._lam[s] / (2.0 - self._lam[s]))
+        self._z[s] = self._mean[s]
+        self._ucl[s] = self._mean[s] + w
+        self._lcl[s] = self._mean[s] - w
+
+    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+               const unsigned char[::1] quality):
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
+        cdef int t, s
+        cdef double v, z
+        cdef signed char r, prev
+        self._reserve(n)
+        with nogil:
+            for i in range(n):
+                t = tag[i]
+                if t < 0 or t >= self.n_map:
+                    continue
+                s = self.slot[t]
+                if s < 0:
+                    continue
+                v = value[i]
+                if not _usable(v, quality[i]):
+                    continue
+                if self._count[s] < self._warm[s]:
+                    _welford(v, &self._count[s], &self._mean[s], &self._m2[s])
+                    if self._count[s] == self._warm[s]:
+                        self._ready(s, _sigma(self._m2[s], self._count[s], self._minsig[s]))
+                    continue
+                z = self._lam[s] * v + (1.0 - self._lam[s]) * self._z[s]
+                self._z[s] = z
+                r = 1 if z > self._ucl[s] else (-1 if z < self._lcl[s] else 0)
+                prev = self._lvl[s]
+                if _debounce(r, ts[i], &self._lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], z)
+        return self._events(n_ev)
+
+
+# cusum: two-sided Page CUSUM on standardised samples, S+ = max(0, S+ + x - k),
+# S- = max(0, S- - x - k); crossing h raises (1 up, -1 down) and restarts both sums, so a
+# persistent shift keeps re-crossing and the off-delay holds the alarm between crossings.
+
+cdef class CusumKernel(_Kernel):
+    cdef public object k, h, min_sigma, warmup, off_delay
+    cdef public object count, mean, m2, inv_sigma, sp, sn, level, pending, since
+    cdef double[::1] _k, _h, _minsig, _off, _mean, _m2, _isig, _sp, _sn, _since
+    cdef long long[::1] _warm, _count
+    cdef signed char[::1] _lvl, _pend
+
+    def __init__(self, slot_of_tag, k, h, min_sigma, warmup, off_delay, mean, sigma):
+        _Kernel.__init__(self, slot_of_tag)
+        n = self.n_slots
+        self.k, self.h, self.min_sigma = _param(k, n), _param(h, n), _param(min_sigma, n)
+        self.warmup = np.ascontiguousarray(warmup, dtype=np.int64).copy()
+        self.off_delay = _param(off_delay, n)
+        self.count = np.zeros(n, dtype=np.int64)
+        self.mean = np.zeros(n)
+        self.m2 = np.zeros(n)
+        self.inv_sigma = np.zeros(n)
+        self.sp = np.zeros(n)
+        self.sn = np.zeros(n)
+        self.level = np.zeros(n, dtype=np.int8)
+        self.pending = np.zeros(n, dtype=np.int8)
+        self.since = np.zeros(n)
+        self._k, self._h, self._minsig, self._off = self.k, self.h, self.min_sigma, self.off_delay
+        self._warm, self._count = self.warmup, self.count
+        self._mean, self._m2, self._isig, self._sp, self._sn = self.mean, self.m2, self.inv_sigma, self.sp, self.sn
+        self._lvl, self._pend, self._since = self.level, self.pending, self.since
+        given_mean, given_sigma = _param(mean, n), _param(sigma, n)
+        for s in range(n):
+            if not isnan(given_mean[s]):
+                self._mean[s] = given_mean[s]
+                self._count[s] = self._warm[s]
+                self._isig[s] = _inverse(given_sigma[s] if given_sigma[s] > self._minsig[s] else self._minsig[s])
+
+    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+               const unsigned char[::1] quality):
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
+        cdef int t, s
+        cdef double v, x, sp, sn, stat
+        cdef signed char r, prev
+        self._reserve(n)
+        with nogil:
+            for i in range(n):
+                t = tag[i]
+                if t < 0 or t >= self.n_map:
+                    continue
+                s = self.slot[t]
+                if s < 0:
+                    continue
+                v = value[i]
+                if not _usable(v, quality[i]):
+                    continue
+                if self._count[s] < self._warm[s]:
+                    _welford(v, &self._count[s], &self._mean[s], &self._m2[s])
+                    if self._count[s] == self._warm[s]:
+                        self._isig[s] = _inverse(_sigma(self._m2[s], self._count[s], self._minsig[s]))
+                    continue
+                x = (v - self._mean[s]) * self._isig[s]
+                sp = self._sp[s] + x - self._k[s]
+                sn = self._sn[s] - x - self._k[s]
+                sp = sp if sp > 0.0 else 0.0
+                sn = sn if sn > 0.0 else 0.0
+                r = 0
+                stat = 0.0
+                if sp > self._h[s]:
+                    r = 1
+                    stat = sp
+                elif sn > self._h[s]:
+                    r = -1
+                    stat = -sn
+                if r != 0:
+                    sp = 0.0
+                    sn = 0.0
+                self._sp[s] = sp
+                self._sn[s] = sn
+                prev = self._lvl[s]
+                if _debounce(r, ts[i], &self._lvl[s], &self._pend[s], &self._since[s], 0.0, self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], stat)
+        return self._events(n_ev)
+
+
+# ----------------------------------------------------------------------------------------------
+# robust (Hampel): each sample is judged against the median and MAD of the previous ``window``
+# usable samples of its tag: z = (x - median) / (1.4826 * MAD), alarm while |z| > threshold.
+# The window is kept both as a ring (for eviction order) and sorted (median in O(1), MAD by a
+# two-pointer walk over the deviations on either side of the median), so an update is O(window).
+
+cdef inline Py_ssize_t _bisect(double* a, Py_ssize_t n, double x) noexcept nogil:
+    """First position whose value is >= x (values are never NaN)."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline double _kth_dev(double* a, Py_ssize_t n, double m, Py_ssize_t k) noexcept nogil:
+    """The k-th smallest (0-based) of |a[i] - m| over sorted a, m its median."""
+    cdef Py_ssize_t left = _bisect(a, n, m) - 1, right = left + 1, j
+    cdef double d = 0.0, dl, dr
+    for j in range(k + 1):
+        dl = m - a[left] if left >= 0 else INFINITY
+        dr = a[right] - m if right < n else INFINITY
+        if dl <= dr:
+            d = dl
+            left -= 1
+        else:
+            d = dr
+            right += 1
+    return d
+
+
+cdef class RobustKernel(_Kernel):
+    cdef public object window, threshold, min_mad, on_delay, off_delay
+    cdef public object ring, sorted, count, pos, level, pending, since
+    cdef double[::1] _thr, _minmad, _on, _off, _since
+    cdef double[:, ::1] _ring, _sorted
+    cdef long long[::1] _win, _count, _pos
+    cdef signed char[::1] _lvl, _pend
+
+    def __init__(self, slot_of_tag, window, threshold, min_mad, on_delay, off_delay):
+        _Kernel.__init__(self, slot_of_tag)
+        n = self.n_slots
+        self.window = np.ascontiguousarray(window, dtype=np.int64).copy()
+        width = int(self.window.max()) if n else 1
+        self.threshold, self.min_mad = _param(threshold, n), _param(min_mad, n)
+        self.on_delay, self.off_delay = _param(on_delay, n), _param(off_delay, n)
+        self.ring = np.zeros((n, width))
+        self.sorted = np.zeros((n, width))
+        self.count = np.zeros(n, dtype=np.int64)
+        self.pos = np.zeros(n, dtype=np.int64)
+        self.level = np.zeros(n, dtype=np.int8)
+        self.pending = np.zeros(n, dtype=np.int8)
+        self.since = np.zeros(n)
+        self._win, self._thr, self._minmad = self.window, self.threshold, self.min_mad
+        self._on, self._off, self._ring, self._sorted = self.on_delay, self.off_delay, self.ring, self.sorted
+        self._count, self._pos = self.count, self.pos
+        self._lvl, self._pend, self._since = self.level, self.pending, self.since
+
+    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+               const unsigned char[::1] quality):
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0, w, c, j, half
+        cdef int t, s
+        cdef double v, med, mad, scale, z, old
+        cdef double* srt
+        cdef signed char r, prev
+        self._reserve(n)
+        with nogil:
+            for i in range(n):
+                t = tag[i]
+                if t < 0 or t >= self.n_map:
+                    continue
+                s = self.slot[t]
+                if s < 0:
+                    continue
+                v = value[i]
+                if not _usable(v, quality[i]):
+                    continue
+                w = self._win[s]
+                c = self._count[s]
+                srt = &self._sorted[s, 0]
+                z = 0.0
+                r = 0
+                if c == w:
+                    half = w >> 1
+                    med = srt[half] if w & 1 else 0.5 * (srt[half - 1] + srt[half])
+                    if w & 1:
+                        mad = _kth_dev(srt, w, med, half)
+                    else:
+                        mad = 0.5 * (_kth_dev(srt, w, med, half - 1) + _kth_dev(srt, w, med, half))
+                    scale = 1.4826 * mad
+                    if scale < self._minmad[s]:
+                        scale = self._minmad[s]
+                    if scale > 0.0:
+                        z = (v - med) / scale
+                    elif v != med:
+                        z = INFINITY if v > med else -INFINITY
+                    r = 1 if z > self._thr[s] else (-1 if z < -self._thr[s] else 0)
+                    # evict the oldest sample from the sorted copy
+                    old = self._ring[s, self._pos[s]]
+                    j = _bisect(srt, c, old)
+                    memmove(&srt[j], &srt[j + 1], (c - j - 1) * sizeof(double))
+                    c -= 1
+                j = _bisect(srt, c, v)
+                memmove(&srt[j + 1], &srt[j], (c - j) * sizeof(double))
+                srt[j] = v
+                self._count[s] = c + 1
+                self._ring[s, self._pos[s]] = v
+                self._pos[s] = self._pos[s] + 1 if self._pos[s] + 1 < w else 0
+                prev = self._lvl[s]
+                if _debounce(r, ts[i], &self._lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], z)
+        return self._events(n_ev)
+
+
+# ----------------------------------------------------------------------------------------------
+# flatline: active (1) once the value has stayed within eps of the value that started the
+# current flat stretch for duration_s; any move beyond eps starts a new stretch and clears.
+
+cdef class FlatlineKernel(_Kernel):
+    cdef public object eps, duration, on_delay, off_delay, ref_v, ref_t, level, pending, since
+    cdef double[::1] _eps, _dur, _on, _off, _rv, _rt, _since
+    cdef signed char[::1] _lvl, _pend
+
+    def __init__(self, slot_of_tag, eps, duration, on_delay, off_delay):
+        _Kernel.__init__(self, slot_of_tag)
+        n = self.n_slots
+        self.eps, self.duration = _param(eps, n), _param(duration, n)
+        self.on_delay, self.off_delay = _param(on_delay, n), _param(off_delay, n)
+        self.ref_v = np.full(n, np.nan)
+        self.ref_t = np.zeros(n)
+        self.level = np.zeros(n, dtype=np.int8)
+        self.pending = np.zeros(n, dtype=np.int8)
+        self.since = np.zeros(n)
+        self._eps, self._dur, self._on, self._off = self.eps, self.duration, self.on_delay, self.off_delay
+        self._rv, self._rt = self.ref_v, self.ref_t
+        self._lvl, self._pend, self._since = self.level, self.pending, self.since
+
+    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+               const unsigned char[::1] quality):
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
+        cdef int t, s
+        cdef double v, x
+        cdef signed char r, prev
+        self._reserve(n)
+        with nogil:
+            for i in range(n):
+                t = tag[i]
+                if t < 0 or t >= self.n_map:
+                    continue
+                s = self.slot[t]
+                if s < 0:
+                    continue
+                v = value[i]
+                if not _usable(v, quality[i]):
+                    continue
+                x = ts[i]
+                if isnan(self._rv[s]) or fabs(v - self._rv[s]) > self._eps[s]:
+                    self._rv[s] = v
+                    self._rt[s] = x
+                    r = 0
+                else:
+                    r = 1 if x - self._rt[s] >= self._dur[s] else 0
+                prev = self._lvl[s]
+                if _debounce(r, x, &self._lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], x - self._rt[s])
+        return self._events(n_ev)
+
+
+# ----------------------------------------------------------------------------------------------
+# sensor: the sample itself is implausible. Level 1 above the physical range, -1 below it,
+# 2 a BAD-quality (or NaN) sample inside it. COMM_FAIL samples are the agent's comm alarm and
+# are skipped here.
+
+cdef enum:
+    Q_COMM_FAIL = 3
+
+
+cdef class SensorKernel(_Kernel):
+    cdef public object lo, hi, on_delay, off_delay, level, pending, since
+    cdef double[::1] _lo, _hi, _on, _off, _since
+    cdef signed char[::1] _lvl, _pend
+
+    def __init__(self, slot_of_tag, lo, hi, on_delay, off_delay):
+        _Kernel.__init__(self, slot_of_tag)
+        n = self.n_slots
+        self.lo, self.hi = _param(lo, n), _param(hi, n)
+        self.on_delay, self.off_delay = _param(on_delay, n), _param(off_delay, n)
+        self.level = np.zeros(n, dtype=np.int8)
+        self.pending = np.zeros(n, dtype=np.int8)
+        self.since = np.zeros(n)
+        self._lo, self._hi, self._on, self._off = self.lo, self.hi, self.on_delay, self.off_delay
+        self._lvl, self._pend, self._since = self.level, self.pending, self.since
+
+    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+               const unsigned char[::1] quality):
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
+        cdef int t, s
+        cdef double v
+        cdef unsigned char q
+        cdef signed char r, prev
+        self._reserve(n)
+        with nogil:
+            for i in range(n):
+                t = tag[i]
+                if t < 0 or t >= self.n_map:
+                    continue
+                s = self.slot[t]
+                q = quality[i]
+                if s < 0 or q >= Q_COMM_FAIL:
+                    continue
+                v = value[i]
+                if isnan(v):
+                    r = 2
+                elif v > self._hi[s]:
+                    r = 1
+                elif v < self._lo[s]:
+                    r = -1
+                elif q == Q_BAD:
+                    r = 2
+                else:
+                    r = 0
+                prev = self._lvl[s]
+                if _debounce(r, ts[i], &self._lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], v)
+        return self._events(n_ev)

@@ -1,0 +1,164 @@
+"""Config validation: every problem reported together as `path.to.key: message`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load, parse
+from tests.conftest import config_dict
+
+
+def problems_of(data, base: Path = Path(".")) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse(data, base=base)
+    return info.value.problems
+
+
+def tag(i: int = 0, **changes):
+    data = config_dict()
+    data["tags"][i].update(changes)
+    return data
+
+
+def with_(section: str, **changes):
+    data = config_dict()
+    data[section].update(changes)
+    return data
+
+
+def device(**changes):
+    data = config_dict()
+    data["devices"][0].update(changes)
+    return data
+
+
+def alarms(**changes):
+    data = config_dict()
+    data["tags"][0]["alarms"].update(changes)
+    return data
+
+
+def drop(section: str, key: str):
+    data = config_dict()
+    del data[section][key]
+    return data
+
+
+BAD = [
+    ("typo in an alarm key", alarms(deadbnd=2.0), "tags[0].alarms.deadbnd: unknown key"),
+    ("hh not above h", alarms(hh=150.0), "tags[0].alarms.hh: must be above h (160.0)"),
+    ("ll not below l", alarms(ll=25.0), "tags[0].alarms.l: must be above ll (25.0)"),
+    ("negative deadband", alarms(deadband=-1.0), "tags[0].alarms.deadband:"),
+    ("unknown device", tag(1, device="r2-plc"), "tags[1].device: unknown device 'r2-plc'"),
+    ("duplicate tag name", tag(1, name="R101.TI01"), "tags[1].name: duplicate tag name 'R101.TI01' (also tags[0])"),
+    ("float32 on a coil", tag(0, address="co:5"), "tags[0].type:"),
+    ("bad address syntax", tag(0, address="hr:abc"), "tags[0].address:"),
+    ("address out of range", tag(0, address="hr:70000"), "tags[0].address:"),
+    ("unknown value type", tag(0, type="float16"), "tags[0].type: must be one of"),
+    ("unknown byte order", tag(0, order="ACBD"), "tags[0].order: must be one of"),
+    ("range upside down", tag(0, range=[400.0, -50.0]), "tags[0].range: low must be below high"),
+    ("scale not a number", tag(0, scale="x"), "tags[0].scale: must be a finite number"),
+    ("priority out of 1..4", tag(0, priority=7), "tags[0].priority: must be 1 (highest) .. 4"),
+    ("unknown statistical detector", tag(0, detectors=["ewmaa"]), "tags[0].detectors[0]: unknown detector 'ewmaa'"),
+    ("typo in a tag key", tag(0, deadbnd=1.0), "tags[0].deadbnd: unknown key"),
+    ("plant missing", drop("agent", "plant"), "agent.plant: is required"),
+    ("plant with a topic wildcard", with_("agent", plant="64#01"), "agent.plant: must be 1-64 letters"),
+    ("unknown time zone", with_("agent", timezone="Mars/Olympus"), "agent.timezone: unknown time zone"),
+    ("uplink not mqtt", with_("uplink", url="http://127.0.0.1:1883"), "uplink.url: must start with mqtt:// or mqtts://"),
+    ("mqtt version 4", with_("uplink", mqtt_version=4), "uplink.mqtt_version: must be one of 3, 5"),
+    ("password file missing", with_("uplink", password_file="nope.txt"), "uplink.password_file: no such file"),
+    ("unknown driver", device(driver="profibus"), "devices[0].driver: unknown driver 'profibus'"),
+    ("negative interval", device(interval_s=-1.0), "devices[0].interval_s: must be > 0"),
+    ("unit id out of range", device(unit=300), "devices[0].unit: must be 0..255"),
+    ("modbus device with an OPC-UA url", device(url="opc.tcp://127.0.0.1:4840"), "devices[0].url:"),
+    ("unknown section", {**config_dict(), "agnet": {"plant": "x"}}, "agnet: unknown section"),
+]
+
+
+@pytest.mark.parametrize("data,expected", [(d, e) for _, d, e in BAD], ids=[n for n, _, _ in BAD])
+def test_bad_config_names_the_key(data, expected):
+    problems = problems_of(data)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_duplicate_device_name_is_reported():
+    data = config_dict()
+    data["devices"].append(dict(data["devices"][0]))
+    problems = problems_of(data)
+    assert any(p.startswith("devices[1].name: duplicate device name 'r1-plc'") for p in problems), problems
+
+
+def test_model_with_unknown_tag():
+    data = config_dict(models=[{"name": "m", "kind": "pca", "tags": ["R101.TI01", "R101.XX"], "file": "m.npz"}])
+    assert "models[0].tags[1]: unknown tag 'R101.XX'" in problems_of(data)
+
+
+def test_every_problem_is_reported_together():
+    data = config_dict()
+    data["agent"]["timezone"] = "Nowhere/Nothing"
+    data["tags"][0]["alarms"]["deadbnd"] = 1.0
+    data["tags"][1]["device"] = "ghost"
+    problems = problems_of(data)
+    assert len(problems) >= 3
+    for prefix in ("agent.timezone:", "tags[0].alarms.deadbnd:", "tags[1].device:"):
+        assert any(p.startswith(prefix) for p in problems), (prefix, problems)
+
+
+def test_typo_suggests_the_key():
+    problems = problems_of(device(intreval_s=1.0))
+    assert "devices[0].intreval_s: unknown key (did you mean 'interval_s'?)" in problems
+
+
+def test_valid_config_loads_typed(write_config, tmp_path):
+    cfg = load(write_config(config_dict()))
+    assert cfg.agent.plant == "640100000001"
+    assert cfg.agent.data_dir == tmp_path / "data"
+    t = cfg.tags[0]
+    assert (t.index, t.name, t.device, t.unit, t.range) == (0, "R101.TI01", "r1-plc", "°C", (-50.0, 400.0))
+    assert t.families["limit"]["hh"] == 180.0
+    assert cfg.devices[0].interval_s == 0.2
+    assert cfg.uplink.port == 1883 and not cfg.uplink.tls
+
+
+def test_not_toml_is_one_clear_problem(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[agent\nplant = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.problems[0].startswith(f"{path}: not valid TOML")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_prints_problems_and_exits_2(write_config):
+    data = alarms(hh=150.0)
+    data["tags"][1]["address"] = "hr:x"
+    result = run_cli("check", str(write_config(data)))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "tags[0].alarms.hh: must be above h (160.0)" in result.stderr
+    assert "tags[1].address:" in result.stderr
+
+
+def test_check_prints_summary_with_modbus_plan(write_config):
+    result = run_cli("check", str(write_config(config_dict())))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "1 devices, 2 tags" in out
+    assert "device r1-plc: modbus tcp://127.0.0.1:5020" in out
+    # both float32 tags (hr:100-103) are read in one request
+    assert "100" in out and "103" in out
+    assert "limit on 1 tags" in out
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "chemical-reactor.toml", "al-casting.toml", "dust-collector.toml"])
+def test_example_configs_pass_check(name):
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    result = run_cli("check", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
