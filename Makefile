@@ -18,7 +18,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml setup.py | $(BIN)/python
-	$(BIN)/python -m pip install -q "setuptools>=69" wheel "Cython>=3" "numpy>=1.26"
+	$(BIN)/python -m pip install -q "setuptools>=77" wheel "Cython>=3" "numpy>=1.26"
 	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test,bench]"
 	touch $@
 
@@ -56,8 +56,7 @@ test: build system-deps node
 	$(BIN)/python -m pytest -q
 
 bench: build
-	$(BIN)/python -m pytest -q tests/bench --benchmark-only --benchmark-columns=min,median,mean,ops
-	@for f in bench/*.py; do [ -f "$$f" ] && echo "== $$f" && $(BIN)/python "$$f" || true; done
+	PLANTWATCH_BENCH=1 $(BIN)/python -m pytest -q tests/bench --benchmark-only --benchmark-columns=min,median,mean,ops
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent drivers detectors tests bench

@@ -1,14 +1,19 @@
-"""The alarm manager: condition changes in, alarm messages out, with ISA-18.2 style state.
+"""The alarm manager: condition changes in, alarm messages out, with the ISA-18.2 lifecycle.
 
-A pure state machine driven by (changes, time): no clock, no I/O. Each alarm is one
-(tag or device, kind) pair with separate flags (active, acked, shelved, suppressed,
-out_of_service, latched) as OPC UA Part 9 models them. H -> HH escalation is the same alarm
-changing level. Messages carry no ``seq``: the outbox assigns it in the commit that makes the
-message durable, so a seq exists only for a message that will reach the platform.
+A pure state machine driven by (changes, commands, time): no clock, no I/O. Each alarm is one
+(tag or device, kind) pair with separate flags — active, acked, shelved, suppressed,
+out_of_service, latched — as OPC UA Part 9 (AlarmConditionType) models them. H -> HH
+escalation is the same alarm changing level.
+
+Messages carry no ``seq``: the outbox assigns it in the commit that makes the message durable,
+so a seq exists only for a message that will reach the platform. Transitions of a shelved,
+suppressed or out-of-service alarm are still sent, with those flags set: the regulator sees
+what the operators chose not to be disturbed by, and decides for itself.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +27,16 @@ LEVEL_TEXT = {
     "L": "低报警 low",
     "LL": "低低报警 low-low",
 }
+# GB/T 50493-2019 combustible gas detection: two alarm grades, set at most 25 %LEL and 50 %LEL
+GAS_LEVEL_TEXT = {"H": "一级报警 first-level gas alarm", "HH": "二级报警 second-level gas alarm"}
+GAS_PRESET = "gb50493"
+GAS_DEFAULTS = {"h": 25.0, "hh": 50.0, "deadband": 1.0}
+
+MAX_SHELVE_S = 24 * 3600.0
+
+
+class CommandError(ValueError):
+    """An operator command that cannot be applied (unknown alarm, wrong state, bad duration)."""
 
 
 @dataclass
@@ -36,13 +51,17 @@ class Alarm:
     active: bool = False
     acked: bool = True
     shelved: bool = False
+    shelve_until: float | None = None  # None with shelved = one-shot: until the alarm clears
     suppressed: bool = False
     out_of_service: bool = False
     latched: bool = False
     value: float = float("nan")
     limit: float = float("nan")
     ts: float = 0.0
+    active_since: float | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    activations: deque = field(default_factory=deque)  # recent activation times (chattering)
+    chattering: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,22 +72,60 @@ class TagInfo:
     device: str
     unit: str = ""
     desc: str = ""
-    priority: int = 2
+    priority: int | Mapping[str, int] = 2
+    latch: bool = False
+    preset: str = ""
 
 
-def level_priority(base: int, level: str) -> int:
-    """HH and LL are one step more urgent than the tag's priority (1 is the highest)."""
+@dataclass(frozen=True)
+class HealthRules:
+    """EEMUA 191 / ISA-18.2 alarm-system health thresholds."""
+
+    chatter_count: int = 3  # activations of one alarm ...
+    chatter_window_s: float = 60.0  # ... within this window = chattering
+    chatter_shelve_s: float = 0.0  # > 0: auto-shelve a chattering alarm this long
+    flood_count: int = 10  # more than this many new alarms ...
+    flood_window_s: float = 600.0  # ... within this window = flood
+    stale_s: float = 24 * 3600.0  # active longer than this = stale
+    max_shelve_s: float = MAX_SHELVE_S
+
+
+def level_priority(base: int | Mapping[str, int], level: str, kind: str = "limit") -> int:
+    """1 = highest. A table maps levels or kinds to priorities; a number is the tag's priority,
+    with HH and LL one step more urgent."""
+    if isinstance(base, Mapping):
+        return int(base.get(level, base.get(kind, 2)))
     return max(1, base - 1) if level in ("HH", "LL") else base
 
 
 class AlarmManager:
-    def __init__(self, plant: str, tags: Iterable[TagInfo]):
+    def __init__(self, plant: str, tags: Iterable[TagInfo], rules: HealthRules | None = None):
         self.plant = plant
         self.tags = list(tags)
+        self._by_name = {t.name: t for t in self.tags}
+        self.rules = rules or HealthRules()
         self.alarms: dict[str, Alarm] = {}
+        self.new_alarms: deque[float] = deque()  # activation times, for flood detection
+        self.flood = False
+        self.floods = 0
+        self.commands_applied = 0
+        self.commands_rejected = 0
 
-    def _alarm(self, kind: str, tag: str | None, device: str) -> Alarm:
-        key = f"{tag if tag is not None else device}/{kind}"
+    # --- lookup ---------------------------------------------------------------------------------
+
+    def _named(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """Detector context with tag indices replaced by tag names (what the platform reads)."""
+        out = dict(context)
+        names = [t.name for t in self.tags]
+        for k in ("top_tags", "model_tags"):
+            if k in out:
+                out[k] = [names[i] for i in out[k]]
+        if "contributions" in out:
+            out["contributions"] = {names[int(i)]: v for i, v in out["contributions"].items()}
+        return out
+
+    def _alarm(self, kind: str, tag: str | None, device: str, key: str | None = None) -> Alarm:
+        key = key or f"{tag if tag is not None else device}/{kind}"
         alarm = self.alarms.get(key)
         if alarm is None:
             alarm = self.alarms[key] = Alarm(id=key, kind=kind, tag=tag, device=device)
@@ -77,24 +134,70 @@ class AlarmManager:
     def active(self) -> list[Alarm]:
         return [a for a in self.alarms.values() if a.active]
 
+    def _info(self, alarm: Alarm) -> TagInfo | None:
+        return None if alarm.tag is None else self._by_name.get(alarm.tag)
+
+    # --- conditions -----------------------------------------------------------------------------
+
     def on_changes(self, changes: Iterable[ConditionChange]) -> list[dict[str, Any]]:
         """Apply detector condition changes; return the alarm messages to commit, in order."""
         out = []
         for c in changes:
             info = self.tags[c.tag]
-            alarm = self._alarm(c.kind, info.name, info.device)
+            context = self._named(c.context)
+            if "model" in context:  # a multivariate model's alarm: one per model
+                alarm = self._alarm(c.kind, None, info.device, key=f"{context['model']}/{c.kind}")
+                alarm.tag = context["top_tags"][0] if context.get("top_tags") else info.name
+            else:
+                alarm = self._alarm(c.kind, info.name, info.device)
+            newly = False
             if c.active:
                 if alarm.active and alarm.level == c.level:
                     continue
-                alarm.active, alarm.acked = True, False
+                newly = not alarm.active
+                if newly:
+                    self._activated(alarm, c.ts)
+                alarm.active = True
+                alarm.acked = False
+                alarm.latched = False
             else:
                 if not alarm.active:
                     continue
                 alarm.active = False
+                alarm.active_since = None
+                alarm.latched = info.latch and not alarm.acked
+                if alarm.shelved and alarm.shelve_until is None:  # one-shot shelve ends here
+                    alarm.shelved = False
             alarm.level = c.level
-            alarm.value, alarm.limit, alarm.ts, alarm.context = c.value, c.limit, c.ts, dict(c.context)
-            out.append(self._message(alarm, info))
+            alarm.value, alarm.limit, alarm.ts, alarm.context = c.value, c.limit, c.ts, context
+            out.append(self._message(alarm, "active" if alarm.active else "cleared", c.ts))
+            if newly:
+                out += self._auto_shelve(alarm, c.ts)
         return out
+
+    def _activated(self, alarm: Alarm, ts: float) -> None:
+        """Bookkeeping for a new activation: chattering and flood detection."""
+        alarm.active_since = ts
+        r = self.rules
+        alarm.activations.append(ts)
+        while alarm.activations and alarm.activations[0] < ts - r.chatter_window_s:
+            alarm.activations.popleft()
+        alarm.chattering = len(alarm.activations) >= r.chatter_count
+        self.new_alarms.append(ts)
+        while self.new_alarms and self.new_alarms[0] < ts - r.flood_window_s:
+            self.new_alarms.popleft()
+        flood = len(self.new_alarms) > r.flood_count
+        if flood and not self.flood:
+            self.floods += 1
+        self.flood = flood
+
+    def _auto_shelve(self, alarm: Alarm, ts: float) -> list[dict[str, Any]]:
+        """A chattering alarm is shelved for ``chatter_shelve_s`` when that is configured."""
+        if not (alarm.chattering and self.rules.chatter_shelve_s > 0 and not alarm.shelved):
+            return []
+        alarm.shelved, alarm.shelve_until = True, ts + self.rules.chatter_shelve_s
+        return [self._message(alarm, "shelved", ts, user="plantwatch",
+                              comment=f"chattering: {len(alarm.activations)} activations in {self.rules.chatter_window_s:g} s")]
 
     def on_device(self, device: str, error: str | None, ts: float) -> list[dict[str, Any]]:
         """A device stopped answering (error text) or answers again (None): the comm alarm."""
@@ -103,33 +206,155 @@ class AlarmManager:
         if error is None and (alarm is None or not alarm.active):
             return []
         alarm = self._alarm("comm", None, device)
+        out: list[dict[str, Any]] = []
         if error is not None:
             if alarm.active:
                 return []
+            self._activated(alarm, ts)
             alarm.active, alarm.acked = True, False
         else:
-            alarm.active = False
+            alarm.active, alarm.active_since = False, None
         alarm.level = "COMM"
         alarm.value, alarm.limit, alarm.ts = float("nan"), float("nan"), ts
         alarm.context = {"error": error} if error else {}
-        return [self._message(alarm, None)]
+        out.append(self._message(alarm, "active" if alarm.active else "cleared", ts))
+        if error is not None:
+            out += self._auto_shelve(alarm, ts)
+        return out
 
-    def _message(self, alarm: Alarm, info: TagInfo | None) -> dict[str, Any]:
-        state = "active" if alarm.active else "cleared"
-        if info is None:
-            priority = 2
-            text = f"设备 {alarm.device} 通讯中断 communication lost: {alarm.context.get('error', '')}".strip()
-            if not alarm.active:
-                text = f"设备 {alarm.device} 通讯恢复 communication restored"
+    def raise_system(self, kind: str, device: str, active: bool, ts: float, context: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """An alarm about the agent itself (e.g. ``storage``), identified by ``device``/kind."""
+        alarm = self._alarm(kind, None, device)
+        if alarm.active == active:
+            return []
+        if active:
+            self._activated(alarm, ts)
+            alarm.acked = False
+        alarm.active = active
+        alarm.level = kind.upper()
+        alarm.ts, alarm.context = ts, dict(context)
+        return [self._message(alarm, "active" if active else "cleared", ts)]
+
+    # --- time -----------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[dict[str, Any]]:
+        """Expire timed shelves. Called by the shell with the current time."""
+        out = []
+        for alarm in self.alarms.values():
+            if alarm.shelved and alarm.shelve_until is not None and now >= alarm.shelve_until:
+                alarm.shelved, alarm.shelve_until = False, None
+                out.append(self._message(alarm, "unshelved", now, user="plantwatch"))
+        return out
+
+    # --- operator commands ----------------------------------------------------------------------
+
+    def command(self, op: str, alarm_id: str, now: float, user: str = "", comment: str = "",
+                duration_s: float | None = None) -> list[dict[str, Any]]:
+        """ack, shelve (timed with ``duration_s``, else one-shot), unshelve, suppress, unsuppress,
+        out_of_service, in_service. Raises CommandError when it does not apply."""
+        alarm = self.alarms.get(alarm_id)
+        try:
+            if alarm is None:
+                raise CommandError(f"no alarm {alarm_id!r}")
+            state = self._apply(alarm, op, now, duration_s)
+        except CommandError:
+            self.commands_rejected += 1
+            raise
+        self.commands_applied += 1
+        return [self._message(alarm, state, now, user=user, comment=comment)]
+
+    def _apply(self, alarm: Alarm, op: str, now: float, duration_s: float | None) -> str:
+        if op == "ack":
+            if alarm.acked:
+                raise CommandError(f"{alarm.id} is already acknowledged")
+            alarm.acked, alarm.latched = True, False
+            return "acked"
+        if op == "shelve":
+            if duration_s is not None and not 0 < duration_s <= self.rules.max_shelve_s:
+                raise CommandError(f"duration_s must be in (0, {self.rules.max_shelve_s:g}], not {duration_s!r}")
+            if duration_s is None and not alarm.active:
+                raise CommandError(f"{alarm.id} is not active: a one-shot shelve needs an active alarm")
+            alarm.shelved = True
+            alarm.shelve_until = None if duration_s is None else now + duration_s
+            return "shelved"
+        if op == "unshelve":
+            if not alarm.shelved:
+                raise CommandError(f"{alarm.id} is not shelved")
+            alarm.shelved, alarm.shelve_until = False, None
+            return "unshelved"
+        if op in ("suppress", "unsuppress"):
+            alarm.suppressed = op == "suppress"
+            return "suppressed" if alarm.suppressed else "unsuppressed"
+        if op in ("out_of_service", "in_service"):
+            alarm.out_of_service = op == "out_of_service"
+            return op
+        raise CommandError(f"unknown operation {op!r}")
+
+    # --- health ---------------------------------------------------------------------------------
+
+    def kpis(self, now: float) -> dict[str, Any]:
+        """Alarm-system health (EEMUA 191 / ISA-18.2) for the status message and metrics."""
+        active = self.active()
+        stale = [a.id for a in active if a.active_since is not None and now - a.active_since > self.rules.stale_s]
+        recent = sum(1 for t in self.new_alarms if t >= now - self.rules.flood_window_s)
+        return {
+            "active": len(active),
+            "unacked": sum(1 for a in self.alarms.values() if not a.acked),
+            "shelved": sum(1 for a in self.alarms.values() if a.shelved),
+            "suppressed": sum(1 for a in self.alarms.values() if a.suppressed),
+            "out_of_service": sum(1 for a in self.alarms.values() if a.out_of_service),
+            "chattering": sorted(a.id for a in self.alarms.values() if a.chattering and a.activations
+                                 and a.activations[-1] >= now - self.rules.chatter_window_s),
+            "stale": sorted(stale),
+            "flood": recent > self.rules.flood_count,
+            "floods": self.floods,
+            "new_in_window": recent,
+            "commands_applied": self.commands_applied,
+            "commands_rejected": self.commands_rejected,
+        }
+
+    # --- the message ----------------------------------------------------------------------------
+
+    def _message(self, alarm: Alarm, state: str, ts: float, user: str = "", comment: str = "") -> dict[str, Any]:
+        info = self._info(alarm)
+        model = alarm.context.get("model")
+        if model is not None:
+            priority = level_priority(info.priority, alarm.level, alarm.kind) if info else 2
+            top = ", ".join(alarm.context.get("top_tags", []))
+            stat = "SPE" if "SPE" in alarm.level else "T²"
+            text = (f"多变量模型 {model} 异常 multivariate {alarm.kind} {alarm.level}: {stat} {alarm.value:.4g} > {alarm.limit:.4g}, "
+                    f"top contributors {top}" if alarm.active else f"多变量模型 {model} 恢复 multivariate {alarm.kind} back to normal")
+            unit = ""
+        elif info is None:
+            priority = 2 if alarm.kind == "comm" else 3
+            if alarm.kind == "comm":
+                text = (f"设备 {alarm.device} 通讯中断 communication lost: {alarm.context.get('error', '')}".strip()
+                        if alarm.active else f"设备 {alarm.device} 通讯恢复 communication restored")
+            else:
+                text = f"{alarm.device} {alarm.kind} {'active' if alarm.active else 'cleared'}"
             unit = ""
         else:
-            priority = level_priority(info.priority, alarm.level)
-            what = LEVEL_TEXT.get(alarm.level, f"{alarm.kind} {alarm.level}".strip())
+            priority = level_priority(info.priority, alarm.level, alarm.kind)
+            texts = GAS_LEVEL_TEXT if info.preset == GAS_PRESET else LEVEL_TEXT
+            what = texts.get(alarm.level, f"{alarm.kind} {alarm.level}".strip()) if alarm.kind == "limit" else \
+                f"{alarm.kind} {alarm.level}".strip()
             name = info.desc or info.name
             value = "" if number(alarm.value) is None else f" {alarm.value:.6g}{(' ' + info.unit) if info.unit else ''}"
             limit = "" if number(alarm.limit) is None else f", limit {alarm.limit:.6g}"
             text = f"{name} {what}{value}{limit}" if alarm.active else f"{name} {what} cleared{value}"
             unit = info.unit
+        if state not in ("active", "cleared"):
+            text = f"{text} — {state}" + (f" by {user}" if user else "") + (f": {comment}" if comment else "")
+        context = dict(alarm.context)
+        if info is not None and info.preset == GAS_PRESET and alarm.kind == "limit":
+            context.setdefault("standard", "GB/T 50493-2019")
+            context.setdefault("grade", {"H": 1, "HH": 2}.get(alarm.level))
+        if user:
+            context["user"] = user
+        if comment:
+            context["comment"] = comment
+        if alarm.shelved and alarm.shelve_until is not None:
+            context["shelved_until"] = rfc3339(alarm.shelve_until)
         return {
             "schema": ALARM_SCHEMA,
             "plant": self.plant,
@@ -142,10 +367,14 @@ class AlarmManager:
             "state": state,
             "active": alarm.active,
             "acked": alarm.acked,
+            "shelved": alarm.shelved,
+            "suppressed": alarm.suppressed,
+            "out_of_service": alarm.out_of_service,
+            "latched": alarm.latched,
             "value": number(alarm.value),
             "limit": number(alarm.limit),
             "unit": unit,
-            "ts": rfc3339(alarm.ts),
+            "ts": rfc3339(ts if state not in ("active", "cleared") else alarm.ts),
             "message": text,
-            "context": dict(alarm.context),
+            "context": context,
         }

@@ -73,14 +73,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     _setup_logging(cfg.agent.log_level)
+    from agent.outbox import OutboxError
     from agent.runtime import Agent
+    from detectors.pca import PcaModelError
+
+    try:
+        agent = Agent(cfg)
+    except PcaModelError as exc:
+        print(f"{args.config}: model: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OutboxError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Agent(cfg).run(stop)
+        await agent.run(stop)
 
     asyncio.run(main())
     return EXIT_OK
@@ -127,13 +138,167 @@ def cmd_receive(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- replay and train ---------------------------------------------------------------------------
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    from zoneinfo import ZoneInfo
+
+    from agent.replay import ReplayError, format_scores, labels_of, read_table, replay, write_jsonl
+    from detectors.pca import PcaModelError
+
+    if args.rate is not None and args.rate <= 0:
+        print(f"replay: --rate must be > 0, not {args.rate}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        table = read_table(args.csv, [t.name for t in cfg.tags], args.time_col, args.rate,
+                           ZoneInfo(cfg.agent.timezone), keep=[args.labels] if args.labels else [])
+        labels = labels_of(table, args.labels) if args.labels else None
+        result = replay(cfg, table)
+    except (ReplayError, PcaModelError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    write_jsonl(result.messages, args.out)
+    span = result.ts[-1] - result.ts[0] if result.rows > 1 else 0.0
+    print(f"{args.csv}: {result.rows} rows over {span:.0f} s, {len(result.tags)} tags -> "
+          f"{len(result.messages)} alarm messages in {args.out}")
+    if labels is not None:
+        from detectors.scoring import summary
+
+        for line in format_scores(summary(labels, result.alarm_rows, result.ts)):
+            print(f"  {line}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    from zoneinfo import ZoneInfo
+
+    from agent.replay import ReplayError, read_table, train
+
+    try:
+        model = next((m for m in cfg.models if m.name == args.model), None)
+        tags = list(model.tags) if model else []
+        table = read_table(args.csv, tags or [t.name for t in cfg.tags], args.time_col, args.rate or 1.0,
+                           ZoneInfo(cfg.agent.timezone))
+        _, lines = train(cfg, args.model, table)
+    except ReplayError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
+# --- probe ------------------------------------------------------------------------------------
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from drivers.base import DriverError
+
+    # the protocol libraries log connection failures themselves; probe reports them once
+    for noisy in ("pymodbus", "asyncua"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    try:
+        if args.url.startswith("opc.tcp://"):
+            from drivers.opcua.probe import probe as opcua_probe
+
+            lines = asyncio.run(opcua_probe(args.url, depth=args.depth, timeout=args.timeout))
+        else:
+            from drivers.modbus.probe import probe as modbus_probe
+
+            lines = asyncio.run(modbus_probe(args.url, args.range, type=args.type, order=args.order, timeout=args.timeout))
+    except ValueError as exc:
+        print(f"probe: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (DriverError, OSError, TimeoutError) as exc:
+        print(f"probe: {args.url}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
+# --- operators: alarms, ack, shelve, unshelve (through the local API) ------------------------------
+
+
+def _api(cfg: Config, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    port = cfg.alarm_system.api_port
+    if not port:
+        raise ConnectionError("the local API is off (alarm_system.api_port = 0)")
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except urllib.error.URLError as exc:
+        raise ConnectionError(f"is the agent running? 127.0.0.1:{port}: {exc.reason}") from None
+
+
+def cmd_alarms(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    try:
+        _, doc = _api(cfg, "GET", "/alarms")
+    except ConnectionError as exc:
+        print(f"alarms: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    rows = [a for a in doc["alarms"] if args.all or a["active"] or not a["acked"] or a["shelved"]]
+    for a in rows:
+        flags = [f for f in ("active", "shelved", "suppressed", "out_of_service", "latched", "chattering") if a[f]]
+        flags.append("acked" if a["acked"] else "UNACKED")
+        value = "" if a["value"] is None else f" value={a['value']:g}"
+        print(f"{a['id']:32} {a['level']:6} {','.join(flags)}{value} since {a['active_since'] or a['ts']}")
+    print(f"{len(rows)} alarms" + ("" if args.all else " (active, unacknowledged or shelved; --all for every one)"))
+    return EXIT_OK
+
+
+def cmd_operate(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    body: dict = {}
+    if args.user:
+        body["user"] = args.user
+    if args.comment:
+        body["comment"] = args.comment
+    if getattr(args, "duration", None):
+        body["duration_s"] = args.duration
+    from urllib.parse import quote
+
+    try:
+        status, doc = _api(cfg, "POST", f"/alarms/{quote(args.id, safe='')}/{args.op}", body)
+    except ConnectionError as exc:
+        print(f"{args.op}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if status != 200:
+        print(f"{args.op} {args.id}: {doc.get('error', status)}", file=sys.stderr)
+        return EXIT_FAIL
+    for m in doc["messages"]:
+        print(f"seq={m['seq']} {m['id']} {m['state']}: {m['message']}")
+    return EXIT_OK
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(seconds=args.seconds, broker=args.broker)
+    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker)
 
 
 # --- entry --------------------------------------------------------------------------------------
@@ -154,7 +319,51 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="a simulated plant, a broker, the agent and a receiver on loopback")
     s.add_argument("--seconds", type=float, default=60.0)
     s.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
+    s.add_argument("--embedded-broker", action="store_true", help="use the pure-Python broker even if mosquitto is installed")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")
+    s.add_argument("config")
+    s.add_argument("--csv", required=True, help="columns named like the tags, plus a time column")
+    s.add_argument("--time-col", help="the time column (ISO 8601, local time unless it has an offset, or epoch seconds)")
+    s.add_argument("--rate", type=float, help="seconds between rows, when the file has no time column")
+    s.add_argument("--labels", help="a 0/1 column of known anomalies: print precision, recall, F1, FAR, MAR, delays")
+    s.add_argument("--out", required=True, help="alarm messages, one JSON per line")
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("train", help="fit a multivariate model from normal-operation data")
+    s.add_argument("config")
+    s.add_argument("--csv", required=True)
+    s.add_argument("--model", required=True, help="the [[models]] name")
+    s.add_argument("--time-col")
+    s.add_argument("--rate", type=float)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("alarms", help="list the running agent's alarms (local API)")
+    s.add_argument("config")
+    s.add_argument("--all", action="store_true", help="also alarms that are cleared and acknowledged")
+    s.set_defaults(func=cmd_alarms)
+
+    for op, text in (("ack", "acknowledge an alarm"), ("shelve", "shelve an alarm (timed with --for, else one-shot)"),
+                     ("unshelve", "unshelve an alarm"), ("suppress", "suppress an alarm by design"),
+                     ("unsuppress", "end a suppression")):
+        s = sub.add_parser(op, help=text)
+        s.add_argument("config")
+        s.add_argument("id", help="alarm id, e.g. R101.TI01/limit or r1-plc/comm")
+        s.add_argument("--user", default="", help="who does it (recorded in the alarm message)")
+        s.add_argument("--comment", default="")
+        if op == "shelve":
+            s.add_argument("--for", dest="duration", type=float, help="seconds (at most alarm_system.max_shelve_s)")
+        s.set_defaults(func=cmd_operate, op=op)
+
+    s = sub.add_parser("probe", help="for integrators: read a Modbus range decoded, or browse an OPC-UA server")
+    s.add_argument("url", help="tcp://host:port?unit=1, rtu:///dev/ttyUSB0?baud=9600&unit=2, rtu+tcp://..., opc.tcp://host:port/path")
+    s.add_argument("range", nargs="?", default="hr:0-20", help="Modbus range, e.g. hr:0-20, ir:100, co:0-15 (default hr:0-20)")
+    s.add_argument("--type", default="uint16", help="Modbus value type (default uint16)")
+    s.add_argument("--order", default="ABCD", help="Modbus word/byte order (default ABCD)")
+    s.add_argument("--depth", type=int, default=3, help="OPC-UA browse depth (default 3)")
+    s.add_argument("--timeout", type=float, default=3.0)
+    s.set_defaults(func=cmd_probe)
 
     s = sub.add_parser("receive", help="the platform side: subscribe, validate, report gaps")
     s.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")

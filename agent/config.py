@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import detectors
 import drivers
+from agent.alarms import GAS_DEFAULTS, GAS_PRESET
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DeviceSpec, TagSpec
 
 
@@ -57,6 +58,11 @@ class UplinkSection:
     inflight: int = 100
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    session_expiry_s: float = 0.0
+    telemetry_expiry_s: float = 3600.0
+    telemetry_change_s: float = 0.0
+    telemetry_deadband: float = 0.0
+    max_outbox_mb: float = 512.0
 
     @property
     def host(self) -> str:
@@ -73,6 +79,21 @@ class UplinkSection:
 
 
 @dataclass(frozen=True)
+class AlarmSystemSection:
+    """Alarm-system health rules (EEMUA 191 / ISA-18.2) and how operators reach the alarms."""
+
+    chatter_count: int = 3
+    chatter_window_s: float = 60.0
+    chatter_shelve_s: float = 0.0
+    flood_count: int = 10
+    flood_window_s: float = 600.0
+    stale_s: float = 86400.0
+    max_shelve_s: float = 86400.0
+    commands: bool = False
+    api_port: int = 8787
+
+
+@dataclass(frozen=True)
 class TagConfig:
     """A [[tags]] entry: what the driver needs (``spec``) plus what alarms and payloads need."""
 
@@ -80,8 +101,10 @@ class TagConfig:
     unit: str = ""
     desc: str = ""
     range: tuple[float, float] | None = None
-    priority: int = 2
+    priority: int | Mapping[str, int] = 2
     families: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # family -> params
+    latch: bool = False
+    preset: str = ""
 
     @property
     def name(self) -> str:
@@ -114,6 +137,7 @@ class Config:
     tags: tuple[TagConfig, ...]
     detectors: Mapping[str, Mapping[str, Any]]
     models: tuple[ModelConfig, ...]
+    alarm_system: AlarmSystemSection = AlarmSystemSection()
 
     def device_tags(self, device: str) -> list[TagConfig]:
         return [t for t in self.tags if t.device == device]
@@ -152,6 +176,8 @@ def _kind_ok(kind: str, value: Any) -> bool:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind == "list[float]":
         return isinstance(value, list) and all(_kind_ok("float", v) for v in value)
+    if kind == "int|table":
+        return _kind_ok("int", value) or _kind_ok("table", value)
     raise ValueError(kind)
 
 
@@ -163,6 +189,7 @@ _KIND_TEXT = {
     "table": "a table",
     "list[str]": "a list of strings",
     "list[float]": "a list of numbers",
+    "int|table": "an integer or a table",
 }
 
 
@@ -287,6 +314,11 @@ UPLINK_KEYS = {
     "inflight": Key("int", 100, check=lambda v: None if 1 <= v <= 65535 else "must be 1..65535"),
     "backoff_initial_s": Key("float", 0.5, check=positive),
     "backoff_max_s": Key("float", 30.0, check=positive),
+    "session_expiry_s": Key("float", 0.0, check=lambda v: None if 0 <= v <= 4294967295 else "must be 0..4294967295 s"),
+    "telemetry_expiry_s": Key("float", 3600.0, check=non_negative),
+    "telemetry_change_s": Key("float", 0.0, check=non_negative),
+    "telemetry_deadband": Key("float", 0.0, check=non_negative),
+    "max_outbox_mb": Key("float", 512.0, check=lambda v: None if v >= 1 else f"must be >= 1 (MB), not {v}"),
 }
 
 DEVICE_KEYS = {
@@ -309,8 +341,31 @@ TAG_KEYS = {
     "unit": Key("str", ""),
     "desc": Key("str", ""),
     "range": Key("list[float]"),
-    "priority": Key("int", 2, check=lambda v: None if 1 <= v <= 4 else f"must be 1 (highest) .. 4, not {v}"),
+    "priority": Key("int|table", 2, check=lambda v: _priority(v)),
     "detectors": Key("list[str]", []),
+    "latch": Key("bool", False),
+    "preset": Key("str", "", check=one_of("", GAS_PRESET)),
+}
+
+
+def _priority(v: Any) -> str | None:
+    values = v.values() if isinstance(v, dict) else [v]
+    for x in values:
+        if not (isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4):
+            return f"priorities must be 1 (highest) .. 4, not {x!r}"
+    return None
+
+
+ALARM_SYSTEM_KEYS = {
+    "chatter_count": Key("int", 3, check=lambda v: None if v >= 2 else "must be >= 2"),
+    "chatter_window_s": Key("float", 60.0, check=positive),
+    "chatter_shelve_s": Key("float", 0.0, check=non_negative),
+    "flood_count": Key("int", 10, check=lambda v: None if v >= 1 else "must be >= 1"),
+    "flood_window_s": Key("float", 600.0, check=positive),
+    "stale_s": Key("float", 86400.0, check=positive),
+    "max_shelve_s": Key("float", 86400.0, check=positive),
+    "commands": Key("bool", False),
+    "api_port": Key("int", 8787, check=lambda v: None if 0 <= v <= 65535 else "must be 0 (off) .. 65535"),
 }
 
 MODEL_KEYS = {
@@ -321,7 +376,11 @@ MODEL_KEYS = {
     "confidence": Key("float", 0.99, check=lambda v: None if 0.5 <= v < 1 else f"must be in [0.5, 1), not {v}"),
     "variance": Key("float", 0.9, check=lambda v: None if 0 < v <= 1 else f"must be in (0, 1], not {v}"),
     "components": Key("int", 0, check=lambda v: None if v >= 0 else f"must be >= 0 (0 = chosen by variance), not {v}"),
+    "on_delay_s": Key("float", 0.0, check=non_negative),
+    "off_delay_s": Key("float", 0.0, check=non_negative),
+    "top": Key("int", 3, check=lambda v: None if v >= 1 else f"must be >= 1, not {v}"),
 }
+MODEL_KINDS = ("pca",)
 
 
 def load(path: str | Path) -> Config:
@@ -342,7 +401,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     """Validate a parsed TOML document. Relative paths resolve against ``base``."""
     p = Problems()
     for k in data:
-        if k not in ("agent", "uplink", "devices", "tags", "detectors", "models"):
+        if k not in ("agent", "uplink", "devices", "tags", "detectors", "models", "alarm_system"):
             p.add(k, "unknown section")
 
     a = p.read(data.get("agent", {}), "agent", AGENT_KEYS)
@@ -371,6 +430,10 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
         p.add("uplink.backoff_max_s", f"must be >= backoff_initial_s ({u['backoff_initial_s']})")
     uplink = UplinkSection(**u)
 
+    alarm_system = AlarmSystemSection(**p.read(data.get("alarm_system", {}), "alarm_system", ALARM_SYSTEM_KEYS))
+    if alarm_system.chatter_shelve_s > alarm_system.max_shelve_s:
+        p.add("alarm_system.chatter_shelve_s", f"must not exceed max_shelve_s ({alarm_system.max_shelve_s:g})")
+
     devices, device_drivers = _devices(data.get("devices", []), p)
     families = _families()
     detector_params = _detector_tables(data.get("detectors", {}), families, p)
@@ -388,7 +451,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     models = _models(data.get("models", []), tags, base / (a["data_dir"] or "."), p)
     if p:
         raise ConfigError(list(p))
-    return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models))
+    return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system)
 
 
 def _families() -> dict[str, type]:
@@ -481,7 +544,8 @@ def _tags(
     device_names = {d.name for d in devices}
     # families configured by a table of their own; `range` (sensor) is a core tag key handled below
     keyed = {f.tag_key: f for f in families.values() if f.tag_key and f.tag_key not in TAG_KEYS}
-    statistical = {n: f for n, f in families.items() if not f.tag_key}
+    # model families (pca) are configured by [[models]], not per tag
+    statistical = {n: f for n, f in families.items() if not f.tag_key and n not in MODEL_KINDS}
     names: dict[str, int] = {}
     for i, entry in enumerate(raw):
         path = f"tags[{i}]"
@@ -507,6 +571,12 @@ def _tags(
             else:
                 rng = (float(rng[0]), float(rng[1]))
         fam_params: dict[str, dict] = {}
+        if t["preset"] == GAS_PRESET:
+            # GB/T 50493 combustible gas: 一级 (H) and 二级 (HH) alarms unless the tag sets its own
+            t["alarms"] = {**GAS_DEFAULTS, **(t.get("alarms") or {})}
+            t["unit"] = t["unit"] or "%LEL"
+            if "priority" not in entry:
+                t["priority"] = {"HH": 1, "H": 2}
         for key, fam in keyed.items():
             if key not in t:
                 continue
@@ -548,7 +618,7 @@ def _tags(
             offset=t["offset"],
             options=options,
         )
-        tags.append(TagConfig(spec, t["unit"], t["desc"], rng, t["priority"], fam_params))
+        tags.append(TagConfig(spec, t["unit"], t["desc"], rng, t["priority"], fam_params, t["latch"], t["preset"]))
     return tags
 
 
@@ -559,6 +629,7 @@ def _models(raw: Any, tags: list[TagConfig], data_dir: Path, p: Problems) -> lis
         return out
     known = {t.name for t in tags}
     seen: set[str] = set()
+    in_model: dict[str, str] = {}
     for i, entry in enumerate(raw):
         path = f"models[{i}]"
         m = p.read(entry, path, MODEL_KEYS)
@@ -568,8 +639,12 @@ def _models(raw: Any, tags: list[TagConfig], data_dir: Path, p: Problems) -> lis
         for j, tag in enumerate(m["tags"] or []):
             if tag not in known:
                 p.add(f"{path}.tags[{j}]", f"unknown tag {tag!r}")
+            elif tag in in_model:
+                p.add(f"{path}.tags[{j}]", f"tag {tag!r} is already in model {in_model[tag]!r} (a tag belongs to one model)")
+            else:
+                in_model[tag] = m["name"]
         if m["tags"] is not None and len(m["tags"]) < 2:
             p.add(f"{path}.tags", "a multivariate model needs at least 2 tags")
-        options = {k: m[k] for k in ("confidence", "variance", "components")}
+        options = {k: m[k] for k in MODEL_KEYS if k not in ("name", "kind", "tags", "file")}
         out.append(ModelConfig(m["name"] or "", m["kind"], tuple(m["tags"] or ()), data_dir / (m["file"] or ""), options))
     return out

@@ -155,13 +155,13 @@ def demo_config(reactor_port: int, dc_port: int, broker_url: str, data_dir: Path
     return parse(data, base=data_dir)
 
 
-def run_demo(seconds: float = 60.0, broker: str | None = None) -> int:
+def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = False) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("amqtt", "transitions", "pymodbus", "asyncua"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     started = None
     if broker is None:
-        started = local_broker()
+        started = local_broker(prefer_mosquitto=not embedded)
         broker = started.url
         kind = type(started).__name__
         print(f"demo: broker {kind} at {broker}", flush=True)

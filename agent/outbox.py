@@ -4,6 +4,10 @@ SQLite in WAL mode. An alarm message gets its per-plant ``seq`` inside the same 
 that stores it, and that transaction is fsynced before the message is published, so a seq
 that exists is never lost and never reused. A row is marked sent only after the broker's
 PUBACK. Each thread opens its own Outbox on the same file (SQLite connections are per thread).
+
+Retention: sent rows are kept ``keep_s`` (30 days); sent telemetry older than a day is thinned
+to one snapshot per bucket (15 min). A size cap is enforced by dropping telemetry only — sent,
+then unsent, oldest first. An alarm that has not reached the platform is never deleted.
 """
 
 from __future__ import annotations
@@ -38,7 +42,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (lane, id) WHERE sent IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_seq ON outbox (seq) WHERE seq IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_lane_created ON outbox (lane, created);
 """
+
+# the WAL is truncated back to this after a checkpoint, so it does not keep a burst's size
+_WAL_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,11 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
+            # only takes effect on a new file (before the first table): deleted pages can then be
+            # handed back to the file system, which is what a size cap on a small gateway needs
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self.db.execute("PRAGMA busy_timeout=10000")
             self.db.executescript(_DDL)
@@ -161,3 +173,61 @@ class Outbox:
         now = time.time() if now is None else now
         cur = self.db.execute("DELETE FROM outbox WHERE sent IS NOT NULL AND sent < ?", (now - keep_s,))
         return cur.rowcount
+
+    def downsample_telemetry(self, now: float | None = None, older_than_s: float = 86400, bucket_s: float = 900) -> int:
+        """Thin sent telemetry created before ``now - older_than_s``: keep the first periodic
+        snapshot of every ``bucket_s`` window, drop on-change messages (``"change": true``) and
+        the other snapshots. Returns the number of rows deleted."""
+        now = time.time() if now is None else now
+        cutoff = now - older_than_s
+        cur = self.db.execute(
+            "DELETE FROM outbox WHERE lane=? AND sent IS NOT NULL AND created < ? AND id NOT IN ("
+            " SELECT min(id) FROM outbox WHERE lane=? AND created < ?"
+            " AND json_extract(CAST(payload AS TEXT), '$.change') IS NOT 1"
+            " GROUP BY CAST(created / ? AS INTEGER))",
+            (TELEMETRY, cutoff, TELEMETRY, cutoff, bucket_s),
+        )
+        return cur.rowcount
+
+    def used_bytes(self) -> int:
+        """Bytes the stored rows occupy (pages in use; free pages are reused before the file grows)."""
+        page = self.db.execute("PRAGMA page_size").fetchone()[0]
+        count = self.db.execute("PRAGMA page_count").fetchone()[0]
+        free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+        return (count - free) * page
+
+    def enforce_cap(self, max_bytes: int) -> dict[str, Any]:
+        """Bring the outbox under ``max_bytes`` by dropping the oldest telemetry: sent first,
+        then unsent. Alarms are never dropped. Returns what was dropped and whether the outbox
+        is still over the cap (then only alarms are left to blame: the storage alarm says so)."""
+        used = self.used_bytes()
+        dropped = {"sent_telemetry": 0, "unsent_telemetry": 0}
+        for key, which in (("sent_telemetry", "sent IS NOT NULL"), ("unsent_telemetry", "sent IS NULL")):
+            while used > max_bytes:
+                rows, total = self.db.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox").fetchone()
+                # rows needed to free the excess, judged by the average row; re-measured after
+                per_row = max(64, used // max(1, rows), total // max(1, rows))
+                n = max(64, (used - max_bytes) // per_row + 1)
+                cur = self.db.execute(
+                    f"DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE lane=? AND {which} ORDER BY id LIMIT ?)",
+                    (TELEMETRY, n),
+                )
+                if cur.rowcount <= 0:
+                    break
+                dropped[key] += cur.rowcount
+                used = self.used_bytes()
+        if dropped["sent_telemetry"] or dropped["unsent_telemetry"]:
+            self.db.execute("PRAGMA incremental_vacuum").fetchall()
+        return {"used_bytes": used, "max_bytes": max_bytes, "dropped": dropped, "over": used > max_bytes}
+
+    def maintain(self, max_bytes: int, now: float | None = None, keep_s: float = 30 * 86400,
+                 downsample_after_s: float = 86400, bucket_s: float = 900) -> dict[str, Any]:
+        """The periodic housekeeping: retention, telemetry thinning, then the size cap.
+        Returns ``enforce_cap``'s report plus what retention removed."""
+        now = time.time() if now is None else now
+        pruned = self.prune(now, keep_s)
+        thinned = self.downsample_telemetry(now, downsample_after_s, bucket_s)
+        report = self.enforce_cap(max_bytes)
+        report["pruned"], report["thinned"] = pruned, thinned
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return report

@@ -4,10 +4,16 @@ It runs in its own thread around one paho client per connection. A fresh client 
 connection matters: paho re-sends its own in-flight messages on reconnect, and the outbox is
 the only queue we trust, so after a drop we restart from the oldest unsent row instead. The
 receiver may then see a message twice (the same seq), never a gap or a reordering.
+
+MQTT 5 adds, per message, user properties naming the schema and the plant (a platform can route
+without parsing the payload) and, for telemetry only, a message expiry: a stale snapshot may be
+dropped by the broker, an alarm never is. A dead link is found by the MQTT keepalive (PINGREQ
+unanswered), not by TCP, which can take many minutes to notice a silent peer.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import select
@@ -20,10 +26,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.config import UplinkSection
-from agent.outbox import ALARM, TELEMETRY, Outbox
-from agent.payloads import dumps, topic
+from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox
+from agent.payloads import ALARM_SCHEMA, STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps, topic
 
 log = logging.getLogger("plantwatch.uplink")
 
@@ -45,7 +53,10 @@ class Uplink:
         self.connected = threading.Event()
         self.sent_count = 0
         self.connections = 0
+        self.connect_failures = 0
+        self.window = cfg.inflight  # QoS 1 messages in flight at most, on the current connection
         self.last_error = ""
+        self.drops: collections.deque[str] = collections.deque(maxlen=50)  # why connections ended
         self._stop = threading.Event()
         self._flush_until = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
@@ -91,6 +102,7 @@ class Uplink:
                     self._connect(client)
                 except (OSError, ConnectionError, ssl.SSLError) as exc:
                     failures += 1
+                    self.connect_failures += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     delay = self._backoff(failures)
                     log.warning("uplink: cannot connect to %s:%s (%s); retry in %.1f s", self.cfg.host, self.cfg.port, self.last_error, delay)
@@ -107,6 +119,7 @@ class Uplink:
                     self.connected.clear()
                     self._close(client)
                 if not self._stop.is_set():
+                    self.drops.append(self.last_error)
                     failures = 1
                     delay = self._backoff(failures)
                     log.warning("uplink: connection lost (%s); reconnect in %.1f s", self.last_error, delay)
@@ -122,6 +135,8 @@ class Uplink:
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,
         )
+        # a dead link must be noticed within the keepalive, not after the OS's TCP timeouts
+        client.connect_timeout = max(2.0, self.cfg.keepalive_s)
         client.max_inflight_messages_set(self.cfg.inflight)
         client.max_queued_messages_set(0)
         if self.cfg.username:
@@ -133,12 +148,34 @@ class Uplink:
                 keyfile=str(self.cfg.key_file) if self.cfg.key_file else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
-        client.will_set(self.status_topic, dumps(self.status(False)), qos=1, retain=True)
+        client.will_set(self.status_topic, dumps(self.status(False)), qos=1, retain=True,
+                        properties=self._properties(PacketTypes.WILLMESSAGE, STATUS_SCHEMA))
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
-        client.user_data_set({"acked": [], "connack": None})
+        client.user_data_set({"acked": [], "refused": [], "connack": None, "receive_max": 0})
         return client
+
+    def _properties(self, packet: int, schema: str, expiry_s: float = 0.0) -> Properties | None:
+        """MQTT 5 properties of a message: schema and plant as user properties, JSON content
+        type and, when ``expiry_s`` > 0, a message expiry. None for MQTT 3.1.1."""
+        if self.cfg.mqtt_version != 5:
+            return None
+        props = Properties(packet)
+        props.UserProperty = [("schema", schema), ("plant", self.plant)]
+        props.ContentType = "application/json"
+        props.PayloadFormatIndicator = 1
+        if expiry_s > 0:
+            props.MessageExpiryInterval = max(1, int(round(expiry_s)))
+        return props
+
+    def _publish_properties(self) -> dict[int, Properties | None]:
+        """Per lane; alarms never expire."""
+        return {
+            ALARM: self._properties(PacketTypes.PUBLISH, ALARM_SCHEMA),
+            TELEMETRY: self._properties(PacketTypes.PUBLISH, TELEMETRY_SCHEMA, self.cfg.telemetry_expiry_s),
+            STATUS: self._properties(PacketTypes.PUBLISH, STATUS_SCHEMA),
+        }
 
     @staticmethod
     def _close(client: mqtt.Client) -> None:
@@ -151,7 +188,15 @@ class Uplink:
 
     def _connect(self, client: mqtt.Client) -> None:
         sock_timeout = max(2.0, self.cfg.keepalive_s)
-        client.connect(self.cfg.host, self.cfg.port, keepalive=int(self.cfg.keepalive_s))
+        keepalive = max(1, int(round(self.cfg.keepalive_s)))
+        if self.cfg.mqtt_version == 5:
+            props = Properties(PacketTypes.CONNECT)
+            # the outbox, not the broker, holds what is unsent: a new connection starts clean,
+            # and the session outlives a drop only as long as configured
+            props.SessionExpiryInterval = int(self.cfg.session_expiry_s)
+            client.connect(self.cfg.host, self.cfg.port, keepalive=keepalive, clean_start=True, properties=props)
+        else:
+            client.connect(self.cfg.host, self.cfg.port, keepalive=keepalive)
         sock = client.socket()
         if sock is None:
             raise ConnectionError("no socket after connect")
@@ -173,9 +218,18 @@ class Uplink:
         ud["connack"] = 0 if not reason_code.is_failure else str(reason_code)
         if reason_code.is_failure:
             self.last_error = f"CONNACK {reason_code}"
+        # an MQTT 5 broker disconnects a client that exceeds its Receive Maximum; paho does not
+        # enforce it, so the window does
+        receive_max = getattr(properties, "ReceiveMaximum", None) if properties is not None else None
+        if receive_max:
+            ud["receive_max"] = int(receive_max)
 
     def _on_publish(self, client, ud, mid, reason_code, properties) -> None:
-        ud["acked"].append(mid)
+        # an MQTT 5 PUBACK can refuse a message (not authorised, quota exceeded): it stays unsent
+        if reason_code.is_failure:
+            ud["refused"].append((mid, str(reason_code)))
+        else:
+            ud["acked"].append(mid)
 
     def _on_disconnect(self, client, ud, flags, reason_code, properties) -> None:
         if reason_code != 0:
@@ -186,10 +240,17 @@ class Uplink:
         ud = client.user_data_get()
         inflight: dict[int, int] = {}  # mid -> outbox row id
         last = {ALARM: 0, TELEMETRY: 0}
-        client.publish(self.status_topic, dumps(self.status(True)), qos=1, retain=True)
+        props = self._publish_properties()
+        client.publish(self.status_topic, dumps(self.status(True)), qos=1, retain=True, properties=props[STATUS])
         next_status = time.monotonic() + self.cfg.heartbeat_s
-        window = self.cfg.inflight
+        window = self.window = min(self.cfg.inflight, ud["receive_max"] or self.cfg.inflight)
         while True:
+            if ud["refused"]:
+                mid, reason = ud["refused"][0]
+                # the row stays unsent: reconnect (with backoff) and retry from the oldest unsent row
+                self.last_error = f"broker refused message {mid}: {reason}"
+                log.error("uplink: the broker refused a message (%s); it stays in the outbox", reason)
+                return
             if ud["acked"]:
                 acked, ud["acked"] = ud["acked"], []
                 ids = [inflight.pop(mid) for mid in acked if mid in inflight]
@@ -202,7 +263,7 @@ class Uplink:
                 if not rows and not stopping:
                     rows = outbox.pending(TELEMETRY, last[TELEMETRY], room)
                 for row in rows:
-                    info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+                    info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain, properties=props.get(row.lane))
                     if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         self.last_error = f"publish failed: {info.rc}"
                         return
@@ -217,7 +278,7 @@ class Uplink:
                     self._goodbye(client)
                     return
             if time.monotonic() >= next_status:
-                client.publish(self.status_topic, dumps(self.status(True)), qos=1, retain=True)
+                client.publish(self.status_topic, dumps(self.status(True)), qos=1, retain=True, properties=props[STATUS])
                 next_status = time.monotonic() + self.cfg.heartbeat_s
             sock = client.socket()
             if sock is None:
@@ -246,7 +307,8 @@ class Uplink:
 
     def _goodbye(self, client: mqtt.Client) -> None:
         """A clean stop: retained status says offline (the will is only for unclean ones)."""
-        info = client.publish(self.status_topic, dumps(self.status(False)), qos=1, retain=True)
+        info = client.publish(self.status_topic, dumps(self.status(False)), qos=1, retain=True,
+                              properties=self._properties(PacketTypes.PUBLISH, STATUS_SCHEMA))
         deadline = time.monotonic() + 2.0
         sock = client.socket()
         while sock is not None and not info.is_published() and time.monotonic() < deadline:

@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
-from drivers.base import DeviceSpec, TagSpec  # noqa: E402
+from drivers.base import DeviceSpec, TagSpec, cancel_and_wait  # noqa: E402
 from drivers.modbus import ModbusDriver  # noqa: E402
 from drivers.modbus.address import make_point  # noqa: E402
 from drivers.modbus.planner import Limits, plan_points  # noqa: E402
@@ -108,7 +108,7 @@ async def run_driver(devices, tagsets, seconds: float) -> tuple[float, int, int]
     await asyncio.sleep(seconds)
     cpu = time.process_time() - cpu0
     n = polls
-    await cancel_all(tasks)
+    await cancel_and_wait(tasks)
     for d in drivers:
         await d.close()
     return cpu, n, errors
@@ -147,18 +147,8 @@ async def run_raw(devices, tagsets, seconds: float) -> tuple[float, int, int]:
     await asyncio.sleep(seconds)
     cpu = time.process_time() - cpu0
     n = polls
-    await cancel_all(tasks)
+    await cancel_and_wait(tasks)
     return cpu, n, errors
-
-
-async def cancel_all(tasks) -> None:
-    """Cancel until they are done: on Python 3.11 asyncio.wait_for (used inside pymodbus) can
-    swallow a cancellation that lands just as the awaited reply arrives."""
-    pending = set(tasks)
-    while pending:
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
 def cpu_model() -> str:

@@ -253,6 +253,7 @@ class _Monitor:
         self.collector = _pca.TickCollector(var, model.mean, model.scale)
         self.debounce = _pca.SeriesDebounce(float(params["on_delay_s"]), float(params["off_delay_s"]))
         self.top = int(params["top"])
+        self.name = str(params["model"])
         self.t2_limit = model.t2_limit * float(params["t2_factor"])
         self.spe_limit = model.spe_limit * float(params["spe_factor"])
 
@@ -273,8 +274,10 @@ class _Monitor:
         order = np.argsort(-contrib)[: self.top]
         top = [int(self.tags[o]) for o in order]
         stat, limit = (spe, self.spe_limit) if level >= 2 else (t2, self.t2_limit)
+        # the alarm belongs to the model, not to whichever tag contributes most at the moment:
+        # it is anchored on the model's first tag and names the model and its top tags
         return ConditionChange(
-            tag=top[0],
+            tag=int(self.tags[0]),
             kind=kind,
             level=PCA_LEVELS[level],
             active=new != 0,
@@ -282,6 +285,7 @@ class _Monitor:
             limit=float(limit),
             ts=float(ts[i]),
             context={
+                "model": self.name,
                 "t2": float(t2),
                 "spe": float(spe),
                 "t2_limit": self.t2_limit,

@@ -151,8 +151,19 @@ class Driver(ABC):
         """Yield SampleBatches until cancelled. Never raise for device faults: yield a batch
         with COMM_FAIL quality and ``error`` set, then keep trying."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, most drivers own no resources
         """Release connections. Called once when the agent stops."""
+
+
+async def cancel_and_wait(tasks) -> None:
+    """Cancel tasks until they are done. On Python 3.11 ``asyncio.wait_for`` (used inside
+    protocol libraries) can swallow a cancellation that lands just as the awaited reply
+    arrives, so one ``cancel()`` followed by ``await`` may wait for ever."""
+    pending = set(tasks)
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
 class PollingDriver(Driver):
@@ -204,7 +215,7 @@ class PollingDriver(Driver):
                         connected = True
                     batch = await self.read()
                     failures = 0
-                except (DriverError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+                except (DriverError, OSError, TimeoutError) as exc:
                     failures += 1
                     self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     if connected:

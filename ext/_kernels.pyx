@@ -13,7 +13,7 @@ Levels are small integers: 0 normal, 1 H, 2 HH, -1 L, -2 LL. Families with a sin
 
 import numpy as np
 
-from libc.math cimport fabs, isnan, sqrt, INFINITY, NAN
+from libc.math cimport fabs, fmax, isnan, sqrt, INFINITY, NAN
 from libc.string cimport memmove
 from libc.float cimport DBL_MAX
 
@@ -157,24 +157,35 @@ cdef class LimitKernel(_Kernel):
         cdef double v
         cdef signed char r, prev
         self._reserve(n)
+        # hot state as plain pointers (kept in registers, not reloaded from self after stores)
+        cdef const int* slot = &self.slot[0] if self.n_map else NULL
+        cdef double* hh = &self._hh[0] if self.n_slots else NULL
+        cdef double* h = &self._h[0] if self.n_slots else NULL
+        cdef double* l = &self._l[0] if self.n_slots else NULL
+        cdef double* ll = &self._ll[0] if self.n_slots else NULL
+        cdef double* db = &self._db[0] if self.n_slots else NULL
+        cdef signed char* raw = &self._raw[0] if self.n_slots else NULL
+        cdef signed char* lvl = &self._lvl[0] if self.n_slots else NULL
+        cdef signed char* pend = &self._pend[0] if self.n_slots else NULL
+        cdef Py_ssize_t n_map = self.n_map
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= self.n_map:
+                if t < 0 or t >= n_map:
                     continue
-                s = self.slot[t]
+                s = slot[t]
                 if s < 0 or quality[i] >= Q_BAD:
                     continue
                 v = value[i]
                 if isnan(v):
                     continue
-                r = _limit_raw(v, self._raw[s], self._hh[s], self._h[s], self._l[s], self._ll[s],
-                               self._db[s])
-                self._raw[s] = r
-                prev = self._lvl[s]
-                if _debounce(r, ts[i], &self._lvl[s], &self._pend[s], &self._since[s],
-                             self._on[s], self._off[s]):
-                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], v)
+                r = _limit_raw(v, raw[s], hh[s], h[s], l[s], ll[s], db[s])
+                raw[s] = r
+                prev = lvl[s]
+                if r == prev and pend[s] == prev:
+                    continue
+                if _debounce(r, ts[i], &lvl[s], &pend[s], &self._since[s], self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, lvl[s], v)
         return self._events(n_ev)
 
 
@@ -326,28 +337,41 @@ cdef class EwmaKernel(_Kernel):
         cdef double v, z
         cdef signed char r, prev
         self._reserve(n)
+        # hot state as plain pointers: the C compiler keeps them in registers instead of
+        # reloading each memoryview's data pointer from self after every store
+        cdef const int* slot = &self.slot[0] if self.n_map else NULL
+        cdef long long* count = &self._count[0] if self.n_slots else NULL
+        cdef long long* warm = &self._warm[0] if self.n_slots else NULL
+        cdef double* lam = &self._lam[0] if self.n_slots else NULL
+        cdef double* zs = &self._z[0] if self.n_slots else NULL
+        cdef double* ucl = &self._ucl[0] if self.n_slots else NULL
+        cdef double* lcl = &self._lcl[0] if self.n_slots else NULL
+        cdef signed char* lvl = &self._lvl[0] if self.n_slots else NULL
+        cdef Py_ssize_t n_map = self.n_map
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= self.n_map:
+                if t < 0 or t >= n_map:
                     continue
-                s = self.slot[t]
+                s = slot[t]
                 if s < 0:
                     continue
                 v = value[i]
                 if not _usable(v, quality[i]):
                     continue
-                if self._count[s] < self._warm[s]:
-                    _welford(v, &self._count[s], &self._mean[s], &self._m2[s])
-                    if self._count[s] == self._warm[s]:
-                        self._ready(s, _sigma(self._m2[s], self._count[s], self._minsig[s]))
+                if count[s] < warm[s]:
+                    _welford(v, &count[s], &self._mean[s], &self._m2[s])
+                    if count[s] == warm[s]:
+                        self._ready(s, _sigma(self._m2[s], count[s], self._minsig[s]))
                     continue
-                z = self._lam[s] * v + (1.0 - self._lam[s]) * self._z[s]
-                self._z[s] = z
-                r = 1 if z > self._ucl[s] else (-1 if z < self._lcl[s] else 0)
-                prev = self._lvl[s]
-                if _debounce(r, ts[i], &self._lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
-                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], z)
+                z = lam[s] * v + (1.0 - lam[s]) * zs[s]
+                zs[s] = z
+                r = 1 if z > ucl[s] else (-1 if z < lcl[s] else 0)
+                prev = lvl[s]
+                if r == prev and self._pend[s] == prev:
+                    continue
+                if _debounce(r, ts[i], &lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, lvl[s], z)
         return self._events(n_ev)
 
 
@@ -395,43 +419,59 @@ cdef class CusumKernel(_Kernel):
         cdef double v, x, sp, sn, stat
         cdef signed char r, prev
         self._reserve(n)
+        # hot state as plain pointers (kept in registers, not reloaded from self after stores)
+        cdef const int* slot = &self.slot[0] if self.n_map else NULL
+        cdef long long* count = &self._count[0] if self.n_slots else NULL
+        cdef long long* warm = &self._warm[0] if self.n_slots else NULL
+        cdef double* mean = &self._mean[0] if self.n_slots else NULL
+        cdef double* isig = &self._isig[0] if self.n_slots else NULL
+        cdef double* k = &self._k[0] if self.n_slots else NULL
+        cdef double* hs = &self._h[0] if self.n_slots else NULL
+        cdef double* sps = &self._sp[0] if self.n_slots else NULL
+        cdef double* sns = &self._sn[0] if self.n_slots else NULL
+        cdef signed char* lvl = &self._lvl[0] if self.n_slots else NULL
+        cdef signed char* pend = &self._pend[0] if self.n_slots else NULL
+        cdef Py_ssize_t n_map = self.n_map
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= self.n_map:
+                if t < 0 or t >= n_map:
                     continue
-                s = self.slot[t]
+                s = slot[t]
                 if s < 0:
                     continue
                 v = value[i]
                 if not _usable(v, quality[i]):
                     continue
-                if self._count[s] < self._warm[s]:
-                    _welford(v, &self._count[s], &self._mean[s], &self._m2[s])
-                    if self._count[s] == self._warm[s]:
-                        self._isig[s] = _inverse(_sigma(self._m2[s], self._count[s], self._minsig[s]))
+                if count[s] < warm[s]:
+                    _welford(v, &count[s], &mean[s], &self._m2[s])
+                    if count[s] == warm[s]:
+                        isig[s] = _inverse(_sigma(self._m2[s], count[s], self._minsig[s]))
                     continue
-                x = (v - self._mean[s]) * self._isig[s]
-                sp = self._sp[s] + x - self._k[s]
-                sn = self._sn[s] - x - self._k[s]
-                sp = sp if sp > 0.0 else 0.0
-                sn = sn if sn > 0.0 else 0.0
+                x = (v - mean[s]) * isig[s]
+                sp = sps[s] + x - k[s]
+                sn = sns[s] - x - k[s]
+                # fmax compiles to a branch-free max; a branch here mispredicts on noise
+                sp = fmax(sp, 0.0)
+                sn = fmax(sn, 0.0)
                 r = 0
                 stat = 0.0
-                if sp > self._h[s]:
+                if sp > hs[s]:
                     r = 1
                     stat = sp
-                elif sn > self._h[s]:
+                elif sn > hs[s]:
                     r = -1
                     stat = -sn
                 if r != 0:
                     sp = 0.0
                     sn = 0.0
-                self._sp[s] = sp
-                self._sn[s] = sn
-                prev = self._lvl[s]
-                if _debounce(r, ts[i], &self._lvl[s], &self._pend[s], &self._since[s], 0.0, self._off[s]):
-                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], stat)
+                sps[s] = sp
+                sns[s] = sn
+                prev = lvl[s]
+                if r == prev and pend[s] == prev:
+                    continue
+                if _debounce(r, ts[i], &lvl[s], &pend[s], &self._since[s], 0.0, self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, lvl[s], stat)
         return self._events(n_ev)
 
 

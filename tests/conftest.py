@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.broker import Mosquitto
+
+# benchmarks run with `make bench` (PLANTWATCH_BENCH=1), not as part of the test suite
+collect_ignore_glob = [] if os.environ.get("PLANTWATCH_BENCH") else ["bench/*"]
 
 
 @pytest.fixture
@@ -30,6 +34,7 @@ def persistent_mosquitto(tmp_path: Path):
 BASE_CONFIG: dict[str, Any] = {
     "agent": {"plant": "640100000001", "name": "测试化工", "data_dir": "data"},
     "uplink": {"url": "mqtt://127.0.0.1:1883", "heartbeat_s": 5.0, "telemetry_interval_s": 0.0},
+    "alarm_system": {"api_port": 0},
     "devices": [
         {"name": "r1-plc", "driver": "modbus", "url": "tcp://127.0.0.1:5020", "unit": 1, "interval_s": 0.2, "timeout_s": 0.5},
     ],

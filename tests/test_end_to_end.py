@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.outbox import Outbox
 from agent.receiver import Receiver, connect
 from tests.conftest import config_dict
 from tests.modbus.server import start_server
@@ -150,9 +151,13 @@ def test_broker_down_alarms_arrive_in_order_after_restart(write_config, plc, per
         broker.wait_saved()
         broker.stop(kill=True)
         # while the broker is down: HH, back to H, cleared, H again — each a committed alarm
-        for value in (185.0, 170.0, 150.0, 165.0):
+        outbox = Outbox(agent.config.parent / "data" / "outbox.db", durable=False)
+        for seq, value in enumerate((185.0, 170.0, 150.0, 165.0), start=2):
             plc.set_value(100, value, type="float32")
-            time.sleep(0.6)
+            deadline = time.monotonic() + 10
+            while outbox.last_seq() < seq and time.monotonic() < deadline:
+                time.sleep(0.05)
+        outbox.close()
         broker.start()
         assert receiver.wait(lambda r: len(r.alarms) >= 5, 30), (receiver.summary(), agent.output())
         assert agent.signal(signal.SIGTERM) == 0

@@ -222,3 +222,20 @@ def test_sensor_without_range_still_reports_bad_quality():
         np.array([GOOD, BAD], dtype=np.uint8),
     )
     assert [(c.tag, c.level, c.active) for c in changes] == [(1, "BAD", True)]
+
+
+def test_engine_runs_every_family_over_one_batch_in_family_order():
+    from detectors.engine import Engine
+    from detectors.families import LimitFamily
+
+    engine = Engine(3, [
+        LimitFamily(3, {0: {"h": 10.0}}),
+        SensorFamily(3, {0: {"lo": 0.0, "hi": 100.0}, 1: {}}),
+        FlatlineFamily(3, {2: {"duration_s": 1.0}}),
+    ])
+    tag = np.array([0, 1, 2, 2], dtype=np.int32)
+    changes = engine.process(tag, np.array([150.0, 1.0, 5.0, 5.0]), np.array([0.0, 0.0, 0.0, 1.0]),
+                             np.array([GOOD, BAD, GOOD, GOOD], dtype=np.uint8))
+    assert [(c.kind, c.tag, c.level) for c in changes] == [
+        ("limit", 0, "H"), ("sensor", 0, "H"), ("sensor", 1, "BAD"), ("flatline", 2, "FLAT"),
+    ]

@@ -36,13 +36,3 @@ async def collect(driver: ModbusDriver, n: int) -> list[SampleBatch]:
 def poll(dev: DeviceSpec, tags: Sequence[TagSpec], n: int = 1) -> list[SampleBatch]:
     """Run a fresh driver for ``n`` polls on its own event loop."""
     return asyncio.run(collect(ModbusDriver(dev, tags), n))
-
-
-async def cancel_all(tasks) -> None:
-    """Cancel until they are done: on Python 3.11 asyncio.wait_for (used inside pymodbus) can
-    swallow a cancellation that lands just as the awaited reply arrives."""
-    pending = set(tasks)
-    while pending:
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from drivers.base import COMM_FAIL, GOOD
+from drivers.base import COMM_FAIL, GOOD, cancel_and_wait
 from drivers.modbus import ModbusDriver
 from drivers.modbus.link import LinkPool, frame_gap_s
-from tests.modbus.helpers import cancel_all, device, poll, tag
+from tests.modbus.helpers import device, poll, tag
 from tests.modbus.serial_pair import serial_pair
 from tests.modbus.server import start_serial_server, start_server
 
@@ -83,7 +83,7 @@ def test_a_silent_unit_does_not_slow_the_others(kind):
             start = time.monotonic()
             await asyncio.sleep(duration)
             elapsed = time.monotonic() - start
-            await cancel_all(tasks)
+            await cancel_and_wait(tasks)
             for d in drivers.values():
                 await d.close()
             return good, failed, elapsed

@@ -1,0 +1,249 @@
+"""``plantwatch replay`` and ``plantwatch train``: historian exports through the live code.
+
+Replay feeds a CSV through the very Pipeline the agent runs (engine, alarm manager, the same
+commit step), with time taken from the file instead of the clock, and writes the json-profile
+alarm messages one per line. Train fits a multivariate model from normal-operation rows into
+the file the config names.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from agent.config import Config
+from agent.payloads import dumps
+from agent.runtime import Pipeline
+
+TIME_COLUMNS = ("ts", "time", "timestamp", "datetime", "date_time", "Time", "Timestamp", "DateTime")
+CHUNK_ROWS = 2048
+
+
+class ReplayError(Exception):
+    """Bad input: names the file, the row or column, and the problem."""
+
+
+@dataclass
+class Table:
+    path: Path
+    ts: np.ndarray  # float64 UTC seconds per row
+    columns: dict[str, np.ndarray]  # float64 per tag column, NaN where the cell was empty
+    extra: dict[str, list[str]]  # other columns, raw text (labels, ...)
+
+
+def _parse_time(text: str, tz: ZoneInfo) -> float:
+    text = text.strip()
+    try:
+        return float(text)  # epoch seconds
+    except ValueError:
+        pass
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:  # historian exports are usually plant-local time
+        dt = dt.replace(tzinfo=tz)
+    return dt.timestamp()
+
+
+def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate: float | None,
+               tz: ZoneInfo, keep: Sequence[str] = ()) -> Table:
+    """Read a CSV (',' or ';' separated) whose columns are named like the tags."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ReplayError(f"{path}: not UTF-8 text: {exc}") from None
+    lines = text.splitlines()
+    if not lines:
+        raise ReplayError(f"{path}: empty file")
+    delimiter = ";" if lines[0].count(";") > lines[0].count(",") else ","
+    rows = list(csv.reader(lines, delimiter=delimiter))
+    head = [h.strip() for h in rows[0]]
+    numbered = [(n, r) for n, r in enumerate(rows[1:], start=2) if r]  # (line in the file, fields)
+    body = [r for _, r in numbered]
+    if not body:
+        raise ReplayError(f"{path}: no data rows")
+    col = {name: i for i, name in enumerate(head)}
+    if time_col is None and rate is None:
+        time_col = next((c for c in TIME_COLUMNS if c in col), None)
+        if time_col is None:
+            raise ReplayError(f"{path}: no time column ({', '.join(TIME_COLUMNS[:4])}); name one with --time-col or give --rate")
+    if time_col is not None and time_col not in col:
+        raise ReplayError(f"{path}: no column {time_col!r} (columns: {', '.join(head)})")
+    for name in keep:
+        if name not in col:
+            raise ReplayError(f"{path}: no column {name!r} (columns: {', '.join(head)})")
+    present = [t for t in tags if t in col]
+    if not present:
+        raise ReplayError(f"{path}: no column is named like a tag of the config (tags: {', '.join(tags[:10])})")
+    ts = np.empty(len(body))
+    columns = {t: np.full(len(body), np.nan) for t in present}
+    for i, (line, row) in enumerate(numbered):
+        if len(row) != len(head):
+            raise ReplayError(f"{path}:{line}: {len(row)} fields, the header has {len(head)}")
+        if time_col is not None:
+            try:
+                ts[i] = _parse_time(row[col[time_col]], tz)
+            except ValueError:
+                raise ReplayError(f"{path}:{line}: column {time_col!r}: {row[col[time_col]]!r} is not a time") from None
+        else:
+            ts[i] = i * rate
+        for t in present:
+            cell = row[col[t]].strip()
+            if cell == "":
+                continue
+            try:
+                columns[t][i] = float(cell)
+            except ValueError:
+                raise ReplayError(f"{path}:{line}: column {t!r}: {cell!r} is not a number") from None
+    if np.any(np.diff(ts) < 0):
+        bad = numbered[int(np.flatnonzero(np.diff(ts) < 0)[0]) + 1][0]
+        raise ReplayError(f"{path}:{bad}: time goes backwards")
+    extra = {name: [row[col[name]] for row in body] for name in keep}
+    return Table(path, ts, columns, extra)
+
+
+class _Recorder:
+    """Takes the place of the outbox: numbers the messages like the outbox would."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def append_alarms(self, topic: str, docs: list[dict[str, Any]], now: float | None = None) -> list[int]:
+        seqs = []
+        for doc in docs:
+            doc["seq"] = len(self.messages) + 1
+            self.messages.append(doc)
+            seqs.append(doc["seq"])
+        return seqs
+
+
+@dataclass
+class ReplayResult:
+    messages: list[dict[str, Any]]
+    rows: int
+    tags: list[str]
+    alarm_rows: np.ndarray  # per row: any tag alarm active after that row
+    ts: np.ndarray
+
+
+def replay(cfg: Config, table: Table) -> ReplayResult:
+    """Feed the table through the live Pipeline; one batch per chunk of rows, time-major."""
+    recorder = _Recorder()
+    pipeline = Pipeline(cfg, recorder)
+    index = cfg.tag_index()
+    names = list(table.columns)
+    tag_ids = np.array([index[n] for n in names], dtype=np.int32)
+    values = np.column_stack([table.columns[n] for n in names])  # rows x tags
+    n_rows = len(table.ts)
+    active: set[str] = set()
+    alarm_rows = np.zeros(n_rows, dtype=bool)
+    for start in range(0, n_rows, CHUNK_ROWS):
+        stop = min(n_rows, start + CHUNK_ROWS)
+        block = values[start:stop]
+        ok = ~np.isnan(block)  # an empty cell is no sample, not a BAD one
+        rows_idx = np.repeat(np.arange(start, stop), len(names)).reshape(block.shape)
+        tag = np.broadcast_to(tag_ids, block.shape)[ok]
+        ts = table.ts[rows_idx[ok]]
+        changes = pipeline.engine.process(
+            np.ascontiguousarray(tag), np.ascontiguousarray(block[ok]), np.ascontiguousarray(ts),
+            np.zeros(tag.shape[0], dtype=np.uint8),
+        )
+        changes.sort(key=lambda c: c.ts)  # families report in their own order; the stream is in time
+        first = len(recorder.messages)
+        # the same commit step as live: the manager turns changes into messages in order
+        pipeline.commit(pipeline.manager.on_changes(changes))
+        cursor = start
+        for m in recorder.messages[first:]:
+            row = int(np.searchsorted(table.ts, _ts(m), side="left"))
+            alarm_rows[cursor:row] = bool(active)
+            cursor = max(cursor, row)
+            (active.add if m["active"] else active.discard)(m["id"])
+        alarm_rows[cursor:stop] = bool(active)
+    return ReplayResult(recorder.messages, n_rows, names, alarm_rows, table.ts)
+
+
+def _ts(message: dict[str, Any]) -> float:
+    from agent.payloads import parse_rfc3339
+
+    return parse_rfc3339(message["ts"])
+
+
+def write_jsonl(messages: list[dict[str, Any]], out: str | Path) -> None:
+    """All or nothing: written to a temporary file, then renamed over ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for m in messages:
+                f.write(dumps(m) + b"\n")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def labels_of(table: Table, column: str) -> np.ndarray:
+    out = np.zeros(len(table.ts), dtype=bool)
+    for i, cell in enumerate(table.extra[column]):
+        try:
+            out[i] = float(cell or 0) != 0
+        except ValueError:
+            raise ReplayError(f"{table.path}: data row {i + 1}: column {column!r}: {cell!r} is not a 0/1 label") from None
+    return out
+
+
+def format_scores(scores: dict[str, float]) -> list[str]:
+    def f(x: float, digits: int = 4) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+    return [
+        f"precision {f(scores['precision'])}",
+        f"recall    {f(scores['recall'])}",
+        f"F1        {f(scores['f1'])}",
+        f"FAR       {f(scores['far_pct'], 2)} %",
+        f"MAR       {f(scores['mar_pct'], 2)} %",
+        f"mean detection delay {f(scores['mean_detection_delay_s'], 1)} s",
+        f"false alarms per day {f(scores['false_alarms_per_day'], 2)}",
+    ]
+
+
+def train(cfg: Config, model_name: str, table: Table) -> tuple[Path, list[str]]:
+    """Fit the named model from the table's rows (rows with an empty cell are dropped)."""
+    from detectors.pca import fit
+
+    model = next((m for m in cfg.models if m.name == model_name), None)
+    if model is None:
+        known = ", ".join(m.name for m in cfg.models) or "none"
+        raise ReplayError(f"no model {model_name!r} in the config (models: {known})")
+    missing = [t for t in model.tags if t not in table.columns]
+    if missing:
+        raise ReplayError(f"{table.path}: no column for the model's tags {missing}")
+    X = np.column_stack([table.columns[t] for t in model.tags])
+    keep = np.isfinite(X).all(axis=1)
+    X = X[keep]
+    try:
+        fitted = fit(X, list(model.tags), confidence=model.options["confidence"],
+                     variance=model.options["variance"], n_components=model.options["components"] or None)
+    except ValueError as exc:
+        raise ReplayError(f"{table.path}: {exc}") from None
+    model.file.parent.mkdir(parents=True, exist_ok=True)
+    fitted.save(model.file)
+    lines = [
+        f"model {model.name}: {len(model.tags)} tags, {len(X)} rows ({int((~keep).sum())} with empty cells dropped)",
+        f"  components {fitted.n_components}, T² limit {fitted.t2_limit:.4g}, SPE limit {fitted.spe_limit:.4g} "
+        f"at confidence {fitted.confidence}",
+        f"  written to {model.file}",
+    ]
+    return model.file, lines

@@ -1,0 +1,141 @@
+"""Subscriptions and polling against a real asyncua server: values, quality, timestamps, losses."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import numpy as np
+from asyncua import ua
+
+from drivers.base import BAD, GOOD, UNCERTAIN
+from drivers.opcua import OpcUaDriver
+from tests.opcua.helpers import Collector, PlantServer, device, plant_tags, run, tags
+
+
+def test_subscription_delivers_changes_with_source_timestamps_and_scaling():
+    async def main():
+        async with PlantServer() as srv:
+            t = plant_tags()
+            t[0] = type(t[0])(**{**t[0].__dict__, "scale": 2.0, "offset": -1.0})
+            driver = OpcUaDriver(device(srv.url, publishing_interval_ms=50), t)
+            async with Collector(driver) as c:
+                await c.wait_for(lambda c: all(c.last(i) for i in range(5)), what="initial values")
+                assert c.last(0)[:1] == (85.0 * 2.0 - 1.0,)
+                assert c.last(3)[0] == 1.0  # Boolean True
+                assert c.last(4)[0] == 7.0
+                source = dt.datetime(2031, 5, 4, 3, 2, 1, 250000, tzinfo=dt.UTC)
+                await srv.set("R101.TI01", 90.5, source_ts=source)
+                await c.wait_for(lambda c: c.last(0)[0] == 90.5 * 2.0 - 1.0, what="new value")
+                value, ts, quality = c.last(0)
+                assert ts == source.timestamp()
+                assert quality == GOOD
+            assert all(b.error is None for b in c.batches)
+            for b in c.batches:
+                assert b.tag.dtype == np.int32 and b.value.dtype == np.float64
+                assert b.ts.dtype == np.float64 and b.quality.dtype == np.uint8
+
+    run(main())
+
+
+STATUSES = [
+    (ua.StatusCodes.Good, GOOD),
+    (ua.StatusCodes.UncertainLastUsableValue, UNCERTAIN),
+    (ua.StatusCodes.UncertainSensorNotAccurate, UNCERTAIN),
+    (ua.StatusCodes.BadSensorFailure, BAD),
+    (ua.StatusCodes.BadOutOfService, BAD),
+]
+
+
+def test_status_codes_map_to_quality():
+    async def main():
+        async with PlantServer(extra=len(STATUSES)) as srv:
+            names = [f"X.{i}" for i in range(len(STATUSES))]
+            driver = OpcUaDriver(device(srv.url, publishing_interval_ms=50), plant_tags(names))
+            async with Collector(driver) as c:
+                await c.wait_for(lambda c: all(c.last(i) for i in range(len(names))), what="initial values")
+                for name, (status, _) in zip(names, STATUSES, strict=True):
+                    await srv.set(name, 13.0, status=status)
+                await c.wait_for(lambda c: all(len(c.samples(i)) >= 2 for i in range(len(names))),
+                                 what="status changes")
+            for i, (status, quality) in enumerate(STATUSES):
+                value, _, q = c.last(i)
+                assert q == quality, ua.StatusCode(status).name
+                assert (value == 13.0) if quality != BAD else np.isnan(value)
+
+    run(main())
+
+
+def test_unknown_node_is_bad_and_the_other_tags_keep_running():
+    async def main():
+        async with PlantServer() as srv:
+            t = tags(["ns=2;s=R101.TI01", "ns=2;s=NO.SUCH.TAG", "ns=2;i=999999", "ns=2;s=R101.CNT"])
+            driver = OpcUaDriver(device(srv.url, publishing_interval_ms=50), t)
+            async with Collector(driver) as c:
+                await c.wait_for(lambda c: all(c.last(i) for i in range(4)), what="all four tags")
+                for bad in (1, 2):
+                    value, _, q = c.last(bad)
+                    assert q == BAD and np.isnan(value)
+                await srv.set("R101.CNT", 8)
+                await c.wait_for(lambda c: c.last(3)[0] == 8.0, what="good tag still updating")
+                assert all(b.error is None for b in c.batches)
+            assert driver.stats.bad_items == 2
+
+    run(main())
+
+
+def test_deadband_absolute_suppresses_small_changes():
+    async def main():
+        async with PlantServer() as srv:
+            t = plant_tags(["R101.TI01"], deadband_abs=1.0)
+            driver = OpcUaDriver(device(srv.url, publishing_interval_ms=50), t)
+            async with Collector(driver) as c:
+                await c.wait_for(lambda c: c.last(0) is not None, what="initial value")
+                for v in (85.2, 85.4, 85.6, 87.0):  # only 87.0 is more than 1.0 from 85.0
+                    await srv.set("R101.TI01", v)
+                    await asyncio.sleep(0.1)
+                await c.wait_for(lambda c: c.last(0)[0] == 87.0, what="change beyond the deadband")
+                assert [v for v, _, _ in c.samples(0)] == [85.0, 87.0]
+
+    run(main())
+
+
+def test_poll_mode_reads_in_batches():
+    async def main():
+        async with PlantServer(extra=25) as srv:
+            names = list(srv.nodes)
+            driver = OpcUaDriver(device(srv.url, mode="poll", interval_s=0.1, batch_size=7), plant_tags(names))
+            async with Collector(driver) as c:
+                await c.wait_for(lambda c: len(c.batches) >= 3, what="three polls")
+                await srv.set("X.3", 42.0)
+                await c.wait_for(lambda c: c.last(names.index("X.3"))[0] == 42.0, what="polled change")
+            for b in c.batches:
+                assert b.error is None and len(b) == len(names)
+                assert (b.quality == GOOD).all()
+
+    run(main())
+
+
+def test_client_buffer_overflow_is_counted_and_marks_tags_uncertain():
+    async def main():
+        async with PlantServer(extra=20) as srv:
+            names = [f"X.{i}" for i in range(20)]
+            driver = OpcUaDriver(
+                device(srv.url, publishing_interval_ms=50, max_pending_samples=20), plant_tags(names)
+            )
+            gen = driver.batches()
+            first = await gen.__anext__()  # connected, initial values
+            assert first.error is None
+            # the consumer stalls while the server sends three rounds of changes
+            for k in range(1, 4):
+                for n in names:
+                    await srv.set(n, float(k))
+                await asyncio.sleep(0.3)
+            batch = await gen.__anext__()
+            await gen.aclose()
+            await driver.close()
+            assert driver.stats.client_overflows >= 20
+            assert (batch.quality == UNCERTAIN).all()  # every tag lost a sample
+            assert (batch.value == 3.0).all()  # the newest values are kept
+
+    run(main())

@@ -1,0 +1,156 @@
+"""The outbox: batched durable commits, lanes, retention, telemetry thinning, the size cap."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from agent.config import parse
+from agent.outbox import ALARM, TELEMETRY, Outbox
+from agent.payloads import dumps, validator
+from agent.runtime import Agent
+from tests.conftest import config_dict
+from tests.faults.helpers import PLANT, TOPIC
+
+DAY = 86400.0
+
+
+def alarm_docs(n: int) -> list[dict]:
+    return [{"schema": "plantwatch.alarm/1", "plant": PLANT, "id": f"T{i}/limit", "state": "active"} for i in range(n)]
+
+
+def telemetry(ts: float, change: bool = False, size: int = 10) -> bytes:
+    doc = {"schema": "plantwatch.telemetry/1", "plant": PLANT, "ts": "2026-01-01T00:00:00.000Z",
+           "tags": {f"T{i}": {"v": ts + i, "q": "good"} for i in range(size)}}
+    if change:
+        doc["change"] = True
+    return dumps(doc)
+
+
+def test_a_batch_of_alarms_is_one_commit_with_contiguous_seqs(tmp_path):
+    ob = Outbox(tmp_path / "outbox.db")
+    assert ob.append_alarms(TOPIC, alarm_docs(500)) == list(range(1, 501))
+    assert ob.append_alarms(TOPIC, alarm_docs(3)) == [501, 502, 503]
+    assert [a["seq"] for a in ob.alarms()] == list(range(1, 504))
+
+
+def test_alarms_pending_before_telemetry_in_their_own_lane(tmp_path):
+    ob = Outbox(tmp_path / "outbox.db")
+    ob.append("t", telemetry(1.0), lane=TELEMETRY)
+    ob.append_alarms(TOPIC, alarm_docs(2))
+    ob.append("t", telemetry(2.0), lane=TELEMETRY)
+    assert [r.seq for r in ob.pending(ALARM)] == [1, 2]
+    assert [r.lane for r in ob.pending(TELEMETRY)] == [TELEMETRY, TELEMETRY]
+    assert ob.depth() == {"alarm": 2, "telemetry": 2, "status": 0}
+
+
+def test_committed_alarms_survive_sigkill_of_the_writer(tmp_path):
+    """A writer process commits batches and reports each commit; it is SIGKILLed mid-stream.
+    Every seq it reported is in the outbox afterwards."""
+    path = tmp_path / "outbox.db"
+    script = textwrap.dedent(f"""
+        import sys
+        from agent.outbox import Outbox
+        ob = Outbox({str(path)!r})
+        while True:
+            seqs = ob.append_alarms("t", [{{"plant": "p", "state": "active"}} for _ in range(50)])
+            print(seqs[-1], flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    reported = []
+    try:
+        while len(reported) < 40:
+            line = proc.stdout.readline()
+            assert line, "the writer died"
+            reported.append(int(line))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()
+    stored = [a["seq"] for a in Outbox(path).alarms()]
+    assert stored == list(range(1, len(stored) + 1))
+    assert reported[-1] <= len(stored)
+
+
+def test_retention_keeps_30_days_of_sent_rows_and_every_unsent_one(tmp_path):
+    ob = Outbox(tmp_path / "outbox.db")
+    now = 100 * DAY
+    ob.append_alarms(TOPIC, alarm_docs(3), now=now - 40 * DAY)
+    rows = ob.pending(ALARM)
+    ob.mark_sent([rows[0].id], now=now - 31 * DAY)  # sent 31 days ago: goes
+    ob.mark_sent([rows[1].id], now=now - 29 * DAY)  # sent 29 days ago: stays
+    assert ob.prune(now=now) == 1
+    assert [a["seq"] for a in ob.alarms()] == [2, 3]
+    assert [r.seq for r in ob.pending(ALARM)] == [3]
+
+
+def test_old_sent_telemetry_is_thinned_to_one_snapshot_per_bucket(tmp_path):
+    ob = Outbox(tmp_path / "outbox.db")
+    now = 10 * DAY
+    old = now - 2 * DAY
+    start = old - old % 900
+    ids = [ob.append("t", telemetry(t, change=(k % 3 == 1)), now=start + t) for k, t in enumerate(range(0, 1800, 60))]
+    recent = ob.append("t", telemetry(0), now=now - 60)
+    unsent_old = ob.append("t", telemetry(0), now=start + 5)
+    ob.mark_sent(ids + [recent], now=now)
+    deleted = ob.downsample_telemetry(now=now, older_than_s=DAY, bucket_s=900)
+    left = [r[0] for r in ob.db.execute("SELECT id FROM outbox ORDER BY id")]
+    # two 15-minute buckets: the first snapshot of each is kept, change messages never
+    assert left == [ids[0], ids[15], recent, unsent_old]
+    assert deleted == len(ids) - 2
+    for rid in left:
+        payload = ob.db.execute("SELECT payload FROM outbox WHERE id=?", (rid,)).fetchone()[0]
+        assert "change" not in json.loads(payload)
+
+
+def test_cap_drops_sent_then_unsent_telemetry_and_never_an_unsent_alarm(tmp_path):
+    ob = Outbox(tmp_path / "outbox.db")
+    now = time.time()
+    sent = [ob.append("t", telemetry(i, size=100), now=now) for i in range(1500)]
+    ob.mark_sent(sent)
+    ob.append_alarms(TOPIC, alarm_docs(200))
+    unsent = [ob.append("t", telemetry(i, size=100), now=now) for i in range(1500)]
+    ob.append_alarms(TOPIC, alarm_docs(200))
+    full = ob.used_bytes()
+
+    report = ob.enforce_cap(int(full * 0.35))  # sent telemetry is about half of it
+    assert report["over"] is False and report["used_bytes"] <= full * 0.35
+    assert report["dropped"]["sent_telemetry"] == 1500  # all sent telemetry went first
+    assert 0 < report["dropped"]["unsent_telemetry"] < 1500
+    left = [r.id for r in ob.pending(TELEMETRY, limit=10_000)]
+    assert left == unsent[-len(left):], "the oldest unsent telemetry goes first"
+    assert [r.seq for r in ob.pending(ALARM, limit=10_000)] == list(range(1, 401))
+
+    report = ob.enforce_cap(4096)  # impossible: only alarms would be left to drop
+    assert report["over"] is True
+    assert ob.depth() == {"alarm": 400, "telemetry": 0, "status": 0}
+    assert [a["seq"] for a in ob.alarms()] == list(range(1, 401))
+
+
+def test_full_outbox_raises_a_storage_alarm_then_clears_it(tmp_path):
+    data = config_dict()
+    data["agent"]["data_dir"] = str(tmp_path / "data")
+    data["uplink"]["max_outbox_mb"] = 1.0
+    agent = Agent(parse(data, base=tmp_path))
+    try:
+        for i in range(600):  # ~2 MB of unsent telemetry over a 1 MB cap
+            agent.outbox.append(agent.telemetry_topic, telemetry(i, size=100))
+        agent._storage_alarm(agent._maintain_outbox(2**20))
+        agent._storage_alarm(agent._maintain_outbox(2**20))  # still full: no second message
+        for row in agent.outbox.pending(TELEMETRY, limit=10_000):
+            agent.outbox.mark_sent([row.id])
+        agent._storage_alarm(agent._maintain_outbox(2**20))
+        alarms = agent.outbox.alarms()
+    finally:
+        agent.outbox.close()
+    assert [(a["seq"], a["id"], a["kind"], a["state"]) for a in alarms] == [
+        (1, "gateway/storage", "storage", "active"),
+        (2, "gateway/storage", "storage", "cleared"),
+    ]
+    assert alarms[0]["context"]["dropped"]["unsent_telemetry"] > 0
+    for a in alarms:
+        validator("alarm").validate(a)
