@@ -30,8 +30,9 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("pymodbus", "asyncua"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("pymodbus").setLevel(logging.WARNING)
+    # asyncua logs a traceback every second while a server is away; the comm alarm says it once
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
 
 
 # --- check --------------------------------------------------------------------------------------
@@ -208,7 +209,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
         if args.url.startswith("opc.tcp://"):
             from drivers.opcua.probe import probe as opcua_probe
 
-            lines = asyncio.run(opcua_probe(args.url, depth=args.depth, timeout=args.timeout))
+            security = {k: v for k, v in (("security_policy", args.security_policy), ("security_mode", args.security_mode),
+                                          ("cert_file", args.cert_file), ("key_file", args.key_file),
+                                          ("username", args.username), ("password_file", args.password_file)) if v}
+            if args.trust:
+                security["trust"] = args.trust
+            lines = asyncio.run(opcua_probe(args.url, depth=args.depth, timeout=args.timeout, **security))
         else:
             from drivers.modbus.probe import probe as modbus_probe
 
@@ -292,6 +298,24 @@ def cmd_operate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_opcua_cert(args: argparse.Namespace) -> int:
+    from drivers.opcua.certs import make_self_signed
+
+    if args.days < 1:
+        print(f"opcua-cert: --days must be >= 1, not {args.days}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        cert, key = make_self_signed(args.out, args.cn, args.uri, args.days)
+    except OSError as exc:
+        print(f"opcua-cert: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"certificate {cert}")
+    print(f"key         {key} (keep it readable by the plantwatch user only)")
+    print("give the certificate to the OPC-UA server's administrator to trust; in the config:")
+    print(f'  cert_file = "{cert}"\n  key_file = "{key}"')
+    return EXIT_OK
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 
@@ -363,7 +387,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--order", default="ABCD", help="Modbus word/byte order (default ABCD)")
     s.add_argument("--depth", type=int, default=3, help="OPC-UA browse depth (default 3)")
     s.add_argument("--timeout", type=float, default=3.0)
+    s.add_argument("--security-policy", help="OPC-UA: None, Basic256Sha256, Aes128Sha256RsaOaep, Aes256Sha256RsaPss")
+    s.add_argument("--security-mode", help="OPC-UA: Sign or SignAndEncrypt")
+    s.add_argument("--cert-file", help="OPC-UA client certificate (plantwatch opcua-cert makes one)")
+    s.add_argument("--key-file", help="OPC-UA client private key")
+    s.add_argument("--trust", action="append", help="OPC-UA server certificate to trust (repeatable)")
+    s.add_argument("--username")
+    s.add_argument("--password-file")
     s.set_defaults(func=cmd_probe)
+
+    s = sub.add_parser("opcua-cert", help="make a self-signed OPC-UA client certificate and key")
+    s.add_argument("--out", required=True, help="directory for the certificate (DER) and key (PEM, mode 0600)")
+    s.add_argument("--cn", default="plantwatch", help="common name (default plantwatch)")
+    s.add_argument("--uri", help="application URI (default urn:HOSTNAME:plantwatch)")
+    s.add_argument("--days", type=int, default=3650)
+    s.set_defaults(func=cmd_opcua_cert)
 
     s = sub.add_parser("receive", help="the platform side: subscribe, validate, report gaps")
     s.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")

@@ -1,9 +1,10 @@
 """``plantwatch demo``: a simulated plant, a broker, the agent and a receiver, all on loopback.
 
 The plant: reactor R101's PLC (Modbus TCP) whose temperature drifts up through H and HH and
-back every cycle while its cooling-water flow sags, and a dust collector's PLC that drops off
-the network for a while (a ``comm`` alarm, then its recovery). The receiver prints what the
-provincial platform would get.
+back every cycle while its cooling-water flow sags, a dust collector's PLC that drops off the
+network for a while (a ``comm`` alarm, then its recovery), and the gas detection system's
+OPC-UA server whose combustible-gas detector reaches the GB/T 50493 first-level alarm late in
+each cycle. The receiver prints what the provincial platform would get.
 """
 
 from __future__ import annotations
@@ -62,6 +63,44 @@ class DustCollector:
         return not 0.4 <= phase < 0.65
 
 
+class GasDcs:
+    """An asyncua server with detector GD101 (%LEL): a small leak late in every cycle."""
+
+    def __init__(self, port: int, t0: float):
+        self.port = port
+        self.t0 = t0
+        self.url = f"opc.tcp://127.0.0.1:{port}/plantwatch-demo"
+        self.server = None
+        self.node = None
+
+    def lel(self, now: float) -> float:
+        phase = ((now - self.t0) % CYCLE_S) / CYCLE_S
+        leak = math.sin(math.pi * (phase - 0.55) / 0.4) if 0.55 < phase < 0.95 else 0.0
+        return round(3.0 + 27.0 * leak, 2)
+
+    async def start(self) -> None:
+        from asyncua import Server, ua
+
+        server = Server()
+        await server.init()
+        server.set_endpoint(self.url)
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        idx = await server.register_namespace("urn:plantwatch:demo")
+        folder = await server.nodes.objects.add_folder(idx, "GasDetection")
+        self.node = await folder.add_variable(ua.NodeId("GD101.LEL", idx), "GD101.LEL", 3.0,
+                                              varianttype=ua.VariantType.Double)
+        await server.start()
+        self.server = server
+
+    async def update(self, now: float) -> None:
+        await self.node.write_value(self.lel(now))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+
 class SimPlc:
     """A pymodbus TCP server whose registers are refreshed from a model on every request."""
 
@@ -110,9 +149,10 @@ class SimPlc:
             self.task = None
 
 
-async def _plant(reactor_port: int, dc_port: int, stop: asyncio.Event, ready: asyncio.Event) -> None:
+async def _plant(reactor_port: int, dc_port: int, opcua_port: int, stop: asyncio.Event, ready: asyncio.Event) -> None:
     t0 = time.time()
     reactor, dc = Reactor(t0), DustCollector(t0)
+    gas = GasDcs(opcua_port, t0)
 
     def reactor_regs(fc: int, registers: list[int]) -> None:
         s = reactor.state(time.time())
@@ -129,9 +169,11 @@ async def _plant(reactor_port: int, dc_port: int, stop: asyncio.Event, ready: as
     d = SimPlc(dc_port, dc_regs)
     await r.start()
     await d.start()
+    await gas.start()
     ready.set()
     try:
         while not stop.is_set():
+            await gas.update(time.time())
             online = dc.online(time.time())
             if online and d.server is None:
                 await d.start()
@@ -142,16 +184,21 @@ async def _plant(reactor_port: int, dc_port: int, stop: asyncio.Event, ready: as
     finally:
         await r.stop()
         await d.stop()
+        await gas.stop()
 
 
-def demo_config(reactor_port: int, dc_port: int, broker_url: str, data_dir: Path):
+def demo_config(reactor_port: int, dc_port: int, opcua_port: int, broker_url: str, data_dir: Path):
     text = resources.files("agent").joinpath("demo.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text)
     data["agent"]["data_dir"] = str(data_dir)
     data["uplink"]["url"] = broker_url
+    data["alarm_system"] = {"api_port": 0}  # several demos may run side by side
     for dev in data["devices"]:
-        port = reactor_port if dev["name"] == "r1-plc" else dc_port
-        dev["url"] = f"tcp://127.0.0.1:{port}"
+        if dev["driver"] == "opcua":
+            dev["url"] = f"opc.tcp://127.0.0.1:{opcua_port}/plantwatch-demo"
+        else:
+            port = reactor_port if dev["name"] == "r1-plc" else dc_port
+            dev["url"] = f"tcp://127.0.0.1:{port}"
     return parse(data, base=data_dir)
 
 
@@ -166,14 +213,15 @@ def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = 
         kind = type(started).__name__
         print(f"demo: broker {kind} at {broker}", flush=True)
     with tempfile.TemporaryDirectory(prefix="plantwatch-demo-") as tmp:
-        reactor_port, dc_port = free_port(), free_port()
-        cfg = demo_config(reactor_port, dc_port, broker, Path(tmp))
+        reactor_port, dc_port, opcua_port = free_port(), free_port(), free_port()
+        cfg = demo_config(reactor_port, dc_port, opcua_port, broker, Path(tmp))
         receiver = Receiver(emit=lambda line: print(f"platform| {line}", flush=True))
         client = connect(receiver, broker, cfg.agent.plant, cfg.uplink.topic_prefix)
         print(f"demo: plant {cfg.agent.plant}, reactor PLC :{reactor_port}, dust collector PLC :{dc_port}, "
+              f"gas detection OPC-UA :{opcua_port}, "
               f"{seconds:g} s (temperature cycle {CYCLE_S:g} s)", flush=True)
         try:
-            asyncio.run(_run(cfg, reactor_port, dc_port, seconds))
+            asyncio.run(_run(cfg, reactor_port, dc_port, opcua_port, seconds))
             receiver.wait(lambda r: r.status.get(cfg.agent.plant, {}).get("online") is False, 5)
         finally:
             client.loop_stop()
@@ -187,11 +235,11 @@ def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = 
     return 0 if ok else 1
 
 
-async def _run(cfg, reactor_port: int, dc_port: int, seconds: float) -> None:
+async def _run(cfg, reactor_port: int, dc_port: int, opcua_port: int, seconds: float) -> None:
     from agent.runtime import Agent
 
     stop, ready = asyncio.Event(), asyncio.Event()
-    plant = asyncio.create_task(_plant(reactor_port, dc_port, stop, ready))
+    plant = asyncio.create_task(_plant(reactor_port, dc_port, opcua_port, stop, ready))
     await asyncio.wait_for(ready.wait(), 20)
     agent_stop = asyncio.Event()
     agent = asyncio.create_task(Agent(cfg).run(agent_stop))

@@ -42,3 +42,38 @@ def test_run_with_bad_config_exits_2(tmp_path):
     assert result.returncode == 2
     assert "tags[0].device: is required" in result.stderr
     assert "tags[0].address: is required" in result.stderr
+
+
+def test_opcua_cert_then_probe_an_opcua_server(tmp_path):
+    import asyncio
+    import threading
+
+    from tests.opcua.helpers import PlantServer
+
+    made = plantwatch("opcua-cert", "--out", str(tmp_path / "pki"), "--cn", "gw-01")
+    assert made.returncode == 0, made.stderr
+    cert, key = (tmp_path / "pki").glob("*.der"), (tmp_path / "pki").glob("*.pem")
+    key_path = next(key)
+    assert next(cert).stat().st_size > 0 and (key_path.stat().st_mode & 0o077) == 0
+
+    loop = asyncio.new_event_loop()
+    server = PlantServer()
+    started = threading.Event()
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(server.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(30)
+        result = plantwatch("probe", server.url, "--depth", "3")
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+    assert result.returncode == 0, result.stderr
+    assert "R101.TI01" in result.stdout and "Double" in result.stdout
