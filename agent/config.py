@@ -439,14 +439,20 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     detector_params = _detector_tables(data.get("detectors", {}), families, p)
     tags = _tags(data.get("tags", []), devices, device_drivers, families, detector_params, p)
 
+    position = {d.name: i for i, d in enumerate(devices)}
+    by_driver: dict[type, list[DeviceSpec]] = {}
     for i, d in enumerate(devices):
         cls = device_drivers.get(d.name)
         if cls is None:
             continue
+        by_driver.setdefault(cls, []).append(d)
         specs = [t.spec for t in tags if t.device == d.name]
         for problem in cls.check(d, specs):
             where = f"tags[{problem.tag.index}]" if problem.tag is not None else f"devices[{i}]"
             p.add(f"{where}.{problem.key}", problem.message)
+    for cls, specs in by_driver.items():
+        for d, problem in cls.check_devices(specs):
+            p.add(f"devices[{position[d.name]}].{problem.key}", problem.message)
 
     models = _models(data.get("models", []), tags, base / (a["data_dir"] or "."), p)
     if p:

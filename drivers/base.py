@@ -137,6 +137,12 @@ class Driver(ABC):
         return []
 
     @classmethod
+    def check_devices(cls, devices: Sequence[DeviceSpec]) -> list[tuple[DeviceSpec, Problem]]:
+        """Cross-checks between this driver's devices (e.g. two devices claiming one unit id on
+        one serial line); each problem is reported against the device given."""
+        return []
+
+    @classmethod
     def plan(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[str]:
         """Human-readable lines describing what the driver will request (``plantwatch check``)."""
         return [f"{len(tags)} tags"]

@@ -95,6 +95,22 @@ def test_duplicate_device_name_is_reported():
     assert any(p.startswith("devices[1].name: duplicate device name 'r1-plc'") for p in problems), problems
 
 
+def test_two_devices_with_one_unit_on_one_serial_line():
+    data = config_dict()
+    data["devices"] = [
+        {"name": "a", "driver": "modbus", "url": "rtu:///dev/ttyUSB0?baud=9600&parity=E", "unit": 3},
+        {"name": "b", "driver": "modbus", "url": "rtu:///dev/ttyUSB0?baud=9600&parity=E", "unit": 3},
+        {"name": "c", "driver": "modbus", "url": "rtu:///dev/ttyUSB0?baud=19200&parity=E", "unit": 4},
+        {"name": "d", "driver": "modbus", "url": "rtu:///dev/ttyUSB1?baud=9600", "unit": 3},
+    ]
+    for t in data["tags"]:
+        t["device"] = "a"
+    problems = problems_of(data)
+    assert any(p.startswith("devices[1].unit: unit 3 on rtu:///dev/ttyUSB0") and "'a'" in p for p in problems), problems
+    assert any(p.startswith("devices[2].url: serial settings") for p in problems), problems
+    assert not any(p.startswith("devices[3].") for p in problems), problems
+
+
 def test_model_with_unknown_tag():
     data = config_dict(models=[{"name": "m", "kind": "pca", "tags": ["R101.TI01", "R101.XX"], "file": "m.npz"}])
     assert "models[0].tags[1]: unknown tag 'R101.XX'" in problems_of(data)

@@ -88,6 +88,31 @@ class ModbusDriver(PollingDriver):
         return problems
 
     @classmethod
+    def check_devices(cls, devices: Sequence[DeviceSpec]) -> list[tuple[DeviceSpec, Problem]]:
+        """Devices on one line (serial port, serial gateway or TCP endpoint) must not share a
+        unit id, and devices on one serial line must agree on its settings."""
+        problems: list[tuple[DeviceSpec, Problem]] = []
+        first_on_line: dict[tuple, tuple[DeviceSpec, Endpoint]] = {}
+        units: dict[tuple, DeviceSpec] = {}
+        for device in devices:
+            endpoint, errors = parse_url(device.url, dict(device.options))
+            if endpoint is None or errors:
+                continue  # reported by check()
+            line = endpoint.key
+            other = units.get((line, device.unit))
+            if other is not None:
+                problems.append((device, Problem("unit", f"unit {device.unit} on {endpoint.describe()} is also "
+                                                         f"device {other.name!r}")))
+            units.setdefault((line, device.unit), device)
+            first = first_on_line.setdefault(line, (device, endpoint))
+            if endpoint.scheme == "rtu" and first[0] is not device:
+                theirs, ours = first[1], endpoint
+                if (theirs.baud, theirs.parity, theirs.stopbits, theirs.bytesize) != (ours.baud, ours.parity, ours.stopbits, ours.bytesize):
+                    problems.append((device, Problem("url", f"serial settings {ours.describe()} differ from device "
+                                                            f"{first[0].name!r} on the same line ({theirs.describe()})")))
+        return problems
+
+    @classmethod
     def _device_problems(cls, device: DeviceSpec) -> list[tuple[str, str]]:
         _, problems = parse_url(device.url, dict(device.options))
         _, limit_problems = _limits(device.options)
