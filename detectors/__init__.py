@@ -6,23 +6,29 @@ returns condition changes, so replay and the live agent share it.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 
 GROUP = "plantwatch.detectors"
 
 
+@cache
+def _registered() -> dict[str, EntryPoint]:
+    # Scanning the installed distributions costs milliseconds, and every config load asks for
+    # each family; what is installed does not change while the process runs.
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
 def available() -> dict[str, str]:
     """Family name -> 'module:Class' for every registered detector family (built-ins included)."""
-    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    return {name: ep.value for name, ep in _registered().items()}
 
 
 def load(name: str):
     """The detector family class registered under ``name``; KeyError when none is."""
     from detectors.base import Family
 
-    for ep in entry_points(group=GROUP, name=name):
-        cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, Family)):
-            raise TypeError(f"entry point {GROUP}:{name} is not a detectors.base.Family subclass")
-        return cls
-    raise KeyError(name)
+    cls = _registered()[name].load()
+    if not (isinstance(cls, type) and issubclass(cls, Family)):
+        raise TypeError(f"entry point {GROUP}:{name} is not a detectors.base.Family subclass")
+    return cls
