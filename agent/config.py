@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import detectors
 import drivers
 from agent.alarms import GAS_DEFAULTS, GAS_PRESET
+from agent.provincial import (
+    DEFAULT_CODES,
+    DEFAULT_FIELDS,
+    DEFAULT_QUALITY,
+    DEFAULT_STATES,
+    DEFAULT_TYPES,
+    Profile,
+    ProvincialError,
+    read_sm4_key,
+)
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DeviceSpec, TagSpec
 
 
@@ -105,6 +116,7 @@ class TagConfig:
     families: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # family -> params
     latch: bool = False
     preset: str = ""
+    point: str = ""
 
     @property
     def name(self) -> str:
@@ -138,6 +150,7 @@ class Config:
     detectors: Mapping[str, Mapping[str, Any]]
     models: tuple[ModelConfig, ...]
     alarm_system: AlarmSystemSection = AlarmSystemSection()
+    provincial: Profile | None = None
 
     def device_tags(self, device: str) -> list[TagConfig]:
         return [t for t in self.tags if t.device == device]
@@ -345,6 +358,23 @@ TAG_KEYS = {
     "detectors": Key("list[str]", []),
     "latch": Key("bool", False),
     "preset": Key("str", "", check=one_of("", GAS_PRESET)),
+    "point": Key("str", ""),
+}
+
+
+PROVINCIAL_KEYS = {
+    "enterprise_code": Key("str", ""),
+    "gateway_code": Key("str", ""),
+    "decimals": Key("int", 3, check=lambda v: None if 0 <= v <= 9 else "must be 0..9"),
+    "time_format": Key("str", "%Y-%m-%d %H:%M:%S", check=_nonempty),
+    "repeat_s": Key("float", 0.0, check=non_negative),
+    "heartbeat_s": Key("float", 60.0, check=non_negative),
+    "sm4_key_file": Key("str"),
+    "fields": Key("table", {}),
+    "codes": Key("table", {}),
+    "states": Key("table", {}),
+    "quality": Key("table", {}),
+    "types": Key("table", {}),
 }
 
 
@@ -401,7 +431,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     """Validate a parsed TOML document. Relative paths resolve against ``base``."""
     p = Problems()
     for k in data:
-        if k not in ("agent", "uplink", "devices", "tags", "detectors", "models", "alarm_system"):
+        if k not in ("agent", "uplink", "devices", "tags", "detectors", "models", "alarm_system", "provincial"):
             p.add(k, "unknown section")
 
     a = p.read(data.get("agent", {}), "agent", AGENT_KEYS)
@@ -455,9 +485,11 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
             p.add(f"devices[{position[d.name]}].{problem.key}", problem.message)
 
     models = _models(data.get("models", []), tags, base / (a["data_dir"] or "."), p)
+    provincial = _provincial(data, agent, uplink, tags, base, p)
     if p:
         raise ConfigError(list(p))
-    return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system)
+    return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
+                  provincial)
 
 
 def _families() -> dict[str, type]:
@@ -624,7 +656,7 @@ def _tags(
             offset=t["offset"],
             options=options,
         )
-        tags.append(TagConfig(spec, t["unit"], t["desc"], rng, t["priority"], fam_params, t["latch"], t["preset"]))
+        tags.append(TagConfig(spec, t["unit"], t["desc"], rng, t["priority"], fam_params, t["latch"], t["preset"], t["point"]))
     return tags
 
 
@@ -654,3 +686,54 @@ def _models(raw: Any, tags: list[TagConfig], data_dir: Path, p: Problems) -> lis
         options = {k: m[k] for k in MODEL_KEYS if k not in ("name", "kind", "tags", "file")}
         out.append(ModelConfig(m["name"] or "", m["kind"], tuple(m["tags"] or ()), data_dir / (m["file"] or ""), options))
     return out
+
+
+def _provincial(data: Mapping[str, Any], agent: AgentSection, uplink: UplinkSection, tags: list[TagConfig],
+                base: Path, p: Problems) -> Profile | None:
+    """The provincial profile: field names, codes and the SM4 key, when profile = "provincial"."""
+    raw = data.get("provincial")
+    if uplink.profile != "provincial":
+        if raw is not None:
+            p.add("provincial", 'is set but uplink.profile is not "provincial"')
+        return None
+    v = p.read(raw if raw is not None else {}, "provincial", PROVINCIAL_KEYS)
+    if not v["gateway_code"]:
+        p.add("provincial.gateway_code", 'is required with uplink.profile = "provincial"')
+    try:
+        time.strftime(v["time_format"])
+    except ValueError as exc:
+        p.add("provincial.time_format", f"not a strftime format: {exc}")
+    tables = {"fields": DEFAULT_FIELDS, "states": DEFAULT_STATES, "quality": DEFAULT_QUALITY, "types": DEFAULT_TYPES}
+    merged: dict[str, dict[str, str]] = {}
+    for name, defaults in tables.items():
+        table = v[name] or {}
+        for k, val in table.items():
+            if k not in defaults:
+                p.add(f"provincial.{name}.{k}", f"unknown key (expected one of: {', '.join(defaults)})")
+            elif not isinstance(val, str) or not val:
+                p.add(f"provincial.{name}.{k}", f"must be a non-empty string, not {val!r}")
+        merged[name] = {**defaults, **{k: val for k, val in table.items() if isinstance(val, str)}}
+    if len(set(merged["fields"].values())) != len(merged["fields"]):
+        p.add("provincial.fields", "two fields have the same name")
+    codes = dict(DEFAULT_CODES)
+    for k, val in (v["codes"] or {}).items():
+        if not isinstance(val, str):
+            p.add(f"provincial.codes.{k}", f"must be a string, not {val!r}")
+        else:
+            codes[k] = val
+    key = None
+    if v["sm4_key_file"] is not None:
+        key_path = base / v["sm4_key_file"]
+        try:
+            key = read_sm4_key(key_path)
+        except OSError as exc:
+            p.add("provincial.sm4_key_file", f"cannot read {key_path}: {exc.strerror or exc}")
+        except ProvincialError as exc:
+            p.add("provincial.sm4_key_file", f"{key_path}: {exc}")  # never the key itself
+    points = {t.name: t.point for t in tags if t.point}
+    return Profile(
+        enterprise_code=v["enterprise_code"] or agent.plant, gateway_code=v["gateway_code"], timezone=agent.timezone,
+        decimals=v["decimals"], time_format=v["time_format"], repeat_s=v["repeat_s"], heartbeat_s=v["heartbeat_s"],
+        sm4_key=key, fields=merged["fields"], codes=codes, states=merged["states"], quality=merged["quality"],
+        types=merged["types"], points=points,
+    )

@@ -1,0 +1,179 @@
+"""Profile ``provincial``: the same events in a province's own field format.
+
+Provincial platforms (安全风险监测预警系统) each publish an access specification: enterprise
+code, gateway code, point codes, local time as ``yyyy-MM-dd HH:mm:ss``, values as
+fixed-decimal strings, numeric alarm codes, alarms repeated while active, a normal-state data
+heartbeat, and sometimes SM4-CBC encryption of the payload. Every field name and code here is
+configuration (``[provincial]`` in the config) with a documented default, so a new province
+is a config change, not a code change.
+
+Encrypted payloads are ``base64(iv || SM4-CBC(PKCS#7(json)))`` with a fresh random 16-byte IV
+per message; the key (16 bytes) comes from ``sm4_key_file`` as 32 hex characters.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from agent.payloads import parse_rfc3339
+
+DEFAULT_FIELDS = {
+    "enterprise": "qybm",  # 企业编码
+    "gateway": "wgbm",  # 网关编码
+    "type": "lx",  # 消息类型
+    "seq": "xh",  # 序号
+    "point": "cdbm",  # 测点编码
+    "time": "cjsj",  # 采集时间
+    "value": "cdz",  # 测点值
+    "limit": "bjyz",  # 报警阈值
+    "unit": "dw",  # 单位
+    "alarm_code": "bjlx",  # 报警类型
+    "state": "bjzt",  # 报警状态
+    "message": "bjms",  # 报警描述
+    "quality": "zt",  # 数据状态
+    "datas": "datas",  # 测点数据
+    "online": "zxzt",  # 在线状态
+}
+DEFAULT_CODES = {  # level or kind -> alarm type code
+    "HH": "1", "H": "2", "L": "3", "LL": "4",
+    "roc": "5", "ewma": "6", "cusum": "6", "robust": "6", "flatline": "7", "pca": "8",
+    "sensor": "9", "comm": "10", "storage": "11",
+}
+DEFAULT_STATES = {  # message state -> code
+    "active": "1", "cleared": "0", "repeat": "1", "acked": "2", "shelved": "3", "unshelved": "4",
+    "suppressed": "5", "unsuppressed": "6", "out_of_service": "7", "in_service": "8",
+}
+DEFAULT_QUALITY = {"good": "0", "uncertain": "1", "bad": "2", "comm_fail": "3"}
+DEFAULT_TYPES = {"alarm": "alarm", "data": "data", "status": "status"}
+
+
+class ProvincialError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Profile:
+    enterprise_code: str
+    gateway_code: str
+    timezone: str = "Asia/Shanghai"
+    decimals: int = 3
+    time_format: str = "%Y-%m-%d %H:%M:%S"
+    repeat_s: float = 0.0
+    heartbeat_s: float = 60.0
+    sm4_key: bytes | None = field(default=None, repr=False)
+    fields: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FIELDS))
+    codes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CODES))
+    states: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STATES))
+    quality: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_QUALITY))
+    types: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TYPES))
+    points: dict[str, str] = field(default_factory=dict)  # tag name -> point code
+
+    # --- formatting -----------------------------------------------------------------------------
+
+    def local_time(self, ts: float) -> str:
+        return datetime.fromtimestamp(ts, ZoneInfo(self.timezone)).strftime(self.time_format)
+
+    def fixed(self, x: float | None) -> str:
+        return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{self.decimals}f}"
+
+    def point(self, tag: str | None, fallback: str) -> str:
+        return self.points.get(tag, tag) if tag else fallback
+
+    def code(self, doc: dict[str, Any]) -> str:
+        if doc["kind"] == "limit":
+            return self.codes.get(doc["level"], self.codes.get("limit", ""))
+        return self.codes.get(doc["kind"], self.codes.get(doc["level"], ""))
+
+    def alarm(self, doc: dict[str, Any], repeat: bool = False) -> dict[str, Any]:
+        """A json-profile alarm document (with seq) in the province's fields."""
+        f = self.fields
+        return {
+            f["enterprise"]: self.enterprise_code,
+            f["gateway"]: self.gateway_code,
+            f["type"]: self.types["alarm"],
+            f["seq"]: doc["seq"],
+            f["point"]: self.point(doc["tag"], doc["device"]),
+            f["time"]: self.local_time(parse_rfc3339(doc["ts"])),
+            f["value"]: self.fixed(doc["value"]),
+            f["limit"]: self.fixed(doc["limit"]),
+            f["unit"]: doc["unit"],
+            f["alarm_code"]: self.code(doc),
+            f["state"]: self.states["repeat" if repeat else doc["state"]] if (repeat or doc["state"] in self.states) else doc["state"],
+            f["message"]: doc["message"],
+        }
+
+    def data(self, ts: float, samples: list[tuple[str, float | None, str]]) -> dict[str, Any]:
+        """The normal-state heartbeat: every tag's (name, value, quality name)."""
+        f = self.fields
+        return {
+            f["enterprise"]: self.enterprise_code,
+            f["gateway"]: self.gateway_code,
+            f["type"]: self.types["data"],
+            f["time"]: self.local_time(ts),
+            f["datas"]: [{f["point"]: self.point(name, name), f["value"]: self.fixed(v), f["quality"]: self.quality[q]}
+                         for name, v, q in samples],
+        }
+
+    def status(self, ts: float, online: bool) -> dict[str, Any]:
+        f = self.fields
+        return {f["enterprise"]: self.enterprise_code, f["gateway"]: self.gateway_code, f["type"]: self.types["status"],
+                f["time"]: self.local_time(ts), f["online"]: "1" if online else "0"}
+
+    # --- the wire ---------------------------------------------------------------------------------
+
+    def encode(self, doc: dict[str, Any]) -> bytes:
+        raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        if self.sm4_key is None:
+            return raw
+        return base64.b64encode(sm4_encrypt(self.sm4_key, raw))
+
+    def decode(self, payload: bytes) -> dict[str, Any]:
+        """What the platform does: decrypt (if keyed) and parse."""
+        raw = sm4_decrypt(self.sm4_key, base64.b64decode(payload, validate=True)) if self.sm4_key else payload
+        return json.loads(raw)
+
+
+def sm4_encrypt(key: bytes, plain: bytes, iv: bytes | None = None) -> bytes:
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    iv = os.urandom(16) if iv is None else iv
+    padder = padding.PKCS7(128).padder()
+    data = padder.update(plain) + padder.finalize()
+    enc = Cipher(algorithms.SM4(key), modes.CBC(iv)).encryptor()
+    return iv + enc.update(data) + enc.finalize()
+
+
+def sm4_decrypt(key: bytes, blob: bytes) -> bytes:
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    if len(blob) < 32 or len(blob) % 16:
+        raise ProvincialError("ciphertext is not iv + whole SM4 blocks")
+    dec = Cipher(algorithms.SM4(key), modes.CBC(blob[:16])).decryptor()
+    data = dec.update(blob[16:]) + dec.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    try:
+        return unpadder.update(data) + unpadder.finalize()
+    except ValueError:
+        raise ProvincialError("bad padding: wrong key or damaged message") from None
+
+
+def read_sm4_key(path: Path) -> bytes:
+    """16-byte SM4 key from a file holding 32 hex characters (whitespace ignored)."""
+    text = "".join(path.read_text(encoding="ascii").split())
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ProvincialError("must hold 32 hexadecimal characters") from None
+    if len(key) != 16:
+        raise ProvincialError(f"must hold a 16-byte key (32 hex characters), not {len(key)} bytes")
+    return key

@@ -1,0 +1,94 @@
+"""Profile `provincial`: a province's field names, codes, local time, fixed decimals, SM4."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from agent.alarms import AlarmManager, TagInfo
+from agent.config import ConfigError, parse
+from agent.provincial import ProvincialError, sm4_decrypt, sm4_encrypt
+from detectors.base import ConditionChange
+from tests.conftest import config_dict
+
+KEY_HEX = "0123456789abcdeffedcba9876543210"
+
+
+def provincial_config(tmp_path, **section):
+    data = config_dict()
+    data["uplink"]["profile"] = "provincial"
+    data["provincial"] = {"gateway_code": "GW-640100-01", **section}
+    data["tags"][0]["point"] = "640100000001-R101-TI01"
+    return data
+
+
+def alarm_doc(seq: int = 7):
+    m = AlarmManager("640100000001", [TagInfo("R101.TI01", "r1-plc", "°C", "1#反应釜温度")])
+    doc = m.on_changes([ConditionChange(0, "limit", "HH", True, 185.04321, 180.0, 1_800_000_000.4)])[0]
+    doc["seq"] = seq
+    return doc
+
+
+def test_alarm_in_default_fields_with_local_time_and_fixed_decimals(tmp_path):
+    profile = parse(provincial_config(tmp_path), base=tmp_path).provincial
+    out = profile.alarm(alarm_doc())
+    assert out == {
+        "qybm": "640100000001", "wgbm": "GW-640100-01", "lx": "alarm", "xh": 7,
+        "cdbm": "640100000001-R101-TI01",
+        "cjsj": "2027-01-15 16:00:00",  # 08:00:00.4 UTC in Asia/Shanghai
+        "cdz": "185.043", "bjyz": "180.000", "dw": "°C", "bjlx": "1", "bjzt": "1",
+        "bjms": out["bjms"],
+    }
+    assert "1#反应釜温度" in out["bjms"]
+    assert profile.alarm(alarm_doc(), repeat=True)["bjzt"] == "1"
+
+
+def test_fields_codes_and_decimals_are_configuration(tmp_path):
+    data = provincial_config(tmp_path, decimals=1, fields={"enterprise": "enterpriseCode", "value": "val"},
+                             codes={"HH": "A1"}, states={"active": "ALARM"}, time_format="%Y%m%d%H%M%S")
+    profile = parse(data, base=tmp_path).provincial
+    out = profile.alarm(alarm_doc())
+    assert out["enterpriseCode"] == "640100000001" and out["val"] == "185.0"
+    assert out["bjlx"] == "A1" and out["bjzt"] == "ALARM" and out["cjsj"] == "20270115160000"
+    data_msg = profile.data(1_800_000_000.0, [("R101.TI01", 120.25, "good"), ("R101.PI01", None, "comm_fail")])
+    assert data_msg["datas"] == [{"cdbm": "640100000001-R101-TI01", "val": "120.2", "zt": "0"},
+                                 {"cdbm": "R101.PI01", "val": "", "zt": "3"}]
+
+
+def test_sm4_payload_roundtrip_and_wrong_key(tmp_path):
+    (tmp_path / "sm4.key").write_text(KEY_HEX + "\n")
+    profile = parse(provincial_config(tmp_path, sm4_key_file="sm4.key"), base=tmp_path).provincial
+    payload = profile.encode(profile.alarm(alarm_doc()))
+    blob = base64.b64decode(payload)
+    assert len(blob) % 16 == 0 and len(blob) >= 48
+    assert "R101".encode() not in blob
+    assert profile.decode(payload)["xh"] == 7
+    # a fresh IV per message: equal messages encrypt differently
+    assert payload != profile.encode(profile.alarm(alarm_doc()))
+    with pytest.raises(ProvincialError):
+        sm4_decrypt(bytes(16), blob)
+
+
+def test_sm4_known_answer():
+    # GB/T 32907-2016 appendix A example 1: key = plaintext = 0123456789abcdeffedcba9876543210
+    key = bytes.fromhex(KEY_HEX)
+    blob = sm4_encrypt(key, key, iv=bytes(16))
+    assert blob[16:32].hex() == "681edf34d206965e86b3e94f536e4246"
+
+
+def test_provincial_config_problems_name_the_key_and_hide_the_key(tmp_path):
+    (tmp_path / "short.key").write_text("abcd")
+    data = provincial_config(tmp_path, sm4_key_file="short.key", fields={"nope": "x"})
+    del data["provincial"]["gateway_code"]
+    with pytest.raises(ConfigError) as info:
+        parse(data, base=tmp_path)
+    problems = info.value.problems
+    assert any(p.startswith("provincial.gateway_code: is required") for p in problems)
+    assert any(p.startswith("provincial.fields.nope: unknown key") for p in problems)
+    assert any(p.startswith("provincial.sm4_key_file:") and "16-byte key" in p for p in problems)
+    assert not any("abcd" in p for p in problems)
+    stray = config_dict()
+    stray["provincial"] = {"gateway_code": "x"}
+    with pytest.raises(ConfigError, match="provincial: is set but uplink.profile is not"):
+        parse(stray)
