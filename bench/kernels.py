@@ -47,10 +47,18 @@ FAMILIES = {
 }
 
 # The floor: the same struct-of-arrays update as the kernels (slot map, quality and NaN skip,
-# the statistic, the limit test, the debounce state), with nothing else around it.
+# the statistic, the limit test, the debounce state), with nothing else around it. Its CUSUM
+# takes max(x, 0) the way the kernel does (maxsd): fmax would be a libm call per sum on x86-64
+# and make the floor, not the kernel, the slow one.
 C_SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static inline double max0(double x) { return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(x), _mm_setzero_pd())); }
+#else
+static inline double max0(double x) { return fmax(x, 0.0); }
+#endif
 static inline int debounce(signed char raw, double t, signed char *lvl, signed char *pend,
                            double *since, double on, double off) {
     if (raw == *lvl) { *pend = raw; return 0; }
@@ -87,7 +95,7 @@ long cusum(long n, const int *tag, const double *v, const double *ts, const uint
         if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
         double x = (v[i] - mean[s]) * isig[s];
         double p = sp[s] + x - k[s], m = sn[s] - x - k[s];
-        p = fmax(p, 0.0); m = fmax(m, 0.0);
+        p = max0(p); m = max0(m);
         signed char r = p > h[s] ? 1 : (m > h[s] ? -1 : 0);
         if (r) { p = 0; m = 0; }
         sp[s] = p; sn[s] = m;

@@ -305,7 +305,8 @@ class PcaFamily(Family):
     ``off_delay_s``, ``top``, ``t2_factor``, ``spe_factor``, taken from the model table). The
     family loads each file once, checks it was fitted for exactly those tags, and judges each
     tick: level T2, SPE or T2+SPE while the statistic is over its limit. The change's ``tag``
-    is the top contributing tag; ``context["top_tags"]`` lists the top contributors by index.
+    is the model's first tag (one alarm per model); ``context["model"]`` names the model and
+    ``context["top_tags"]`` lists the top contributors by index.
     """
 
     name: ClassVar[str] = "pca"

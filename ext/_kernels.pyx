@@ -13,9 +13,29 @@ Levels are small integers: 0 normal, 1 H, 2 HH, -1 L, -2 LL. Families with a sin
 
 import numpy as np
 
-from libc.math cimport fabs, fmax, isnan, sqrt, INFINITY, NAN
+from libc.math cimport fabs, isnan, sqrt, INFINITY, NAN
 from libc.string cimport memmove
 from libc.float cimport DBL_MAX
+
+# max(x, 0) without a branch: on noise the sign of a CUSUM sum is a coin toss, and a
+# mispredicted branch costs more than the whole update. Neither libm's fmax (on x86-64 an
+# out-of-line call, because of its NaN rules, unless built with -ffast-math) nor a conditional
+# (which gcc turns back into a branch when later tests reuse the comparison) is reliably
+# branch-free; SSE2's maxsd (every x86-64) and AArch64's fmaxnm (what fmax compiles to there) are.
+# Both give 0 for a NaN argument, as fmax(NaN, 0) does.
+cdef extern from *:
+    """
+    #if defined(__SSE2__) || defined(_M_X64)
+    #include <emmintrin.h>
+    static inline double pw_max0(double x) {
+        return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(x), _mm_setzero_pd()));
+    }
+    #else
+    #include <math.h>
+    static inline double pw_max0(double x) { return fmax(x, 0.0); }
+    #endif
+    """
+    double _max0 "pw_max0"(double x) nogil
 
 # Samples of these qualities carry no usable value: they leave every statistic untouched.
 cdef enum:
@@ -171,7 +191,7 @@ cdef class LimitKernel(_Kernel):
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= n_map:
+                if <size_t>t >= <size_t>n_map:  # one unsigned compare: negative or past the map
                     continue
                 s = slot[t]
                 if s < 0 or quality[i] >= Q_BAD:
@@ -235,7 +255,7 @@ cdef class RocKernel(_Kernel):
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= self.n_map:
+                if <size_t>t >= <size_t>self.n_map:
                     continue
                 s = self.slot[t]
                 if s < 0:
@@ -347,11 +367,12 @@ cdef class EwmaKernel(_Kernel):
         cdef double* ucl = &self._ucl[0] if self.n_slots else NULL
         cdef double* lcl = &self._lcl[0] if self.n_slots else NULL
         cdef signed char* lvl = &self._lvl[0] if self.n_slots else NULL
+        cdef signed char* pend = &self._pend[0] if self.n_slots else NULL
         cdef Py_ssize_t n_map = self.n_map
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= n_map:
+                if <size_t>t >= <size_t>n_map:
                     continue
                 s = slot[t]
                 if s < 0:
@@ -368,9 +389,9 @@ cdef class EwmaKernel(_Kernel):
                 zs[s] = z
                 r = 1 if z > ucl[s] else (-1 if z < lcl[s] else 0)
                 prev = lvl[s]
-                if r == prev and self._pend[s] == prev:
+                if r == prev and pend[s] == prev:
                     continue
-                if _debounce(r, ts[i], &lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
+                if _debounce(r, ts[i], &lvl[s], &pend[s], &self._since[s], self._on[s], self._off[s]):
                     n_ev = self._emit(n_ev, i, prev, lvl[s], z)
         return self._events(n_ev)
 
@@ -435,7 +456,7 @@ cdef class CusumKernel(_Kernel):
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= n_map:
+                if <size_t>t >= <size_t>n_map:
                     continue
                 s = slot[t]
                 if s < 0:
@@ -451,9 +472,8 @@ cdef class CusumKernel(_Kernel):
                 x = (v - mean[s]) * isig[s]
                 sp = sps[s] + x - k[s]
                 sn = sns[s] - x - k[s]
-                # fmax compiles to a branch-free max; a branch here mispredicts on noise
-                sp = fmax(sp, 0.0)
-                sn = fmax(sn, 0.0)
+                sp = _max0(sp)
+                sn = _max0(sn)
                 r = 0
                 stat = 0.0
                 if sp > hs[s]:
@@ -547,7 +567,7 @@ cdef class RobustKernel(_Kernel):
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= self.n_map:
+                if <size_t>t >= <size_t>self.n_map:
                     continue
                 s = self.slot[t]
                 if s < 0:
@@ -625,7 +645,7 @@ cdef class FlatlineKernel(_Kernel):
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= self.n_map:
+                if <size_t>t >= <size_t>self.n_map:
                     continue
                 s = self.slot[t]
                 if s < 0:
@@ -682,7 +702,7 @@ cdef class SensorKernel(_Kernel):
         with nogil:
             for i in range(n):
                 t = tag[i]
-                if t < 0 or t >= self.n_map:
+                if <size_t>t >= <size_t>self.n_map:
                     continue
                 s = self.slot[t]
                 q = quality[i]
