@@ -62,7 +62,7 @@ def test_sm4_payload_roundtrip_and_wrong_key(tmp_path):
     payload = profile.encode(profile.alarm(alarm_doc()))
     blob = base64.b64decode(payload)
     assert len(blob) % 16 == 0 and len(blob) >= 48
-    assert "R101".encode() not in blob
+    assert b"R101" not in blob
     assert profile.decode(payload)["xh"] == 7
     # a fresh IV per message: equal messages encrypt differently
     assert payload != profile.encode(profile.alarm(alarm_doc()))

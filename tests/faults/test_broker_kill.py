@@ -1,0 +1,58 @@
+"""The broker killed and restarted in the middle of an alarm burst: nothing is lost.
+
+mosquitto acknowledges a QoS 1 message before it is on disk (it saves once a second), so a
+SIGKILL can destroy a message it acknowledged but had not yet written to a subscriber whose
+socket was full. That is the platform broker's own durability, not the agent's; the SIGKILL
+runs therefore wait until the platform has caught up with what the broker acknowledged, then
+kill it while the agent keeps committing and publishing. A SIGTERM saves the broker's
+sessions and queues, so that run kills it with the platform far behind.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from agent.config import UplinkSection
+from agent.receiver import Receiver, connect
+from agent.uplink import Uplink
+from tests.faults.helpers import PLANT, Burst, assert_every_committed_seq_arrived_in_order, status_doc
+
+
+@pytest.mark.parametrize(("sig", "mqtt_version"), [(signal.SIGKILL, 3), (signal.SIGKILL, 5), (signal.SIGTERM, 3)],
+                         ids=["SIGKILL-mqtt3", "SIGKILL-mqtt5", "SIGTERM-mqtt3"])
+def test_broker_killed_during_burst_loses_no_alarm(tmp_path, persistent_mosquitto, sig, mqtt_version):
+    broker = persistent_mosquitto
+    path = tmp_path / "outbox.db"
+    receiver = Receiver(emit=lambda line: None)
+    # the platform's persistent session queues what arrives while it reconnects
+    sub = connect(receiver, broker.url, PLANT, client_id="platform-1")
+    cfg = UplinkSection(url=broker.url, mqtt_version=mqtt_version, keepalive_s=2.0, heartbeat_s=1.0,
+                        backoff_initial_s=0.1, backoff_max_s=0.5)
+    up = Uplink(cfg, PLANT, path, status_doc)
+    total = 3000
+    # SIGKILL: a rate the platform keeps up with; SIGTERM: faster, the platform falls behind
+    burst = Burst(path, up.wake, total=total, batch=10, pause=0.02 if sig == signal.SIGKILL else 0.005)
+    up.start()
+    burst.start()
+    try:
+        assert receiver.wait(lambda r: len(r.alarms) >= 100, 30), receiver.summary()
+        broker.wait_saved()  # the platform's session is on disk, as a real broker's would be
+        if sig == signal.SIGKILL:
+            assert receiver.wait(lambda r: len(r.alarms) >= up.sent_count, 10), receiver.summary()
+        broker.proc.send_signal(sig)
+        broker.stop()
+        killed_at = burst.committed
+        time.sleep(1.0)  # the burst goes on into the outbox while the broker is away
+        broker.start()
+        burst.join(60)
+        assert burst.error is None and burst.committed == total
+        assert killed_at < total, "the broker was killed after the burst, not during it"
+        seqs = assert_every_committed_seq_arrived_in_order(receiver, path)
+        assert len(seqs) == total
+        assert up.connections >= 2
+    finally:
+        up.stop(2.0)
+        sub.loop_stop()
