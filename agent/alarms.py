@@ -170,7 +170,7 @@ class AlarmManager:
                     alarm.shelved = False
             alarm.level = c.level
             alarm.value, alarm.limit, alarm.ts, alarm.context = c.value, c.limit, c.ts, context
-            out.append(self._message(alarm, "active" if alarm.active else "cleared", c.ts))
+            out.append(self.message(alarm, "active" if alarm.active else "cleared", c.ts))
             if newly:
                 out += self._auto_shelve(alarm, c.ts)
         return out
@@ -196,7 +196,7 @@ class AlarmManager:
         if not (alarm.chattering and self.rules.chatter_shelve_s > 0 and not alarm.shelved):
             return []
         alarm.shelved, alarm.shelve_until = True, ts + self.rules.chatter_shelve_s
-        return [self._message(alarm, "shelved", ts, user="plantwatch",
+        return [self.message(alarm, "shelved", ts, user="plantwatch",
                               comment=f"chattering: {len(alarm.activations)} activations in {self.rules.chatter_window_s:g} s")]
 
     def on_device(self, device: str, error: str | None, ts: float) -> list[dict[str, Any]]:
@@ -217,23 +217,29 @@ class AlarmManager:
         alarm.level = "COMM"
         alarm.value, alarm.limit, alarm.ts = float("nan"), float("nan"), ts
         alarm.context = {"error": error} if error else {}
-        out.append(self._message(alarm, "active" if alarm.active else "cleared", ts))
+        out.append(self.message(alarm, "active" if alarm.active else "cleared", ts))
         if error is not None:
             out += self._auto_shelve(alarm, ts)
         return out
 
-    def raise_system(self, kind: str, device: str, active: bool, ts: float, context: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """An alarm about the agent itself (e.g. ``storage``), identified by ``device``/kind."""
+    def raise_system(self, kind: str, device: str, active: bool, ts: float, context: Mapping[str, Any],
+                     value: float = float("nan"), limit: float = float("nan"), unit: str = "") -> list[dict[str, Any]]:
+        """An alarm about the agent itself (e.g. ``storage``), identified by ``device``/kind;
+        ``context["text"]`` is its message."""
         alarm = self._alarm(kind, None, device)
         if alarm.active == active:
             return []
         if active:
             self._activated(alarm, ts)
             alarm.acked = False
+        else:
+            alarm.active_since = None
         alarm.active = active
         alarm.level = kind.upper()
-        alarm.ts, alarm.context = ts, dict(context)
-        return [self._message(alarm, "active" if active else "cleared", ts)]
+        alarm.value, alarm.limit, alarm.ts, alarm.context = value, limit, ts, dict(context)
+        msg = self.message(alarm, "active" if active else "cleared", ts)
+        msg["unit"] = unit
+        return [msg]
 
     # --- time -----------------------------------------------------------------------------------
 
@@ -243,7 +249,7 @@ class AlarmManager:
         for alarm in self.alarms.values():
             if alarm.shelved and alarm.shelve_until is not None and now >= alarm.shelve_until:
                 alarm.shelved, alarm.shelve_until = False, None
-                out.append(self._message(alarm, "unshelved", now, user="plantwatch"))
+                out.append(self.message(alarm, "unshelved", now, user="plantwatch"))
         return out
 
     # --- operator commands ----------------------------------------------------------------------
@@ -261,7 +267,7 @@ class AlarmManager:
             self.commands_rejected += 1
             raise
         self.commands_applied += 1
-        return [self._message(alarm, state, now, user=user, comment=comment)]
+        return [self.message(alarm, state, now, user=user, comment=comment)]
 
     def _apply(self, alarm: Alarm, op: str, now: float, duration_s: float | None) -> str:
         if op == "ack":
@@ -315,7 +321,8 @@ class AlarmManager:
 
     # --- the message ----------------------------------------------------------------------------
 
-    def _message(self, alarm: Alarm, state: str, ts: float, user: str = "", comment: str = "") -> dict[str, Any]:
+    def message(self, alarm: Alarm, state: str, ts: float, user: str = "", comment: str = "") -> dict[str, Any]:
+        """The json-profile message (without seq) for ``alarm`` in ``state``."""
         info = self._info(alarm)
         model = alarm.context.get("model")
         if model is not None:
@@ -331,7 +338,7 @@ class AlarmManager:
                 text = (f"设备 {alarm.device} 通讯中断 communication lost: {alarm.context.get('error', '')}".strip()
                         if alarm.active else f"设备 {alarm.device} 通讯恢复 communication restored")
             else:
-                text = f"{alarm.device} {alarm.kind} {'active' if alarm.active else 'cleared'}"
+                text = alarm.context.get("text") or f"{alarm.device} {alarm.kind} {'active' if alarm.active else 'cleared'}"
             unit = ""
         else:
             priority = level_priority(info.priority, alarm.level, alarm.kind)

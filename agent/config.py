@@ -368,7 +368,6 @@ PROVINCIAL_KEYS = {
     "decimals": Key("int", 3, check=lambda v: None if 0 <= v <= 9 else "must be 0..9"),
     "time_format": Key("str", "%Y-%m-%d %H:%M:%S", check=_nonempty),
     "repeat_s": Key("float", 0.0, check=non_negative),
-    "heartbeat_s": Key("float", 60.0, check=non_negative),
     "sm4_key_file": Key("str"),
     "fields": Key("table", {}),
     "codes": Key("table", {}),
@@ -733,7 +732,7 @@ def _provincial(data: Mapping[str, Any], agent: AgentSection, uplink: UplinkSect
     points = {t.name: t.point for t in tags if t.point}
     return Profile(
         enterprise_code=v["enterprise_code"] or agent.plant, gateway_code=v["gateway_code"], timezone=agent.timezone,
-        decimals=v["decimals"], time_format=v["time_format"], repeat_s=v["repeat_s"], heartbeat_s=v["heartbeat_s"],
+        decimals=v["decimals"], time_format=v["time_format"], repeat_s=v["repeat_s"],
         sm4_key=key, fields=merged["fields"], codes=codes, states=merged["states"], quality=merged["quality"],
         types=merged["types"], points=points,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +92,11 @@ class Outbox:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def append_alarms(self, topic: str, docs: Sequence[dict[str, Any]], now: float | None = None) -> list[int]:
+    def append_alarms(self, topic: str, docs: Sequence[dict[str, Any]], now: float | None = None,
+                      encode: Callable[[dict[str, Any]], bytes] = dumps) -> list[int]:
         """Give each alarm document the next seq, store them all and fsync, in one transaction.
-        Returns the seqs; the documents are updated with their seq too."""
+        Returns the seqs; the documents are updated with their seq too. ``encode`` makes the
+        payload (the profile's format) once the seq is known."""
         if not docs:
             return []
         now = time.time() if now is None else now
@@ -109,7 +111,7 @@ class Outbox:
                 seq += 1
                 doc["seq"] = seq
                 seqs.append(seq)
-                rows.append((ALARM, topic, dumps(doc), 1, 0, seq, now))
+                rows.append((ALARM, topic, encode(doc), 1, 0, seq, now))
             db.executemany(
                 "INSERT INTO outbox (lane, topic, payload, qos, retain, seq, created) VALUES (?,?,?,?,?,?,?)", rows
             )

@@ -3,7 +3,7 @@
 Provincial platforms (安全风险监测预警系统) each publish an access specification: enterprise
 code, gateway code, point codes, local time as ``yyyy-MM-dd HH:mm:ss``, values as
 fixed-decimal strings, numeric alarm codes, alarms repeated while active, a normal-state data
-heartbeat, and sometimes SM4-CBC encryption of the payload. Every field name and code here is
+data message, and sometimes SM4-CBC encryption of the payload. Every field name and code here is
 configuration (``[provincial]`` in the config) with a documented default, so a new province
 is a config change, not a code change.
 
@@ -67,7 +67,6 @@ class Profile:
     decimals: int = 3
     time_format: str = "%Y-%m-%d %H:%M:%S"
     repeat_s: float = 0.0
-    heartbeat_s: float = 60.0
     sm4_key: bytes | None = field(default=None, repr=False)
     fields: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FIELDS))
     codes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CODES))
@@ -111,7 +110,8 @@ class Profile:
         }
 
     def data(self, ts: float, samples: list[tuple[str, float | None, str]]) -> dict[str, Any]:
-        """The normal-state heartbeat: every tag's (name, value, quality name)."""
+        """The normal-state data message: every tag's (name, value, quality name). It is the
+        telemetry snapshot, sent every ``[uplink] telemetry_interval_s``."""
         f = self.fields
         return {
             f["enterprise"]: self.enterprise_code,

@@ -119,7 +119,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
 
-    def append_alarms(self, topic: str, docs: list[dict[str, Any]], now: float | None = None) -> list[int]:
+    def append_alarms(self, topic: str, docs: list[dict[str, Any]], now: float | None = None,
+                      encode: Any = None) -> list[int]:
+        """Replay always writes the json profile, whatever the uplink's profile is."""
         seqs = []
         for doc in docs:
             doc["seq"] = len(self.messages) + 1

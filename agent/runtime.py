@@ -17,8 +17,8 @@ from agent.alarms import Alarm, AlarmManager, CommandError, HealthRules, TagInfo
 from agent.api import LocalApi
 from agent.commands import COMMAND_SCHEMA, Command, InvalidCommand, parse_command, parse_payload
 from agent.config import Config
-from agent.outbox import TELEMETRY, Outbox
-from agent.payloads import ALARM_SCHEMA, STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps, number, rfc3339, topic
+from agent.outbox import ALARM, TELEMETRY, Outbox
+from agent.payloads import STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps, number, rfc3339, topic
 from agent.uplink import Uplink
 from detectors.engine import Engine
 from drivers.base import SampleBatch, cancel_and_wait
@@ -101,8 +101,13 @@ class Pipeline:
     def commit(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Make alarm messages durable (seq assigned, fsync) before anyone else sees them."""
         if messages:
-            self.outbox.append_alarms(self.alarm_topic, messages)
+            self.outbox.append_alarms(self.alarm_topic, messages, encode=self.encode_alarm)
         return messages
+
+    def encode_alarm(self, doc: dict[str, Any]) -> bytes:
+        """The payload in the configured profile: json as is, or the province's format."""
+        profile = self.cfg.provincial
+        return dumps(doc) if profile is None else profile.encode(profile.alarm(doc))
 
 
 class Agent:
@@ -119,7 +124,14 @@ class Agent:
         self.last_quality = np.full(n, 3, dtype=np.uint8)
         self.last_ts = np.zeros(n)
         self.device_state: dict[str, dict[str, Any]] = {d.name: {"state": "starting"} for d in cfg.devices}
-        self.uplink = Uplink(cfg.uplink, cfg.agent.plant, self.outbox_path, self.status)
+        profile = cfg.provincial
+        self.uplink = Uplink(
+            cfg.uplink, cfg.agent.plant, self.outbox_path, self.status,
+            encode=dumps if profile is None else lambda doc: profile.encode(profile.status(time.time(), doc["online"])),
+            on_command=self._command_from_uplink if cfg.alarm_system.commands else None,
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.seq_of = {}
         self.telemetry_topic = topic(cfg.uplink.topic_prefix, cfg.agent.plant, "telemetry")
         self.batches = 0
 
@@ -134,9 +146,14 @@ class Agent:
             "version": agent_version(),
             "started": rfc3339(self.started),
             "devices": dict(self.device_state),
-            "outbox": {"last_seq": self.outbox_seq, "sent": self.uplink.sent_count},
+            "outbox": {"last_seq": self.outbox_seq, "sent": self.uplink.sent_count, "depth": self.outbox_depth,
+                       "used_mb": self.outbox_used_mb, "storage_alarm": self.storage_active},
             "alarms": self.alarm_counts,
         }
+
+    outbox_depth: dict[str, int] = {}
+    outbox_used_mb = 0.0
+    seq_of: dict[str, int] = {}  # alarm id -> seq of its last message (provincial repeats)
 
     outbox_seq = 0
     alarm_counts: dict[str, Any] = {"active": 0, "unacked": 0}
@@ -148,6 +165,7 @@ class Agent:
             return
         self.outbox_seq = messages[-1]["seq"]
         for m in messages:
+            self.seq_of[m["id"]] = m["seq"]
             log.info("alarm seq=%s %s %s %s %s", m["seq"], m["id"], m["state"], m["level"], m["value"])
         self.alarm_counts = self.pipeline.manager.kpis(time.time())
         self.uplink.wake()
@@ -181,6 +199,30 @@ class Agent:
         if mask is not None:
             doc["change"] = True  # lets the outbox thin old history down to the snapshots
         return doc
+
+    def encode_telemetry(self, doc: dict[str, Any]) -> bytes:
+        profile = self.cfg.provincial
+        if profile is None:
+            return dumps(doc)
+        samples = [(name, t["v"], t["q"]) for name, t in doc["tags"].items()]
+        return profile.encode(profile.data(time.time(), samples))
+
+    async def _repeat_loop(self) -> None:
+        """Provincial profile: every active alarm is sent again each ``repeat_s``, with the seq
+        of its last transition (a reminder, not a new event)."""
+        profile = self.cfg.provincial
+        if profile is None or profile.repeat_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(profile.repeat_s)
+            manager = self.pipeline.manager
+            for alarm in manager.active():
+                seq = self.seq_of.get(alarm.id)
+                if seq is None:
+                    continue
+                doc = {**manager.message(alarm, "active", alarm.ts), "seq": seq}
+                self.outbox.append(self.pipeline.alarm_topic, profile.encode(profile.alarm(doc, repeat=True)), lane=ALARM)
+            self.uplink.wake()
 
     async def _device_loop(self, driver) -> None:
         async for batch in driver.batches():
@@ -223,7 +265,7 @@ class Agent:
             # so a slow drift is still reported once it adds up to more than the deadband
             sent = slice(None) if mask is None else mask
             sent_value[sent], sent_quality[sent] = value[sent], quality[sent]
-            self.outbox.append(self.telemetry_topic, dumps(doc), lane=TELEMETRY)
+            self.outbox.append(self.telemetry_topic, self.encode_telemetry(doc), lane=TELEMETRY)
             self.uplink.wake()
 
     # --- outbox housekeeping and the storage alarm ------------------------------------------------
@@ -245,6 +287,7 @@ class Agent:
         while True:
             try:
                 report = await asyncio.to_thread(self._maintain_outbox, max_bytes)
+                self.outbox_used_mb = round(report["used_bytes"] / 2**20, 3)
                 self._storage_alarm(report)
             except Exception:
                 # housekeeping failing must not stop the agent; the next pass tries again
@@ -268,17 +311,10 @@ class Agent:
             text = f"网关存储已满 outbox storage full: {used_mb:.1f} of {max_mb:.1f} MB used, {dropped} unsent telemetry messages dropped"
         else:
             text = f"网关存储恢复 outbox storage back under its cap: {used_mb:.1f} of {max_mb:.1f} MB used"
-        doc = {
-            "schema": ALARM_SCHEMA, "plant": self.cfg.agent.plant, "id": "gateway/storage", "tag": None,
-            "device": "gateway", "kind": "storage", "level": "STORAGE", "priority": 2,
-            "state": "active" if bad else "cleared", "active": bad, "acked": not bad,
-            "value": round(used_mb, 3), "limit": round(max_mb, 3), "unit": "MB", "ts": rfc3339(time.time()),
-            "message": text, "context": {"dropped": dict(report["dropped"]), "over": report["over"]},
-        }
-        self.outbox.append_alarms(self.pipeline.alarm_topic, [doc])
-        self.outbox_seq = doc["seq"]
-        log.info("alarm seq=%s %s %s", doc["seq"], doc["id"], doc["state"])
-        self.uplink.wake()
+        context = {"dropped": dict(report["dropped"]), "over": report["over"], "text": text}
+        messages = self.pipeline.manager.raise_system("storage", "gateway", bad, time.time(), context,
+                                                      value=round(used_mb, 3), limit=round(max_mb, 3), unit="MB")
+        self.committed(self.pipeline.commit(messages))
 
     # --- operators: commands, the local API, metrics --------------------------------------------
 
@@ -293,6 +329,11 @@ class Agent:
         self.committed(self.pipeline.commit(messages))
         log.info("%s command %s %s by %r applied", source, cmd.op, cmd.id, cmd.user)
         return 200, {"ok": True, "messages": messages}
+
+    def _command_from_uplink(self, payload: bytes) -> None:
+        """On the uplink thread: hand the command to the event loop, which owns the alarms."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.mqtt_command, payload)
 
     def mqtt_command(self, payload: bytes) -> None:
         """A message on {prefix}/{plant}/cmd (only subscribed when commands are enabled)."""
@@ -357,9 +398,12 @@ class Agent:
             now = time.time()
             self.committed(self.pipeline.commit(self.pipeline.manager.tick(now)))
             self.alarm_counts = self.pipeline.manager.kpis(now)
+            self.outbox_depth = self.outbox.depth()  # here, on the loop's own connection
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.loop = asyncio.get_running_loop()
         self.outbox_seq = self.outbox.last_seq()
+        self.outbox_depth = self.outbox.depth()
         self.uplink.start()
         driver_objs = []
         for d in self.cfg.devices:
@@ -368,6 +412,7 @@ class Agent:
         tasks = [asyncio.create_task(self._device_loop(drv), name=f"device:{drv.device.name}") for drv in driver_objs]
         tasks.append(asyncio.create_task(self._telemetry_loop(), name="telemetry"))
         tasks.append(asyncio.create_task(self._alarm_clock_loop(), name="alarm-clock"))
+        tasks.append(asyncio.create_task(self._repeat_loop(), name="provincial-repeat"))
         api = None
         if self.cfg.alarm_system.api_port:
             api = LocalApi(self.cfg.alarm_system.api_port, self.api_get, self.api_post)

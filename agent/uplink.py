@@ -43,13 +43,20 @@ class Uplink:
         plant: str,
         outbox_path,
         status: Callable[[bool], dict[str, Any]],
+        encode: Callable[[dict[str, Any]], bytes] = dumps,
+        on_command: Callable[[bytes], None] | None = None,
     ):
-        """``status(online)`` returns the status document to publish (retained)."""
+        """``status(online)`` returns the status document to publish (retained), ``encode``
+        turns it into the payload (the profile's). With ``on_command``, the uplink subscribes to
+        ``{prefix}/{plant}/cmd`` and hands every message's payload to it, on its own thread."""
         self.cfg = cfg
         self.plant = plant
         self.outbox_path = outbox_path
         self.status = status
+        self.encode = encode
+        self.on_command = on_command
         self.status_topic = topic(cfg.topic_prefix, plant, "status")
+        self.command_topic = topic(cfg.topic_prefix, plant, "cmd")
         self.connected = threading.Event()
         self.sent_count = 0
         self.connections = 0
@@ -148,7 +155,7 @@ class Uplink:
                 keyfile=str(self.cfg.key_file) if self.cfg.key_file else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
-        client.will_set(self.status_topic, dumps(self.status(False)), qos=1, retain=True,
+        client.will_set(self.status_topic, self.encode(self.status(False)), qos=1, retain=True,
                         properties=self._properties(PacketTypes.WILLMESSAGE, STATUS_SCHEMA))
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
@@ -241,7 +248,10 @@ class Uplink:
         inflight: dict[int, int] = {}  # mid -> outbox row id
         last = {ALARM: 0, TELEMETRY: 0}
         props = self._publish_properties()
-        client.publish(self.status_topic, dumps(self.status(True)), qos=1, retain=True, properties=props[STATUS])
+        client.publish(self.status_topic, self.encode(self.status(True)), qos=1, retain=True, properties=props[STATUS])
+        if self.on_command is not None:
+            client.on_message = lambda c, u, msg: self.on_command(msg.payload)
+            client.subscribe(self.command_topic, qos=1)
         next_status = time.monotonic() + self.cfg.heartbeat_s
         window = self.window = min(self.cfg.inflight, ud["receive_max"] or self.cfg.inflight)
         while True:
@@ -278,7 +288,7 @@ class Uplink:
                     self._goodbye(client)
                     return
             if time.monotonic() >= next_status:
-                client.publish(self.status_topic, dumps(self.status(True)), qos=1, retain=True, properties=props[STATUS])
+                client.publish(self.status_topic, self.encode(self.status(True)), qos=1, retain=True, properties=props[STATUS])
                 next_status = time.monotonic() + self.cfg.heartbeat_s
             sock = client.socket()
             if sock is None:
@@ -307,7 +317,7 @@ class Uplink:
 
     def _goodbye(self, client: mqtt.Client) -> None:
         """A clean stop: retained status says offline (the will is only for unclean ones)."""
-        info = client.publish(self.status_topic, dumps(self.status(False)), qos=1, retain=True,
+        info = client.publish(self.status_topic, self.encode(self.status(False)), qos=1, retain=True,
                               properties=self._properties(PacketTypes.PUBLISH, STATUS_SCHEMA))
         deadline = time.monotonic() + 2.0
         sock = client.socket()

@@ -100,3 +100,55 @@ def test_local_api_validates_and_serves_metrics(running):
     assert 'plantwatch_device_up{device="r1-plc"} 1' in text
     status, body = http(port, "GET", "/status")
     assert status == 200 and json.loads(body)["alarms"]["active"] == 1
+
+
+def publish_command(url_port: int, payload: bytes) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    c.connect("127.0.0.1", url_port)
+    c.loop_start()
+    c.publish(f"plantwatch/{PLANT}/cmd", payload, qos=1).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+
+
+def test_commands_on_the_mqtt_topic_are_validated_and_applied(running, mosquitto):
+    config, port, receiver, agent = running
+    publish_command(mosquitto.port, b'{"schema": "plantwatch.cmd/1", "plant": "640100000001", "op": "ack", "id": 7}')
+    publish_command(mosquitto.port, b"not json")
+    publish_command(mosquitto.port, json.dumps({"schema": "plantwatch.cmd/1", "plant": "999", "op": "ack", "id": ID}).encode())
+    publish_command(mosquitto.port, json.dumps({"schema": "plantwatch.cmd/1", "plant": PLANT, "op": "ack", "id": ID,
+                                                "user": "省平台"}).encode())
+    assert receiver.wait(lambda r: len(r.alarms) >= 2, 10), agent.output()
+    acked = receiver.alarms[1]
+    assert (acked["state"], acked["context"]["user"]) == ("acked", "省平台")
+    status, body = http(port, "GET", "/metrics")
+    assert "plantwatch_commands_rejected_total 3" in body.decode()
+    log = agent.output()
+    assert "mqtt command rejected: id: 7 is not of type 'string'" in log
+    assert "mqtt command rejected: plant: '999' is not this plant" in log
+
+
+def test_commands_are_ignored_unless_enabled(tmp_path, write_config, mosquitto):
+    with start_server() as plc:
+        plc.set_value(100, 170.0, type="float32")
+        data = config_dict()
+        data["uplink"].update(url=mosquitto.url)
+        data["devices"][0].update(url=plc.url, interval_s=0.1)
+        receiver = Receiver(emit=lambda line: None)
+        sub = connect(receiver, mosquitto.url, PLANT)
+        agent = AgentProcess(write_config(data), tmp_path / "agent.log").start()
+        try:
+            assert receiver.wait(lambda r: len(r.alarms) >= 1, 20), agent.output()
+            publish_command(mosquitto.port, json.dumps({"schema": "plantwatch.cmd/1", "plant": PLANT, "op": "ack",
+                                                        "id": ID}).encode())
+            plc.set_value(100, 185.0, type="float32")  # a later event proves the agent is still publishing
+            assert receiver.wait(lambda r: len(r.alarms) >= 2, 10), agent.output()
+            assert agent.signal(signal.SIGTERM) == 0
+        finally:
+            agent.kill()
+            sub.loop_stop()
+    assert [a["state"] for a in receiver.alarms] == ["active", "active"]
+    assert receiver.alarms[1]["acked"] is False

@@ -92,3 +92,69 @@ def test_provincial_config_problems_name_the_key_and_hide_the_key(tmp_path):
     stray["provincial"] = {"gateway_code": "x"}
     with pytest.raises(ConfigError, match="provincial: is set but uplink.profile is not"):
         parse(stray)
+
+
+def test_agent_publishes_the_provincial_format_encrypted(tmp_path, write_config, mosquitto):
+    """A running agent with profile provincial: alarms, repeats and the status, SM4-encrypted."""
+    import json
+    import signal
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.modbus.server import start_server
+    from tests.test_end_to_end import AgentProcess
+
+    (tmp_path / "sm4.key").write_text(KEY_HEX)
+    got: list[tuple[str, bytes]] = []
+    arrived = threading.Condition()
+
+    def on_message(c, u, msg):
+        with arrived:
+            got.append((msg.topic, msg.payload))
+            arrived.notify_all()
+
+    sub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe("plantwatch/640100000001/#", qos=1)
+    sub.loop_start()
+    with start_server() as plc:
+        plc.set_value(100, 120.0, type="float32")
+        data = provincial_config(tmp_path, sm4_key_file="sm4.key", repeat_s=0.5)
+        data["uplink"].update(url=mosquitto.url, telemetry_interval_s=0.5)
+        data["devices"][0].update(url=plc.url, interval_s=0.1)
+        agent = AgentProcess(write_config(data), tmp_path / "agent.log").start()
+        profile = parse(data, base=tmp_path).provincial
+
+        def decoded(kind: str) -> list[dict]:
+            return [profile.decode(p) for t, p in got if t.endswith("/" + kind)]
+
+        def wait(pred, timeout=20.0):
+            with arrived:
+                return arrived.wait_for(pred, timeout)
+
+        try:
+            assert wait(lambda: decoded("status")), agent.output()
+            plc.set_value(100, 185.0, type="float32")
+            assert wait(lambda: len([a for a in decoded("alarm") if a["xh"] == 1]) >= 3), agent.output()
+            assert wait(lambda: decoded("telemetry")), agent.output()
+            assert agent.signal(signal.SIGTERM) == 0
+        finally:
+            agent.kill()
+            sub.loop_stop()
+    alarms = decoded("alarm")
+    first = alarms[0]
+    assert (first["qybm"], first["wgbm"], first["xh"], first["cdbm"]) == ("640100000001", "GW-640100-01", 1, "640100000001-R101-TI01")
+    assert first["bjlx"] == "1" and first["bjzt"] == "1" and first["cdz"].startswith("185.0")
+    assert len(first["cjsj"]) == 19 and first["cjsj"][4] == "-"
+    assert all(a == {**first} for a in alarms[1:3])  # the repeats while active carry the same content
+    status = decoded("status")
+    assert status[0]["zxzt"] == "1" and status[-1]["zxzt"] == "0"
+    data_msg = decoded("telemetry")[0]
+    assert data_msg["lx"] == "data" and {d["cdbm"] for d in data_msg["datas"]} == {"640100000001-R101-TI01", "R101.PI01"}
+    # nothing readable on the wire
+    assert all(b"R101" not in p and not p.startswith(b"{") for _, p in got)
+    assert KEY_HEX not in agent.output()
+    json.dumps(alarms)
