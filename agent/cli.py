@@ -8,13 +8,17 @@ import logging
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from agent.config import Config, ConfigError, load
+if TYPE_CHECKING:
+    from agent.config import Config
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
 def _load_or_report(path: str) -> Config | None:
+    from agent.config import ConfigError, load  # imported here: `run` must install its signal handlers first
+
     try:
         return load(path)
     except ConfigError as exc:
@@ -70,6 +74,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # systemd may stop us while we are still starting: remember it, and stop cleanly once up
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: early.append(signum))
     cfg = _load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
@@ -92,6 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if early:
+            stop.set()
         await agent.run(stop)
 
     asyncio.run(main())

@@ -214,3 +214,12 @@ def test_dead_plc_raises_and_clears_comm_alarm(write_config, mosquitto, agent_fa
         (1, "r1-plc/comm", "comm", "active"),
         (2, "r1-plc/comm", "comm", "cleared"),
     ]
+
+
+def test_sigterm_during_startup_still_exits_0(write_config, plc, mosquitto, tmp_path):
+    data = config_dict()
+    data["uplink"].update(url=mosquitto.url)
+    data["devices"][0].update(url=plc.url)
+    agent = AgentProcess(write_config(data), tmp_path / "early.log").start()
+    time.sleep(0.2)  # still importing the detectors and drivers, loading the config
+    assert agent.signal(signal.SIGTERM) == 0, agent.output()
