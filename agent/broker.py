@@ -95,13 +95,26 @@ class Mosquitto:
         return self
 
     def wait_saved(self, timeout: float = 10.0) -> None:
-        """Wait for the next autosave of a persistent broker (sessions now survive a SIGKILL)."""
+        """Wait for the next autosave of a persistent broker to be complete on disk (sessions
+        then survive a SIGKILL). mosquitto logs "Saving" before it writes the new file and
+        renames it into place, so the rename is what counts."""
+        db = self.dir / "mosquitto.db"
+
+        def identity() -> tuple[int, int] | None:
+            try:
+                st = db.stat()
+            except FileNotFoundError:
+                return None
+            return (st.st_ino, st.st_mtime_ns)
+
+        before = identity()
         count = self.log.read_text(errors="replace").count("Saving in-memory database")
         deadline = time.monotonic() + timeout
-        while self.log.read_text(errors="replace").count("Saving in-memory database") <= count:
+        while (self.log.read_text(errors="replace").count("Saving in-memory database") <= count
+               or identity() == before or identity() is None):
             if time.monotonic() > deadline:
                 raise TimeoutError("the broker did not save its sessions")
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None:

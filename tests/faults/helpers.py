@@ -32,6 +32,8 @@ class Burst(threading.Thread):
         self.path, self.wake, self.total, self.batch, self.pause = path, wake, total, batch, pause
         self.committed = 0
         self.error: BaseException | None = None
+        self.gate = threading.Event()  # cleared: the burst holds before its next commit
+        self.gate.set()
 
     def run(self) -> None:
         outbox = Outbox(self.path)
@@ -39,6 +41,7 @@ class Burst(threading.Thread):
         try:
             active = False
             while self.committed < self.total:
+                self.gate.wait()
                 active = not active
                 ts = time.time()
                 changes = [ConditionChange(i, "limit", "H", active, 170.0 if active else 150.0, 160.0, ts)

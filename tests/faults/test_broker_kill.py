@@ -3,9 +3,9 @@
 mosquitto acknowledges a QoS 1 message before it is on disk (it saves once a second), so a
 SIGKILL can destroy a message it acknowledged but had not yet written to a subscriber whose
 socket was full. That is the platform broker's own durability, not the agent's; the SIGKILL
-runs therefore wait until the platform has caught up with what the broker acknowledged, then
-kill it while the agent keeps committing and publishing. A SIGTERM saves the broker's
-sessions and queues, so that run kills it with the platform far behind.
+runs therefore hold the burst for a moment, let the platform receive everything the broker
+acknowledged, kill the broker, and let the burst go on committing while it is away. A SIGTERM
+saves the broker's sessions and queues, so that run kills it with the platform far behind.
 """
 
 from __future__ import annotations
@@ -41,10 +41,16 @@ def test_broker_killed_during_burst_loses_no_alarm(tmp_path, persistent_mosquitt
         assert receiver.wait(lambda r: len(r.alarms) >= 100, 30), receiver.summary()
         broker.wait_saved()  # the platform's session is on disk, as a real broker's would be
         if sig == signal.SIGKILL:
-            assert receiver.wait(lambda r: len(r.alarms) >= up.sent_count, 10), receiver.summary()
+            burst.gate.clear()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (
+                    up.sent_count >= burst.committed and len(receiver.alarms) >= burst.committed):
+                time.sleep(0.02)
+            assert len(receiver.alarms) >= burst.committed, receiver.summary()
         broker.proc.send_signal(sig)
         broker.stop()
         killed_at = burst.committed
+        burst.gate.set()
         time.sleep(1.0)  # the burst goes on into the outbox while the broker is away
         broker.start()
         burst.join(60)
