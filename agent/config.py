@@ -117,6 +117,7 @@ class TagConfig:
     latch: bool = False
     preset: str = ""
     point: str = ""
+    telemetry_deadband: float | None = None  # None: [uplink] telemetry_deadband
 
     @property
     def name(self) -> str:
@@ -359,6 +360,7 @@ TAG_KEYS = {
     "latch": Key("bool", False),
     "preset": Key("str", "", check=one_of("", GAS_PRESET)),
     "point": Key("str", ""),
+    "telemetry_deadband": Key("float", None, check=non_negative),
 }
 
 
@@ -655,7 +657,8 @@ def _tags(
             offset=t["offset"],
             options=options,
         )
-        tags.append(TagConfig(spec, t["unit"], t["desc"], rng, t["priority"], fam_params, t["latch"], t["preset"], t["point"]))
+        tags.append(TagConfig(spec, t["unit"], t["desc"], rng, t["priority"], fam_params, t["latch"], t["preset"],
+                              t["point"], t["telemetry_deadband"]))
     return tags
 
 

@@ -241,7 +241,8 @@ class Agent:
         if interval <= 0 and change_s <= 0:
             return
         n = len(self.cfg.tags)
-        deadband = np.full(n, u.telemetry_deadband)
+        deadband = np.array([u.telemetry_deadband if t.telemetry_deadband is None else t.telemetry_deadband
+                             for t in self.cfg.tags], dtype=np.float64).reshape(n)
         sent_value = np.full(n, np.nan)
         sent_quality = np.full(n, 255, dtype=np.uint8)  # nothing sent yet: the first look sends all
         loop = asyncio.get_running_loop()

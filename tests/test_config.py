@@ -68,6 +68,7 @@ BAD = [
     ("health rule out of range", {**config_dict(), "alarm_system": {"chatter_count": 1}}, "alarm_system.chatter_count: must be >= 2"),
     ("unknown statistical detector", tag(0, detectors=["ewmaa"]), "tags[0].detectors[0]: unknown detector 'ewmaa'"),
     ("typo in a tag key", tag(0, deadbnd=1.0), "tags[0].deadbnd: unknown key"),
+    ("negative telemetry deadband", tag(0, telemetry_deadband=-1.0), "tags[0].telemetry_deadband: must be >= 0"),
     ("plant missing", drop("agent", "plant"), "agent.plant: is required"),
     ("plant with a topic wildcard", with_("agent", plant="64#01"), "agent.plant: must be 1-64 letters"),
     ("unknown time zone", with_("agent", timezone="Mars/Olympus"), "agent.timezone: unknown time zone"),

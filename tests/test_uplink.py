@@ -137,7 +137,8 @@ def test_telemetry_on_change_respects_the_deadband(tmp_path, mosquitto, write_co
         plc.set_value(100, 120.0, type="float32")
         plc.set_value(102, 50.0, type="float32")
         data = plant_config(plc.url, mosquitto.url, tags=2, telemetry_interval_s=3600.0, telemetry_change_s=0.2,
-                            telemetry_deadband=1.0)
+                            telemetry_deadband=0.1)
+        data["tags"][0]["telemetry_deadband"] = 1.0  # the tag's own deadband wins over [uplink]'s
         agent = AgentProcess(write_config(data), tmp_path / "agent.log").start()
         changes = on(TELEMETRY_TOPIC)
         try:
