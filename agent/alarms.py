@@ -14,7 +14,7 @@ what the operators chose not to be disturbed by, and decides for itself.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,13 @@ class Alarm:
     context: Mapping[str, Any] = field(default_factory=dict)
     activations: deque = field(default_factory=deque)  # recent activation times (chattering)
     chattering: bool = False
+    unconfirmed_until: float | None = None  # restored active: cleared unless a detector confirms it
+    confirm_grace: float = 0.0
+
+
+# what survives a restart (the rest is rebuilt from the samples)
+PERSISTED = ("id", "kind", "tag", "device", "level", "active", "acked", "shelved", "shelve_until", "suppressed",
+             "out_of_service", "latched", "value", "limit", "ts", "active_since", "context")
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,30 @@ class AlarmManager:
             alarm = self.alarms[key] = Alarm(id=key, kind=kind, tag=tag, device=device)
         return alarm
 
+    def snapshot(self, alarm_id: str) -> dict[str, Any]:
+        """An alarm's state to save with its message (see ``restore``)."""
+        a = self.alarms[alarm_id]
+        return {k: (number(getattr(a, k)) if k in ("value", "limit") else getattr(a, k)) for k in PERSISTED}
+
+    def restore(self, states: Iterable[Mapping[str, Any]], now: float, grace: Callable[[Alarm], float]) -> None:
+        """Alarm states saved before a restart. An alarm that was active on a tag stays active
+        only if its detector confirms it within ``grace(alarm)`` seconds (the detectors start
+        from normal, so a condition that ended while the agent was down must be cleared)."""
+        for st in states:
+            alarm = Alarm(**{k: st[k] for k in PERSISTED if k in st})
+            alarm.value = float("nan") if alarm.value is None else alarm.value
+            alarm.limit = float("nan") if alarm.limit is None else alarm.limit
+            if alarm.active and alarm.kind not in ("comm",) and alarm.tag is not None:
+                alarm.confirm_grace = grace(alarm)
+                alarm.unconfirmed_until = now + alarm.confirm_grace
+            self.alarms[alarm.id] = alarm
+
     def active(self) -> list[Alarm]:
         return [a for a in self.alarms.values() if a.active]
+
+    def _latching(self, alarm: Alarm) -> bool:
+        info = self._info(alarm)
+        return bool(info and info.latch)
 
     def _info(self, alarm: Alarm) -> TagInfo | None:
         return None if alarm.tag is None else self._by_name.get(alarm.tag)
@@ -152,6 +181,7 @@ class AlarmManager:
                 alarm = self._alarm(c.kind, info.name, info.device)
             newly = False
             if c.active:
+                alarm.unconfirmed_until = None
                 if alarm.active and alarm.level == c.level:
                     continue
                 newly = not alarm.active
@@ -244,9 +274,20 @@ class AlarmManager:
     # --- time -----------------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[dict[str, Any]]:
-        """Expire timed shelves. Called by the shell with the current time."""
+        """Expire timed shelves and unconfirmed restored alarms. Called with the current time."""
         out = []
         for alarm in self.alarms.values():
+            if alarm.unconfirmed_until is not None and now >= alarm.unconfirmed_until:
+                comm = self.alarms.get(f"{alarm.device}/comm")
+                if comm is not None and comm.active:  # no samples to judge by: wait for the device
+                    alarm.unconfirmed_until = now + alarm.confirm_grace
+                    continue
+                alarm.unconfirmed_until = None
+                if alarm.active:
+                    alarm.active, alarm.active_since = False, None
+                    alarm.latched = self._latching(alarm) and not alarm.acked
+                    alarm.context = {**alarm.context, "reason": "not confirmed after a restart of the agent"}
+                    out.append(self.message(alarm, "cleared", now))
             if alarm.shelved and alarm.shelve_until is not None and now >= alarm.shelve_until:
                 alarm.shelved, alarm.shelve_until = False, None
                 out.append(self.message(alarm, "unshelved", now, user="plantwatch"))

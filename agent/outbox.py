@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (lane, id) WHERE sent IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_seq ON outbox (seq) WHERE seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outbox_lane_created ON outbox (lane, created);
+CREATE TABLE IF NOT EXISTS alarm_state (id TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 
 # the WAL is truncated back to this after a checkpoint, so it does not keep a burst's size
@@ -93,10 +94,12 @@ class Outbox:
     # --- writing ----------------------------------------------------------------------------
 
     def append_alarms(self, topic: str, docs: Sequence[dict[str, Any]], now: float | None = None,
-                      encode: Callable[[dict[str, Any]], bytes] = dumps) -> list[int]:
+                      encode: Callable[[dict[str, Any]], bytes] = dumps,
+                      states: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[int]:
         """Give each alarm document the next seq, store them all and fsync, in one transaction.
         Returns the seqs; the documents are updated with their seq too. ``encode`` makes the
-        payload (the profile's format) once the seq is known."""
+        payload (the profile's format) once the seq is known. ``states`` (alarm id, state) are
+        saved in the same transaction, so the alarm state on disk always matches the messages."""
         if not docs:
             return []
         now = time.time() if now is None else now
@@ -116,6 +119,9 @@ class Outbox:
                 "INSERT INTO outbox (lane, topic, payload, qos, retain, seq, created) VALUES (?,?,?,?,?,?,?)", rows
             )
             db.execute("INSERT INTO meta (key, value) VALUES ('seq', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (seq,))
+            if states:
+                db.executemany("INSERT INTO alarm_state (id, state) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET state=excluded.state",
+                               [(i, json.dumps(st, ensure_ascii=False)) for i, st in states])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -131,6 +137,10 @@ class Outbox:
         return int(cur.lastrowid)
 
     # --- reading ----------------------------------------------------------------------------
+
+    def alarm_states(self) -> list[dict[str, Any]]:
+        """The alarm states saved with the last message of each alarm."""
+        return [json.loads(r[0]) for r in self.db.execute("SELECT state FROM alarm_state ORDER BY id")]
 
     def last_seq(self) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()

@@ -120,7 +120,7 @@ class _Recorder:
         self.messages: list[dict[str, Any]] = []
 
     def append_alarms(self, topic: str, docs: list[dict[str, Any]], now: float | None = None,
-                      encode: Any = None) -> list[int]:
+                      encode: Any = None, states: Any = ()) -> list[int]:
         """Replay always writes the json profile, whatever the uplink's profile is."""
         seqs = []
         for doc in docs:

@@ -101,7 +101,9 @@ class Pipeline:
     def commit(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Make alarm messages durable (seq assigned, fsync) before anyone else sees them."""
         if messages:
-            self.outbox.append_alarms(self.alarm_topic, messages, encode=self.encode_alarm)
+            ids = dict.fromkeys(m["id"] for m in messages)
+            states = [(i, self.manager.snapshot(i)) for i in ids]
+            self.outbox.append_alarms(self.alarm_topic, messages, encode=self.encode_alarm, states=states)
         return messages
 
     def encode_alarm(self, doc: dict[str, Any]) -> bytes:
@@ -119,6 +121,10 @@ class Agent:
         self.outbox = Outbox(self.outbox_path)
         self.pipeline = Pipeline(cfg, self.outbox)
         self.started = time.time()
+        self.pipeline.manager.restore(self.outbox.alarm_states(), self.started, self.confirm_within)
+        storage = self.pipeline.manager.alarms.get("gateway/storage")
+        self.storage_active = bool(storage and storage.active)
+        self.alarm_counts = self.pipeline.manager.kpis(self.started)
         n = len(cfg.tags)
         self.last_value = np.full(n, np.nan)
         self.last_quality = np.full(n, 3, dtype=np.uint8)
@@ -134,6 +140,22 @@ class Agent:
         self.seq_of = {}
         self.telemetry_topic = topic(cfg.uplink.topic_prefix, cfg.agent.plant, "telemetry")
         self.batches = 0
+
+    def confirm_within(self, alarm: Alarm) -> float:
+        """How long a detector may take to raise a restored alarm again: its on-delay and
+        warm-up, plus a few polls of the device."""
+        tag = next((t for t in self.cfg.tags if t.name == alarm.tag), None)
+        if tag is None:
+            return 0.0
+        device = next((d for d in self.cfg.devices if d.name == tag.device), None)
+        interval = device.interval_s if device else 1.0
+        params = tag.families.get(alarm.kind, {})
+        if alarm.kind in ("pca",):
+            model = next((m for m in self.cfg.models if m.name == alarm.context.get("model")), None)
+            params = model.options if model else {}
+        on_delay = float(params.get("on_delay_s", 0.0) or 0.0)
+        warmup = float(params.get("warmup", 0) or 0) * interval
+        return on_delay + warmup + 3 * interval + 2.0
 
     def status(self, online: bool) -> dict[str, Any]:
         # called from the uplink thread: read only values that handle() replaces atomically

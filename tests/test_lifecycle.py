@@ -177,3 +177,48 @@ def test_gb50493_gas_preset():
     # a plant may set its own (lower) set-points
     data["tags"][1]["alarms"] = {"h": 20.0}
     assert parse(data).tags[1].families["limit"] == {"h": 20.0, "hh": 50.0, "deadband": 1.0}
+
+
+def restored(m: AlarmManager, now: float, grace: float = 5.0) -> AlarmManager:
+    """A new manager (a restarted agent) given the states the old one saved."""
+    fresh = AlarmManager(PLANT, m.tags, m.rules)
+    fresh.restore([m.snapshot(i) for i in m.alarms], now, lambda alarm: grace)
+    return fresh
+
+
+def test_acknowledged_and_shelved_state_survives_a_restart():
+    m = manager()
+    up(m, 0.0)
+    m.command("ack", ID, 1.0)
+    m.command("shelve", ID, 2.0, duration_s=600)
+    again = restored(m, 100.0)
+    a = again.alarms[ID]
+    assert (a.active, a.acked, a.shelved, a.shelve_until, a.level) == (True, True, True, 602.0, "H")
+    # the detector confirms the condition after the restart: nothing new to say
+    assert up(again, 101.0) == []
+    assert again.tick(200.0) == []
+    assert [x["state"] for x in again.tick(602.0)] == ["unshelved"]
+
+
+def test_restored_alarm_that_ended_meanwhile_is_cleared_after_its_grace():
+    m = manager()
+    up(m, 0.0, "HH", 185.0)
+    again = restored(m, 100.0, grace=5.0)
+    assert again.tick(104.0) == []
+    cleared = again.tick(105.0)
+    assert [(x["state"], x["level"], x["acked"]) for x in cleared] == [("cleared", "HH", False)]
+    assert cleared[0]["context"]["reason"] == "not confirmed after a restart of the agent"
+    valid(cleared)
+
+
+def test_restored_alarm_is_kept_while_its_device_is_unreachable():
+    m = manager()
+    up(m, 0.0)
+    again = restored(m, 100.0, grace=5.0)
+    again.on_device("r1-plc", "TimeoutError", 101.0)
+    assert again.tick(110.0) == []
+    assert again.alarms[ID].active is True
+    # the device answers again; the detector gets its grace, then the alarm is cleared
+    again.on_device("r1-plc", None, 111.0)
+    assert again.tick(112.0) == []
+    assert [x["state"] for x in again.tick(116.0)] == ["cleared"]

@@ -152,3 +152,57 @@ def test_commands_are_ignored_unless_enabled(tmp_path, write_config, mosquitto):
             sub.loop_stop()
     assert [a["state"] for a in receiver.alarms] == ["active", "active"]
     assert receiver.alarms[1]["acked"] is False
+
+
+def test_alarm_state_survives_an_agent_restart(tmp_path, write_config, mosquitto):
+    """Acknowledged before a restart, still acknowledged after it; a condition that ended
+    while the agent was down is cleared once the detector had its chance to confirm it."""
+    with start_server() as plc:
+        plc.set_value(100, 170.0, type="float32")
+        data = config_dict()
+        port = free_port()
+        data["alarm_system"] = {"api_port": port}
+        data["uplink"].update(url=mosquitto.url)
+        data["devices"][0].update(url=plc.url, interval_s=0.1)
+        config = write_config(data)
+        receiver = Receiver(emit=lambda line: None)
+        sub = connect(receiver, mosquitto.url, PLANT)
+        first = AgentProcess(config, tmp_path / "first.log").start()
+        try:
+            assert receiver.wait(lambda r: len(r.alarms) >= 1, 20), first.output()
+            assert plantwatch("ack", str(config), ID).returncode == 0
+            assert receiver.wait(lambda r: len(r.alarms) >= 2, 10)
+            assert first.signal(signal.SIGTERM) == 0
+
+            second = AgentProcess(config, tmp_path / "second.log").start()
+            assert receiver.wait(lambda r: r.plants[PLANT].online, 20), second.output()
+            status, body = http_retry(port, "/alarms")
+            alarm = next(a for a in json.loads(body)["alarms"] if a["id"] == ID)
+            assert (alarm["active"], alarm["acked"]) == (True, True)
+            assert second.signal(signal.SIGTERM) == 0
+
+            plc.set_value(100, 120.0, type="float32")  # the condition ends while no agent runs
+            third = AgentProcess(config, tmp_path / "third.log").start()
+            assert receiver.wait(lambda r: len(r.alarms) >= 3, 20), third.output()
+            assert third.signal(signal.SIGTERM) == 0
+        finally:
+            for p in (first,):
+                p.kill()
+            sub.loop_stop()
+    states = [(a["seq"], a["state"], a["acked"]) for a in receiver.alarms]
+    assert states == [(1, "active", False), (2, "acked", True), (3, "cleared", True)]
+    assert receiver.alarms[2]["context"]["reason"] == "not confirmed after a restart of the agent"
+
+
+def http_retry(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """The API comes up a moment after the agent connects to the broker."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return http(port, "GET", path)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

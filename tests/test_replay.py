@@ -71,7 +71,7 @@ def test_replay_equals_the_live_pipeline(write_config, tmp_path):
         def __init__(self):
             self.messages = []
 
-        def append_alarms(self, topic, docs, now=None, encode=None):
+        def append_alarms(self, topic, docs, now=None, encode=None, states=()):
             for d in docs:
                 d["seq"] = len(self.messages) + 1
                 self.messages.append(d)
