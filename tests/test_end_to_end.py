@@ -159,7 +159,7 @@ def test_broker_down_alarms_arrive_in_order_after_restart(write_config, plc, per
                 time.sleep(0.05)
         outbox.close()
         broker.start()
-        assert receiver.wait(lambda r: len(r.alarms) >= 5, 30), (receiver.summary(), agent.output())
+        assert receiver.wait(lambda r: len(r.alarms) >= 5, 30), (receiver.summary(), agent.output(), broker.log.read_text())
         assert agent.signal(signal.SIGTERM) == 0
     finally:
         sub.loop_stop()
