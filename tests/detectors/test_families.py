@@ -7,18 +7,11 @@ import math
 
 import numpy as np
 import pytest
+from batches import feed
 
 import detectors
 from detectors.base import BAD, COMM_FAIL, GOOD, UNCERTAIN
 from detectors.families import CusumFamily, EwmaFamily, FlatlineFamily, RobustFamily, RocFamily, SensorFamily
-
-
-def feed(fam, values, ts=None, quality=None, tag=0):
-    values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    ts = np.arange(n, dtype=np.float64) if ts is None else np.asarray(ts, dtype=np.float64)
-    quality = np.zeros(n, dtype=np.uint8) if quality is None else np.asarray(quality, dtype=np.uint8)
-    return fam.update(np.full(n, tag, dtype=np.int32), values, ts, quality)
 
 
 def brief(changes):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from batches import feed
 from detector_twins import LimitTwin, run_twins
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,14 +16,6 @@ from detectors.engine import Engine
 from detectors.families import LimitFamily
 
 LIMITS = {"hh": 180.0, "h": 160.0, "l": 20.0, "ll": 10.0}
-
-
-def feed(fam, values, ts=None, quality=None, tag=0):
-    values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    ts = np.arange(n, dtype=np.float64) if ts is None else np.asarray(ts, dtype=np.float64)
-    quality = np.zeros(n, dtype=np.uint8) if quality is None else np.asarray(quality, dtype=np.uint8)
-    return fam.update(np.full(n, tag, dtype=np.int32), values, ts, quality)
 
 
 def levels(changes):
