@@ -202,6 +202,15 @@ def parse(device: DeviceSpec, tags: Sequence[TagSpec]) -> tuple[DeviceOptions | 
             load_certificate(cert_file)
         except Exception as exc:
             problems.append(Problem("cert_file", f"not a DER or PEM certificate: {cert_file} ({exc})"))
+    if (key_file is not None and key_file.is_file()
+            and (key_password_file is None or key_password_file.is_file())):
+        # decrypting here lets `plantwatch check` report a wrong passphrase before the gateway runs
+        from drivers.opcua.security import ClientKeyError, load_client_key
+
+        try:
+            load_client_key(key_file, key_password_file)
+        except ClientKeyError as exc:
+            problems.append(Problem(exc.key, str(exc)))
     app_uri = opts.get("application_uri")
     if app_uri is not None and (not isinstance(app_uri, str) or not app_uri):
         problems.append(Problem("application_uri", f"must be a non-empty string, got {app_uri!r}"))

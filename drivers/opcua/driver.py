@@ -57,8 +57,9 @@ _OVERFLOW_BIT = 0x0080
 # severity 0 Good, 1 Uncertain, 2 Bad, 3 (reserved) Bad
 _SEVERITY_TO_QUALITY = np.array([GOOD, UNCERTAIN, BAD, BAD], dtype=np.uint8)
 
-# Status codes of a monitored item whose filter the server cannot apply: the item is then
-# created again without a deadband rather than losing the tag.
+# Status codes of a monitored item whose filter the server cannot apply (e.g. a percent
+# deadband on a node without EURange): the item is then created again without a deadband, since
+# every change is better than no value at all; the refusal is counted and shown in the data.
 _FILTER_REJECTED = {
     ua.StatusCodes.BadFilterNotAllowed,
     ua.StatusCodes.BadMonitoredItemFilterUnsupported,
@@ -95,6 +96,7 @@ class Stats:
     client_overflows: int = 0  # samples dropped because the client-side buffer was full
     missed_messages: int = 0  # notification messages never received (sequence-number gaps)
     bad_items: int = 0  # monitored items the server refused
+    filters_refused: int = 0  # deadbands the server refused; those items run without one
     connects: int = 0
     reconnects: int = 0
 
@@ -149,7 +151,8 @@ class SampleBuffer:
 
     Positions (the monitored items' client handles) are indices into the driver's tag list.
     The buffer is bounded: when full, the oldest chunk is dropped, counted, and the tags it held
-    get UNCERTAIN quality on their next sample.
+    get UNCERTAIN quality on their next sample. ``lost`` marks the tags whose next sample must be
+    UNCERTAIN (samples lost, or the item runs without the deadband the config asked for).
     """
 
     def __init__(self, n_tags: int, max_pending: int, stats: Stats):
@@ -274,6 +277,8 @@ class OpcUaDriver(PollingDriver):
         self._lost_reason: str | None = None
         self._nodes: list[Any] = []
         self._refused: dict[int, int] = {}
+        # tag name -> status name, for the tags whose deadband the server refused at the last connect
+        self.filter_refusals: dict[str, str] = {}
         self._sub_lost = False
         self._orphans: list[Client] = []
 
@@ -383,6 +388,7 @@ class OpcUaDriver(PollingDriver):
         params.Priority = 0
         sub = _TagSubscription(client.uaclient.session, params, self)
         await sub.init()
+        self.filter_refusals = {}
         sub.last_publish_at = time.monotonic()
         requests = [self._item_request(i, t) for i, t in enumerate(self.opts.tags)]
         step = self.opts.batch_size
@@ -394,8 +400,13 @@ class OpcUaDriver(PollingDriver):
                 if isinstance(res, ua.StatusCode):
                     pos = req.RequestedParameters.ClientHandle
                     if res.value in _FILTER_REJECTED:
-                        log.warning("opcua %s: %s refused the deadband (%s); monitoring without it",
-                                    self.device.name, self.tags[pos].name, res.name)
+                        log.warning("opcua %s: the server refused the deadband of tag %s (%s): %s; "
+                                    "monitoring it without a deadband", self.device.name, self.tags[pos].name,
+                                    self.tags[pos].address, res.name)
+                        self.stats.filters_refused += 1
+                        self.filter_refusals[self.tags[pos].name] = res.name
+                        # the tag's first sample is UNCERTAIN: it is not monitored as configured
+                        self.buffer.lost[pos] = True
                         retry.append(self._item_request(pos, self.opts.tags[pos], with_filter=False))
                     else:
                         log.warning("opcua %s: tag %s (%s) refused: %s", self.device.name,

@@ -16,7 +16,10 @@ from asyncua import Client, ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto import security_policies, uacrypto
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509 import verification
 
 from drivers.base import DriverError
 from drivers.opcua.certs import application_uri, describe, load_certificate
@@ -32,18 +35,65 @@ class UntrustedServerError(DriverError):
     """The server presented a certificate that is not in the trust list."""
 
 
+class ClientKeyError(DriverError):
+    """The client private key cannot be loaded; ``key`` names the config key at fault."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
 def _first_der(chain: bytes) -> bytes:
     # ServerCertificate may be a concatenated chain; the leaf is the first DER SEQUENCE
     return uacrypto.der_from_x509(uacrypto.x509_from_der(chain))
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 class TrustList:
-    """Server certificates the gateway accepts: each pinned exactly, or as the CA that issued it."""
+    """Server certificates the gateway accepts: each pinned exactly, or issued by a trusted CA.
+
+    A trusted certificate that is a CA (basicConstraints CA:TRUE) accepts every server
+    certificate whose chain ends at it. The chain is checked with cryptography's X.509 path
+    validation: the CA's signature, both certificates' validity periods, and the RFC 5280 / CA/B
+    rules for the CA (basicConstraints, keyCertSign, path length, allowed signature algorithms).
+    The server certificate's own extensions are not held to web-PKI rules: OPC-UA application
+    certificates carry an application URI rather than a host name, and their key and extended key
+    usages vary between vendors. A pinned certificate that is not a CA only ever matches itself,
+    so a self-signed server certificate in the list cannot vouch for others.
+    """
 
     def __init__(self, files: tuple[Path, ...] | list[Path]):
         self.files = tuple(files)
         self.certs = [load_certificate(f) for f in self.files]
         self._ders = {c.public_bytes(serialization.Encoding.DER) for c in self.certs}
+        self.cas = [c for c in self.certs if _is_ca(c)]
+
+    def _chain_problem(self, cert: x509.Certificate, now: dt.datetime) -> str:
+        """Why ``cert`` does not chain to a trusted CA (the caller knows it is not pinned)."""
+        if not self.cas:
+            return "it is not in the trust list, which holds no CA certificate"
+        verifier = (
+            verification.PolicyBuilder()
+            .store(verification.Store(self.cas))
+            .time(now)
+            .extension_policies(
+                ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+                ee_policy=verification.ExtensionPolicy.permit_all(),
+            )
+            # the client verifier checks no subject name; permit_all drops its clientAuth EKU rule
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(cert, [])
+        except verification.VerificationError as exc:
+            return f"issuer {cert.issuer.rfc4514_string()} is not a trusted CA or the chain is invalid ({exc})"
+        return ""
 
     def problem(self, cert: x509.Certificate) -> str | None:
         """Why ``cert`` is not acceptable, or None when it is."""
@@ -53,15 +103,13 @@ class TrustList:
                     f"({cert.not_valid_before_utc:%Y-%m-%d} .. {cert.not_valid_after_utc:%Y-%m-%d})")
         if cert.public_bytes(serialization.Encoding.DER) in self._ders:
             return None
-        for ca in self.certs:
-            try:
-                cert.verify_directly_issued_by(ca)
-            except (ValueError, TypeError, Exception):  # wrong issuer name, algorithm or signature
-                continue
+        reason = self._chain_problem(cert, now)
+        if not reason:
             return None
         where = ", ".join(str(f) for f in self.files) if self.files else "empty"
-        return (f"server certificate {describe(cert)} is not trusted (trust list: {where}); "
-                "if this is the right server, save its certificate and add the file to the device's trust = [...]")
+        return (f"server certificate {describe(cert)} is not trusted: {reason} (trust list: {where}); "
+                "if this is the right server, add its certificate or its CA's certificate to the device's "
+                "trust = [...]")
 
     async def validate(self, cert: x509.Certificate, _app: ua.ApplicationDescription) -> None:
         """asyncua's certificate_validator hook, run on every CreateSession (reconnects too)."""
@@ -73,6 +121,47 @@ def read_secret(path: Path) -> str:
     """A password or key passphrase from its file; one trailing newline is not part of it."""
     text = path.read_text(encoding="utf-8")
     return text[:-1] if text.endswith("\n") else text
+
+
+def load_client_key(key_file: Path, password_file: Path | None) -> PrivateKeyTypes:
+    """The client private key (PEM or DER, encrypted when ``password_file`` is given).
+
+    Raises ClientKeyError naming the file at fault. The passphrase never appears in the message:
+    cryptography's errors do not carry it, and none is formatted in here.
+    """
+    try:
+        data = key_file.read_bytes()
+    except OSError as exc:
+        raise ClientKeyError("key_file", f"cannot read key_file {key_file}: {exc.strerror}") from None
+    load = (serialization.load_pem_private_key if data.lstrip().startswith(b"-----BEGIN")
+            else serialization.load_der_private_key)
+    # a first load without a passphrase tells an encrypted key from a plain or malformed one, so a
+    # malformed key is not reported as a wrong passphrase
+    try:
+        key = load(data, password=None)
+        encrypted = False
+    except TypeError:
+        encrypted = True
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ClientKeyError("key_file", f"key_file {key_file} is not a PEM or DER private key ({exc})") from None
+    if not encrypted:
+        if password_file is not None:
+            raise ClientKeyError("key_password_file", f"key_file {key_file} is not encrypted, yet "
+                                 f"key_password_file {password_file} is set; remove key_password_file")
+        return key
+    if password_file is None:
+        raise ClientKeyError("key_password_file", f"key_file {key_file} is encrypted; set key_password_file "
+                             "to a file holding its passphrase")
+    try:
+        password = read_secret(password_file).encode()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ClientKeyError("key_password_file", f"cannot read key_password_file {password_file}: {reason}") from None
+    try:
+        return load(data, password=password)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ClientKeyError("key_password_file", f"cannot decrypt key_file {key_file} with the passphrase in "
+                             f"key_password_file {password_file} (wrong passphrase?)") from None
 
 
 async def apply(client: Client, opts) -> None:
@@ -95,14 +184,9 @@ async def apply(client: Client, opts) -> None:
     if opts.cert_file is not None and opts.key_file is not None:
         try:
             cert = load_certificate(opts.cert_file)
-            password = read_secret(opts.key_password_file).encode() if opts.key_password_file else None
-            key_data = opts.key_file.read_bytes()
-            if key_data.lstrip().startswith(b"-----BEGIN"):
-                key = serialization.load_pem_private_key(key_data, password=password)
-            else:
-                key = serialization.load_der_private_key(key_data, password=password)
-        except (OSError, ValueError, TypeError) as exc:
-            raise DriverError(f"cannot load client certificate or key: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise DriverError(f"cannot load cert_file {opts.cert_file}: {exc}") from None
+        key = load_client_key(opts.key_file, opts.key_password_file)
         key_der = key.private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

@@ -20,6 +20,8 @@ from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.server import internal_subscription
+from asyncua.server.monitored_item_service import MonitoredItemService, MonitoredItemValues
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.server.user_managers import UserManager
 
@@ -74,6 +76,76 @@ class RequestLog:
         UaProcessor._process_message = self._original
 
 
+class _PercentDeadbandItems(MonitoredItemService):
+    """asyncua's monitored items plus PercentDeadband as OPC UA Part 4 (7.22.2) and Part 8 define it.
+
+    The asyncua 2.1 server accepts a percent deadband on any node and then reports every change
+    (it logs "DeadbandType Percent is not implemented"). Here, as in node-opcua and PLC servers:
+    a percent deadband on a node without an EURange property is refused with
+    BadMonitoredItemFilterUnsupported, a value outside 0..100 with BadDeadbandFilterInvalid, and a
+    change is reported only when it differs from the last reported value by more than
+    DeadbandValue / 100 x (EURange.High - EURange.Low).
+    """
+
+    async def _create_data_change_monitored_item(
+        self, params: ua.MonitoredItemCreateRequest
+    ) -> ua.MonitoredItemCreateResult:
+        flt = params.RequestedParameters.Filter
+        # decoded filters are the generated DataChangeFilter class, not ua.DataChangeFilter (a
+        # subclass of it), hence the attribute test instead of isinstance
+        if getattr(flt, "DeadbandType", None) != ua.DeadbandType.Percent:
+            return await super()._create_data_change_monitored_item(params)
+        eu_range = self._eu_range(params.ItemToMonitor.NodeId)
+        refusal = None
+        if not 0.0 <= flt.DeadbandValue <= 100.0:
+            refusal = ua.StatusCodes.BadDeadbandFilterInvalid
+        elif eu_range is None:
+            refusal = ua.StatusCodes.BadMonitoredItemFilterUnsupported
+        if refusal is not None:
+            result = ua.MonitoredItemCreateResult()
+            result.StatusCode = ua.StatusCode(refusal)
+            return result
+        result = await super()._create_data_change_monitored_item(params)
+        if result.StatusCode.is_good():
+            # the initial value was reported inside the call above; later changes use the span
+            self._monitored_items[result.MonitoredItemId].mvalue.eu_span = eu_range.High - eu_range.Low
+        return result
+
+    def _eu_range(self, nodeid: ua.NodeId) -> ua.Range | None:
+        node = self.aspace.get(nodeid)
+        for ref in node.references if node is not None else ():
+            if (ref.IsForward and ref.ReferenceTypeId == ua.NodeId(ua.ObjectIds.HasProperty)
+                    and ref.BrowseName == ua.QualifiedName("EURange", 0)):
+                value = self.aspace.read_attribute_value(ref.NodeId, ua.AttributeIds.Value).Value
+                return value.Value if value is not None and isinstance(value.Value, ua.Range) else None
+        return None
+
+    def _is_deadband_exceeded(self, values: MonitoredItemValues, flt: ua.DataChangeFilter) -> bool:
+        if flt.DeadbandType != ua.DeadbandType.Percent:
+            return super()._is_deadband_exceeded(values, flt)
+        current = values.get_current_datavalue()
+        last = getattr(values, "last_reported", None)
+        if last is None or last.StatusCode != current.StatusCode or last.Value is None or current.Value is None:
+            exceeded = True
+        else:
+            exceeded = abs(current.Value.Value - last.Value.Value) > flt.DeadbandValue / 100.0 * values.eu_span
+        if exceeded:
+            values.last_reported = current
+        return exceeded
+
+
+class PercentDeadbands:
+    """While active, asyncua servers created in this process apply percent deadbands (see above)."""
+
+    def __enter__(self) -> PercentDeadbands:
+        self._original = internal_subscription.MonitoredItemService
+        internal_subscription.MonitoredItemService = _PercentDeadbandItems
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        internal_subscription.MonitoredItemService = self._original
+
+
 class PasswordUsers(UserManager):
     """Accepts exactly one user name and password; anonymous logins are refused."""
 
@@ -101,6 +173,7 @@ class PlantServer:
         trusted_clients: Iterable[Path] | None = None,
         users: UserManager | None = None,
         extra: int = 0,
+        eu_ranges: dict[str, tuple[float, float]] | None = None,
     ):
         self.port = port or free_port()
         self.url = f"opc.tcp://127.0.0.1:{self.port}/plant"
@@ -109,6 +182,7 @@ class PlantServer:
         self.trusted_clients = list(trusted_clients) if trusted_clients is not None else None
         self.users = users
         self.extra = extra
+        self.eu_ranges = eu_ranges or {}
         self.server: Server | None = None
         self.nodes: dict[str, Any] = {}
 
@@ -147,6 +221,12 @@ class PlantServer:
         for i in range(self.extra):
             name = f"X.{i}"
             self.nodes[name] = await folder.add_variable(ua.NodeId(name, idx), name, 0.0, varianttype=ua.VariantType.Double)
+        for name, (low, high) in self.eu_ranges.items():
+            # the EURange property of an AnalogItem (Part 8, 5.3.2): what a percent deadband is a percent of
+            await self.nodes[name].add_property(
+                ua.NodeId(f"{name}.EURange", idx), ua.QualifiedName("EURange", 0), ua.Range(Low=low, High=high),
+                datatype=ua.NodeId(ua.ObjectIds.Range),
+            )
         await server.start()
         self.server = server
         return self

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 
 import numpy as np
 from asyncua import ua
 
 from drivers.base import BAD, GOOD, UNCERTAIN
 from drivers.opcua import OpcUaDriver
-from tests.opcua.helpers import Collector, PlantServer, device, plant_tags, run, tags
+from tests.opcua.helpers import Collector, PercentDeadbands, PlantServer, device, plant_tags, run, tags
 
 
 def test_subscription_delivers_changes_with_source_timestamps_and_scaling():
@@ -98,6 +99,62 @@ def test_deadband_absolute_suppresses_small_changes():
                 assert [v for v, _, _ in c.samples(0)] == [85.0, 87.0]
 
     run(main())
+
+
+def test_deadband_percent_of_the_eu_range_suppresses_small_changes():
+    async def main():
+        # EURange 0..200 and a 1 % deadband: a change is reported when it differs from the last
+        # reported value by more than 2.0
+        async with PlantServer(extra=1, eu_ranges={"X.0": (0.0, 200.0)}) as srv:
+            # a queue longer than the sequence: nothing the server reports can be discarded,
+            # however the writes fall into publishing intervals
+            t = plant_tags(["X.0"], deadband_percent=1.0, queue_size=16)
+            driver = OpcUaDriver(device(srv.url, publishing_interval_ms=50), t)
+            async with Collector(driver) as c:
+                await c.wait_for(lambda c: c.last(0) is not None, what="initial value")
+                # 1.0, 1.9: within 2.0 of 0.0; 2.5: beyond it (a slow drift is reported once it
+                # adds up); 4.0, 3.0: within 2.0 of 2.5; 0.4: 2.1 below 2.5; 100.0: the sentinel
+                for v in (1.0, 1.9, 2.5, 4.0, 3.0, 0.4, 100.0):
+                    await srv.set("X.0", v)
+                await c.wait_for(lambda c: c.last(0)[0] == 100.0, what="the sentinel change")
+            assert [v for v, _, _ in c.samples(0)] == [0.0, 2.5, 0.4, 100.0]
+            assert driver.stats.samples == 4
+            assert all(q == GOOD for _, _, q in c.samples(0))
+            assert driver.stats.filters_refused == 0 and driver.filter_refusals == {}
+
+    with PercentDeadbands():
+        run(main())
+
+
+def test_refused_percent_deadband_is_reported_and_the_tag_runs_without_it(caplog):
+    async def main():
+        # X.1 has no EURange, so the server cannot apply a percent deadband to it
+        async with PlantServer(extra=2, eu_ranges={"X.0": (0.0, 200.0)}) as srv:
+            t = plant_tags(["X.0", "X.1"], deadband_percent=1.0, queue_size=16)
+            t += tags(["ns=2;s=R101.CNT"], first_index=2)
+            driver = OpcUaDriver(device(srv.url, publishing_interval_ms=50), t)
+            async with Collector(driver) as c:
+                await c.wait_for(lambda c: all(c.last(i) for i in range(3)), what="all three tags")
+                assert c.last(1)[0] == 0.0 and c.last(1)[2] == UNCERTAIN
+                assert c.last(0)[2] == GOOD and c.last(2)[2] == GOOD
+                await srv.set("X.0", 0.5)  # within X.0's deadband
+                await srv.set("X.1", 0.5)  # X.1 has none any more: reported
+                await srv.set("R101.CNT", 8)
+                await srv.set("X.0", 100.0)
+                await c.wait_for(lambda c: c.last(0)[0] == 100.0 and c.last(1)[0] == 0.5 and c.last(2)[0] == 8.0,
+                                 what="changes on all three tags")
+            assert [v for v, _, _ in c.samples(0)] == [0.0, 100.0]
+            assert [(v, q) for v, _, q in c.samples(1)] == [(0.0, UNCERTAIN), (0.5, GOOD)]
+            assert all(b.error is None for b in c.batches)
+            assert driver.stats.filters_refused == 1 and driver.stats.bad_items == 0
+            assert driver.filter_refusals == {"X.1": "BadMonitoredItemFilterUnsupported"}
+
+    with PercentDeadbands(), caplog.at_level(logging.WARNING, logger="drivers.opcua.driver"):
+        run(main())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("X.1" in w and "BadMonitoredItemFilterUnsupported" in w and "without a deadband" in w
+               for w in warnings), warnings
+    assert not any("X.0" in w for w in warnings)
 
 
 def test_poll_mode_reads_in_batches():
