@@ -195,7 +195,8 @@ class Outbox:
         cur = self.db.execute(
             "DELETE FROM outbox WHERE lane=? AND sent IS NOT NULL AND created < ? AND id NOT IN ("
             " SELECT min(id) FROM outbox WHERE lane=? AND created < ?"
-            " AND json_extract(CAST(payload AS TEXT), '$.change') IS NOT 1"
+            # payloads in an encrypted profile are not JSON: they count as snapshots
+            " AND NOT (json_valid(CAST(payload AS TEXT)) AND json_extract(CAST(payload AS TEXT), '$.change') IS 1)"
             " GROUP BY CAST(created / ? AS INTEGER))",
             (TELEMETRY, cutoff, TELEMETRY, cutoff, bucket_s),
         )

@@ -158,3 +158,20 @@ def test_agent_publishes_the_provincial_format_encrypted(tmp_path, write_config,
     assert all(b"R101" not in p and not p.startswith(b"{") for _, p in got)
     assert KEY_HEX not in agent.output()
     json.dumps(alarms)
+
+
+def test_outbox_housekeeping_copes_with_encrypted_payloads(tmp_path):
+    """Telemetry thinning reads the json profile's "change" marker; SM4 payloads are not JSON."""
+    from agent.outbox import TELEMETRY, Outbox
+
+    (tmp_path / "sm4.key").write_text(KEY_HEX)
+    profile = parse(provincial_config(tmp_path, sm4_key_file="sm4.key"), base=tmp_path).provincial
+    outbox = Outbox(tmp_path / "outbox.db")
+    day = 86400.0
+    ids = [outbox.append("t", profile.encode(profile.data(0.0, [("R101.TI01", 1.0, "good")])), lane=TELEMETRY,
+                         now=1_000_000.0 + 60 * i) for i in range(30)]  # 30 minutes of snapshots, a minute apart
+    outbox.mark_sent(ids, now=1_000_000.0 + 1800)
+    report = outbox.maintain(64 * 2**20, now=1_000_000.0 + 2 * day)
+    buckets = {int((1_000_000.0 + 60 * i) // 900) for i in range(30)}
+    assert report["thinned"] == 30 - len(buckets)  # one snapshot per 15-minute window is kept
+    assert report["over"] is False
