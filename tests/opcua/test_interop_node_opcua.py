@@ -42,9 +42,15 @@ class NodeOpcUaServer:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         self.requests: list[str] = []
-        line = self.proc.stdout.readline().split()
-        assert line and line[0] == "READY", line
-        self.url = line[1]
+        # node-opcua may print warnings (e.g. about the node version) before the server is up
+        seen = []
+        while True:
+            line = self.proc.stdout.readline()
+            assert line, f"node-opcua server exited before READY: {seen}"
+            if line.startswith("READY "):
+                break
+            seen.append(line.strip())
+        self.url = line.split()[1]
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
