@@ -72,6 +72,12 @@ class TcpProxy:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    async def __aenter__(self) -> TcpProxy:  # beside asyncio servers in async tests
+        return self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
     # --- the proxy thread ---------------------------------------------------------------------
 
     def _call(self, fn) -> None:

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import numpy as np
 from pyModbusTCP.server import DataBank, DataHandler, ModbusServer
 
+from agent.broker import free_port
 from drivers.base import BAD, GOOD
 from tests.modbus.helpers import device, poll, tag
 from tests.modbus.server import encode
@@ -50,12 +50,6 @@ class RecordingHandler(DataHandler):
     def write_h_regs(self, address, words_l, srv_info):
         self._note(16 if len(words_l) > 1 else 6)
         return super().write_h_regs(address, words_l, srv_info)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(bank: DataBank) -> tuple[ModbusServer, RecordingHandler]:

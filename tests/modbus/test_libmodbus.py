@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.broker import free_port
 from drivers.base import BAD, GOOD
 from tests.modbus.helpers import device, poll, tag
 from tests.modbus.serial_pair import serial_pair
 from tests.modbus.server import encode
-from tests.modbus.test_interop import free_port
 
 SOURCE = Path(__file__).with_name("libmodbus_server.c")
 

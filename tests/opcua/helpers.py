@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import socket
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +24,7 @@ from asyncua.server.monitored_item_service import MonitoredItemService, Monitore
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.server.user_managers import UserManager
 
+from agent.broker import free_port
 from drivers.base import DeviceSpec, SampleBatch, TagSpec
 from drivers.opcua import OpcUaDriver
 
@@ -45,12 +45,6 @@ _REQUEST_NAMES = {
     for name in dir(ua.ObjectIds)
     if name.endswith("Request_Encoding_DefaultBinary")
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RequestLog:
@@ -333,49 +327,3 @@ class Collector:
 def run(coro, timeout: float = 90.0):
     """Run one test coroutine with an overall bound, so a hang fails instead of blocking the suite."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-class LinkProxy:
-    """A TCP relay between the driver and a server, whose connections a test can cut.
-
-    Cutting the link leaves the server running with the client's session in it, which is the case
-    where a careless reconnect leaves an orphan session behind.
-    """
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.port = free_port()
-        self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def __aenter__(self) -> LinkProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        self.cut()
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-    def cut(self) -> None:
-        for w in list(self._writers):
-            w.transport.abort()
-        self._writers.clear()

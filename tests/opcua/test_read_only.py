@@ -9,7 +9,8 @@ from asyncua import Client, ua
 
 from drivers.opcua import OpcUaDriver
 from drivers.opcua.probe import probe
-from tests.opcua.helpers import Collector, LinkProxy, PlantServer, RequestLog, device, plant_tags, run
+from tests.faults.tcpproxy import TcpProxy
+from tests.opcua.helpers import Collector, PlantServer, RequestLog, device, plant_tags, run
 
 ALLOWED = {
     "GetEndpointsRequest", "FindServersRequest", "CreateSessionRequest", "ActivateSessionRequest",
@@ -23,14 +24,14 @@ ALLOWED = {
 def test_driver_sends_no_write_and_no_call():
     async def main():
         with RequestLog() as log:
-            async with PlantServer() as srv, LinkProxy(srv.port) as link:
+            async with PlantServer() as srv, TcpProxy(srv.port) as link:
                 url = f"opc.tcp://127.0.0.1:{link.port}/plant"
                 sub = OpcUaDriver(device(url, publishing_interval_ms=50, reconnect_max_s=0.5), plant_tags())
                 poll = OpcUaDriver(device(url, mode="poll", interval_s=0.1), plant_tags())
                 async with Collector(sub) as c1, Collector(poll) as c2:
                     await c1.wait_for(lambda c: c.last(0) is not None, what="subscription data")
                     await c2.wait_for(lambda c: len(c.batches) >= 2, what="polls")
-                    link.cut()
+                    link.drop()
                     await c1.wait_for(lambda c: c.batches[-1].error is not None, what="outage")
                     await srv.set("R101.TI01", 91.0)
                     await c1.wait_for(lambda c: c.last(0)[0] == 91.0, what="data after reconnect")

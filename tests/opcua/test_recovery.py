@@ -7,7 +7,8 @@ import numpy as np
 
 from drivers.base import BAD, COMM_FAIL
 from drivers.opcua import OpcUaDriver
-from tests.opcua.helpers import Collector, LinkProxy, PlantServer, device, free_port, plant_tags, run, tags
+from tests.faults.tcpproxy import TcpProxy
+from tests.opcua.helpers import Collector, PlantServer, device, free_port, plant_tags, run, tags
 
 
 def test_server_restart_reconnects_without_session_growth():
@@ -40,13 +41,13 @@ def test_server_restart_reconnects_without_session_growth():
 
 def test_link_cut_leaves_no_orphan_session():
     async def main():
-        async with PlantServer() as srv, LinkProxy(srv.port) as link:
+        async with PlantServer() as srv, TcpProxy(srv.port) as link:
             url = f"opc.tcp://127.0.0.1:{link.port}/plant"
             driver = OpcUaDriver(device(url, publishing_interval_ms=50, reconnect_max_s=0.5), plant_tags())
             async with Collector(driver) as c:
                 await c.wait_for(lambda c: c.last(0) is not None, what="initial value")
                 for k in range(3):
-                    link.cut()
+                    link.drop()
                     await c.wait_for(lambda c: c.batches[-1].error is not None, what="comm failure")
                     await c.wait_for(lambda c: c.batches[-1].error is None, what="recovery")
                     await srv.set("R101.TI01", 200.0 + k)
