@@ -22,7 +22,7 @@ beside the published leaderboard.
 Preprocessing (same for fitting, validation and test, computed from past rows only): with a
 rate lag L, the two temperatures enter as their mean rate over the last L seconds,
 (x[i] - x[i-L]) / L, instead of their level; with a smoothing window W, the other sensors enter
-as their mean over the last W rows. A plant configures these as derived tags of the model.
+as their mean over the last W rows. In a plant these come from the PLC or DCS as tags of their own.
 """
 
 from __future__ import annotations
