@@ -6,6 +6,8 @@ tag in the family; ``slot[tag] == -1`` for tags the family does not watch) and a
 per condition change to its output buffers: the sample index, the previous level and the new
 level (plus one float of detail where the family has one). Parameters are validated in Python
 before they reach here; the loops assume valid, contiguous input and run without the GIL.
+The limit, ewma and cusum kernels also take batches of whole ticks through vectorized passes
+(see _TickKernel); the result is the same.
 
 Levels are small integers: 0 normal, 1 H, 2 HH, -1 L, -2 LL. Families with a single alarm
 (statistical detectors, sensor) use 0 normal and 1/-1 for "high"/"low" direction or 1 active.
@@ -36,6 +38,17 @@ cdef extern from *:
     #endif
     """
     double _max0 "pw_max0"(double x) nogil
+
+# The vectorized passes of the whole-tick path (see _TickKernel).
+cdef extern from "_simd.h" nogil:
+    int pw_whole_ticks(Py_ssize_t n, const int* tag, Py_ssize_t n_slots, const int* tag_of_slot)
+    unsigned char pw_max_quality(Py_ssize_t n, const unsigned char* q)
+    int pw_limit_tick(Py_ssize_t n, const double* v, const double* hi, const double* lo,
+                      const double* gate)
+    int pw_ewma_tick(Py_ssize_t n, const double* v, const double* lam, double* z, const double* ucl,
+                     const double* lcl, const double* gate)
+    int pw_cusum_tick(Py_ssize_t n, const double* v, const double* mean, const double* isig,
+                      const double* k, const double* h, double* sp, double* sn, const double* gate)
 
 # Samples of these qualities carry no usable value: they leave every statistic untouched.
 cdef enum:
@@ -124,6 +137,74 @@ cdef inline bint _debounce(signed char raw, double t, signed char* lvl, signed c
 
 
 # ----------------------------------------------------------------------------------------------
+# Whole-tick path (limit, ewma, cusum). A device read delivers a whole tick: every tag once, in
+# tag order, which is slot order when the family watches every tag of the batch. When a batch
+# is k such ticks, none of them BAD or COMM_FAIL, and (control charts) every slot is past its
+# warm-up, a tick's statistic update is an elementwise pass over the slot arrays (ext/_simd.h,
+# vectorized), run over blocks of TICK_BLOCK slots. The per-sample logic (raw level, CUSUM
+# restart, debounce, events) then runs only over the blocks where the pass found a slot whose
+# level may change, NaN samples skipped there exactly as in the per-sample loop. Any other
+# batch takes the per-sample loop. Both give the same state and the same events in the same
+# order: each slot's state depends on its own samples only, and the blocks go in slot order.
+
+cdef enum:
+    # slots per pass: small enough that one alarm among 100,000 tags sends few quiet slots
+    # through the per-sample logic, large enough that the call per block costs little
+    TICK_BLOCK = 256
+
+
+cdef class _TickKernel(_Kernel):
+    """Debounce state shared by the kernels with a whole-tick path, and its float64 gate."""
+
+    cdef public object level, pending, since
+    cdef readonly object tag_of_slot        # int32[n_slots]: a tag of each slot (-1 if none)
+    cdef readonly Py_ssize_t fast_ticks     # ticks judged by the whole-tick path so far
+    cdef public bint fast                   # False: always the per-sample loop (for comparison)
+    cdef int[::1] _tag_of_slot
+    cdef signed char[::1] _lvl, _pend
+    cdef double[::1] _since
+    # The level as float64, NaN while a transition is pending: a slot needs the per-sample
+    # logic exactly when its raw level differs from its gate (the skip test of the loops).
+    # The state arrays are for reading: the gate follows them only through _settle.
+    cdef double[::1] _gate
+    cdef bint _tiled                        # every slot has a tag, so whole ticks exist
+    cdef Py_ssize_t n_warming               # slots still in warm-up (control charts)
+
+    def __init__(self, slot_of_tag, fast=True):
+        _Kernel.__init__(self, slot_of_tag)
+        n = self.n_slots
+        tag_of_slot = np.full(n, -1, dtype=np.int32)
+        watched = np.flatnonzero(self.slot_of_tag >= 0)
+        # where two tags share a slot either one identifies it: tag == tag_of_slot[s] still
+        # implies slot[tag] == s
+        tag_of_slot[self.slot_of_tag[watched]] = watched
+        self.tag_of_slot = self._tag_of_slot = tag_of_slot
+        self._tiled = n > 0 and bool((tag_of_slot >= 0).all())
+        self.fast = fast
+        self.level = np.zeros(n, dtype=np.int8)
+        self.pending = np.zeros(n, dtype=np.int8)
+        self.since = np.zeros(n)
+        self._lvl, self._pend, self._since = self.level, self.pending, self.since
+        self._gate = np.zeros(n)
+
+    cdef Py_ssize_t _ticks(self, Py_ssize_t n, const int* tag, const unsigned char* quality) noexcept nogil:
+        """The number of ticks when a batch of n samples takes the whole-tick path, else 0."""
+        cdef Py_ssize_t m = self.n_slots
+        if not self.fast or not self._tiled or self.n_warming or n == 0 or n % m:
+            return 0
+        if pw_max_quality(n, quality) >= Q_BAD or not pw_whole_ticks(n, tag, m, &self._tag_of_slot[0]):
+            return 0
+        return n // m
+
+    cdef inline bint _settle(self, Py_ssize_t s, signed char r, double t, double on_delay,
+                             double off_delay) noexcept nogil:
+        """_debounce for slot s, keeping its gate. Both loops debounce through here."""
+        cdef bint changed = _debounce(r, t, &self._lvl[s], &self._pend[s], &self._since[s], on_delay, off_delay)
+        self._gate[s] = self._lvl[s] if self._pend[s] == self._lvl[s] else NAN
+        return changed
+
+
+# ----------------------------------------------------------------------------------------------
 # limit: HH/H/L/LL with deadband on return (ISA-18.2, OPC UA Part 9 LimitAlarmType)
 
 cdef inline signed char _limit_raw(double v, signed char r, double hh, double h, double l,
@@ -145,15 +226,15 @@ cdef inline signed char _limit_raw(double v, signed char r, double hh, double h,
     return hi if hi != 0 else lo
 
 
-cdef class LimitKernel(_Kernel):
+cdef class LimitKernel(_TickKernel):
     """State of the limit family; one slot per tag that has an ``alarms`` table."""
 
-    cdef public object hh, h, l, ll, deadband, on_delay, off_delay, raw, level, pending, since
-    cdef double[::1] _hh, _h, _l, _ll, _db, _on, _off, _since
-    cdef signed char[::1] _raw, _lvl, _pend
+    cdef public object hh, h, l, ll, deadband, on_delay, off_delay, raw
+    cdef double[::1] _hh, _h, _l, _ll, _db, _on, _off, _enter_hi, _enter_lo
+    cdef signed char[::1] _raw
 
-    def __init__(self, slot_of_tag, hh, h, l, ll, deadband, on_delay, off_delay):
-        _Kernel.__init__(self, slot_of_tag)
+    def __init__(self, slot_of_tag, hh, h, l, ll, deadband, on_delay, off_delay, fast=True):
+        _TickKernel.__init__(self, slot_of_tag, fast)
         n = self.n_slots
         self.hh = _param(hh, n)
         self.h = _param(h, n)
@@ -163,20 +244,27 @@ cdef class LimitKernel(_Kernel):
         self.on_delay = _param(on_delay, n)
         self.off_delay = _param(off_delay, n)
         self.raw = np.zeros(n, dtype=np.int8)
-        self.level = np.zeros(n, dtype=np.int8)
-        self.pending = np.zeros(n, dtype=np.int8)
-        self.since = np.zeros(n, dtype=np.float64)
         self._hh, self._h, self._l, self._ll = self.hh, self.h, self.l, self.ll
         self._db, self._on, self._off = self.deadband, self.on_delay, self.off_delay
-        self._raw, self._lvl, self._pend, self._since = self.raw, self.level, self.pending, self.since
+        self._raw = self.raw
+        # the nearest limit a normal value enters on either side (+-inf when none is set): the
+        # whole-tick path's test that a quiet tick stays quiet
+        hi, lo = np.fmin(self.h, self.hh), np.fmax(self.l, self.ll)
+        self._enter_hi = np.where(np.isnan(hi), np.inf, hi)
+        self._enter_lo = np.where(np.isnan(lo), -np.inf, lo)
 
     def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
-        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0, ticks
         cdef int t, s
         cdef double v
         cdef signed char r, prev
         self._reserve(n)
+        ticks = self._ticks(n, &tag[0], &quality[0]) if n else 0
+        if ticks:
+            with nogil:
+                n_ev = self._whole(ticks, &value[0], &ts[0])
+            return self._events(n_ev)
         # hot state as plain pointers (kept in registers, not reloaded from self after stores)
         cdef const int* slot = &self.slot[0] if self.n_map else NULL
         cdef double* hh = &self._hh[0] if self.n_slots else NULL
@@ -204,9 +292,50 @@ cdef class LimitKernel(_Kernel):
                 prev = lvl[s]
                 if r == prev and pend[s] == prev:
                     continue
-                if _debounce(r, ts[i], &lvl[s], &pend[s], &self._since[s], self._on[s], self._off[s]):
+                if self._settle(s, r, ts[i], self._on[s], self._off[s]):
                     n_ev = self._emit(n_ev, i, prev, lvl[s], v)
         return self._events(n_ev)
+
+    cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
+        """Judge ``ticks`` whole ticks (see _TickKernel); returns the number of events."""
+        cdef Py_ssize_t m = self.n_slots, j, b, e, s, i, n_ev = 0
+        cdef const double* v
+        cdef double x
+        cdef signed char r, prev
+        cdef double* hh = &self._hh[0]
+        cdef double* h = &self._h[0]
+        cdef double* l = &self._l[0]
+        cdef double* ll = &self._ll[0]
+        cdef double* db = &self._db[0]
+        cdef signed char* raw = &self._raw[0]
+        cdef signed char* lvl = &self._lvl[0]
+        cdef signed char* pend = &self._pend[0]
+        cdef double* hi = &self._enter_hi[0]
+        cdef double* lo = &self._enter_lo[0]
+        cdef double* gate = &self._gate[0]
+        for j in range(ticks):
+            v = value + j * m
+            e = 0
+            while e < m:
+                b = e
+                e = b + TICK_BLOCK if b + TICK_BLOCK < m else m
+                if not pw_limit_tick(e - b, v + b, hi + b, lo + b, gate + b):
+                    continue
+                # as the per-sample loop
+                for s in range(b, e):
+                    x = v[s]
+                    if isnan(x):
+                        continue
+                    i = j * m + s
+                    r = _limit_raw(x, raw[s], hh[s], h[s], l[s], ll[s], db[s])
+                    raw[s] = r
+                    prev = lvl[s]
+                    if r == prev and pend[s] == prev:
+                        continue
+                    if self._settle(s, r, ts[i], self._on[s], self._off[s]):
+                        n_ev = self._emit(n_ev, i, prev, lvl[s], x)
+        self.fast_ticks += ticks
+        return n_ev
 
 
 def _param(x, Py_ssize_t n):
@@ -310,16 +439,15 @@ cdef inline void _welford(double v, long long* n, double* mean, double* m2) noex
 # ewma: z = lambda*x + (1-lambda)*z, starting at the mean; alarm while z is outside
 # mean +- L*sigma*sqrt(lambda/(2-lambda)) (the asymptotic EWMA control limits).
 
-cdef class EwmaKernel(_Kernel):
+cdef class EwmaKernel(_TickKernel):
     cdef public object lam, L, min_sigma, warmup, on_delay, off_delay
-    cdef public object count, mean, m2, z, ucl, lcl, level, pending, since
-    cdef double[::1] _lam, _L, _minsig, _on, _off, _mean, _m2, _z, _ucl, _lcl, _since
+    cdef public object count, mean, m2, z, ucl, lcl
+    cdef double[::1] _lam, _L, _minsig, _on, _off, _mean, _m2, _z, _ucl, _lcl
     cdef long long[::1] _warm, _count
-    cdef signed char[::1] _lvl, _pend
 
-    def __init__(self, slot_of_tag, lam, L, min_sigma, warmup, on_delay, off_delay, mean, sigma):
+    def __init__(self, slot_of_tag, lam, L, min_sigma, warmup, on_delay, off_delay, mean, sigma, fast=True):
         """``mean``/``sigma`` NaN where they are to be estimated during warm-up."""
-        _Kernel.__init__(self, slot_of_tag)
+        _TickKernel.__init__(self, slot_of_tag, fast)
         n = self.n_slots
         self.lam, self.L, self.min_sigma = _param(lam, n), _param(L, n), _param(min_sigma, n)
         self.warmup = np.ascontiguousarray(warmup, dtype=np.int64).copy()
@@ -330,19 +458,16 @@ cdef class EwmaKernel(_Kernel):
         self.z = np.zeros(n)
         self.ucl = np.full(n, np.inf)
         self.lcl = np.full(n, -np.inf)
-        self.level = np.zeros(n, dtype=np.int8)
-        self.pending = np.zeros(n, dtype=np.int8)
-        self.since = np.zeros(n)
         self._lam, self._L, self._minsig = self.lam, self.L, self.min_sigma
         self._warm, self._count, self._on, self._off = self.warmup, self.count, self.on_delay, self.off_delay
         self._mean, self._m2, self._z, self._ucl, self._lcl = self.mean, self.m2, self.z, self.ucl, self.lcl
-        self._lvl, self._pend, self._since = self.level, self.pending, self.since
         given_mean, given_sigma = _param(mean, n), _param(sigma, n)
         for s in range(n):
             if not isnan(given_mean[s]):
                 self._mean[s] = given_mean[s]
                 self._count[s] = self._warm[s]
                 self._ready(s, given_sigma[s] if given_sigma[s] > self._minsig[s] else self._minsig[s])
+        self.n_warming = np.count_nonzero(self.count < self.warmup)
 
     cdef inline void _ready(self, Py_ssize_t s, double sigma) noexcept nogil:
         cdef double w = self._L[s] * sigma * sqrt(self._lam[s] / (2.0 - self._lam[s]))
@@ -352,11 +477,16 @@ cdef class EwmaKernel(_Kernel):
 
     def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
-        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0, ticks
         cdef int t, s
         cdef double v, z
         cdef signed char r, prev
         self._reserve(n)
+        ticks = self._ticks(n, &tag[0], &quality[0]) if n else 0
+        if ticks:
+            with nogil:
+                n_ev = self._whole(ticks, &value[0], &ts[0])
+            return self._events(n_ev)
         # hot state as plain pointers: the C compiler keeps them in registers instead of
         # reloading each memoryview's data pointer from self after every store
         cdef const int* slot = &self.slot[0] if self.n_map else NULL
@@ -384,6 +514,7 @@ cdef class EwmaKernel(_Kernel):
                     _welford(v, &count[s], &self._mean[s], &self._m2[s])
                     if count[s] == warm[s]:
                         self._ready(s, _sigma(self._m2[s], count[s], self._minsig[s]))
+                        self.n_warming -= 1
                     continue
                 z = lam[s] * v + (1.0 - lam[s]) * zs[s]
                 zs[s] = z
@@ -391,24 +522,59 @@ cdef class EwmaKernel(_Kernel):
                 prev = lvl[s]
                 if r == prev and pend[s] == prev:
                     continue
-                if _debounce(r, ts[i], &lvl[s], &pend[s], &self._since[s], self._on[s], self._off[s]):
+                if self._settle(s, r, ts[i], self._on[s], self._off[s]):
                     n_ev = self._emit(n_ev, i, prev, lvl[s], z)
         return self._events(n_ev)
+
+    cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
+        """Judge ``ticks`` whole ticks (see _TickKernel); returns the number of events."""
+        cdef Py_ssize_t m = self.n_slots, j, b, e, s, i, n_ev = 0
+        cdef const double* v
+        cdef double z
+        cdef signed char r, prev
+        cdef double* zs = &self._z[0]
+        cdef double* ucl = &self._ucl[0]
+        cdef double* lcl = &self._lcl[0]
+        cdef signed char* lvl = &self._lvl[0]
+        cdef signed char* pend = &self._pend[0]
+        cdef double* lam = &self._lam[0]
+        cdef double* gate = &self._gate[0]
+        for j in range(ticks):
+            v = value + j * m
+            e = 0
+            while e < m:
+                b = e
+                e = b + TICK_BLOCK if b + TICK_BLOCK < m else m
+                if not pw_ewma_tick(e - b, v + b, lam + b, zs + b, ucl + b, lcl + b, gate + b):
+                    continue
+                # as the per-sample loop, z already updated
+                for s in range(b, e):
+                    if isnan(v[s]):
+                        continue
+                    i = j * m + s
+                    z = zs[s]
+                    r = 1 if z > ucl[s] else (-1 if z < lcl[s] else 0)
+                    prev = lvl[s]
+                    if r == prev and pend[s] == prev:
+                        continue
+                    if self._settle(s, r, ts[i], self._on[s], self._off[s]):
+                        n_ev = self._emit(n_ev, i, prev, lvl[s], z)
+        self.fast_ticks += ticks
+        return n_ev
 
 
 # cusum: two-sided Page CUSUM on standardised samples, S+ = max(0, S+ + x - k),
 # S- = max(0, S- - x - k); crossing h raises (1 up, -1 down) and restarts both sums, so a
 # persistent shift keeps re-crossing and the off-delay holds the alarm between crossings.
 
-cdef class CusumKernel(_Kernel):
+cdef class CusumKernel(_TickKernel):
     cdef public object k, h, min_sigma, warmup, off_delay
-    cdef public object count, mean, m2, inv_sigma, sp, sn, level, pending, since
-    cdef double[::1] _k, _h, _minsig, _off, _mean, _m2, _isig, _sp, _sn, _since
+    cdef public object count, mean, m2, inv_sigma, sp, sn
+    cdef double[::1] _k, _h, _minsig, _off, _mean, _m2, _isig, _sp, _sn
     cdef long long[::1] _warm, _count
-    cdef signed char[::1] _lvl, _pend
 
-    def __init__(self, slot_of_tag, k, h, min_sigma, warmup, off_delay, mean, sigma):
-        _Kernel.__init__(self, slot_of_tag)
+    def __init__(self, slot_of_tag, k, h, min_sigma, warmup, off_delay, mean, sigma, fast=True):
+        _TickKernel.__init__(self, slot_of_tag, fast)
         n = self.n_slots
         self.k, self.h, self.min_sigma = _param(k, n), _param(h, n), _param(min_sigma, n)
         self.warmup = np.ascontiguousarray(warmup, dtype=np.int64).copy()
@@ -419,27 +585,29 @@ cdef class CusumKernel(_Kernel):
         self.inv_sigma = np.zeros(n)
         self.sp = np.zeros(n)
         self.sn = np.zeros(n)
-        self.level = np.zeros(n, dtype=np.int8)
-        self.pending = np.zeros(n, dtype=np.int8)
-        self.since = np.zeros(n)
         self._k, self._h, self._minsig, self._off = self.k, self.h, self.min_sigma, self.off_delay
         self._warm, self._count = self.warmup, self.count
         self._mean, self._m2, self._isig, self._sp, self._sn = self.mean, self.m2, self.inv_sigma, self.sp, self.sn
-        self._lvl, self._pend, self._since = self.level, self.pending, self.since
         given_mean, given_sigma = _param(mean, n), _param(sigma, n)
         for s in range(n):
             if not isnan(given_mean[s]):
                 self._mean[s] = given_mean[s]
                 self._count[s] = self._warm[s]
                 self._isig[s] = _inverse(given_sigma[s] if given_sigma[s] > self._minsig[s] else self._minsig[s])
+        self.n_warming = np.count_nonzero(self.count < self.warmup)
 
     def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
-        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0, ticks
         cdef int t, s
         cdef double v, x, sp, sn, stat
         cdef signed char r, prev
         self._reserve(n)
+        ticks = self._ticks(n, &tag[0], &quality[0]) if n else 0
+        if ticks:
+            with nogil:
+                n_ev = self._whole(ticks, &value[0], &ts[0])
+            return self._events(n_ev)
         # hot state as plain pointers (kept in registers, not reloaded from self after stores)
         cdef const int* slot = &self.slot[0] if self.n_map else NULL
         cdef long long* count = &self._count[0] if self.n_slots else NULL
@@ -468,6 +636,7 @@ cdef class CusumKernel(_Kernel):
                     _welford(v, &count[s], &mean[s], &self._m2[s])
                     if count[s] == warm[s]:
                         isig[s] = _inverse(_sigma(self._m2[s], count[s], self._minsig[s]))
+                        self.n_warming -= 1
                     continue
                 x = (v - mean[s]) * isig[s]
                 sp = sps[s] + x - k[s]
@@ -490,9 +659,59 @@ cdef class CusumKernel(_Kernel):
                 prev = lvl[s]
                 if r == prev and pend[s] == prev:
                     continue
-                if _debounce(r, ts[i], &lvl[s], &pend[s], &self._since[s], 0.0, self._off[s]):
+                if self._settle(s, r, ts[i], 0.0, self._off[s]):
                     n_ev = self._emit(n_ev, i, prev, lvl[s], stat)
         return self._events(n_ev)
+
+    cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
+        """Judge ``ticks`` whole ticks (see _TickKernel); returns the number of events."""
+        cdef Py_ssize_t m = self.n_slots, j, b, e, s, i, n_ev = 0
+        cdef const double* v
+        cdef double sp, sn, stat
+        cdef signed char r, prev
+        cdef double* hs = &self._h[0]
+        cdef double* sps = &self._sp[0]
+        cdef double* sns = &self._sn[0]
+        cdef signed char* lvl = &self._lvl[0]
+        cdef signed char* pend = &self._pend[0]
+        cdef double* mean = &self._mean[0]
+        cdef double* isig = &self._isig[0]
+        cdef double* k = &self._k[0]
+        cdef double* gate = &self._gate[0]
+        for j in range(ticks):
+            v = value + j * m
+            e = 0
+            while e < m:
+                b = e
+                e = b + TICK_BLOCK if b + TICK_BLOCK < m else m
+                if not pw_cusum_tick(e - b, v + b, mean + b, isig + b, k + b, hs + b, sps + b, sns + b,
+                                     gate + b):
+                    continue
+                # as the per-sample loop, the sums already updated
+                for s in range(b, e):
+                    if isnan(v[s]):
+                        continue
+                    i = j * m + s
+                    sp = sps[s]
+                    sn = sns[s]
+                    r = 0
+                    stat = 0.0
+                    if sp > hs[s]:
+                        r = 1
+                        stat = sp
+                    elif sn > hs[s]:
+                        r = -1
+                        stat = -sn
+                    if r != 0:
+                        sps[s] = 0.0
+                        sns[s] = 0.0
+                    prev = lvl[s]
+                    if r == prev and pend[s] == prev:
+                        continue
+                    if self._settle(s, r, ts[i], 0.0, self._off[s]):
+                        n_ev = self._emit(n_ev, i, prev, lvl[s], stat)
+        self.fast_ticks += ticks
+        return n_ev
 
 
 # ----------------------------------------------------------------------------------------------

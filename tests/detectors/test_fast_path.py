@@ -1,0 +1,313 @@
+"""The whole-tick path of the limit, ewma and cusum kernels gives exactly what their per-sample
+loop gives: the same events (sample index, levels, detail, bit for bit) and the same state,
+batch after batch, whether a batch takes the whole-tick path or falls back to the loop.
+
+Each test feeds the same batches to two families, one of them with ``kernel.fast = False``,
+and checks ``kernel.fast_ticks`` to know which path each batch took.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_family_twins import CASES as CHART_CASES
+from test_limit_family import edges, params_strategy
+
+from detectors import _kernels
+from detectors.base import BAD, COMM_FAIL, GOOD, UNCERTAIN
+from detectors.families import CusumFamily, EwmaFamily, LimitFamily, as_batch
+
+FAMILIES = {"limit": LimitFamily, "ewma": EwmaFamily, "cusum": CusumFamily}
+
+#: every state array of each kernel, compared byte for byte
+STATE = {
+    "limit": ("raw", "level", "pending", "since"),
+    "ewma": ("count", "mean", "m2", "z", "ucl", "lcl", "level", "pending", "since"),
+    "cusum": ("count", "mean", "m2", "inv_sigma", "sp", "sn", "level", "pending", "since"),
+}
+
+#: how a batch of whole ticks is broken so that it must take the per-sample loop
+BROKEN = ("bad", "comm_fail", "missing", "unwatched", "swapped", "partial")
+
+
+def pair(name: str, params: list[dict]):
+    """Two families watching tags 0..len(params)-1 of len(params)+1 tags (the last one is
+    never watched): whole-tick path allowed, and per-sample loop only."""
+    fast, loop = (FAMILIES[name](len(params) + 1, dict(enumerate(params))) for _ in range(2))
+    loop.kernel.fast = False
+    return fast, loop
+
+
+def events(kernel, tag, value, ts, quality):
+    """The kernel's events as lists (detail floats as their bits, so NaN and -0.0 compare too)."""
+    got = kernel.update(*as_batch(tag, value, ts, quality))
+    if got is None:
+        return []
+    idx, prev, new, detail = got
+    return list(zip(idx.tolist(), prev.tolist(), new.tolist(), detail.view(np.int64).tolist(), strict=True))
+
+
+def assert_same_state(name, fast, loop):
+    """The two kernels' state arrays are identical, byte for byte."""
+    for key in STATE[name]:
+        a, b = getattr(fast, key), getattr(loop, key)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (key, a, b)
+
+
+def warmed_up(name, fam) -> bool:
+    return name == "limit" or bool((fam.kernel.count >= fam.kernel.warmup).all())
+
+
+def whole_ticks(values, ts, n_slots):
+    """Tags, values, times and qualities of whole ticks (values and ts: one row per tick)."""
+    ticks = len(values)
+    tag = np.tile(np.arange(n_slots, dtype=np.int32), ticks)
+    return tag, np.ravel(values), np.ravel(ts), np.full(tag.size, GOOD, dtype=np.uint8)
+
+
+def broken(kind, tag, value, ts, quality, n_slots, where):
+    """The batch with one defect that rules out the whole-tick path; ``where`` picks the sample."""
+    i = where % len(tag)
+    tag, value, ts, quality = tag.copy(), value.copy(), ts.copy(), quality.copy()
+    if kind in ("bad", "comm_fail"):
+        quality[i] = BAD if kind == "bad" else COMM_FAIL
+    elif kind == "missing":
+        keep = np.arange(len(tag)) != i
+        tag, value, ts, quality = tag[keep], value[keep], ts[keep], quality[keep]
+    elif kind == "unwatched":
+        tag, value, ts, quality = (np.insert(a, i, x) for a, x in ((tag, n_slots), (value, 1e9), (ts, ts[i]),
+                                                                     (quality, GOOD)))
+    elif kind == "swapped":
+        j = i - i % n_slots + (i + 1) % n_slots  # another sample of the same tick
+        for a in (tag, value, ts, quality):
+            a[i], a[j] = a[j], a[i]
+    elif kind == "partial":
+        keep = slice(0, len(tag) - 1 - i % (n_slots - 1))
+        tag, value, ts, quality = tag[keep], value[keep], ts[keep], quality[keep]
+    return tag, value, ts, quality
+
+
+# --- property: the same streams through both paths ------------------------------------------
+
+LIMIT_PARAMS = st.lists(params_strategy, min_size=2, max_size=5)
+
+
+def chart_params(name):
+    return st.lists(st.sampled_from(CHART_CASES[name][2]), min_size=2, max_size=5)
+
+
+def ladders(name, params):
+    """Per slot, the sorted values its walk moves over."""
+    if name == "limit":
+        return [sorted(v for v in edges(p) if not math.isnan(v)) for p in params]
+    return [sorted(CHART_CASES[name][3])] * len(params)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_whole_ticks_give_what_the_per_sample_loop_gives(name, data):
+    params = data.draw(LIMIT_PARAMS if name == "limit" else chart_params(name))
+    m = len(params)
+    fast, loop = pair(name, params)
+    steps = ladders(name, params)
+    pos = [len(lad) // 2 for lad in steps]
+    clock = 0.0
+    expected_fast = 0
+    for _ in range(data.draw(st.integers(1, 12))):
+        ticks = data.draw(st.integers(1, 4))
+        kind = data.draw(st.sampled_from(("ticks",) * 4 + BROKEN))
+        # each slot walks its ladder (small moves, jumps across levels, NaN now and then), so
+        # levels rise through every limit, hold, flap and clear
+        values = np.empty((ticks, m))
+        for j in range(ticks):
+            for s in range(m):
+                pos[s] = min(max(pos[s] + data.draw(st.integers(-2, 2) | st.integers(-9, 9)), 0), len(steps[s]) - 1)
+                nan = data.draw(st.integers(0, 9)) == 0
+                values[j, s] = math.nan if nan else steps[s][pos[s]]
+        # one time per tick, as a device read gives, or per sample; 0 s steps repeat a time
+        dt = st.sampled_from([0.0, 0.0, 0.25, 0.5, 1.0, 2.0, 7.0])
+        if data.draw(st.booleans()):
+            times = np.cumsum([data.draw(dt) for _ in range(ticks)])[:, None] + np.zeros((1, m))
+        else:
+            times = np.cumsum([data.draw(dt) for _ in range(ticks * m)]).reshape(ticks, m)
+        tag, value, ts, quality = whole_ticks(values, clock + times, m)
+        clock = float(ts[-1])
+        quality[:] = data.draw(st.sampled_from([GOOD, UNCERTAIN]))
+        if kind != "ticks":
+            tag, value, ts, quality = broken(kind, tag, value, ts, quality, m, data.draw(st.integers(0, 10**6)))
+        elif warmed_up(name, fast):
+            expected_fast += ticks
+
+        assert events(fast.kernel, tag, value, ts, quality) == events(loop.kernel, tag, value, ts, quality)
+        assert_same_state(name, fast.kernel, loop.kernel)
+        assert fast.kernel.fast_ticks == expected_fast
+    assert loop.kernel.fast_ticks == 0
+
+
+# --- seeded long streams: many slots (several blocks per tick), alarms everywhere ----------------
+
+
+def plant(n_slots, ticks, rng):
+    """Noise around 0 with level shifts (one per 1,000 samples) and spikes, NaN now and then."""
+    value = rng.normal(0.0, 1.0, (ticks, n_slots))
+    for _ in range(ticks * n_slots // 1000):
+        s, start = rng.integers(0, n_slots), rng.integers(0, ticks)
+        value[start:start + rng.integers(5, 60), s] += rng.choice([-6.0, -3.0, 3.0, 6.0])
+    value[rng.random(value.shape) < 0.002] = 40.0 * rng.choice([-1.0, 1.0])
+    value[rng.random(value.shape) < 0.01] = math.nan
+    return value
+
+
+SLOT_PARAMS = {
+    "limit": [
+        {"hh": 6.0, "h": 4.0, "l": -4.0, "ll": -6.0, "deadband": 0.5, "on_delay_s": 2.0, "off_delay_s": 5.0},
+        {"h": 3.5, "deadband": 1.0},
+        {"l": -3.0, "ll": -5.0, "off_delay_s": 3.0},
+    ],
+    "ewma": [
+        {"lambda_": 0.2, "L": 3.0, "mean": 0.0, "sigma": 1.0, "on_delay_s": 1.0, "off_delay_s": 2.0},
+        {"lambda_": 0.5, "L": 3.5, "warmup": 20},
+        {"lambda_": 1.0, "L": 3.5, "warmup": 5, "off_delay_s": 4.0},
+    ],
+    "cusum": [
+        {"k": 0.5, "h": 5.0, "mean": 0.0, "sigma": 1.0, "off_delay_s": 10.0},
+        {"k": 0.25, "h": 8.0, "warmup": 20, "off_delay_s": 0.0},
+        {"k": 1.0, "h": 4.0, "warmup": 5, "min_sigma": 0.5, "off_delay_s": 3.0},
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("n_slots", [1, 7, 700])
+def test_long_streams_through_both_paths(name, n_slots):
+    rng = np.random.default_rng(n_slots)
+    params = [SLOT_PARAMS[name][s % 3] for s in range(n_slots)]
+    fast, loop = pair(name, params)
+    ticks = 120_000 // n_slots
+    value = plant(n_slots, ticks, rng)
+    ts = np.repeat(np.arange(ticks, dtype=np.float64), n_slots).reshape(ticks, n_slots)
+    # with one slot a missing, swapped or partial tick is still whole ticks
+    kinds = BROKEN if n_slots > 1 else ("bad", "comm_fail", "unwatched")
+    n_events = expected_fast = start = 0
+    while start < ticks:
+        k = int(rng.integers(1, 40))
+        batch = whole_ticks(value[start:start + k], ts[start:start + k], n_slots)
+        if rng.random() < 0.1:
+            batch = broken(str(rng.choice(kinds)), *batch, n_slots, int(rng.integers(0, 10**6)))
+        elif warmed_up(name, fast):
+            expected_fast += len(batch[0]) // n_slots
+        got = events(fast.kernel, *batch)
+        assert got == events(loop.kernel, *batch)
+        n_events += len(got)
+        start += k
+    assert_same_state(name, fast.kernel, loop.kernel)
+    assert n_events > 100
+    assert fast.kernel.fast_ticks == expected_fast > ticks / 2
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_infinite_values_through_both_paths(name):
+    # usable samples: +-inf drive the sums and averages to inf and NaN the same way in both
+    rng = np.random.default_rng(4)
+    fast, loop = pair(name, SLOT_PARAMS[name] * 2)
+    value = plant(6, 400, rng)
+    value[rng.random(value.shape) < 0.02] = math.inf
+    value[rng.random(value.shape) < 0.02] = -math.inf
+    ts = np.repeat(np.arange(400.0), 6).reshape(400, 6)
+    for start in range(0, 400, 20):
+        batch = whole_ticks(value[start:start + 20], ts[start:start + 20], 6)
+        assert events(fast.kernel, *batch) == events(loop.kernel, *batch)
+    assert_same_state(name, fast.kernel, loop.kernel)
+    assert fast.kernel.fast_ticks > 300
+
+
+# --- which batches take the whole-tick path ----------------------------------------------------
+
+QUIET = {
+    "limit": {"h": 5.0, "l": -5.0},
+    "ewma": {"mean": 0.0, "sigma": 1.0},
+    "cusum": {"mean": 0.0, "sigma": 1.0},
+}
+
+
+def ticks_of(n_tags, k, rng):
+    """k whole ticks of N(0, 1) values, one time per tick."""
+    return whole_ticks(rng.normal(0.0, 1.0, (k, n_tags)), np.repeat(np.arange(k, dtype=np.float64), n_tags), n_tags)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_whole_ticks_take_the_fast_path(name):
+    rng = np.random.default_rng(1)
+    fam = FAMILIES[name](1000, dict.fromkeys(range(1000), QUIET[name]))
+    assert fam.kernel.fast_ticks == 0
+    fam.update(*ticks_of(1000, 5, rng))
+    assert fam.kernel.fast_ticks == 5
+    fam.update(*ticks_of(1000, 1, rng))
+    assert fam.kernel.fast_ticks == 6
+    with pytest.raises(AttributeError):
+        fam.kernel.fast_ticks = 0
+    fam.kernel.fast = False
+    fam.update(*ticks_of(1000, 5, rng))
+    assert fam.kernel.fast_ticks == 6
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("kind", BROKEN)
+def test_batches_that_are_not_whole_ticks_fall_back(name, kind):
+    rng = np.random.default_rng(2)
+    fast, loop = pair(name, [QUIET[name]] * 4)
+    batch = broken(kind, *ticks_of(4, 3, rng), 4, 5)
+    assert events(fast.kernel, *batch) == events(loop.kernel, *batch)
+    assert fast.kernel.fast_ticks == 0
+    assert_same_state(name, fast.kernel, loop.kernel)
+
+
+@pytest.mark.parametrize("name", ["ewma", "cusum"])
+def test_charts_take_the_fast_path_once_every_slot_is_warm(name):
+    rng = np.random.default_rng(3)
+    fam = FAMILIES[name](3, {0: {"warmup": 4}, 1: {"mean": 0.0, "sigma": 1.0}, 2: {"warmup": 6}})
+    fam.update(*ticks_of(3, 4, rng))
+    assert fam.kernel.fast_ticks == 0  # slot 2 has seen 4 of its 6
+    batch = ticks_of(3, 2, rng)
+    batch[1][2] = math.nan  # a NaN sample does not count towards warm-up
+    fam.update(*batch)
+    assert fam.kernel.fast_ticks == 0 and fam.kernel.count[2] == 5
+    fam.update(*ticks_of(3, 1, rng))  # warm-up completes inside this batch: the loop takes it
+    assert fam.kernel.fast_ticks == 0 and fam.kernel.count[2] == 6
+    fam.update(*ticks_of(3, 2, rng))
+    assert fam.kernel.fast_ticks == 2
+
+
+def limit_kernel(slot_of_tag, fast):
+    """HH 2, H 1, no low limits, deadband 0.5, no on-delay, 1 s off-delay."""
+    n = int(max(slot_of_tag)) + 1
+    unset = np.full(n, math.nan)
+    return _kernels.LimitKernel(np.array(slot_of_tag, dtype=np.int32), np.full(n, 2.0), np.ones(n), unset, unset,
+                                np.full(n, 0.5), np.zeros(n), np.ones(n), fast=fast)
+
+
+def test_whole_ticks_follow_slot_order_not_tag_order():
+    # tag 2 is slot 0 and tag 0 slot 1 (tag 1 not watched): a tick in slot order is [2, 0]
+    value = np.array([0.0, 1.5, 3.0, 0.2, 0.9, 2.5])
+    ts = np.repeat(np.arange(3.0), 2)
+    q = np.zeros(6, dtype=np.uint8)
+    for tick, taken in (([0, 2], 0), ([2, 0], 3)):
+        fast, loop = limit_kernel([1, -1, 0], True), limit_kernel([1, -1, 0], False)
+        assert fast.tag_of_slot.tolist() == [2, 0]
+        tag = np.array(tick * 3, dtype=np.int32)
+        assert events(fast, tag, value, ts, q) == events(loop, tag, value, ts, q) != []
+        assert fast.fast_ticks == taken
+        assert_same_state("limit", fast, loop)
+
+
+def test_a_slot_without_a_tag_rules_out_whole_ticks():
+    kernel = limit_kernel([0, 2], True)  # slot 1 has no tag: tag_of_slot is [0, -1, 1]
+    # tag -1 where slot 1's tag would be: not watched, so slot 1 must stay normal
+    tag = np.array([0, -1, 1] * 3, dtype=np.int32)
+    kernel.update(tag, np.full(9, 3.0), np.arange(9.0), np.zeros(9, dtype=np.uint8))
+    assert kernel.fast_ticks == 0 and kernel.level.tolist() == [2, 0, 2]
