@@ -1,12 +1,14 @@
 """Detection kernel speed: nanoseconds per sample-update for every family at 10, 1,000 and
-100,000 tags, beside a tight C loop doing the same state update (the floor) and river's
-per-sample API (the usual Python way).
+100,000 tags, beside tight C loops doing the same work (the floors) and river's per-sample API
+(the usual Python way).
 
     .venv/bin/python bench/kernels.py [--samples N] [--repeat R]
 
 Each measurement feeds one batch of whole ticks (every tag once per tick, GOOD quality,
 values that rarely alarm) to ``Family.update``: one kernel call, Python wrapper included.
-"1 tick/call" feeds a single tick per call, as a live device read does. Best of R runs.
+"1 tick/call" feeds a single tick per call, as a live device read does. "per-sample" is the
+same batch with the kernel's whole-tick path switched off (what any other batch gets). Best of
+R runs.
 """
 
 from __future__ import annotations
@@ -128,10 +130,84 @@ long limit(long n, const int *tag, const double *v, const double *ts, const uint
 """
 
 
+# The floor of the whole-tick path: the kernels' vectorized passes (ext/_simd.h) called over
+# each whole tick from a plain C loop, the per-sample logic only for ticks a pass flags (rare
+# here), as the kernels do, without Python around it.
+C_TICKS_SOURCE = r"""
+#include "_simd.h"
+static inline void settle(signed char r, double t, signed char *lvl, signed char *pend, double *since,
+                          double *gate, double on, double off) {
+    debounce(r, t, lvl, pend, since, on, off);
+    *gate = *pend == *lvl ? (double)*lvl : NAN;
+}
+#define BLOCK 256 /* as the kernels: the per-sample logic runs over the flagged blocks only */
+static int whole(long n, const int *tag, const uint8_t *q, long m, const int *tag_of_slot) {
+    return n % m == 0 && pw_max_quality(n, q) < 2 && pw_whole_ticks(n, tag, m, tag_of_slot);
+}
+long ewma_ticks(long n, const int *tag, const double *v, const double *ts, const uint8_t *q, long m,
+                const int *tag_of_slot, const double *lam, double *z, const double *ucl, const double *lcl,
+                double *gate, signed char *lvl, signed char *pend, double *since) {
+    if (!whole(n, tag, q, m, tag_of_slot)) return -1;
+    for (long j = 0; j < n; j += m) for (long b = 0; b < m; b += BLOCK) {
+        long e = b + BLOCK < m ? b + BLOCK : m;
+        if (!pw_ewma_tick(e - b, v + j + b, lam + b, z + b, ucl + b, lcl + b, gate + b)) continue;
+        for (long s = b; s < e; s++) {
+            if (isnan(v[j + s])) continue;
+            signed char r = z[s] > ucl[s] ? 1 : (z[s] < lcl[s] ? -1 : 0);
+            if (r != gate[s]) settle(r, ts[j + s], &lvl[s], &pend[s], &since[s], &gate[s], 0.0, 0.0);
+        }
+    }
+    return 0;
+}
+long cusum_ticks(long n, const int *tag, const double *v, const double *ts, const uint8_t *q, long m,
+                 const int *tag_of_slot, const double *mean, const double *isig, const double *k,
+                 const double *h, double *sp, double *sn, double *gate, signed char *lvl,
+                 signed char *pend, double *since) {
+    if (!whole(n, tag, q, m, tag_of_slot)) return -1;
+    for (long j = 0; j < n; j += m) for (long b = 0; b < m; b += BLOCK) {
+        long e = b + BLOCK < m ? b + BLOCK : m;
+        if (!pw_cusum_tick(e - b, v + j + b, mean + b, isig + b, k + b, h + b, sp + b, sn + b, gate + b)) continue;
+        for (long s = b; s < e; s++) {
+            if (isnan(v[j + s])) continue;
+            signed char r = sp[s] > h[s] ? 1 : (sn[s] > h[s] ? -1 : 0);
+            if (r) { sp[s] = 0; sn[s] = 0; }
+            if (r != gate[s]) settle(r, ts[j + s], &lvl[s], &pend[s], &since[s], &gate[s], 0.0, 10.0);
+        }
+    }
+    return 0;
+}
+long limit_ticks(long n, const int *tag, const double *v, const double *ts, const uint8_t *q, long m,
+                 const int *tag_of_slot, const double *hh, const double *h, const double *l,
+                 const double *ll, const double *db, const double *hi, const double *lo, double *gate,
+                 signed char *raw, signed char *lvl, signed char *pend, double *since) {
+    if (!whole(n, tag, q, m, tag_of_slot)) return -1;
+    for (long j = 0; j < n; j += m) for (long b = 0; b < m; b += BLOCK) {
+        long e = b + BLOCK < m ? b + BLOCK : m;
+        if (!pw_limit_tick(e - b, v + j + b, hi + b, lo + b, gate + b)) continue;
+        for (long s = b; s < e; s++) {
+            double x = v[j + s];
+            if (isnan(x)) continue;
+            signed char rr = raw[s], up = 0, dn = 0;
+            if (x >= hh[s] || (rr >= 2 && x > hh[s] - db[s])) up = 2;
+            else if (x >= h[s] || (rr >= 1 && x > h[s] - db[s])) up = 1;
+            if (x <= ll[s] || (rr <= -2 && x < ll[s] + db[s])) dn = -2;
+            else if (x <= l[s] || (rr <= -1 && x < l[s] + db[s])) dn = -1;
+            signed char r = (up && dn) ? (rr > 0 ? dn : up) : (up ? up : dn);
+            raw[s] = r;
+            if (r != gate[s]) settle(r, ts[j + s], &lvl[s], &pend[s], &since[s], &gate[s], 2.0, 5.0);
+        }
+    }
+    return 0;
+}
+"""
+
+
 def build_floor() -> ctypes.CDLL:
+    """Both floors in one library, built the way setup.py builds the kernels."""
     tmp = Path(tempfile.mkdtemp(prefix="pw-bench-"))
-    (tmp / "floor.c").write_text(C_SOURCE)
-    subprocess.run(["gcc", "-O3", "-shared", "-fPIC", "-o", str(tmp / "floor.so"), str(tmp / "floor.c")], check=True)
+    (tmp / "floor.c").write_text(C_SOURCE + C_TICKS_SOURCE)
+    subprocess.run(["gcc", "-O3", "-ffp-contract=off", "-shared", "-fPIC", "-I", str(ROOT / "ext"),
+                    "-o", str(tmp / "floor.so"), str(tmp / "floor.c")], check=True)
     return ctypes.CDLL(str(tmp / "floor.so"))
 
 
@@ -155,43 +231,107 @@ def ptr(a: np.ndarray) -> ctypes.c_void_p:
     return a.ctypes.data_as(ctypes.c_void_p)
 
 
-def floor_ns(lib, name: str, n_tags: int, b, repeat: int) -> float:
-    tag, value, ts, q = b
-    n = len(tag)
+def batch_args(batches, n_tags: int, table: np.ndarray) -> list[list]:
+    """The leading arguments of a floor function for each batch (fresh values every run, as
+    the families get: a floor that re-read one cached batch would not be a fair floor)."""
+    return [[ctypes.c_long(len(tag)), ptr(tag), ptr(value), ptr(ts), ptr(q), ctypes.c_long(n_tags), ptr(table)]
+            for tag, value, ts, q in batches]
+
+
+def run_floor(fn, leading: list[list], state: list) -> float:
+    """Best time per sample over one run per batch."""
+    runs = iter(leading)
+    n = leading[0][0].value
+    return best(lambda: fn(*next(runs), *state), len(leading)) / n * 1e9
+
+
+def floor_ns(lib, name: str, n_tags: int, batches) -> float:
     slot = np.arange(n_tags, dtype=np.int32)
     f = np.zeros
     lvl, pend, since = f(n_tags, np.int8), f(n_tags, np.int8), f(n_tags)
-    common = [ctypes.c_long(n), ptr(tag), ptr(value), ptr(ts), ptr(q), ctypes.c_long(n_tags), ptr(slot)]
+    leading = batch_args(batches, n_tags, slot)
     if name == "ewma":
         lam, z = np.full(n_tags, 0.2), f(n_tags)
         ucl, lcl = np.full(n_tags, 6.0 * np.sqrt(0.2 / 1.8)), np.full(n_tags, -6.0 * np.sqrt(0.2 / 1.8))
-        args = [*common, ptr(lam), ptr(z), ptr(ucl), ptr(lcl), ptr(lvl), ptr(pend), ptr(since)]
+        state = [ptr(lam), ptr(z), ptr(ucl), ptr(lcl), ptr(lvl), ptr(pend), ptr(since)]
     elif name == "cusum":
         mean, isig, k, h = f(n_tags), np.ones(n_tags), np.full(n_tags, 0.5), np.full(n_tags, 50.0)
         sp, sn = f(n_tags), f(n_tags)
-        args = [*common, ptr(mean), ptr(isig), ptr(k), ptr(h), ptr(sp), ptr(sn), ptr(lvl), ptr(pend), ptr(since)]
+        state = [ptr(mean), ptr(isig), ptr(k), ptr(h), ptr(sp), ptr(sn), ptr(lvl), ptr(pend), ptr(since)]
     else:
         hh, h, l, ll = (np.full(n_tags, x) for x in (4.5, 4.0, -4.0, -4.5))  # noqa: E741
         db, raw = np.full(n_tags, 0.1), f(n_tags, np.int8)
-        args = [*common, ptr(hh), ptr(h), ptr(l), ptr(ll), ptr(db), ptr(raw), ptr(lvl), ptr(pend), ptr(since)]
+        state = [ptr(hh), ptr(h), ptr(l), ptr(ll), ptr(db), ptr(raw), ptr(lvl), ptr(pend), ptr(since)]
     fn = getattr(lib, name)
     fn.restype = ctypes.c_long
-    return best(lambda: fn(*args), repeat) / n * 1e9
+    return run_floor(fn, leading, state)
 
 
-def river_ns(name: str, n_tags: int, samples: int) -> float:
+def ticks_floor_ns(lib, name: str, n_tags: int, batches) -> float:
+    """The whole-tick floor (C_TICKS_SOURCE) on the same batches and parameters as floor_ns."""
+    tag_of_slot = np.arange(n_tags, dtype=np.int32)
+    f = np.zeros
+    lvl, pend, since, gate = f(n_tags, np.int8), f(n_tags, np.int8), f(n_tags), f(n_tags)
+    leading = batch_args(batches, n_tags, tag_of_slot)
+    if name == "ewma":
+        lam, z = np.full(n_tags, 0.2), f(n_tags)
+        ucl, lcl = np.full(n_tags, 6.0 * np.sqrt(0.2 / 1.8)), np.full(n_tags, -6.0 * np.sqrt(0.2 / 1.8))
+        state = [ptr(lam), ptr(z), ptr(ucl), ptr(lcl), ptr(gate), ptr(lvl), ptr(pend), ptr(since)]
+    elif name == "cusum":
+        mean, isig, k, h = f(n_tags), np.ones(n_tags), np.full(n_tags, 0.5), np.full(n_tags, 50.0)
+        sp, sn = f(n_tags), f(n_tags)
+        state = [ptr(mean), ptr(isig), ptr(k), ptr(h), ptr(sp), ptr(sn), ptr(gate), ptr(lvl), ptr(pend), ptr(since)]
+    else:
+        hh, h, l, ll = (np.full(n_tags, x) for x in (4.5, 4.0, -4.0, -4.5))  # noqa: E741
+        db, raw = np.full(n_tags, 0.1), f(n_tags, np.int8)
+        hi, lo = np.full(n_tags, 4.0), np.full(n_tags, -4.0)
+        state = [ptr(hh), ptr(h), ptr(l), ptr(ll), ptr(db), ptr(hi), ptr(lo), ptr(gate), ptr(raw), ptr(lvl), ptr(pend),
+                 ptr(since)]
+    fn = getattr(lib, f"{name}_ticks")
+    fn.restype = ctypes.c_long
+    if fn(*leading[0], *state) < 0:
+        raise SystemExit(f"{name}: the benchmark batch is not whole ticks")
+    return run_floor(fn, leading, state)
+
+
+def river_ns(name: str, n_tags: int, samples: int) -> tuple[float, float]:
+    """river's per-sample API, one object per tag: the update call alone, and the update with
+    the alarm decision read back (ewma: ``get()`` against the same limits as ours; cusum:
+    ``drift_detected``), which is the job our kernels do."""
     from river import drift, stats
 
     make = {"ewma": lambda: stats.EWMean(fading_factor=0.2), "cusum": lambda: drift.PageHinkley()}[name]
-    detectors = [make() for _ in range(n_tags)]
     rng = np.random.default_rng(1)
     ticks = max(1, samples // n_tags)
     values = rng.normal(0.0, 1.0, (ticks, n_tags)).tolist()
+    ucl = 6.0 * (0.2 / 1.8) ** 0.5
+    lcl = -ucl
+
+    detectors = [make() for _ in range(n_tags)]
     t0 = time.perf_counter()
     for row in values:
         for d, v in zip(detectors, row, strict=True):
             d.update(v)
-    return (time.perf_counter() - t0) / (ticks * n_tags) * 1e9
+    update = time.perf_counter() - t0
+
+    detectors = [make() for _ in range(n_tags)]
+    alarms = 0
+    t0 = time.perf_counter()
+    if name == "ewma":
+        for row in values:
+            for d, v in zip(detectors, row, strict=True):
+                d.update(v)
+                z = d.get()
+                if z > ucl or z < lcl:
+                    alarms += 1
+    else:
+        for row in values:
+            for d, v in zip(detectors, row, strict=True):
+                d.update(v)
+                if d.drift_detected:
+                    alarms += 1
+    job = time.perf_counter() - t0
+    return update / (ticks * n_tags) * 1e9, job / (ticks * n_tags) * 1e9
 
 
 def pca_ticks_per_s(p: int, ticks: int, confidence: float, repeat: int) -> tuple[float, float]:
@@ -242,30 +382,51 @@ def main(argv: list[str] | None = None) -> int:
     lib = build_floor()
     print(machine())
     print(f"ns per sample-update; batch = {args.samples:,} samples of whole ticks; best of {args.repeat}\n")
-    print(f"{'family':<10}{'tags':>8}{'batch':>9}{'1 tick/call':>13}{'C floor':>9}{'x floor':>9}{'river':>9}{'x faster':>10}")
+    print(f"{'family':<10}{'tags':>8}{'batch':>8}{'per-sample':>11}{'1 tick/call':>12}{'C ticks':>8}"
+          f"{'C loop':>8}{'/ticks':>7}{'/loop':>7}{'river':>7}{'x':>6}{'river job':>10}{'x':>6}")
     for name, (cls, params) in FAMILIES.items():
         for n_tags in (10, 1_000, 100_000):
             ticks = max(1, args.samples // n_tags)
-            b = batch(n_tags, ticks, rng)
             fam = cls(n_tags, dict.fromkeys(range(n_tags), params))
             # warm-up on fresh values (repeating one batch would fill the robust windows with
             # copies, MAD 0, and time alarm handling instead of the kernel)
             for _ in range(32 // ticks + 1):
                 fam.update(*batch(n_tags, ticks, rng))
-            # fresh values for every timed run: re-feeding one batch would fill the robust
-            # windows with copies, whose median and MAD searches branch predictably
-            runs = iter([batch(n_tags, ticks, rng) for _ in range(args.repeat)])
-            ns = best(lambda fam=fam, runs=runs: fam.update(*next(runs)), args.repeat) / len(b[0]) * 1e9
+
+            def timed(fam=fam, n_tags=n_tags, ticks=ticks):
+                # fresh values for every timed run: re-feeding one batch would fill the robust
+                # windows with copies, whose median and MAD searches branch predictably
+                runs = iter([batch(n_tags, ticks, rng) for _ in range(args.repeat)])
+                return best(lambda: fam.update(*next(runs)), args.repeat) / (n_tags * ticks) * 1e9
+
+            kernel = fam.kernel
+            has_ticks = hasattr(kernel, "fast_ticks")
+            taken = kernel.fast_ticks if has_ticks else 0
+            ns = timed()
+            if has_ticks and kernel.fast_ticks - taken != ticks * args.repeat:
+                raise SystemExit(f"{name}: the benchmark batches did not take the whole-tick path")
+            per_sample = None
+            if has_ticks:
+                kernel.fast = False
+                per_sample = timed()
+                kernel.fast = True
             calls = max(1, min(20_000, args.samples // n_tags // 10))
             one = batch(n_tags, calls, rng)
             ticks_one = [tuple(a[k * n_tags:(k + 1) * n_tags] for a in one) for k in range(calls)]
             per_call = best(lambda fam=fam, t=ticks_one: [fam.update(*x) for x in t], 1)
             ns_tick = per_call / (calls * n_tags) * 1e9
-            c = floor_ns(lib, name, n_tags, b, args.repeat) if name in ("limit", "ewma", "cusum") else None
-            r = river_ns(name, n_tags, args.river_samples) if name in ("ewma", "cusum") else None
-            cells = [f"{name:<10}{n_tags:>8,}{ns:>9.2f}{ns_tick:>13.1f}"]
-            cells.append(f"{c:>9.2f}{ns / c:>9.2f}" if c else f"{'':>18}")
-            cells.append(f"{r:>9.0f}{r / ns:>10.0f}" if r else "")
+            cells = [f"{name:<10}{n_tags:>8,}{ns:>8.2f}", f"{per_sample:>11.2f}" if per_sample else f"{'':>11}",
+                     f"{ns_tick:>12.1f}"]
+            if name in ("limit", "ewma", "cusum"):
+                fresh = [batch(n_tags, ticks, rng) for _ in range(args.repeat)]
+                c_ticks = ticks_floor_ns(lib, name, n_tags, fresh)
+                c_loop = floor_ns(lib, name, n_tags, fresh)
+                cells.append(f"{c_ticks:>8.2f}{c_loop:>8.2f}{ns / c_ticks:>7.2f}{per_sample / c_loop:>7.2f}")
+            else:
+                cells.append(f"{'':>30}")
+            if name in ("ewma", "cusum"):
+                r, job = river_ns(name, n_tags, args.river_samples)
+                cells.append(f"{r:>7.0f}{r / ns:>6.0f}{job:>10.0f}{job / ns:>6.0f}")
             print("".join(cells), flush=True)
     print("\npca, 50 variables, 5 latent causes, batches of 20,000 ticks (one kernel call each):")
     for confidence in (0.9999, 0.99):
