@@ -19,15 +19,18 @@ PARAMS = {
 }
 
 
+@pytest.mark.parametrize("path", ["whole-tick", "per-sample"])
 @pytest.mark.parametrize("family", list(PARAMS), ids=lambda c: c.name)
-def test_kernel_batch_of_1000_tags_by_200_ticks(benchmark, family):
+def test_kernel_batch_of_1000_tags_by_200_ticks(benchmark, family, path):
     rng = np.random.default_rng(0)
     tag = np.tile(np.arange(N_TAGS, dtype=np.int32), TICKS)
     value = rng.normal(0.0, 1.0, tag.size)
     ts = np.repeat(np.arange(TICKS, dtype=np.float64), N_TAGS)
     quality = np.zeros(tag.size, dtype=np.uint8)
     fam = family(N_TAGS, dict.fromkeys(range(N_TAGS), PARAMS[family]))
+    fam.kernel.fast = path == "whole-tick"  # per-sample: what a batch of any other shape gets
     changes = benchmark(fam.update, tag, value, ts, quality)
     # the signal is N(0, 1) against limits far outside it: nothing may alarm
     assert changes == []
+    assert (fam.kernel.fast_ticks > 0) == (path == "whole-tick")
     benchmark.extra_info["ns_per_sample"] = benchmark.stats.stats.min / tag.size * 1e9
