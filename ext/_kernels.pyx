@@ -137,11 +137,12 @@ cdef inline bint _debounce(signed char raw, double t, signed char* lvl, signed c
 
 
 # ----------------------------------------------------------------------------------------------
-# Whole-tick path (limit, ewma, cusum). A device read delivers a whole tick: every tag once, in
-# tag order, which is slot order when the family watches every tag of the batch. When a batch
-# is k such ticks, none of them BAD or COMM_FAIL, and (control charts) every slot is past its
-# warm-up, a tick's statistic update is an elementwise pass over the slot arrays (ext/_simd.h,
-# vectorized), run over blocks of TICK_BLOCK slots. The per-sample logic (raw level, CUSUM
+# Whole-tick path (limit, ewma, cusum). A device read delivers a tick: each of its tags once, in
+# tag order. Slots follow tag order, so when the family watches every tag of the read those
+# tags are a run of consecutive slots (all of them when the family watches exactly the batch's
+# tags). When a batch is k ticks of one such run, none of them BAD or COMM_FAIL, and (control
+# charts) every slot is past its warm-up, a tick's statistic update is an elementwise pass over
+# the run's slice of the slot arrays (ext/_simd.h, vectorized), in blocks of TICK_BLOCK slots. The per-sample logic (raw level, CUSUM
 # restart, debounce, events) then runs only over the blocks where the pass found a slot whose
 # level may change, NaN samples skipped there exactly as in the per-sample loop. Any other
 # batch takes the per-sample loop. Both give the same state and the same events in the same
@@ -169,6 +170,7 @@ cdef class _TickKernel(_Kernel):
     cdef double[::1] _gate
     cdef bint _tiled                        # every slot has a tag, so whole ticks exist
     cdef Py_ssize_t n_warming               # slots still in warm-up (control charts)
+    cdef Py_ssize_t _first, _width          # the run of slots of the batch _ticks accepted
 
     def __init__(self, slot_of_tag, fast=True):
         _Kernel.__init__(self, slot_of_tag)
@@ -188,12 +190,28 @@ cdef class _TickKernel(_Kernel):
         self._gate = np.zeros(n)
 
     cdef Py_ssize_t _ticks(self, Py_ssize_t n, const int* tag, const unsigned char* quality) noexcept nogil:
-        """The number of ticks when a batch of n samples takes the whole-tick path, else 0."""
-        cdef Py_ssize_t m = self.n_slots
-        if not self.fast or not self._tiled or self.n_warming or n == 0 or n % m:
+        """The number of ticks when a batch of n samples takes the whole-tick path, else 0; the
+        run of slots its ticks cover in _first, _width."""
+        cdef Py_ssize_t a, m, room
+        cdef int t0
+        if not self.fast or not self._tiled or self.n_warming or n == 0:
             return 0
-        if pw_max_quality(n, quality) >= Q_BAD or not pw_whole_ticks(n, tag, m, &self._tag_of_slot[0]):
+        t0 = tag[0]
+        if <size_t>t0 >= <size_t>self.n_map:
             return 0
+        a = self.slot[t0]
+        if a < 0:
+            return 0
+        # a tick ends before the first tag comes again, and cannot run past the last slot
+        room = self.n_slots - a
+        m = 1
+        while m < n and m < room and tag[m] != t0:
+            m += 1
+        if n % m:
+            return 0
+        if pw_max_quality(n, quality) >= Q_BAD or not pw_whole_ticks(n, tag, m, &self._tag_of_slot[a]):
+            return 0
+        self._first, self._width = a, m
         return n // m
 
     cdef inline bint _settle(self, Py_ssize_t s, signed char r, double t, double on_delay,
@@ -297,8 +315,9 @@ cdef class LimitKernel(_TickKernel):
         return self._events(n_ev)
 
     cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
-        """Judge ``ticks`` whole ticks (see _TickKernel); returns the number of events."""
-        cdef Py_ssize_t m = self.n_slots, j, b, e, s, i, n_ev = 0
+        """Judge ``ticks`` ticks of the run _ticks accepted (see _TickKernel); returns the
+        number of events."""
+        cdef Py_ssize_t a = self._first, m = self._width, j, b, e, s, i, n_ev = 0
         cdef const double* v
         cdef double x
         cdef signed char r, prev
@@ -314,19 +333,19 @@ cdef class LimitKernel(_TickKernel):
         cdef double* lo = &self._enter_lo[0]
         cdef double* gate = &self._gate[0]
         for j in range(ticks):
-            v = value + j * m
-            e = 0
-            while e < m:
+            v = value + j * m  # v[s - a] is the sample of slot s (a <= s < a + m)
+            e = a
+            while e < a + m:
                 b = e
-                e = b + TICK_BLOCK if b + TICK_BLOCK < m else m
-                if not pw_limit_tick(e - b, v + b, hi + b, lo + b, gate + b):
+                e = b + TICK_BLOCK if b + TICK_BLOCK < a + m else a + m
+                if not pw_limit_tick(e - b, v + (b - a), hi + b, lo + b, gate + b):
                     continue
                 # as the per-sample loop
                 for s in range(b, e):
-                    x = v[s]
+                    x = v[s - a]
                     if isnan(x):
                         continue
-                    i = j * m + s
+                    i = j * m + s - a
                     r = _limit_raw(x, raw[s], hh[s], h[s], l[s], ll[s], db[s])
                     raw[s] = r
                     prev = lvl[s]
@@ -527,8 +546,9 @@ cdef class EwmaKernel(_TickKernel):
         return self._events(n_ev)
 
     cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
-        """Judge ``ticks`` whole ticks (see _TickKernel); returns the number of events."""
-        cdef Py_ssize_t m = self.n_slots, j, b, e, s, i, n_ev = 0
+        """Judge ``ticks`` ticks of the run _ticks accepted (see _TickKernel); returns the
+        number of events."""
+        cdef Py_ssize_t a = self._first, m = self._width, j, b, e, s, i, n_ev = 0
         cdef const double* v
         cdef double z
         cdef signed char r, prev
@@ -540,18 +560,18 @@ cdef class EwmaKernel(_TickKernel):
         cdef double* lam = &self._lam[0]
         cdef double* gate = &self._gate[0]
         for j in range(ticks):
-            v = value + j * m
-            e = 0
-            while e < m:
+            v = value + j * m  # v[s - a] is the sample of slot s (a <= s < a + m)
+            e = a
+            while e < a + m:
                 b = e
-                e = b + TICK_BLOCK if b + TICK_BLOCK < m else m
-                if not pw_ewma_tick(e - b, v + b, lam + b, zs + b, ucl + b, lcl + b, gate + b):
+                e = b + TICK_BLOCK if b + TICK_BLOCK < a + m else a + m
+                if not pw_ewma_tick(e - b, v + (b - a), lam + b, zs + b, ucl + b, lcl + b, gate + b):
                     continue
                 # as the per-sample loop, z already updated
                 for s in range(b, e):
-                    if isnan(v[s]):
+                    if isnan(v[s - a]):
                         continue
-                    i = j * m + s
+                    i = j * m + s - a
                     z = zs[s]
                     r = 1 if z > ucl[s] else (-1 if z < lcl[s] else 0)
                     prev = lvl[s]
@@ -664,8 +684,9 @@ cdef class CusumKernel(_TickKernel):
         return self._events(n_ev)
 
     cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
-        """Judge ``ticks`` whole ticks (see _TickKernel); returns the number of events."""
-        cdef Py_ssize_t m = self.n_slots, j, b, e, s, i, n_ev = 0
+        """Judge ``ticks`` ticks of the run _ticks accepted (see _TickKernel); returns the
+        number of events."""
+        cdef Py_ssize_t a = self._first, m = self._width, j, b, e, s, i, n_ev = 0
         cdef const double* v
         cdef double sp, sn, stat
         cdef signed char r, prev
@@ -679,19 +700,19 @@ cdef class CusumKernel(_TickKernel):
         cdef double* k = &self._k[0]
         cdef double* gate = &self._gate[0]
         for j in range(ticks):
-            v = value + j * m
-            e = 0
-            while e < m:
+            v = value + j * m  # v[s - a] is the sample of slot s (a <= s < a + m)
+            e = a
+            while e < a + m:
                 b = e
-                e = b + TICK_BLOCK if b + TICK_BLOCK < m else m
-                if not pw_cusum_tick(e - b, v + b, mean + b, isig + b, k + b, hs + b, sps + b, sns + b,
+                e = b + TICK_BLOCK if b + TICK_BLOCK < a + m else a + m
+                if not pw_cusum_tick(e - b, v + (b - a), mean + b, isig + b, k + b, hs + b, sps + b, sns + b,
                                      gate + b):
                     continue
                 # as the per-sample loop, the sums already updated
                 for s in range(b, e):
-                    if isnan(v[s]):
+                    if isnan(v[s - a]):
                         continue
-                    i = j * m + s
+                    i = j * m + s - a
                     sp = sps[s]
                     sn = sns[s]
                     r = 0

@@ -1,8 +1,8 @@
 /* Vectorized passes of the detection kernels' whole-tick path (ext/_kernels.pyx).
  *
- * When a batch is whole ticks in slot order (sample s of a tick belongs to slot s), a tick's
- * statistic update is an elementwise pass over the slot arrays; the kernels run it over
- * blocks of slots. Each pass also tells whether some slot of the block needs the per-sample
+ * When a batch is ticks of a run of consecutive slots (sample r of a tick belongs to slot
+ * first + r), a tick's statistic update is an elementwise pass over the slot arrays; the
+ * kernels run it over blocks of slots. Each pass also tells whether some slot of the block needs the per-sample
  * logic (raw level, debounce) for this sample. `gate` is each slot's reported level as
  * float64, NaN while a transition is pending: a slot needs nothing when its raw level equals
  * its gate, which is the per-sample loops' own skip test.

@@ -69,8 +69,32 @@ def whole_ticks(values, ts, n_slots):
     return tag, np.ravel(values), np.ravel(ts), np.full(tag.size, GOOD, dtype=np.uint8)
 
 
+def whole_tick_count(kernel, tag, quality) -> int:
+    """The rule of the whole-tick path, in Python: the number of ticks a batch is judged as,
+    0 when it takes the per-sample loop. A tick is each tag of a run of consecutive slots once,
+    in slot order (a tick ends before its first tag comes again); the batch is whole such
+    ticks, with no BAD or COMM_FAIL sample, every slot having a tag, none warming up."""
+    tag_of_slot = kernel.tag_of_slot.tolist()
+    n, n_slots = len(tag), len(tag_of_slot)
+    if not n or (quality >= BAD).any() or -1 in tag_of_slot:
+        return 0
+    if hasattr(kernel, "count") and (kernel.count < kernel.warmup).any():
+        return 0
+    if tag[0] not in tag_of_slot:
+        return 0
+    first = tag_of_slot.index(int(tag[0]))
+    m = 1
+    while m < n and m < n_slots - first and tag[m] != tag[0]:
+        m += 1
+    run = tag_of_slot[first:first + m]
+    if n % m or any(tag[j:j + m].tolist() != run for j in range(0, n, m)):
+        return 0
+    return n // m
+
+
 def broken(kind, tag, value, ts, quality, n_slots, where):
-    """The batch with one defect that rules out the whole-tick path; ``where`` picks the sample."""
+    """The batch with one defect that makes it other than whole ticks of every slot; ``where``
+    picks the sample. (A single tick cut short is still a tick of a shorter run of slots.)"""
     i = where % len(tag)
     tag, value, ts, quality = tag.copy(), value.copy(), ts.copy(), quality.copy()
     if kind in ("bad", "comm_fail"):
@@ -141,7 +165,9 @@ def test_whole_ticks_give_what_the_per_sample_loop_gives(name, data):
         if kind != "ticks":
             tag, value, ts, quality = broken(kind, tag, value, ts, quality, m, data.draw(st.integers(0, 10**6)))
         elif warmed_up(name, fast):
-            expected_fast += ticks
+            assert whole_tick_count(fast.kernel, tag, quality) == ticks
+        # a broken batch may still be ticks of a shorter run (a single tick missing its last tag)
+        expected_fast += whole_tick_count(fast.kernel, tag, quality)
 
         assert events(fast.kernel, tag, value, ts, quality) == events(loop.kernel, tag, value, ts, quality)
         assert_same_state(name, fast.kernel, loop.kernel)
@@ -200,7 +226,8 @@ def test_long_streams_through_both_paths(name, n_slots):
         if rng.random() < 0.1:
             batch = broken(str(rng.choice(kinds)), *batch, n_slots, int(rng.integers(0, 10**6)))
         elif warmed_up(name, fast):
-            expected_fast += len(batch[0]) // n_slots
+            assert whole_tick_count(fast.kernel, batch[0], batch[3]) == len(batch[0]) // n_slots
+        expected_fast += whole_tick_count(fast.kernel, batch[0], batch[3])
         got = events(fast.kernel, *batch)
         assert got == events(loop.kernel, *batch)
         n_events += len(got)
@@ -311,3 +338,42 @@ def test_a_slot_without_a_tag_rules_out_whole_ticks():
     tag = np.array([0, -1, 1] * 3, dtype=np.int32)
     kernel.update(tag, np.full(9, 3.0), np.arange(9.0), np.zeros(9, dtype=np.uint8))
     assert kernel.fast_ticks == 0 and kernel.level.tolist() == [2, 0, 2]
+
+
+LOUD = {  # parameters that raise and clear often on N(0, 2) values
+    "limit": {"hh": 4.0, "h": 2.0, "l": -2.0, "ll": -4.0, "deadband": 0.5, "on_delay_s": 1.0, "off_delay_s": 2.0},
+    "ewma": {"mean": 0.0, "sigma": 1.0, "lambda_": 0.5, "L": 1.5, "on_delay_s": 1.0, "off_delay_s": 2.0},
+    "cusum": {"mean": 0.0, "sigma": 1.0, "k": 0.25, "h": 2.0},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_ticks_of_a_run_of_consecutive_slots_take_the_fast_path(name):
+    # a plant of two devices: tags 0-2 on one, 3-5 on the other; each read is one device's tick
+    rng = np.random.default_rng(4)
+    fast, loop = pair(name, [LOUD[name]] * 6)
+    taken = n_events = 0
+    for step in range(40):
+        run = [0, 1, 2] if step % 2 else [3, 4, 5]
+        k = 1 + step % 3
+        tag = np.tile(np.array(run, dtype=np.int32), k)
+        value = rng.normal(0.0, 2.0, tag.size)
+        value[rng.integers(0, tag.size)] = math.nan
+        ts = np.repeat(np.arange(step * 10.0, step * 10.0 + k), len(run))
+        quality = np.zeros(tag.size, dtype=np.uint8)
+        expected = whole_tick_count(fast.kernel, tag, quality)
+        assert expected == k  # the parameters give mean and sigma: no warm-up
+        got = events(fast.kernel, tag, value, ts, quality)
+        assert got == events(loop.kernel, tag, value, ts, quality)
+        assert_same_state(name, fast.kernel, loop.kernel)
+        taken += expected
+        n_events += len(got)
+        assert fast.kernel.fast_ticks == taken
+    assert n_events > 10  # alarms raised and cleared along the way
+    # not a run of consecutive slots, or out of slot order: the per-sample loop
+    for run in ([0, 2], [4, 3], [2, 3, 4, 5, 0]):
+        tag = np.array(run, dtype=np.int32)
+        batch = (tag, np.zeros(len(run)), np.full(len(run), 1e6), np.zeros(len(run), dtype=np.uint8))
+        assert whole_tick_count(fast.kernel, tag, batch[3]) == 0
+        assert events(fast.kernel, *batch) == events(loop.kernel, *batch)
+        assert fast.kernel.fast_ticks == taken
