@@ -202,14 +202,18 @@ cdef class _TickKernel(_Kernel):
         a = self.slot[t0]
         if a < 0:
             return 0
-        # a tick ends before the first tag comes again, and cannot run past the last slot
+        if pw_max_quality(n, quality) >= Q_BAD:
+            return 0
         room = self.n_slots - a
+        # ticks of every slot, the common case, need no search for the tick's end
+        if a == 0 and n % room == 0 and pw_whole_ticks(n, tag, room, &self._tag_of_slot[0]):
+            self._first, self._width = 0, room
+            return n // room
+        # a tick ends before the first tag comes again, and cannot run past the last slot
         m = 1
         while m < n and m < room and tag[m] != t0:
             m += 1
-        if n % m:
-            return 0
-        if pw_max_quality(n, quality) >= Q_BAD or not pw_whole_ticks(n, tag, m, &self._tag_of_slot[a]):
+        if n % m or not pw_whole_ticks(n, tag, m, &self._tag_of_slot[a]):
             return 0
         self._first, self._width = a, m
         return n // m
