@@ -70,6 +70,15 @@ static inline int debounce(signed char raw, double t, signed char *lvl, signed c
     if (t - *since >= d) { *lvl = raw; return 1; }
     return 0;
 }
+static inline signed char limit_raw(double x, signed char rr, double hh, double h, double l,
+                                    double ll, double db) {
+    signed char hi = 0, lo = 0;
+    if (x >= hh || (rr >= 2 && x > hh - db)) hi = 2;
+    else if (x >= h || (rr >= 1 && x > h - db)) hi = 1;
+    if (x <= ll || (rr <= -2 && x < ll + db)) lo = -2;
+    else if (x <= l || (rr <= -1 && x < l + db)) lo = -1;
+    return (hi && lo) ? (rr > 0 ? lo : hi) : (hi ? hi : lo);
+}
 long ewma(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
           long n_map, const int *slot, const double *lam, double *z, const double *ucl,
           const double *lcl, signed char *lvl, signed char *pend, double *since) {
@@ -115,13 +124,7 @@ long limit(long n, const int *tag, const double *v, const double *ts, const uint
         if (t < 0 || t >= n_map) continue;
         int s = slot[t];
         if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
-        double x = v[i];
-        signed char rr = raw[s], hi = 0, lo = 0;
-        if (x >= hh[s] || (rr >= 2 && x > hh[s] - db[s])) hi = 2;
-        else if (x >= h[s] || (rr >= 1 && x > h[s] - db[s])) hi = 1;
-        if (x <= ll[s] || (rr <= -2 && x < ll[s] + db[s])) lo = -2;
-        else if (x <= l[s] || (rr <= -1 && x < l[s] + db[s])) lo = -1;
-        signed char r = (hi && lo) ? (rr > 0 ? lo : hi) : (hi ? hi : lo);
+        signed char r = limit_raw(v[i], raw[s], hh[s], h[s], l[s], ll[s], db[s]);
         raw[s] = r;
         ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 2.0, 5.0);
     }
@@ -185,14 +188,8 @@ long limit_ticks(long n, const int *tag, const double *v, const double *ts, cons
         long e = b + BLOCK < m ? b + BLOCK : m;
         if (!pw_limit_tick(e - b, v + j + b, hi + b, lo + b, gate + b)) continue;
         for (long s = b; s < e; s++) {
-            double x = v[j + s];
-            if (isnan(x)) continue;
-            signed char rr = raw[s], up = 0, dn = 0;
-            if (x >= hh[s] || (rr >= 2 && x > hh[s] - db[s])) up = 2;
-            else if (x >= h[s] || (rr >= 1 && x > h[s] - db[s])) up = 1;
-            if (x <= ll[s] || (rr <= -2 && x < ll[s] + db[s])) dn = -2;
-            else if (x <= l[s] || (rr <= -1 && x < l[s] + db[s])) dn = -1;
-            signed char r = (up && dn) ? (rr > 0 ? dn : up) : (up ? up : dn);
+            if (isnan(v[j + s])) continue;
+            signed char r = limit_raw(v[j + s], raw[s], hh[s], h[s], l[s], ll[s], db[s]);
             raw[s] = r;
             if (r != gate[s]) settle(r, ts[j + s], &lvl[s], &pend[s], &since[s], &gate[s], 2.0, 5.0);
         }
@@ -245,51 +242,32 @@ def run_floor(fn, leading: list[list], state: list) -> float:
     return best(lambda: fn(*next(runs), *state), len(leading)) / n * 1e9
 
 
-def floor_ns(lib, name: str, n_tags: int, batches) -> float:
-    slot = np.arange(n_tags, dtype=np.int32)
-    f = np.zeros
-    lvl, pend, since = f(n_tags, np.int8), f(n_tags, np.int8), f(n_tags)
-    leading = batch_args(batches, n_tags, slot)
-    if name == "ewma":
-        lam, z = np.full(n_tags, 0.2), f(n_tags)
-        ucl, lcl = np.full(n_tags, 6.0 * np.sqrt(0.2 / 1.8)), np.full(n_tags, -6.0 * np.sqrt(0.2 / 1.8))
-        state = [ptr(lam), ptr(z), ptr(ucl), ptr(lcl), ptr(lvl), ptr(pend), ptr(since)]
-    elif name == "cusum":
-        mean, isig, k, h = f(n_tags), np.ones(n_tags), np.full(n_tags, 0.5), np.full(n_tags, 50.0)
-        sp, sn = f(n_tags), f(n_tags)
-        state = [ptr(mean), ptr(isig), ptr(k), ptr(h), ptr(sp), ptr(sn), ptr(lvl), ptr(pend), ptr(since)]
-    else:
-        hh, h, l, ll = (np.full(n_tags, x) for x in (4.5, 4.0, -4.0, -4.5))  # noqa: E741
-        db, raw = np.full(n_tags, 0.1), f(n_tags, np.int8)
-        state = [ptr(hh), ptr(h), ptr(l), ptr(ll), ptr(db), ptr(raw), ptr(lvl), ptr(pend), ptr(since)]
-    fn = getattr(lib, name)
-    fn.restype = ctypes.c_long
-    return run_floor(fn, leading, state)
-
-
-def ticks_floor_ns(lib, name: str, n_tags: int, batches) -> float:
-    """The whole-tick floor (C_TICKS_SOURCE) on the same batches and parameters as floor_ns."""
-    tag_of_slot = np.arange(n_tags, dtype=np.int32)
+def floor_ns(lib, name: str, n_tags: int, batches, whole_ticks: bool = False) -> float:
+    """A floor on the benchmark's batches and parameters: the per-sample C loop (C_SOURCE), or
+    with ``whole_ticks`` the whole-tick floor (C_TICKS_SOURCE)."""
+    table = np.arange(n_tags, dtype=np.int32)  # slot of each tag, or tag of each slot: the same here
     f = np.zeros
     lvl, pend, since, gate = f(n_tags, np.int8), f(n_tags, np.int8), f(n_tags), f(n_tags)
-    leading = batch_args(batches, n_tags, tag_of_slot)
+    debounce = [ptr(lvl), ptr(pend), ptr(since)]
+    ticks = [ptr(gate)] if whole_ticks else []
     if name == "ewma":
         lam, z = np.full(n_tags, 0.2), f(n_tags)
         ucl, lcl = np.full(n_tags, 6.0 * np.sqrt(0.2 / 1.8)), np.full(n_tags, -6.0 * np.sqrt(0.2 / 1.8))
-        state = [ptr(lam), ptr(z), ptr(ucl), ptr(lcl), ptr(gate), ptr(lvl), ptr(pend), ptr(since)]
+        state = [ptr(lam), ptr(z), ptr(ucl), ptr(lcl), *ticks, *debounce]
     elif name == "cusum":
         mean, isig, k, h = f(n_tags), np.ones(n_tags), np.full(n_tags, 0.5), np.full(n_tags, 50.0)
         sp, sn = f(n_tags), f(n_tags)
-        state = [ptr(mean), ptr(isig), ptr(k), ptr(h), ptr(sp), ptr(sn), ptr(gate), ptr(lvl), ptr(pend), ptr(since)]
+        state = [ptr(mean), ptr(isig), ptr(k), ptr(h), ptr(sp), ptr(sn), *ticks, *debounce]
     else:
         hh, h, l, ll = (np.full(n_tags, x) for x in (4.5, 4.0, -4.0, -4.5))  # noqa: E741
         db, raw = np.full(n_tags, 0.1), f(n_tags, np.int8)
-        hi, lo = np.full(n_tags, 4.0), np.full(n_tags, -4.0)
-        state = [ptr(hh), ptr(h), ptr(l), ptr(ll), ptr(db), ptr(hi), ptr(lo), ptr(gate), ptr(raw), ptr(lvl), ptr(pend),
-                 ptr(since)]
-    fn = getattr(lib, f"{name}_ticks")
+        hi, lo = np.full(n_tags, 4.0), np.full(n_tags, -4.0)  # the limits entered first
+        enter = [ptr(hi), ptr(lo)] if whole_ticks else []
+        state = [ptr(hh), ptr(h), ptr(l), ptr(ll), ptr(db), *enter, *ticks, ptr(raw), *debounce]
+    leading = batch_args(batches, n_tags, table)
+    fn = getattr(lib, f"{name}_ticks" if whole_ticks else name)
     fn.restype = ctypes.c_long
-    if fn(*leading[0], *state) < 0:
+    if whole_ticks and fn(*leading[0], *state) < 0:
         raise SystemExit(f"{name}: the benchmark batch is not whole ticks")
     return run_floor(fn, leading, state)
 
@@ -419,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{ns_tick:>12.1f}"]
             if name in ("limit", "ewma", "cusum"):
                 fresh = [batch(n_tags, ticks, rng) for _ in range(args.repeat)]
-                c_ticks = ticks_floor_ns(lib, name, n_tags, fresh)
+                c_ticks = floor_ns(lib, name, n_tags, fresh, whole_ticks=True)
                 c_loop = floor_ns(lib, name, n_tags, fresh)
                 cells.append(f"{c_ticks:>8.2f}{c_loop:>8.2f}{ns / c_ticks:>7.2f}{per_sample / c_loop:>7.2f}")
             else:
