@@ -218,6 +218,21 @@ cdef class _TickKernel(_Kernel):
         self._first, self._width = a, m
         return n // m
 
+    cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
+        """Judge ``ticks`` ticks of the run _ticks accepted; each kernel has its own."""
+        return 0
+
+    cdef bint _by_ticks(self, Py_ssize_t n, const int* tag, const double* value, const double* ts,
+                        const unsigned char* quality, Py_ssize_t* n_ev):
+        """Judge the batch by the whole-tick path when it qualifies (events counted in n_ev);
+        False when it takes the per-sample loop."""
+        cdef Py_ssize_t ticks = self._ticks(n, tag, quality) if n else 0
+        if not ticks:
+            return False
+        with nogil:
+            n_ev[0] = self._whole(ticks, value, ts)
+        return True
+
     cdef inline bint _settle(self, Py_ssize_t s, signed char r, double t, double on_delay,
                              double off_delay) noexcept nogil:
         """_debounce for slot s, keeping its gate. Both loops debounce through here."""
@@ -277,15 +292,13 @@ cdef class LimitKernel(_TickKernel):
 
     def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
-        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0, ticks
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
         cdef int t, s
         cdef double v
         cdef signed char r, prev
         self._reserve(n)
-        ticks = self._ticks(n, &tag[0], &quality[0]) if n else 0
-        if ticks:
-            with nogil:
-                n_ev = self._whole(ticks, &value[0], &ts[0])
+        if self._by_ticks(n, &tag[0] if n else NULL, &value[0] if n else NULL, &ts[0] if n else NULL,
+                          &quality[0] if n else NULL, &n_ev):
             return self._events(n_ev)
         # hot state as plain pointers (kept in registers, not reloaded from self after stores)
         cdef const int* slot = &self.slot[0] if self.n_map else NULL
@@ -500,15 +513,13 @@ cdef class EwmaKernel(_TickKernel):
 
     def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
-        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0, ticks
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
         cdef int t, s
         cdef double v, z
         cdef signed char r, prev
         self._reserve(n)
-        ticks = self._ticks(n, &tag[0], &quality[0]) if n else 0
-        if ticks:
-            with nogil:
-                n_ev = self._whole(ticks, &value[0], &ts[0])
+        if self._by_ticks(n, &tag[0] if n else NULL, &value[0] if n else NULL, &ts[0] if n else NULL,
+                          &quality[0] if n else NULL, &n_ev):
             return self._events(n_ev)
         # hot state as plain pointers: the C compiler keeps them in registers instead of
         # reloading each memoryview's data pointer from self after every store
@@ -622,15 +633,13 @@ cdef class CusumKernel(_TickKernel):
 
     def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
-        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0, ticks
+        cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
         cdef int t, s
         cdef double v, x, sp, sn, stat
         cdef signed char r, prev
         self._reserve(n)
-        ticks = self._ticks(n, &tag[0], &quality[0]) if n else 0
-        if ticks:
-            with nogil:
-                n_ev = self._whole(ticks, &value[0], &ts[0])
+        if self._by_ticks(n, &tag[0] if n else NULL, &value[0] if n else NULL, &ts[0] if n else NULL,
+                          &quality[0] if n else NULL, &n_ev):
             return self._events(n_ev)
         # hot state as plain pointers (kept in registers, not reloaded from self after stores)
         cdef const int* slot = &self.slot[0] if self.n_map else NULL
