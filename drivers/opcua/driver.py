@@ -318,7 +318,11 @@ class OpcUaDriver(PollingDriver):
         # at least a few seconds per request: creating thousands of monitored items takes time
         # on small PLC servers, and a too-short timeout would turn that into a reconnect loop
         timeout = max(self.opts.timeout_s, 5.0)
-        return Client(self.opts.url, timeout=timeout, watchdog_intervall=max(1.0, self.opts.timeout_s),
+        # asyncua's watchdog reads ServerStatus every interval and drops the connection when one
+        # read takes longer than the interval. On a busy gateway that read waits behind large
+        # publish responses, so it gets as long as the subscription's own staleness bound: a dead
+        # link is found by that bound or by the socket, not by one slow read.
+        return Client(self.opts.url, timeout=timeout, watchdog_intervall=self._stale_after(),
                       reconnect_max_delay=self.opts.reconnect_max_s)
 
     async def _open(self) -> Client:
@@ -460,10 +464,20 @@ class OpcUaDriver(PollingDriver):
             self._sub = None
         if client is None:
             return
-        if client.uaclient.state is UaClientState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(), max(self.opts.timeout_s, 2.0))
-            if not client.uaclient.has_session:
+        wait = max(self.opts.timeout_s, 2.0)
+        protocol = client.uaclient.protocol
+        if client.uaclient.state is UaClientState.CONNECTED and protocol is not None and not protocol.is_closed:
+            try:
+                await asyncio.wait_for(client.close_session(), wait)
+                answered = not protocol.is_closed
+            except Exception:  # noqa: BLE001 - no answer (a silent link): the server may still hold it
+                answered = False
+            # asyncua's close_session also returns quietly when the transport closed under it:
+            # only a CloseSession answered on a still open transport counts as closed
+            if answered:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.close_secure_channel(), wait)
+                client.disconnect_socket()
                 return
         # stop asyncua's watchdog tasks of this client; its session is closed later
         client.uaclient.request_disconnect()
