@@ -65,12 +65,13 @@ async def main(argv: list[str] | None = None) -> None:
             value = ua.DataValue(ua.Variant(float(k), ua.VariantType.Double), SourceTimestamp=now, ServerTimestamp=now)
             for nid in nodeids:
                 await server.write_attribute_value(nid, value)
-            delay = next_tick - loop.time()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass
+            # write_attribute_value does not yield to the event loop; a server that falls behind
+            # the rate must still let its publish loop answer between two updates
+            delay = max(0.0, next_tick - loop.time())
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
         print(f"DONE {k}", flush=True)
         await stop.wait()
 

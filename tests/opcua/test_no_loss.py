@@ -46,7 +46,7 @@ async def _collect(url: str) -> None:
         tag = np.concatenate([b.tag for b in c.batches if b.error is None])
         value = np.concatenate([b.value for b in c.batches if b.error is None])
         quality = np.concatenate([b.quality for b in c.batches if b.error is None])
-    assert all(e is None for e in c.errors())
+    assert [e for e in c.errors() if e is not None] == []
     assert (quality == 0).all()
     assert driver.stats.server_overflows == driver.stats.client_overflows == driver.stats.missed_messages == 0
     for t in range(NODES):
