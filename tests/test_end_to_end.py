@@ -221,5 +221,21 @@ def test_sigterm_during_startup_still_exits_0(write_config, plc, mosquitto, tmp_
     data["uplink"].update(url=mosquitto.url)
     data["devices"][0].update(url=plc.url)
     agent = AgentProcess(write_config(data), tmp_path / "early.log").start()
-    time.sleep(0.2)  # still importing the detectors and drivers, loading the config
+    # the first thing `run` does is catch SIGTERM; the signal comes right after that, while the
+    # agent is still importing the detectors and drivers and loading the config (before it,
+    # on a loaded machine, the interpreter itself may still be starting)
+    deadline = time.monotonic() + 30
+    while not _catches(agent.proc.pid, signal.SIGTERM):
+        assert agent.proc.poll() is None and time.monotonic() < deadline, agent.output()
+        time.sleep(0.001)
     assert agent.signal(signal.SIGTERM) == 0, agent.output()
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process pid has a handler for sig (the SigCgt mask of /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    mask = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(mask >> (int(sig) - 1) & 1)
