@@ -470,7 +470,7 @@ class OpcUaDriver(PollingDriver):
             try:
                 await asyncio.wait_for(client.close_session(), wait)
                 answered = not protocol.is_closed
-            except Exception:  # noqa: BLE001 - no answer (a silent link): the server may still hold it
+            except Exception:  # no answer (a silent link): the server may still hold the session
                 answered = False
             # asyncua's close_session also returns quietly when the transport closed under it:
             # only a CloseSession answered on a still open transport counts as closed
