@@ -148,17 +148,30 @@ static inline void settle(signed char r, double t, signed char *lvl, signed char
 static int whole(long n, const int *tag, const uint8_t *q, long m, const int *tag_of_slot) {
     return n % m == 0 && pw_max_quality(n, q) < 2 && pw_whole_ticks(n, tag, m, tag_of_slot);
 }
+/* ewma's quiet band from the gate, as the kernel's _band */
+static void band(double g, double ucl, double lcl, double *qlo, double *qhi) {
+    if (g == 0.0) { *qlo = nextafter(lcl, -INFINITY); *qhi = nextafter(ucl, INFINITY); }
+    else if (g == 1.0) { *qlo = ucl; *qhi = INFINITY; }
+    else if (g == -1.0) { *qlo = -INFINITY; *qhi = lcl; }
+    else { *qlo = INFINITY; *qhi = -INFINITY; }
+}
 long ewma_ticks(long n, const int *tag, const double *v, const double *ts, const uint8_t *q, long m,
-                const int *tag_of_slot, const double *lam, double *z, const double *ucl, const double *lcl,
-                double *gate, signed char *lvl, signed char *pend, double *since) {
+                const int *tag_of_slot, const double *lam, long one_lambda, double *z, const double *ucl,
+                const double *lcl, double *qlo, double *qhi, double *gate, signed char *lvl,
+                signed char *pend, double *since) {
     if (!whole(n, tag, q, m, tag_of_slot)) return -1;
     for (long j = 0; j < n; j += m) for (long b = 0; b < m; b += BLOCK) {
         long e = b + BLOCK < m ? b + BLOCK : m;
-        if (!pw_ewma_tick(e - b, v + j + b, lam + b, z + b, ucl + b, lcl + b, gate + b)) continue;
+        int dirty = one_lambda ? pw_ewma_tick1(e - b, v + j + b, lam[0], z + b, qlo + b, qhi + b)
+                               : pw_ewma_tick(e - b, v + j + b, lam + b, z + b, qlo + b, qhi + b);
+        if (!dirty) continue;
         for (long s = b; s < e; s++) {
             if (isnan(v[j + s])) continue;
             signed char r = z[s] > ucl[s] ? 1 : (z[s] < lcl[s] ? -1 : 0);
-            if (r != gate[s]) settle(r, ts[j + s], &lvl[s], &pend[s], &since[s], &gate[s], 0.0, 0.0);
+            if (r != gate[s]) {
+                settle(r, ts[j + s], &lvl[s], &pend[s], &since[s], &gate[s], 0.0, 0.0);
+                band(gate[s], ucl[s], lcl[s], &qlo[s], &qhi[s]);
+            }
         }
     }
     return 0;
@@ -269,7 +282,11 @@ def floor_ns(lib, name: str, n_tags: int, batches, whole_ticks: bool = False) ->
     if name == "ewma":
         lam, z = np.full(n_tags, 0.2), f(n_tags)
         ucl, lcl = np.full(n_tags, 6.0 * np.sqrt(0.2 / 1.8)), np.full(n_tags, -6.0 * np.sqrt(0.2 / 1.8))
-        state = [ptr(lam), ptr(z), ptr(ucl), ptr(lcl), *ticks, *debounce]
+        if whole_ticks:  # one lambda for every tag, and the quiet bands of gate 0, as the kernel
+            qlo, qhi = np.nextafter(lcl, -np.inf), np.nextafter(ucl, np.inf)
+            state = [ptr(lam), ctypes.c_long(1), ptr(z), ptr(ucl), ptr(lcl), ptr(qlo), ptr(qhi), *ticks, *debounce]
+        else:
+            state = [ptr(lam), ptr(z), ptr(ucl), ptr(lcl), *debounce]
     elif name == "cusum":
         mean, isig, k, h = f(n_tags), np.ones(n_tags), np.full(n_tags, 0.5), np.full(n_tags, 50.0)
         sp, sn = f(n_tags), f(n_tags)

@@ -15,7 +15,7 @@ Levels are small integers: 0 normal, 1 H, 2 HH, -1 L, -2 LL. Families with a sin
 
 import numpy as np
 
-from libc.math cimport fabs, isnan, sqrt, INFINITY, NAN
+from libc.math cimport fabs, isnan, nextafter, sqrt, INFINITY, NAN
 from libc.string cimport memmove
 from libc.float cimport DBL_MAX
 
@@ -45,8 +45,10 @@ cdef extern from "_simd.h" nogil:
     unsigned char pw_max_quality(Py_ssize_t n, const unsigned char* q)
     int pw_limit_tick(Py_ssize_t n, const double* v, const double* hi, const double* lo,
                       const double* gate)
-    int pw_ewma_tick(Py_ssize_t n, const double* v, const double* lam, double* z, const double* ucl,
-                     const double* lcl, const double* gate)
+    int pw_ewma_tick(Py_ssize_t n, const double* v, const double* lam, double* z, const double* qlo,
+                     const double* qhi)
+    int pw_ewma_tick1(Py_ssize_t n, const double* v, double lam, double* z, const double* qlo,
+                      const double* qhi)
     int pw_cusum_tick(Py_ssize_t n, const double* v, const double* mean, const double* isig,
                       const double* k, const double* h, double* sp, double* sn, const double* gate)
 
@@ -238,7 +240,13 @@ cdef class _TickKernel(_Kernel):
         """_debounce for slot s, keeping its gate. Both loops debounce through here."""
         cdef bint changed = _debounce(r, t, &self._lvl[s], &self._pend[s], &self._since[s], on_delay, off_delay)
         self._gate[s] = self._lvl[s] if self._pend[s] == self._lvl[s] else NAN
+        self._gate_changed(s)
         return changed
+
+    cdef void _gate_changed(self, Py_ssize_t s) noexcept nogil:
+        """Called after slot s's gate is set: for a kernel that keeps more of the pass's
+        skip test per slot (ewma's quiet band)."""
+        pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -478,8 +486,14 @@ cdef inline void _welford(double v, long long* n, double* mean, double* m2) noex
 cdef class EwmaKernel(_TickKernel):
     cdef public object lam, L, min_sigma, warmup, on_delay, off_delay
     cdef public object count, mean, m2, z, ucl, lcl
-    cdef double[::1] _lam, _L, _minsig, _on, _off, _mean, _m2, _z, _ucl, _lcl
+    cdef const double[::1] _lam
+    cdef double[::1] _L, _minsig, _on, _off, _mean, _m2, _z, _ucl, _lcl
     cdef long long[::1] _warm, _count
+    # The whole-tick pass's skip test: slot s's raw level equals its gate while z lies strictly
+    # inside (qlo, qhi), kept by _band from the gate and the control limits.
+    cdef double[::1] _qlo, _qhi
+    cdef readonly bint one_lambda           # every slot has lambda _lam1 (lam is read-only)
+    cdef double _lam1
 
     def __init__(self, slot_of_tag, lam, L, min_sigma, warmup, on_delay, off_delay, mean, sigma, fast=True):
         """``mean``/``sigma`` NaN where they are to be estimated during warm-up."""
@@ -494,6 +508,10 @@ cdef class EwmaKernel(_TickKernel):
         self.z = np.zeros(n)
         self.ucl = np.full(n, np.inf)
         self.lcl = np.full(n, -np.inf)
+        self._qlo, self._qhi = np.zeros(n), np.zeros(n)
+        self.lam.flags.writeable = False
+        self.one_lambda = n > 0 and bool((self.lam == self.lam[0]).all())
+        self._lam1 = float(self.lam[0]) if n else 0.0
         self._lam, self._L, self._minsig = self.lam, self.L, self.min_sigma
         self._warm, self._count, self._on, self._off = self.warmup, self.count, self.on_delay, self.off_delay
         self._mean, self._m2, self._z, self._ucl, self._lcl = self.mean, self.m2, self.z, self.ucl, self.lcl
@@ -503,6 +521,8 @@ cdef class EwmaKernel(_TickKernel):
                 self._mean[s] = given_mean[s]
                 self._count[s] = self._warm[s]
                 self._ready(s, given_sigma[s] if given_sigma[s] > self._minsig[s] else self._minsig[s])
+        for s in range(n):
+            self._band(s)
         self.n_warming = np.count_nonzero(self.count < self.warmup)
 
     cdef inline void _ready(self, Py_ssize_t s, double sigma) noexcept nogil:
@@ -510,6 +530,30 @@ cdef class EwmaKernel(_TickKernel):
         self._z[s] = self._mean[s]
         self._ucl[s] = self._mean[s] + w
         self._lcl[s] = self._mean[s] - w
+        self._band(s)
+
+    cdef void _gate_changed(self, Py_ssize_t s) noexcept nogil:
+        self._band(s)
+
+    cdef inline void _band(self, Py_ssize_t s) noexcept nogil:
+        # raw level r = 1 if z > ucl, -1 if z < lcl, else 0; where r equals the gate z may stay:
+        #   gate 0: lcl <= z <= ucl, i.e. nextafter(lcl, -inf) < z < nextafter(ucl, +inf)
+        #   gate 1: ucl < z;  gate -1: z < lcl;  pending (NaN): nowhere.
+        # An infinite z or NaN limits fall outside, which only sends the slot through the
+        # per-sample logic: the band may be narrower than the truth, never wider.
+        cdef double g = self._gate[s]
+        if g == 0.0:
+            self._qlo[s] = nextafter(self._lcl[s], -INFINITY)
+            self._qhi[s] = nextafter(self._ucl[s], INFINITY)
+        elif g == 1.0:
+            self._qlo[s] = self._ucl[s]
+            self._qhi[s] = INFINITY
+        elif g == -1.0:
+            self._qlo[s] = -INFINITY
+            self._qhi[s] = self._lcl[s]
+        else:
+            self._qlo[s] = INFINITY
+            self._qhi[s] = -INFINITY
 
     def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
@@ -526,7 +570,7 @@ cdef class EwmaKernel(_TickKernel):
         cdef const int* slot = &self.slot[0] if self.n_map else NULL
         cdef long long* count = &self._count[0] if self.n_slots else NULL
         cdef long long* warm = &self._warm[0] if self.n_slots else NULL
-        cdef double* lam = &self._lam[0] if self.n_slots else NULL
+        cdef const double* lam = &self._lam[0] if self.n_slots else NULL
         cdef double* zs = &self._z[0] if self.n_slots else NULL
         cdef double* ucl = &self._ucl[0] if self.n_slots else NULL
         cdef double* lcl = &self._lcl[0] if self.n_slots else NULL
@@ -572,15 +616,23 @@ cdef class EwmaKernel(_TickKernel):
         cdef double* lcl = &self._lcl[0]
         cdef signed char* lvl = &self._lvl[0]
         cdef signed char* pend = &self._pend[0]
-        cdef double* lam = &self._lam[0]
-        cdef double* gate = &self._gate[0]
+        cdef const double* lam = &self._lam[0]
+        cdef double* qlo = &self._qlo[0]
+        cdef double* qhi = &self._qhi[0]
+        cdef bint one = self.one_lambda
+        cdef double lam1 = self._lam1
+        cdef int dirty
         for j in range(ticks):
             v = value + j * m  # v[s - a] is the sample of slot s (a <= s < a + m)
             e = a
             while e < a + m:
                 b = e
                 e = b + TICK_BLOCK if b + TICK_BLOCK < a + m else a + m
-                if not pw_ewma_tick(e - b, v + (b - a), lam + b, zs + b, ucl + b, lcl + b, gate + b):
+                if one:
+                    dirty = pw_ewma_tick1(e - b, v + (b - a), lam1, zs + b, qlo + b, qhi + b)
+                else:
+                    dirty = pw_ewma_tick(e - b, v + (b - a), lam + b, zs + b, qlo + b, qhi + b)
+                if not dirty:
                     continue
                 # as the per-sample loop, z already updated
                 for s in range(b, e):

@@ -73,19 +73,33 @@ PW_SIMD static int pw_limit_tick(ptrdiff_t n, const double *restrict v, const do
 }
 
 /* ewma: z = lam*x + (1-lam)*z for every slot; a NaN sample keeps z (selected back, since
- * lam*z + (1-lam)*z need not round to z). Nonzero when some slot's raw level (1 above ucl,
- * -1 below lcl, else 0) differs from its gate. */
+ * lam*z + (1-lam)*z need not round to z). A slot's raw level stays equal to its gate while z
+ * lies strictly inside its quiet band (qlo, qhi), which the kernel keeps from the gate and the
+ * control limits; nonzero when some z lies outside. pw_ewma_tick1 is the same pass for a family
+ * whose slots all have one lam (the common case): one array less to stream. */
 PW_SIMD static int pw_ewma_tick(ptrdiff_t n, const double *restrict v, const double *restrict lam,
-                                double *restrict z, const double *restrict ucl,
-                                const double *restrict lcl, const double *restrict gate) {
+                                double *restrict z, const double *restrict qlo,
+                                const double *restrict qhi) {
     double dirty = 0.0;
     for (ptrdiff_t s = 0; s < n; s++) {
-        double x = v[s], zo = z[s], a = lam[s], hi = ucl[s], lo = lcl[s];
+        double x = v[s], zo = z[s], a = lam[s];
         double zn = a * x + (1.0 - a) * zo;   /* as the per-sample loop, to the bit */
         zn = isnan(x) ? zo : zn;
         z[s] = zn;
-        double r = zn > hi ? 1.0 : (zn < lo ? -1.0 : 0.0);
-        dirty = r != gate[s] ? 1.0 : dirty;
+        dirty = (zn > qlo[s]) & (zn < qhi[s]) ? dirty : 1.0;
+    }
+    return dirty != 0.0;
+}
+
+PW_SIMD static int pw_ewma_tick1(ptrdiff_t n, const double *restrict v, double a, double *restrict z,
+                                 const double *restrict qlo, const double *restrict qhi) {
+    double dirty = 0.0, b = 1.0 - a;
+    for (ptrdiff_t s = 0; s < n; s++) {
+        double x = v[s], zo = z[s];
+        double zn = a * x + b * zo;
+        zn = isnan(x) ? zo : zn;
+        z[s] = zn;
+        dirty = (zn > qlo[s]) & (zn < qhi[s]) ? dirty : 1.0;
     }
     return dirty != 0.0;
 }

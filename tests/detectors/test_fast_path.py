@@ -377,3 +377,33 @@ def test_ticks_of_a_run_of_consecutive_slots_take_the_fast_path(name):
         assert whole_tick_count(fast.kernel, tag, batch[3]) == 0
         assert events(fast.kernel, *batch) == events(loop.kernel, *batch)
         assert fast.kernel.fast_ticks == taken
+
+
+@pytest.mark.parametrize("lambdas", [(1.0, 1.0, 1.0), (1.0, 1.0, 0.5)])
+@pytest.mark.parametrize("edge_slot", [0, 1])
+def test_ewma_on_its_control_limits_exactly(lambdas, edge_slot):
+    # lambda 1 makes z the sample itself and the limits mean +- L*sigma exactly, so the samples
+    # land on the limits to the bit: a limit is not a crossing (z > ucl raises, z == ucl does
+    # not), and a slot in alarm at z == ucl is returning. The other slots stay quiet at 0, so
+    # the whole-tick pass flags a block only for the slot on the edge.
+    params = [{"lambda_": lam, "L": 2.0, "mean": 0.0, "sigma": 1.0, "on_delay_s": 1.0, "off_delay_s": 1.0}
+              for lam in lambdas]
+    fast, loop = pair("ewma", params)
+    assert fast.kernel.one_lambda == (len(set(lambdas)) == 1)
+    ucl = float(fast.kernel.ucl[edge_slot])
+    assert ucl == 2.0 and float(fast.kernel.lcl[edge_slot]) == -2.0
+    up, down = np.nextafter(ucl, np.inf), np.nextafter(-ucl, -np.inf)
+    edge = [ucl, up, up, up, ucl, ucl, ucl, 0.0, -ucl, down, down, down, -ucl, -ucl, -ucl, 0.0,
+            up, ucl, up, ucl, 0.0]
+    n_events = 0
+    for t, x in enumerate(edge):
+        row = np.zeros((1, len(lambdas)))
+        row[0, edge_slot] = x
+        batch = whole_ticks(row, np.full((1, len(lambdas)), float(t)), len(lambdas))
+        assert whole_tick_count(fast.kernel, batch[0], batch[3]) == 1
+        got = events(fast.kernel, *batch)
+        assert got == events(loop.kernel, *batch), t
+        assert_same_state("ewma", fast.kernel, loop.kernel)
+        n_events += len(got)
+    assert fast.kernel.fast_ticks == len(edge)
+    assert n_events == 4  # up and back, down and back; the last excursion is too short
