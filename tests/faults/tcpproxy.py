@@ -126,16 +126,32 @@ class TcpProxy:
         self._sel.register(client, selectors.EVENT_READ, None)
         self._sel.register(upstream, selectors.EVENT_READ, None)
 
+    def _close_one(self, sock: socket.socket) -> None:
+        """Close one side; its peer stays open and silent until restore() closes it."""
+        peer = self._peer.pop(sock, None)
+        try:
+            self._sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+        if peer is not None:
+            self._peer[peer] = None
+
     def _forward(self, sock: socket.socket) -> None:
         try:
             data = sock.recv(65536)
         except OSError:
             data = b""
-        if not data:
-            self._close(sock)
-            return
         with self._lock:
             cut = self._cut
+        if not data:
+            # across a cut link a FIN or RST does not arrive either: the broker giving up on
+            # the silent client must not tell the client
+            if cut:
+                self._close_one(sock)
+            else:
+                self._close(sock)
+            return
         peer = self._peer.get(sock)
         if cut or peer is None:
             return  # the link is down: the bytes are lost
