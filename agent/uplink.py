@@ -239,7 +239,13 @@ class Uplink:
             ud["acked"].append(mid)
 
     def _on_disconnect(self, client, ud, flags, reason_code, properties) -> None:
-        if reason_code != 0:
+        if reason_code == 0:
+            return
+        if reason_code == "Keep alive timeout" and not flags.is_disconnect_packet_from_server:
+            # paho's own keepalive check gave up on a silent link (found in loop_misc or on its
+            # way out of it, whichever comes first)
+            self.last_error = "keepalive timeout"
+        else:
             self.last_error = f"disconnected: {reason_code}"
 
     def _session(self, client: mqtt.Client, outbox: Outbox) -> None:
