@@ -89,17 +89,19 @@ class TcpProxy:
         done.wait(5)
 
     def _close(self, sock: socket.socket) -> None:
+        """Close both sides of sock's connection."""
         peer = self._peer.pop(sock, None)
-        for s in (sock, peer):
-            if s is None:
-                continue
-            try:
-                self._sel.unregister(s)
-            except (KeyError, ValueError):
-                pass
-            s.close()
+        self._shut(sock)
         if peer is not None:
             self._peer.pop(peer, None)
+            self._shut(peer)
+
+    def _shut(self, sock: socket.socket) -> None:
+        try:
+            self._sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
 
     def _accept(self) -> None:
         try:
@@ -129,11 +131,7 @@ class TcpProxy:
     def _close_one(self, sock: socket.socket) -> None:
         """Close one side; its peer stays open and silent until restore() closes it."""
         peer = self._peer.pop(sock, None)
-        try:
-            self._sel.unregister(sock)
-        except (KeyError, ValueError):
-            pass
-        sock.close()
+        self._shut(sock)
         if peer is not None:
             self._peer[peer] = None
 
