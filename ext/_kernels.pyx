@@ -221,8 +221,32 @@ cdef class _TickKernel(_Kernel):
         return n // m
 
     cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
-        """Judge ``ticks`` ticks of the run _ticks accepted; each kernel has its own."""
-        return 0
+        """Judge ``ticks`` ticks of the run _ticks accepted: per tick and block of slots, the
+        kernel's vectorized _pass, then its per-sample _block where the pass flags work;
+        returns the number of events."""
+        cdef Py_ssize_t a = self._first, m = self._width, j, b, e, n_ev = 0
+        cdef const double* v
+        for j in range(ticks):
+            v = value + j * m  # v[s - a] is the sample of slot s (a <= s < a + m)
+            e = a
+            while e < a + m:
+                b = e
+                e = b + TICK_BLOCK if b + TICK_BLOCK < a + m else a + m
+                if self._pass(b, e, v + (b - a)):
+                    n_ev = self._block(j, b, e, v, ts, n_ev)
+        self.fast_ticks += ticks
+        return n_ev
+
+    cdef bint _pass(self, Py_ssize_t b, Py_ssize_t e, const double* v) noexcept nogil:
+        """The kernel's vectorized pass over slots b..e-1 (v[0] is slot b's sample): updates
+        their statistics, nonzero when some slot may change level."""
+        return True
+
+    cdef Py_ssize_t _block(self, Py_ssize_t j, Py_ssize_t b, Py_ssize_t e, const double* v, const double* ts,
+                           Py_ssize_t n_ev) noexcept nogil:
+        """The per-sample logic for slots b..e-1 of tick j after its pass (v[s - _first] is
+        slot s's sample, ts the batch's times); returns the event count."""
+        return n_ev
 
     cdef bint _by_ticks(self, Py_ssize_t n, const int* tag, const double* value, const double* ts,
                         const unsigned char* quality, Py_ssize_t* n_ev):
@@ -339,46 +363,30 @@ cdef class LimitKernel(_TickKernel):
                     n_ev = self._emit(n_ev, i, prev, lvl[s], v)
         return self._events(n_ev)
 
-    cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
-        """Judge ``ticks`` ticks of the run _ticks accepted (see _TickKernel); returns the
-        number of events."""
-        cdef Py_ssize_t a = self._first, m = self._width, j, b, e, s, i, n_ev = 0
-        cdef const double* v
+    cdef bint _pass(self, Py_ssize_t b, Py_ssize_t e, const double* v) noexcept nogil:
+        return pw_limit_tick(e - b, v, &self._enter_hi[b], &self._enter_lo[b], &self._gate[b])
+
+    cdef Py_ssize_t _block(self, Py_ssize_t j, Py_ssize_t b, Py_ssize_t e, const double* v, const double* ts,
+                           Py_ssize_t n_ev) noexcept nogil:
+        # as the per-sample loop
+        cdef Py_ssize_t a = self._first, s, i
         cdef double x
         cdef signed char r, prev
-        cdef double* hh = &self._hh[0]
-        cdef double* h = &self._h[0]
-        cdef double* l = &self._l[0]
-        cdef double* ll = &self._ll[0]
-        cdef double* db = &self._db[0]
         cdef signed char* raw = &self._raw[0]
         cdef signed char* lvl = &self._lvl[0]
         cdef signed char* pend = &self._pend[0]
-        cdef double* hi = &self._enter_hi[0]
-        cdef double* lo = &self._enter_lo[0]
-        cdef double* gate = &self._gate[0]
-        for j in range(ticks):
-            v = value + j * m  # v[s - a] is the sample of slot s (a <= s < a + m)
-            e = a
-            while e < a + m:
-                b = e
-                e = b + TICK_BLOCK if b + TICK_BLOCK < a + m else a + m
-                if not pw_limit_tick(e - b, v + (b - a), hi + b, lo + b, gate + b):
-                    continue
-                # as the per-sample loop
-                for s in range(b, e):
-                    x = v[s - a]
-                    if isnan(x):
-                        continue
-                    i = j * m + s - a
-                    r = _limit_raw(x, raw[s], hh[s], h[s], l[s], ll[s], db[s])
-                    raw[s] = r
-                    prev = lvl[s]
-                    if r == prev and pend[s] == prev:
-                        continue
-                    if self._settle(s, r, ts[i], self._on[s], self._off[s]):
-                        n_ev = self._emit(n_ev, i, prev, lvl[s], x)
-        self.fast_ticks += ticks
+        for s in range(b, e):
+            x = v[s - a]
+            if isnan(x):
+                continue
+            i = j * self._width + s - a
+            r = _limit_raw(x, raw[s], self._hh[s], self._h[s], self._l[s], self._ll[s], self._db[s])
+            raw[s] = r
+            prev = lvl[s]
+            if r == prev and pend[s] == prev:
+                continue
+            if self._settle(s, r, ts[i], self._on[s], self._off[s]):
+                n_ev = self._emit(n_ev, i, prev, lvl[s], x)
         return n_ev
 
 
@@ -604,49 +612,30 @@ cdef class EwmaKernel(_TickKernel):
                     n_ev = self._emit(n_ev, i, prev, lvl[s], z)
         return self._events(n_ev)
 
-    cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
-        """Judge ``ticks`` ticks of the run _ticks accepted (see _TickKernel); returns the
-        number of events."""
-        cdef Py_ssize_t a = self._first, m = self._width, j, b, e, s, i, n_ev = 0
-        cdef const double* v
+    cdef bint _pass(self, Py_ssize_t b, Py_ssize_t e, const double* v) noexcept nogil:
+        if self.one_lambda:
+            return pw_ewma_tick1(e - b, v, self._lam1, &self._z[b], &self._qlo[b], &self._qhi[b])
+        return pw_ewma_tick(e - b, v, &self._lam[b], &self._z[b], &self._qlo[b], &self._qhi[b])
+
+    cdef Py_ssize_t _block(self, Py_ssize_t j, Py_ssize_t b, Py_ssize_t e, const double* v, const double* ts,
+                           Py_ssize_t n_ev) noexcept nogil:
+        # as the per-sample loop, z already updated
+        cdef Py_ssize_t a = self._first, s, i
         cdef double z
         cdef signed char r, prev
-        cdef double* zs = &self._z[0]
-        cdef double* ucl = &self._ucl[0]
-        cdef double* lcl = &self._lcl[0]
         cdef signed char* lvl = &self._lvl[0]
         cdef signed char* pend = &self._pend[0]
-        cdef const double* lam = &self._lam[0]
-        cdef double* qlo = &self._qlo[0]
-        cdef double* qhi = &self._qhi[0]
-        cdef bint one = self.one_lambda
-        cdef double lam1 = self._lam1
-        cdef int dirty
-        for j in range(ticks):
-            v = value + j * m  # v[s - a] is the sample of slot s (a <= s < a + m)
-            e = a
-            while e < a + m:
-                b = e
-                e = b + TICK_BLOCK if b + TICK_BLOCK < a + m else a + m
-                if one:
-                    dirty = pw_ewma_tick1(e - b, v + (b - a), lam1, zs + b, qlo + b, qhi + b)
-                else:
-                    dirty = pw_ewma_tick(e - b, v + (b - a), lam + b, zs + b, qlo + b, qhi + b)
-                if not dirty:
-                    continue
-                # as the per-sample loop, z already updated
-                for s in range(b, e):
-                    if isnan(v[s - a]):
-                        continue
-                    i = j * m + s - a
-                    z = zs[s]
-                    r = 1 if z > ucl[s] else (-1 if z < lcl[s] else 0)
-                    prev = lvl[s]
-                    if r == prev and pend[s] == prev:
-                        continue
-                    if self._settle(s, r, ts[i], self._on[s], self._off[s]):
-                        n_ev = self._emit(n_ev, i, prev, lvl[s], z)
-        self.fast_ticks += ticks
+        for s in range(b, e):
+            if isnan(v[s - a]):
+                continue
+            i = j * self._width + s - a
+            z = self._z[s]
+            r = 1 if z > self._ucl[s] else (-1 if z < self._lcl[s] else 0)
+            prev = lvl[s]
+            if r == prev and pend[s] == prev:
+                continue
+            if self._settle(s, r, ts[i], self._on[s], self._off[s]):
+                n_ev = self._emit(n_ev, i, prev, lvl[s], z)
         return n_ev
 
 
@@ -748,55 +737,40 @@ cdef class CusumKernel(_TickKernel):
                     n_ev = self._emit(n_ev, i, prev, lvl[s], stat)
         return self._events(n_ev)
 
-    cdef Py_ssize_t _whole(self, Py_ssize_t ticks, const double* value, const double* ts) noexcept nogil:
-        """Judge ``ticks`` ticks of the run _ticks accepted (see _TickKernel); returns the
-        number of events."""
-        cdef Py_ssize_t a = self._first, m = self._width, j, b, e, s, i, n_ev = 0
-        cdef const double* v
+    cdef bint _pass(self, Py_ssize_t b, Py_ssize_t e, const double* v) noexcept nogil:
+        return pw_cusum_tick(e - b, v, &self._mean[b], &self._isig[b], &self._k[b], &self._h[b], &self._sp[b],
+                             &self._sn[b], &self._gate[b])
+
+    cdef Py_ssize_t _block(self, Py_ssize_t j, Py_ssize_t b, Py_ssize_t e, const double* v, const double* ts,
+                           Py_ssize_t n_ev) noexcept nogil:
+        # as the per-sample loop, the sums already updated
+        cdef Py_ssize_t a = self._first, s, i
         cdef double sp, sn, stat
         cdef signed char r, prev
-        cdef double* hs = &self._h[0]
-        cdef double* sps = &self._sp[0]
-        cdef double* sns = &self._sn[0]
         cdef signed char* lvl = &self._lvl[0]
         cdef signed char* pend = &self._pend[0]
-        cdef double* mean = &self._mean[0]
-        cdef double* isig = &self._isig[0]
-        cdef double* k = &self._k[0]
-        cdef double* gate = &self._gate[0]
-        for j in range(ticks):
-            v = value + j * m  # v[s - a] is the sample of slot s (a <= s < a + m)
-            e = a
-            while e < a + m:
-                b = e
-                e = b + TICK_BLOCK if b + TICK_BLOCK < a + m else a + m
-                if not pw_cusum_tick(e - b, v + (b - a), mean + b, isig + b, k + b, hs + b, sps + b, sns + b,
-                                     gate + b):
-                    continue
-                # as the per-sample loop, the sums already updated
-                for s in range(b, e):
-                    if isnan(v[s - a]):
-                        continue
-                    i = j * m + s - a
-                    sp = sps[s]
-                    sn = sns[s]
-                    r = 0
-                    stat = 0.0
-                    if sp > hs[s]:
-                        r = 1
-                        stat = sp
-                    elif sn > hs[s]:
-                        r = -1
-                        stat = -sn
-                    if r != 0:
-                        sps[s] = 0.0
-                        sns[s] = 0.0
-                    prev = lvl[s]
-                    if r == prev and pend[s] == prev:
-                        continue
-                    if self._settle(s, r, ts[i], 0.0, self._off[s]):
-                        n_ev = self._emit(n_ev, i, prev, lvl[s], stat)
-        self.fast_ticks += ticks
+        for s in range(b, e):
+            if isnan(v[s - a]):
+                continue
+            i = j * self._width + s - a
+            sp = self._sp[s]
+            sn = self._sn[s]
+            r = 0
+            stat = 0.0
+            if sp > self._h[s]:
+                r = 1
+                stat = sp
+            elif sn > self._h[s]:
+                r = -1
+                stat = -sn
+            if r != 0:
+                self._sp[s] = 0.0
+                self._sn[s] = 0.0
+            prev = lvl[s]
+            if r == prev and pend[s] == prev:
+                continue
+            if self._settle(s, r, ts[i], 0.0, self._off[s]):
+                n_ev = self._emit(n_ev, i, prev, lvl[s], stat)
         return n_ev
 
 
