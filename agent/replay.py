@@ -24,6 +24,7 @@ import numpy as np
 from agent.config import Config
 from agent.payloads import dumps
 from agent.runtime import Pipeline
+from drivers.base import frozen_tags
 
 TIME_COLUMNS = ("ts", "time", "timestamp", "datetime", "date_time", "Time", "Timestamp", "DateTime")
 CHUNK_ROWS = 2048
@@ -150,12 +151,18 @@ def replay(cfg: Config, table: Table) -> ReplayResult:
     n_rows = len(table.ts)
     active: set[str] = set()
     alarm_rows = np.zeros(n_rows, dtype=bool)
+    whole: dict[int, np.ndarray] = {}  # rows -> the tags of that many full rows, frozen
     for start in range(0, n_rows, CHUNK_ROWS):
         stop = min(n_rows, start + CHUNK_ROWS)
         block = values[start:stop]
         ok = ~np.isnan(block)  # an empty cell is no sample, not a BAD one
         rows_idx = np.repeat(np.arange(start, stop), len(names)).reshape(block.shape)
-        tag = np.broadcast_to(tag_ids, block.shape)[ok]
+        if ok.all():  # one array for every full chunk: the kernels check its ticks once
+            if len(block) not in whole:
+                whole[len(block)] = frozen_tags(np.tile(tag_ids, len(block)))
+            tag = whole[len(block)]
+        else:
+            tag = np.broadcast_to(tag_ids, block.shape)[ok]
         ts = table.ts[rows_idx[ok]]
         changes = pipeline.engine.process(
             np.ascontiguousarray(tag), np.ascontiguousarray(block[ok]), np.ascontiguousarray(ts),

@@ -101,6 +101,14 @@ class SampleBatch:
         return cls.build(device, tags, np.full(n, np.nan), ts, COMM_FAIL, error)
 
 
+def frozen_tags(tags) -> np.ndarray:
+    """An int32 tag array that can never change: read-only, its memory an immutable bytes
+    object (numpy refuses to make it, or any view of it, writeable again). Pass the same frozen
+    array in every batch that lists the same tags in the same order (a device's read plan): the
+    detection kernels then check its tick structure once instead of at every batch."""
+    return np.frombuffer(np.ascontiguousarray(tags, dtype=np.int32).tobytes(), dtype=np.int32)
+
+
 @dataclass(frozen=True)
 class Problem:
     """A config problem found by a driver. ``tag`` is None for the device itself, else the
@@ -150,7 +158,9 @@ class Driver(ABC):
     def __init__(self, device: DeviceSpec, tags: Sequence[TagSpec]):
         self.device = device
         self.tags = list(tags)
-        self.tag_indices = np.array([t.index for t in self.tags], dtype=np.int32)
+        #: the device's tags in read order, frozen: every batch of a whole read passes this array,
+        #: and the detection kernels check a frozen array's tick structure once, not per read
+        self.tag_indices = frozen_tags([t.index for t in self.tags])
 
     @abstractmethod
     def batches(self) -> AsyncIterator[SampleBatch]:

@@ -156,6 +156,23 @@ cdef enum:
     TICK_BLOCK = 256
 
 
+cdef enum:
+    # frozen tag arrays whose answer a kernel keeps (one per device read plan and batch shape)
+    MAX_PLANS = 64
+
+
+cdef bint _frozen(object tags):
+    """True for an ndarray whose contents can never change: read-only, and its memory an
+    immutable bytes object (numpy refuses to make such an array, or any view of it, writeable)."""
+    cdef object base
+    if type(tags) is not np.ndarray or tags.flags.writeable:
+        return False
+    base = tags.base
+    while type(base) is np.ndarray:
+        base = base.base
+    return type(base) is bytes
+
+
 cdef class _TickKernel(_Kernel):
     """Debounce state shared by the kernels with a whole-tick path, and its float64 gate."""
 
@@ -173,6 +190,7 @@ cdef class _TickKernel(_Kernel):
     cdef bint _tiled                        # every slot has a tag, so whole ticks exist
     cdef Py_ssize_t n_warming               # slots still in warm-up (control charts)
     cdef Py_ssize_t _first, _width          # the run of slots of the batch _ticks accepted
+    cdef dict _plans                        # id(frozen tag array) -> (array, ticks, first, width)
 
     def __init__(self, slot_of_tag, fast=True):
         _Kernel.__init__(self, slot_of_tag)
@@ -190,21 +208,18 @@ cdef class _TickKernel(_Kernel):
         self.since = np.zeros(n)
         self._lvl, self._pend, self._since = self.level, self.pending, self.since
         self._gate = np.zeros(n)
+        self._plans = {}
 
-    cdef Py_ssize_t _ticks(self, Py_ssize_t n, const int* tag, const unsigned char* quality) noexcept nogil:
-        """The number of ticks when a batch of n samples takes the whole-tick path, else 0; the
-        run of slots its ticks cover in _first, _width."""
+    cdef Py_ssize_t _run(self, Py_ssize_t n, const int* tag) noexcept nogil:
+        """The number of ticks when the n tags of a batch are whole ticks of a run of slots,
+        else 0; the run in _first, _width."""
         cdef Py_ssize_t a, m, room
         cdef int t0
-        if not self.fast or not self._tiled or self.n_warming or n == 0:
-            return 0
         t0 = tag[0]
         if <size_t>t0 >= <size_t>self.n_map:
             return 0
         a = self.slot[t0]
         if a < 0:
-            return 0
-        if pw_max_quality(n, quality) >= Q_BAD:
             return 0
         room = self.n_slots - a
         # ticks of every slot, the common case, need no search for the tick's end
@@ -248,11 +263,37 @@ cdef class _TickKernel(_Kernel):
         slot s's sample, ts the batch's times); returns the event count."""
         return n_ev
 
-    cdef bint _by_ticks(self, Py_ssize_t n, const int* tag, const double* value, const double* ts,
+    cdef Py_ssize_t _ticks(self, object tags, Py_ssize_t n, const int* tag, const unsigned char* quality):
+        """The number of ticks when a batch of n samples takes the whole-tick path, else 0; the
+        run of slots its ticks cover in _first, _width.
+
+        A read plan's tag array is checked once: a driver lists a device's tags in the same
+        array at every read, and when that array is frozen (read-only, its memory an immutable
+        bytes object, see drivers.base.frozen_tags) its answer is kept, with a reference to the
+        array so that its id names it for as long as the answer is kept."""
+        cdef Py_ssize_t ticks
+        cdef tuple known
+        if not self.fast or not self._tiled or self.n_warming or n == 0:
+            return 0
+        if pw_max_quality(n, quality) >= Q_BAD:
+            return 0
+        known = self._plans.get(id(tags))
+        if known is not None and known[0] is tags:
+            self._first, self._width = known[2], known[3]
+            return known[1]
+        with nogil:
+            ticks = self._run(n, tag)
+        if _frozen(tags):
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            self._plans[id(tags)] = (tags, ticks, self._first, self._width)
+        return ticks
+
+    cdef bint _by_ticks(self, object tags, Py_ssize_t n, const int* tag, const double* value, const double* ts,
                         const unsigned char* quality, Py_ssize_t* n_ev):
         """Judge the batch by the whole-tick path when it qualifies (events counted in n_ev);
         False when it takes the per-sample loop."""
-        cdef Py_ssize_t ticks = self._ticks(n, tag, quality) if n else 0
+        cdef Py_ssize_t ticks = self._ticks(tags, n, tag, quality)
         if not ticks:
             return False
         with nogil:
@@ -322,14 +363,15 @@ cdef class LimitKernel(_TickKernel):
         self._enter_hi = np.where(np.isnan(hi), np.inf, hi)
         self._enter_lo = np.where(np.isnan(lo), -np.inf, lo)
 
-    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+    def update(self, tags, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
+        cdef const int[::1] tag = tags
         cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
         cdef int t, s
         cdef double v
         cdef signed char r, prev
         self._reserve(n)
-        if self._by_ticks(n, &tag[0] if n else NULL, &value[0] if n else NULL, &ts[0] if n else NULL,
+        if self._by_ticks(tags, n, &tag[0] if n else NULL, &value[0] if n else NULL, &ts[0] if n else NULL,
                           &quality[0] if n else NULL, &n_ev):
             return self._events(n_ev)
         # hot state as plain pointers (kept in registers, not reloaded from self after stores)
@@ -563,14 +605,15 @@ cdef class EwmaKernel(_TickKernel):
             self._qlo[s] = INFINITY
             self._qhi[s] = -INFINITY
 
-    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+    def update(self, tags, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
+        cdef const int[::1] tag = tags
         cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
         cdef int t, s
         cdef double v, z
         cdef signed char r, prev
         self._reserve(n)
-        if self._by_ticks(n, &tag[0] if n else NULL, &value[0] if n else NULL, &ts[0] if n else NULL,
+        if self._by_ticks(tags, n, &tag[0] if n else NULL, &value[0] if n else NULL, &ts[0] if n else NULL,
                           &quality[0] if n else NULL, &n_ev):
             return self._events(n_ev)
         # hot state as plain pointers: the C compiler keeps them in registers instead of
@@ -672,14 +715,15 @@ cdef class CusumKernel(_TickKernel):
                 self._isig[s] = _inverse(given_sigma[s] if given_sigma[s] > self._minsig[s] else self._minsig[s])
         self.n_warming = np.count_nonzero(self.count < self.warmup)
 
-    def update(self, const int[::1] tag, const double[::1] value, const double[::1] ts,
+    def update(self, tags, const double[::1] value, const double[::1] ts,
                const unsigned char[::1] quality):
+        cdef const int[::1] tag = tags
         cdef Py_ssize_t n = tag.shape[0], i, n_ev = 0
         cdef int t, s
         cdef double v, x, sp, sn, stat
         cdef signed char r, prev
         self._reserve(n)
-        if self._by_ticks(n, &tag[0] if n else NULL, &value[0] if n else NULL, &ts[0] if n else NULL,
+        if self._by_ticks(tags, n, &tag[0] if n else NULL, &value[0] if n else NULL, &ts[0] if n else NULL,
                           &quality[0] if n else NULL, &n_ev):
             return self._events(n_ev)
         # hot state as plain pointers (kept in registers, not reloaded from self after stores)

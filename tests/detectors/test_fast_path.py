@@ -20,6 +20,7 @@ from test_limit_family import edges, params_strategy
 from detectors import _kernels
 from detectors.base import BAD, COMM_FAIL, GOOD, UNCERTAIN
 from detectors.families import CusumFamily, EwmaFamily, LimitFamily, as_batch
+from drivers.base import frozen_tags
 
 FAMILIES = {"limit": LimitFamily, "ewma": EwmaFamily, "cusum": CusumFamily}
 
@@ -407,3 +408,68 @@ def test_ewma_on_its_control_limits_exactly(lambdas, edge_slot):
         n_events += len(got)
     assert fast.kernel.fast_ticks == len(edge)
     assert n_events == 4  # up and back, down and back; the last excursion is too short
+
+
+# --- frozen read plans ------------------------------------------------------------------------
+
+
+def test_a_frozen_tag_array_can_never_be_written():
+    tags = frozen_tags([3, 1, 2])
+    assert tags.dtype == np.int32 and tags.tolist() == [3, 1, 2]
+    for arr in (tags, tags[1:], tags.reshape(3, 1)):
+        with pytest.raises(ValueError):
+            arr.flags.writeable = True
+        with pytest.raises(ValueError):
+            arr[0] = 7
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_frozen_read_plans_are_judged_as_any_batch(name):
+    # two devices' frozen plans (tags 0-2 and 3-5, k ticks each), one plan out of slot order,
+    # reused batch after batch: same events and state as the per-sample loop, whole ticks
+    # counted exactly as the rule says, BAD samples sending a known plan to the loop
+    rng = np.random.default_rng(5)
+    fast, loop = pair(name, [LOUD[name]] * 6)
+    plans = [frozen_tags(np.tile(run, k)) for run in ([0, 1, 2], [3, 4, 5], [4, 3, 5]) for k in (1, 2)]
+    taken = n_events = 0
+    for step in range(120):
+        tag = plans[step % len(plans)]
+        value = rng.normal(0.0, 2.0, tag.size)
+        ts = np.full(tag.size, float(step))
+        quality = np.zeros(tag.size, dtype=np.uint8)
+        if step % 7 == 3:
+            quality[rng.integers(0, tag.size)] = BAD
+        expected = whole_tick_count(fast.kernel, tag, quality)
+        got = events(fast.kernel, tag, value, ts, quality)
+        assert got == events(loop.kernel, tag, value, ts, quality)
+        assert_same_state(name, fast.kernel, loop.kernel)
+        taken += expected
+        n_events += len(got)
+        assert fast.kernel.fast_ticks == taken
+    assert n_events > 10 and 0 < taken < 120 * 2
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_writeable_tag_array_is_checked_at_every_batch(name):
+    # the same array object, rewritten in place between batches: only a frozen array's answer
+    # may be kept, so the swapped tick must take the per-sample loop
+    rng = np.random.default_rng(6)
+    fast, loop = pair(name, [LOUD[name]] * 3)
+    tag = np.array([0, 1, 2], dtype=np.int32)
+    for step, order in enumerate(([0, 1, 2], [1, 0, 2], [0, 1, 2], [2, 1, 0])):
+        tag[:] = order
+        value, ts, quality = rng.normal(0.0, 2.0, 3), np.full(3, float(step)), np.zeros(3, dtype=np.uint8)
+        before = fast.kernel.fast_ticks
+        assert events(fast.kernel, tag, value, ts, quality) == events(loop.kernel, tag, value, ts, quality)
+        assert fast.kernel.fast_ticks - before == (order == [0, 1, 2])
+        assert_same_state(name, fast.kernel, loop.kernel)
+
+
+@pytest.mark.parametrize("name", ["ewma", "cusum"])
+def test_a_frozen_plan_seen_during_warm_up_takes_the_fast_path_after_it(name):
+    rng = np.random.default_rng(7)
+    fam = FAMILIES[name](3, dict.fromkeys(range(3), {"warmup": 5}))
+    tag = frozen_tags(np.tile([0, 1, 2], 2))
+    for step in range(5):
+        fam.update(tag, rng.normal(0.0, 1.0, 6), np.full(6, float(step)), np.zeros(6, dtype=np.uint8))
+    assert fam.kernel.fast_ticks == 4  # warm-up ends inside the third batch

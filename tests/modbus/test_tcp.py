@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pymodbus.pdu.register_message import WriteSingleRegisterRequest
 
+from detectors.families import LimitFamily
 from drivers.base import BAD, COMM_FAIL, GOOD
 from drivers.modbus import ModbusDriver
 from drivers.modbus.link import LinkPool, ReadOnlyViolation
@@ -27,6 +28,19 @@ def test_the_server_sees_only_read_function_codes(server):
     batches = poll(device(server.url), plant_tags(), n=5)
     assert all(b.error is None for b in batches)
     assert server.function_codes == {1, 2, 3, 4}
+
+
+def test_every_read_passes_the_device_frozen_read_plan(server):
+    # the same read-only array at every read: the detection kernels check its ticks once
+    batches = poll(device(server.url), plant_tags(), n=4)
+    assert all(b.tag is batches[0].tag and b.quality.max() == GOOD for b in batches)
+    assert batches[0].tag.tolist() == list(range(46))
+    with pytest.raises(ValueError):
+        batches[0].tag.flags.writeable = True
+    family = LimitFamily(46, dict.fromkeys(range(46), {"hh": 1e6}))
+    for b in batches:
+        family.update(b.tag, b.value, b.ts, b.quality)
+    assert family.kernel.fast_ticks == 4
 
 
 def test_writes_are_refused_before_they_reach_the_wire(server):
