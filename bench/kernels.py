@@ -6,9 +6,11 @@
 
 Each measurement feeds one batch of whole ticks (every tag once per tick, GOOD quality,
 values that rarely alarm) to ``Family.update``: one kernel call, Python wrapper included.
-"1 tick/call" feeds a single tick per call, as a live device read does. "per-sample" is the
-same batch with the kernel's whole-tick path switched off (what any other batch gets). Best of
-R runs.
+Its tags are one frozen array, as a driver passes its device's read plan at every read;
+"checked" is the same with a fresh writeable tag array, whose ticks the kernel checks at every
+batch. "1 tick/call" feeds a single tick per call, as a live device read does. "per-sample" is
+the same batch with the kernel's whole-tick path switched off (what any other batch gets). Best
+of R runs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from detectors.families import (  # noqa: E402
     RocFamily,
     SensorFamily,
 )
+from drivers.base import frozen_tags  # noqa: E402
 
 FAMILIES = {
     "limit": (LimitFamily, {"hh": 4.5, "h": 4.0, "l": -4.0, "ll": -4.5, "deadband": 0.1,
@@ -145,8 +148,10 @@ static inline void settle(signed char r, double t, signed char *lvl, signed char
     *gate = *pend == *lvl ? (double)*lvl : NAN;
 }
 #define BLOCK 256 /* as the kernels: the per-sample logic runs over the flagged blocks only */
+/* tag_of_slot NULL: the tags are a read plan checked before, as the kernels keep the answer
+ * for a frozen tag array */
 static int whole(long n, const int *tag, const uint8_t *q, long m, const int *tag_of_slot) {
-    return n % m == 0 && pw_max_quality(n, q) < 2 && pw_whole_ticks(n, tag, m, tag_of_slot);
+    return n % m == 0 && pw_max_quality(n, q) < 2 && (!tag_of_slot || pw_whole_ticks(n, tag, m, tag_of_slot));
 }
 /* ewma's quiet band from the gate, as the kernel's _band */
 static void band(double g, double ucl, double lcl, double *qlo, double *qhi) {
@@ -225,30 +230,58 @@ def build_floor() -> ctypes.CDLL:
 ROUNDS = 5  # the kernel, per-sample and floor columns are timed in turns, this many times
 
 _clock = [0.0]
+_plans: dict[tuple[int, int], np.ndarray] = {}
 
 
-def batch(n_tags: int, ticks: int, rng: np.random.Generator):
+def batch(n_tags: int, ticks: int, rng: np.random.Generator, frozen: bool = True):
     """``ticks`` whole ticks, one second apart, later than every batch made before: batches are
     fed in the order they are made, so time moves forward as in a plant (time going back
-    would hold pending on/off-delays open and send their tags through the per-sample logic)."""
-    tag = np.tile(np.arange(n_tags, dtype=np.int32), ticks)
+    would hold pending on/off-delays open and send their tags through the per-sample logic).
+
+    The tags are one frozen array per shape, as a driver passes its device's read plan at
+    every read (the kernels check such an array once); ``frozen=False`` gives a fresh writeable
+    array, which the kernels check at every batch."""
+    if not frozen:
+        tag = np.tile(np.arange(n_tags, dtype=np.int32), ticks)
+    elif (n_tags, ticks) in _plans:
+        tag = _plans[n_tags, ticks]
+    else:
+        tag = _plans[n_tags, ticks] = frozen_tags(np.tile(np.arange(n_tags, dtype=np.int32), ticks))
+    # written in the order SampleBatch.build writes them (np.zeros would leave the qualities'
+    # pages unmapped until the kernel's first read, a cost no decoded read has)
     value = rng.normal(0.0, 1.0, n_tags * ticks)
     ts = np.repeat(_clock[0] + np.arange(ticks, dtype=np.float64), n_tags)
     _clock[0] += ticks
-    return tag, value, ts, np.zeros(tag.size, dtype=np.uint8)
+    return tag, value, ts, np.full(tag.size, 0, dtype=np.uint8)
 
 
-def best(fn, repeat: int) -> float:
-    """The fastest of ``repeat`` calls, with the garbage collector collected first and off
-    while timing (the river baselines leave ~10^5 objects behind; a collection pass over them
-    inside a timed call measures the collector, not the call)."""
+def batches(make, repeat: int, cold: bool):
+    """``repeat`` batches from ``make``, each made just before it is used, as a device read is
+    decoded just before the engine judges it (its arrays come from the caches as far as they
+    fit); with ``cold`` all made in advance, so that each is read from memory."""
+    if cold:
+        made = [make() for _ in range(repeat)]
+        return lambda: made.pop(0)
+    return make
+
+
+def best(fn, repeat: int, prepare=None) -> float:
+    """The fastest of ``repeat`` calls ``fn(prepare())`` (``fn()`` without ``prepare``), only
+    ``fn`` timed, with the garbage collector collected first and off while timing (the river
+    baselines leave ~10^5 objects behind; a collection pass over them inside a timed call
+    measures the collector, not the call)."""
     gc.collect()
     gc.disable()
     try:
         times = []
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            fn()
+            if prepare is None:
+                t0 = time.perf_counter()
+                fn()
+            else:
+                arg = prepare()
+                t0 = time.perf_counter()
+                fn(arg)
             times.append(time.perf_counter() - t0)
     finally:
         gc.enable()
@@ -259,23 +292,18 @@ def ptr(a: np.ndarray) -> ctypes.c_void_p:
     return a.ctypes.data_as(ctypes.c_void_p)
 
 
-def batch_args(batches, n_tags: int, table: np.ndarray) -> list[list]:
-    """The leading arguments of a floor function for each batch (fresh values every run, as
-    the families get: a floor that re-read one cached batch would not be a fair floor)."""
-    return [[ctypes.c_long(len(tag)), ptr(tag), ptr(value), ptr(ts), ptr(q), ctypes.c_long(n_tags), ptr(table)]
-            for tag, value, ts, q in batches]
+def batch_args(batch, n_tags: int, table) -> tuple:
+    """A batch and the leading arguments of a floor function for it (the batch is kept with
+    them: the arrays must outlive the call)."""
+    tag, value, ts, q = batch
+    return batch, [ctypes.c_long(len(tag)), ptr(tag), ptr(value), ptr(ts), ptr(q), ctypes.c_long(n_tags), table]
 
 
-def run_floor(fn, leading: list[list], state: list) -> float:
-    """Best time per sample over one run per batch."""
-    runs = iter(leading)
-    n = leading[0][0].value
-    return best(lambda: fn(*next(runs), *state), len(leading)) / n * 1e9
-
-
-def floor_ns(lib, name: str, n_tags: int, batches, whole_ticks: bool = False) -> float:
-    """A floor on the benchmark's batches and parameters: the per-sample C loop (C_SOURCE), or
-    with ``whole_ticks`` the whole-tick floor (C_TICKS_SOURCE)."""
+def floor_ns(lib, name: str, n_tags: int, make, repeat: int, whole_ticks: bool = False) -> float:
+    """A floor on the benchmark's batches and parameters, best of ``repeat`` runs over fresh
+    batches from ``make`` (a floor that re-read one cached batch would not be a fair floor):
+    the per-sample C loop (C_SOURCE), or with ``whole_ticks`` the whole-tick floor
+    (C_TICKS_SOURCE)."""
     table = np.arange(n_tags, dtype=np.int32)  # slot of each tag, or tag of each slot: the same here
     f = np.zeros
     lvl, pend, since, gate = f(n_tags, np.int8), f(n_tags, np.int8), f(n_tags), f(n_tags)
@@ -299,12 +327,17 @@ def floor_ns(lib, name: str, n_tags: int, batches, whole_ticks: bool = False) ->
         hi, lo = np.full(n_tags, 4.0), np.full(n_tags, -4.0)  # the limits entered first
         enter = [ptr(hi), ptr(lo)] if whole_ticks else []
         state = [ptr(hh), ptr(h), ptr(l), ptr(ll), ptr(db), *enter, *ticks, ptr(raw), *debounce]
-    leading = batch_args(batches, n_tags, table)
     fn = getattr(lib, f"{name}_ticks" if whole_ticks else name)
     fn.restype = ctypes.c_long
-    if whole_ticks and fn(*leading[0], *state) < 0:
+    first = make()
+    n = len(first[0])
+    if whole_ticks and fn(*batch_args(first, n_tags, ptr(table))[1], *state) < 0:
         raise SystemExit(f"{name}: the benchmark batch is not whole ticks")
-    return run_floor(fn, leading, state)
+    # the whole-tick floor is given the read plan as checked, as the kernels keep the answer
+    # for a frozen tag array
+    table_arg = None if whole_ticks else ptr(table)
+    return best(lambda made: fn(*made[1], *state), repeat,
+                prepare=lambda: batch_args(make(), n_tags, table_arg)) / n * 1e9
 
 
 def river_ns(name: str, n_tags: int, samples: int, repeat: int) -> tuple[float, float]:
@@ -399,14 +432,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--river-samples", type=int, default=100_000)
     ap.add_argument("--river-repeat", type=int, default=5)
+    ap.add_argument("--cold", action="store_true",
+                    help="make each round's batches in advance, so that every batch is read from memory")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     lib = build_floor()
     per_round = max(1, args.repeat // ROUNDS)
     print(machine())
-    print(f"ns per sample-update; batch = {args.samples:,} samples of whole ticks; best of {per_round * ROUNDS} "
-          f"({ROUNDS} rounds of {per_round}, the columns taking turns)\n")
-    print(f"{'family':<10}{'tags':>8}{'batch':>8}{'per-sample':>11}{'1 tick/call':>12}{'C ticks':>8}"
+    made = "all made before each round (read from memory)" if args.cold else "each made just before it is judged"
+    print(f"ns per sample-update; batch = {args.samples:,} samples of whole ticks, {made}; best of "
+          f"{per_round * ROUNDS} ({ROUNDS} rounds of {per_round}, the columns taking turns)\n")
+    print(f"{'family':<10}{'tags':>8}{'batch':>8}{'checked':>8}{'per-sample':>11}{'1 tick/call':>12}{'C ticks':>8}"
           f"{'C loop':>8}{'/ticks':>7}{'/loop':>7}{'river':>7}{'x':>6}{'river job':>10}{'x':>6}")
     for name, (cls, params) in FAMILIES.items():
         for n_tags in (10, 1_000, 100_000):
@@ -417,37 +453,43 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(32 // ticks + 1):
                 fam.update(*batch(n_tags, ticks, rng))
 
-            def timed(repeat, fam=fam, n_tags=n_tags, ticks=ticks):
+            def make(frozen=True, n_tags=n_tags, ticks=ticks):
+                return batch(n_tags, ticks, rng, frozen)
+
+            def timed(repeat, frozen=True, fam=fam, make=make, n=n_tags * ticks):
                 # fresh values for every timed run: re-feeding one batch would fill the robust
                 # windows with copies, whose median and MAD searches branch predictably
-                runs = iter([batch(n_tags, ticks, rng) for _ in range(repeat)])
-                return best(lambda: fam.update(*next(runs)), repeat) / (n_tags * ticks) * 1e9
+                fresh = batches(lambda: make(frozen), repeat, args.cold)
+                return best(lambda b: fam.update(*b), repeat, prepare=fresh) / n * 1e9
 
             kernel = fam.kernel
             has_ticks = hasattr(kernel, "fast_ticks")
             floors = name in ("limit", "ewma", "cusum")
             # the columns take turns, ROUNDS times: on a shared machine slow spells last
             # seconds, and a column timed all at once could fall into one where its floor did not
-            ns = per_sample = c_ticks = c_loop = float("inf")
+            ns = checked = per_sample = c_ticks = c_loop = float("inf")
             for _ in range(ROUNDS):
                 taken = kernel.fast_ticks if has_ticks else 0
                 ns = min(ns, timed(per_round))
                 if has_ticks and kernel.fast_ticks - taken != ticks * per_round:
                     raise SystemExit(f"{name}: the benchmark batches did not take the whole-tick path")
                 if has_ticks:
+                    checked = min(checked, timed(per_round, frozen=False))
                     kernel.fast = False
                     per_sample = min(per_sample, timed(per_round))
                     kernel.fast = True
                 if floors:
-                    fresh = [batch(n_tags, ticks, rng) for _ in range(per_round)]
-                    c_ticks = min(c_ticks, floor_ns(lib, name, n_tags, fresh, whole_ticks=True))
-                    c_loop = min(c_loop, floor_ns(lib, name, n_tags, fresh))
+                    fresh = batches(make, per_round + 1, args.cold)  # one more for the check
+                    c_ticks = min(c_ticks, floor_ns(lib, name, n_tags, fresh, per_round, whole_ticks=True))
+                    fresh = batches(make, per_round + 1, args.cold)
+                    c_loop = min(c_loop, floor_ns(lib, name, n_tags, fresh, per_round))
             calls = max(1, min(20_000, args.samples // n_tags // 10))
-            one = batch(n_tags, calls, rng)
-            ticks_one = [tuple(a[k * n_tags:(k + 1) * n_tags] for a in one) for k in range(calls)]
+            one, plan = batch(n_tags, calls, rng), batch(n_tags, 1, rng)[0]
+            ticks_one = [(plan, *(a[k * n_tags:(k + 1) * n_tags] for a in one[1:])) for k in range(calls)]
             per_call = best(lambda fam=fam, t=ticks_one: [fam.update(*x) for x in t], 1)
             ns_tick = per_call / (calls * n_tags) * 1e9
-            cells = [f"{name:<10}{n_tags:>8,}{ns:>8.2f}", f"{per_sample:>11.2f}" if has_ticks else f"{'':>11}",
+            cells = [f"{name:<10}{n_tags:>8,}{ns:>8.2f}",
+                     f"{checked:>8.2f}{per_sample:>11.2f}" if has_ticks else f"{'':>19}",
                      f"{ns_tick:>12.1f}"]
             if floors:
                 cells.append(f"{c_ticks:>8.2f}{c_loop:>8.2f}{ns / c_ticks:>7.2f}{per_sample / c_loop:>7.2f}")
