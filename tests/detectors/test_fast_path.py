@@ -348,6 +348,18 @@ LOUD = {  # parameters that raise and clear often on N(0, 2) values
 }
 
 
+def judge_both(name, fast, loop, tag, value, ts, quality):
+    """Feed one batch to both families: the same events and state, and the fast one judges
+    exactly the ticks the rule gives. Returns (those ticks, the number of events)."""
+    expected = whole_tick_count(fast.kernel, tag, quality)
+    before = fast.kernel.fast_ticks
+    got = events(fast.kernel, tag, value, ts, quality)
+    assert got == events(loop.kernel, tag, value, ts, quality)
+    assert_same_state(name, fast.kernel, loop.kernel)
+    assert fast.kernel.fast_ticks - before == expected
+    return expected, len(got)
+
+
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_ticks_of_a_run_of_consecutive_slots_take_the_fast_path(name):
     # a plant of two devices: tags 0-2 on one, 3-5 on the other; each read is one device's tick
@@ -362,14 +374,10 @@ def test_ticks_of_a_run_of_consecutive_slots_take_the_fast_path(name):
         value[rng.integers(0, tag.size)] = math.nan
         ts = np.repeat(np.arange(step * 10.0, step * 10.0 + k), len(run))
         quality = np.zeros(tag.size, dtype=np.uint8)
-        expected = whole_tick_count(fast.kernel, tag, quality)
-        assert expected == k  # the parameters give mean and sigma: no warm-up
-        got = events(fast.kernel, tag, value, ts, quality)
-        assert got == events(loop.kernel, tag, value, ts, quality)
-        assert_same_state(name, fast.kernel, loop.kernel)
-        taken += expected
-        n_events += len(got)
-        assert fast.kernel.fast_ticks == taken
+        ticks, got = judge_both(name, fast, loop, tag, value, ts, quality)
+        assert ticks == k  # the parameters give mean and sigma: no warm-up
+        taken += ticks
+        n_events += got
     assert n_events > 10  # alarms raised and cleared along the way
     # not a run of consecutive slots, or out of slot order: the per-sample loop
     for run in ([0, 2], [4, 3], [2, 3, 4, 5, 0]):
@@ -439,13 +447,9 @@ def test_frozen_read_plans_are_judged_as_any_batch(name):
         quality = np.zeros(tag.size, dtype=np.uint8)
         if step % 7 == 3:
             quality[rng.integers(0, tag.size)] = BAD
-        expected = whole_tick_count(fast.kernel, tag, quality)
-        got = events(fast.kernel, tag, value, ts, quality)
-        assert got == events(loop.kernel, tag, value, ts, quality)
-        assert_same_state(name, fast.kernel, loop.kernel)
-        taken += expected
-        n_events += len(got)
-        assert fast.kernel.fast_ticks == taken
+        ticks, got = judge_both(name, fast, loop, tag, value, ts, quality)
+        taken += ticks
+        n_events += got
     assert n_events > 10 and 0 < taken < 120 * 2
 
 
