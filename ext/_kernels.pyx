@@ -475,35 +475,45 @@ cdef class RocKernel(_Kernel):
         cdef double v, x, dt, rate
         cdef signed char r, prev
         self._reserve(n)
+        # hot state as plain pointers (kept in registers, not reloaded from self after stores)
+        cdef const int* slot = &self.slot[0] if self.n_map else NULL
+        cdef double* av = &self._av[0] if self.n_slots else NULL
+        cdef double* at = &self._at[0] if self.n_slots else NULL
+        cdef double* win = &self._win[0] if self.n_slots else NULL
+        cdef double* mx = &self._max[0] if self.n_slots else NULL
+        cdef signed char* raw = &self._raw[0] if self.n_slots else NULL
+        cdef signed char* lvl = &self._lvl[0] if self.n_slots else NULL
         with nogil:
             for i in range(n):
                 t = tag[i]
                 if <size_t>t >= <size_t>self.n_map:
                     continue
-                s = self.slot[t]
+                s = slot[t]
                 if s < 0:
                     continue
                 v = value[i]
                 if not _usable(v, quality[i]):
                     continue
                 x = ts[i]
-                if isnan(self._av[s]):
-                    self._av[s] = v
-                    self._at[s] = x
+                if isnan(av[s]):
+                    av[s] = v
+                    at[s] = x
                     continue
-                dt = x - self._at[s]
-                if dt <= 0.0 or dt < self._win[s]:
-                    r = self._raw[s]
+                dt = x - at[s]
+                if dt <= 0.0 or dt < win[s]:
+                    r = raw[s]
                     rate = NAN
                 else:
-                    rate = (v - self._av[s]) / dt
-                    r = 1 if rate > self._max[s] else (-1 if rate < -self._max[s] else 0)
-                    self._raw[s] = r
-                    self._av[s] = v
-                    self._at[s] = x
-                prev = self._lvl[s]
-                if _debounce(r, x, &self._lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
-                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], rate)
+                    rate = (v - av[s]) / dt
+                    r = 1 if rate > mx[s] else (-1 if rate < -mx[s] else 0)
+                    raw[s] = r
+                    av[s] = v
+                    at[s] = x
+                prev = lvl[s]
+                if r == prev and self._pend[s] == prev:
+                    continue
+                if _debounce(r, x, &lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, lvl[s], rate)
         return self._events(n_ev)
 
 
@@ -965,27 +975,36 @@ cdef class FlatlineKernel(_Kernel):
         cdef double v, x
         cdef signed char r, prev
         self._reserve(n)
+        # hot state as plain pointers (kept in registers, not reloaded from self after stores)
+        cdef const int* slot = &self.slot[0] if self.n_map else NULL
+        cdef double* rv = &self._rv[0] if self.n_slots else NULL
+        cdef double* rt = &self._rt[0] if self.n_slots else NULL
+        cdef double* eps = &self._eps[0] if self.n_slots else NULL
+        cdef double* dur = &self._dur[0] if self.n_slots else NULL
+        cdef signed char* lvl = &self._lvl[0] if self.n_slots else NULL
         with nogil:
             for i in range(n):
                 t = tag[i]
                 if <size_t>t >= <size_t>self.n_map:
                     continue
-                s = self.slot[t]
+                s = slot[t]
                 if s < 0:
                     continue
                 v = value[i]
                 if not _usable(v, quality[i]):
                     continue
                 x = ts[i]
-                if isnan(self._rv[s]) or fabs(v - self._rv[s]) > self._eps[s]:
-                    self._rv[s] = v
-                    self._rt[s] = x
+                if isnan(rv[s]) or fabs(v - rv[s]) > eps[s]:
+                    rv[s] = v
+                    rt[s] = x
                     r = 0
                 else:
-                    r = 1 if x - self._rt[s] >= self._dur[s] else 0
-                prev = self._lvl[s]
-                if _debounce(r, x, &self._lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
-                    n_ev = self._emit(n_ev, i, prev, self._lvl[s], x - self._rt[s])
+                    r = 1 if x - rt[s] >= dur[s] else 0
+                prev = lvl[s]
+                if r == prev and self._pend[s] == prev:
+                    continue
+                if _debounce(r, x, &lvl[s], &self._pend[s], &self._since[s], self._on[s], self._off[s]):
+                    n_ev = self._emit(n_ev, i, prev, lvl[s], x - rt[s])
         return self._events(n_ev)
 
 
