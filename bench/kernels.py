@@ -59,6 +59,7 @@ FAMILIES = {
 C_SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 static inline double max0(double x) { return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(x), _mm_setzero_pd())); }
@@ -115,6 +116,109 @@ long cusum(long n, const int *tag, const double *v, const double *ts, const uint
         if (r) { p = 0; m = 0; }
         sp[s] = p; sn[s] = m;
         ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 10.0);
+    }
+    return ev;
+}
+long roc(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
+         long n_map, const int *slot, const double *mx, const double *win, double *av, double *at,
+         signed char *raw, signed char *lvl, signed char *pend, double *since) {
+    long ev = 0;
+    for (long i = 0; i < n; i++) {
+        int t = tag[i];
+        if (t < 0 || t >= n_map) continue;
+        int s = slot[t];
+        if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
+        if (isnan(av[s])) { av[s] = v[i]; at[s] = ts[i]; continue; }
+        double dt = ts[i] - at[s];
+        signed char r = raw[s];
+        if (dt > 0.0 && dt >= win[s]) {
+            double rate = (v[i] - av[s]) / dt;
+            r = rate > mx[s] ? 1 : (rate < -mx[s] ? -1 : 0);
+            raw[s] = r; av[s] = v[i]; at[s] = ts[i];
+        }
+        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 0.0);
+    }
+    return ev;
+}
+long flatline(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
+              long n_map, const int *slot, const double *eps, const double *dur, double *rv,
+              double *rt, signed char *lvl, signed char *pend, double *since) {
+    long ev = 0;
+    for (long i = 0; i < n; i++) {
+        int t = tag[i];
+        if (t < 0 || t >= n_map) continue;
+        int s = slot[t];
+        if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
+        signed char r = 0;
+        if (isnan(rv[s]) || fabs(v[i] - rv[s]) > eps[s]) { rv[s] = v[i]; rt[s] = ts[i]; }
+        else r = ts[i] - rt[s] >= dur[s];
+        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 0.0);
+    }
+    return ev;
+}
+long sensor(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
+            long n_map, const int *slot, const double *lo, const double *hi, signed char *lvl,
+            signed char *pend, double *since) {
+    long ev = 0;
+    for (long i = 0; i < n; i++) {
+        int t = tag[i];
+        if (t < 0 || t >= n_map) continue;
+        int s = slot[t];
+        if (s < 0 || q[i] >= 3) continue;
+        signed char r = isnan(v[i]) ? 2 : v[i] > hi[s] ? 1 : v[i] < lo[s] ? -1 : q[i] == 2 ? 2 : 0;
+        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 0.0);
+    }
+    return ev;
+}
+/* robust: the window kept as a ring and sorted, median by index, MAD by walking the
+ * deviations outwards from the median, as the kernel does */
+static long first_ge(const double *a, long n, double x) {
+    long lo = 0, hi = n;
+    while (lo < hi) { long mid = (lo + hi) >> 1; if (a[mid] < x) lo = mid + 1; else hi = mid; }
+    return lo;
+}
+static double kth_dev(const double *a, long n, double m, long k) {
+    long left = first_ge(a, n, m) - 1, right = left + 1;
+    double d = 0.0;
+    for (long j = 0; j <= k; j++) {
+        double dl = left >= 0 ? m - a[left] : INFINITY, dr = right < n ? a[right] - m : INFINITY;
+        if (dl <= dr) { d = dl; left--; } else { d = dr; right++; }
+    }
+    return d;
+}
+long robust(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
+            long n_map, const int *slot, long w, const double *thr, const double *minmad, double *ring, double *sorted,
+            long *count, long *pos, signed char *lvl, signed char *pend, double *since) {
+    long ev = 0;
+    for (long i = 0; i < n; i++) {
+        int t = tag[i];
+        if (t < 0 || t >= n_map) continue;
+        int s = slot[t];
+        if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
+        double *srt = sorted + s * w, *rg = ring + s * w, x = v[i];
+        long c = count[s], j;
+        signed char r = 0;
+        if (c == w) {
+            long half = w >> 1;
+            double med = w & 1 ? srt[half] : 0.5 * (srt[half - 1] + srt[half]);
+            double mad = w & 1 ? kth_dev(srt, w, med, half)
+                               : 0.5 * (kth_dev(srt, w, med, half - 1) + kth_dev(srt, w, med, half));
+            double scale = 1.4826 * mad, z = 0.0;
+            if (scale < minmad[s]) scale = minmad[s];
+            if (scale > 0.0) z = (x - med) / scale;
+            else if (x != med) z = x > med ? INFINITY : -INFINITY;
+            r = z > thr[s] ? 1 : (z < -thr[s] ? -1 : 0);
+            j = first_ge(srt, c, rg[pos[s]]);
+            memmove(srt + j, srt + j + 1, (c - j - 1) * sizeof(double));
+            c--;
+        }
+        j = first_ge(srt, c, x);
+        memmove(srt + j + 1, srt + j, (c - j) * sizeof(double));
+        srt[j] = x;
+        count[s] = c + 1;
+        rg[pos[s]] = x;
+        pos[s] = pos[s] + 1 < w ? pos[s] + 1 : 0;
+        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 0.0);
     }
     return ev;
 }
@@ -321,12 +425,29 @@ def floor_ns(lib, name: str, n_tags: int, make, repeat: int, whole_ticks: bool =
         mean, isig, k, h = f(n_tags), np.ones(n_tags), np.full(n_tags, 0.5), np.full(n_tags, 50.0)
         sp, sn = f(n_tags), f(n_tags)
         state = [ptr(mean), ptr(isig), ptr(k), ptr(h), ptr(sp), ptr(sn), *ticks, *debounce]
-    else:
+    elif name == "limit":
         hh, h, l, ll = (np.full(n_tags, x) for x in (4.5, 4.0, -4.0, -4.5))  # noqa: E741
         db, raw = np.full(n_tags, 0.1), f(n_tags, np.int8)
         hi, lo = np.full(n_tags, 4.0), np.full(n_tags, -4.0)  # the limits entered first
         enter = [ptr(hi), ptr(lo)] if whole_ticks else []
         state = [ptr(hh), ptr(h), ptr(l), ptr(ll), ptr(db), *enter, *ticks, ptr(raw), *debounce]
+    elif name == "roc":
+        mx, win, av, at = np.full(n_tags, 100.0), f(n_tags), np.full(n_tags, np.nan), f(n_tags)
+        raw = f(n_tags, np.int8)
+        state = [ptr(mx), ptr(win), ptr(av), ptr(at), ptr(raw), *debounce]
+    elif name == "robust":
+        w = 31
+        thr, minmad, pos = np.full(n_tags, 50.0), f(n_tags), f(n_tags, np.int64)
+        # windows already full, as the family's after its warm-up (filling them is cheaper)
+        ring = np.random.default_rng(3).normal(0.0, 1.0, (n_tags, w))
+        srt, count = np.sort(ring, axis=1), np.full(n_tags, w, dtype=np.int64)
+        state = [ctypes.c_long(w), ptr(thr), ptr(minmad), ptr(ring), ptr(srt), ptr(count), ptr(pos), *debounce]
+    elif name == "flatline":
+        eps, dur, rv, rt = f(n_tags), np.full(n_tags, 60.0), np.full(n_tags, np.nan), f(n_tags)
+        state = [ptr(eps), ptr(dur), ptr(rv), ptr(rt), *debounce]
+    else:
+        lo, hi = np.full(n_tags, -50.0), np.full(n_tags, 50.0)
+        state = [ptr(lo), ptr(hi), *debounce]
     fn = getattr(lib, f"{name}_ticks" if whole_ticks else name)
     fn.restype = ctypes.c_long
     first = make()
@@ -464,7 +585,6 @@ def main(argv: list[str] | None = None) -> int:
 
             kernel = fam.kernel
             has_ticks = hasattr(kernel, "fast_ticks")
-            floors = name in ("limit", "ewma", "cusum")
             # the columns take turns, ROUNDS times: on a shared machine slow spells last
             # seconds, and a column timed all at once could fall into one where its floor did not
             ns = checked = per_sample = c_ticks = c_loop = float("inf")
@@ -478,11 +598,11 @@ def main(argv: list[str] | None = None) -> int:
                     kernel.fast = False
                     per_sample = min(per_sample, timed(per_round))
                     kernel.fast = True
-                if floors:
+                if has_ticks:
                     fresh = batches(make, per_round + 1, args.cold)  # one more for the check
                     c_ticks = min(c_ticks, floor_ns(lib, name, n_tags, fresh, per_round, whole_ticks=True))
-                    fresh = batches(make, per_round + 1, args.cold)
-                    c_loop = min(c_loop, floor_ns(lib, name, n_tags, fresh, per_round))
+                fresh = batches(make, per_round + 1, args.cold)
+                c_loop = min(c_loop, floor_ns(lib, name, n_tags, fresh, per_round))
             calls = max(1, min(20_000, args.samples // n_tags // 10))
             one, plan = batch(n_tags, calls, rng), batch(n_tags, 1, rng)[0]
             ticks_one = [(plan, *(a[k * n_tags:(k + 1) * n_tags] for a in one[1:])) for k in range(calls)]
@@ -491,10 +611,10 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"{name:<10}{n_tags:>8,}{ns:>8.2f}",
                      f"{checked:>8.2f}{per_sample:>11.2f}" if has_ticks else f"{'':>19}",
                      f"{ns_tick:>12.1f}"]
-            if floors:
+            if has_ticks:
                 cells.append(f"{c_ticks:>8.2f}{c_loop:>8.2f}{ns / c_ticks:>7.2f}{per_sample / c_loop:>7.2f}")
-            else:
-                cells.append(f"{'':>30}")
+            else:  # a family without a whole-tick path: the batch is its per-sample loop
+                cells.append(f"{'':>8}{c_loop:>8.2f}{'':>7}{ns / c_loop:>7.2f}")
             if name in ("ewma", "cusum"):
                 r, job = river_ns(name, n_tags, args.river_samples, args.river_repeat)
                 cells.append(f"{r:>7.0f}{r / ns:>6.0f}{job:>10.0f}{job / ns:>6.0f}")
