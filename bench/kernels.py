@@ -410,43 +410,47 @@ def floor_ns(lib, name: str, n_tags: int, make, repeat: int, whole_ticks: bool =
     (C_TICKS_SOURCE)."""
     table = np.arange(n_tags, dtype=np.int32)  # slot of each tag, or tag of each slot: the same here
     f = np.zeros
+    given = FAMILIES[name][1]  # the family's parameters (mean 0 and sigma 1 for the charts)
     lvl, pend, since, gate = f(n_tags, np.int8), f(n_tags, np.int8), f(n_tags), f(n_tags)
     debounce = [ptr(lvl), ptr(pend), ptr(since)]
     ticks = [ptr(gate)] if whole_ticks else []
     if name == "ewma":
-        lam, z = np.full(n_tags, 0.2), f(n_tags)
-        ucl, lcl = np.full(n_tags, 6.0 * np.sqrt(0.2 / 1.8)), np.full(n_tags, -6.0 * np.sqrt(0.2 / 1.8))
+        lam, z = np.full(n_tags, given["lambda_"]), f(n_tags)
+        width = given["L"] * np.sqrt(given["lambda_"] / (2.0 - given["lambda_"]))
+        ucl, lcl = np.full(n_tags, width), np.full(n_tags, -width)
         if whole_ticks:  # one lambda for every tag, and the quiet bands of gate 0, as the kernel
             qlo, qhi = np.nextafter(lcl, -np.inf), np.nextafter(ucl, np.inf)
             state = [ptr(lam), ctypes.c_long(1), ptr(z), ptr(ucl), ptr(lcl), ptr(qlo), ptr(qhi), *ticks, *debounce]
         else:
             state = [ptr(lam), ptr(z), ptr(ucl), ptr(lcl), *debounce]
     elif name == "cusum":
-        mean, isig, k, h = f(n_tags), np.ones(n_tags), np.full(n_tags, 0.5), np.full(n_tags, 50.0)
+        mean, isig, k, h = f(n_tags), np.ones(n_tags), np.full(n_tags, given["k"]), np.full(n_tags, given["h"])
         sp, sn = f(n_tags), f(n_tags)
         state = [ptr(mean), ptr(isig), ptr(k), ptr(h), ptr(sp), ptr(sn), *ticks, *debounce]
     elif name == "limit":
-        hh, h, l, ll = (np.full(n_tags, x) for x in (4.5, 4.0, -4.0, -4.5))  # noqa: E741
-        db, raw = np.full(n_tags, 0.1), f(n_tags, np.int8)
-        hi, lo = np.full(n_tags, 4.0), np.full(n_tags, -4.0)  # the limits entered first
+        hh, h, l, ll = (np.full(n_tags, given[x]) for x in ("hh", "h", "l", "ll"))  # noqa: E741
+        db, raw = np.full(n_tags, given["deadband"]), f(n_tags, np.int8)
+        hi, lo = h, l  # the limits entered first
         enter = [ptr(hi), ptr(lo)] if whole_ticks else []
         state = [ptr(hh), ptr(h), ptr(l), ptr(ll), ptr(db), *enter, *ticks, ptr(raw), *debounce]
     elif name == "roc":
-        mx, win, av, at = np.full(n_tags, 100.0), f(n_tags), np.full(n_tags, np.nan), f(n_tags)
+        mx, win = np.full(n_tags, given["max_per_s"]), np.full(n_tags, given["window_s"])
+        av, at = np.full(n_tags, np.nan), f(n_tags)
         raw = f(n_tags, np.int8)
         state = [ptr(mx), ptr(win), ptr(av), ptr(at), ptr(raw), *debounce]
     elif name == "robust":
-        w = 31
-        thr, minmad, pos = np.full(n_tags, 50.0), f(n_tags), f(n_tags, np.int64)
+        w = given["window"]
+        thr, minmad, pos = np.full(n_tags, given["threshold"]), f(n_tags), f(n_tags, np.int64)
         # windows already full, as the family's after its warm-up (filling them is cheaper)
         ring = np.random.default_rng(3).normal(0.0, 1.0, (n_tags, w))
         srt, count = np.sort(ring, axis=1), np.full(n_tags, w, dtype=np.int64)
         state = [ctypes.c_long(w), ptr(thr), ptr(minmad), ptr(ring), ptr(srt), ptr(count), ptr(pos), *debounce]
     elif name == "flatline":
-        eps, dur, rv, rt = f(n_tags), np.full(n_tags, 60.0), np.full(n_tags, np.nan), f(n_tags)
+        eps, dur = np.full(n_tags, given["eps"]), np.full(n_tags, given["duration_s"])
+        rv, rt = np.full(n_tags, np.nan), f(n_tags)
         state = [ptr(eps), ptr(dur), ptr(rv), ptr(rt), *debounce]
     else:
-        lo, hi = np.full(n_tags, -50.0), np.full(n_tags, 50.0)
+        lo, hi = np.full(n_tags, given["lo"]), np.full(n_tags, given["hi"])
         state = [ptr(lo), ptr(hi), *debounce]
     fn = getattr(lib, f"{name}_ticks" if whole_ticks else name)
     fn.restype = ctypes.c_long
