@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS alarm_state (id TEXT PRIMARY KEY, state TEXT NOT NULL
 
 # the WAL is truncated back to this after a checkpoint, so it does not keep a burst's size
 _WAL_LIMIT = 16 * 1024 * 1024
+_BUSY_TIMEOUT_S = 10.0  # how long a statement waits for another connection's lock
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,15 @@ class Outbox:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=_BUSY_TIMEOUT_S,
+                                      check_same_thread=False)
             # only takes effect on a new file (before the first table): deleted pages can then be
             # handed back to the file system, which is what a size cap on a small gateway needs
             self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             self.db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
             self.db.executescript(_DDL)
             self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         except sqlite3.DatabaseError as exc:
@@ -87,6 +89,20 @@ class Outbox:
         version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
         if version != SCHEMA_VERSION:
             raise OutboxError(f"{self.path}: outbox schema {version}, this version reads {SCHEMA_VERSION}")
+
+    def _wal(self) -> None:
+        """Switch the file to WAL. While another connection holds a write lock on a file not yet
+        in WAL (two processes opening a new outbox at once), SQLite answers this at once with
+        SQLITE_BUSY instead of waiting through the busy timeout, so wait here instead."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
 
     def close(self) -> None:
         self.db.close()

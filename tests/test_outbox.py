@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 from agent.config import parse
@@ -36,6 +38,27 @@ def test_a_batch_of_alarms_is_one_commit_with_contiguous_seqs(tmp_path):
     assert ob.append_alarms(TOPIC, alarm_docs(500)) == list(range(1, 501))
     assert ob.append_alarms(TOPIC, alarm_docs(3)) == [501, 502, 503]
     assert [a["seq"] for a in ob.alarms()] == list(range(1, 504))
+
+
+def test_a_new_outbox_opened_while_another_connection_writes_it_waits_for_the_lock(tmp_path):
+    # the uplink and the pipeline open one new file at once, so one can find it created but
+    # not yet in WAL, and written by the other: SQLite answers the switch to WAL with
+    # SQLITE_BUSY at once (no busy timeout) while another connection holds a write lock
+    path = tmp_path / "outbox.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE early (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO early VALUES (1)")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    t0 = time.monotonic()
+    outbox = Outbox(path)
+    release.join()
+    other.close()
+    assert time.monotonic() - t0 >= 0.4
+    assert outbox.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert outbox.append_alarms(TOPIC, [{"id": "a"}], now=1.0) == [1]
+    outbox.close()
 
 
 def test_alarms_pending_before_telemetry_in_their_own_lane(tmp_path):
