@@ -75,6 +75,15 @@ static inline int debounce(signed char raw, double t, signed char *lvl, signed c
     if (t - *since >= d) { *lvl = raw; return 1; }
     return 0;
 }
+/* the slot of sample i when the family watches its tag and the sample is usable (neither BAD
+ * nor COMM_FAIL nor NaN), else -1 */
+static inline int usable(long i, const int *tag, const double *v, const uint8_t *q, long n_map,
+                         const int *slot) {
+    int t = tag[i];
+    if (t < 0 || t >= n_map) return -1;
+    int s = slot[t];
+    return s < 0 || q[i] >= 2 || isnan(v[i]) ? -1 : s;
+}
 static inline signed char limit_raw(double x, signed char rr, double hh, double h, double l,
                                     double ll, double db) {
     signed char hi = 0, lo = 0;
@@ -89,10 +98,8 @@ long ewma(long n, const int *tag, const double *v, const double *ts, const uint8
           const double *lcl, signed char *lvl, signed char *pend, double *since) {
     long ev = 0;
     for (long i = 0; i < n; i++) {
-        int t = tag[i];
-        if (t < 0 || t >= n_map) continue;
-        int s = slot[t];
-        if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
+        int s = usable(i, tag, v, q, n_map, slot);
+        if (s < 0) continue;
         double zz = lam[s] * v[i] + (1.0 - lam[s]) * z[s];
         z[s] = zz;
         signed char r = zz > ucl[s] ? 1 : (zz < lcl[s] ? -1 : 0);
@@ -105,10 +112,8 @@ long cusum(long n, const int *tag, const double *v, const double *ts, const uint
            const double *h, double *sp, double *sn, signed char *lvl, signed char *pend, double *since) {
     long ev = 0;
     for (long i = 0; i < n; i++) {
-        int t = tag[i];
-        if (t < 0 || t >= n_map) continue;
-        int s = slot[t];
-        if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
+        int s = usable(i, tag, v, q, n_map, slot);
+        if (s < 0) continue;
         double x = (v[i] - mean[s]) * isig[s];
         double p = sp[s] + x - k[s], m = sn[s] - x - k[s];
         p = max0(p); m = max0(m);
@@ -124,10 +129,8 @@ long roc(long n, const int *tag, const double *v, const double *ts, const uint8_
          signed char *raw, signed char *lvl, signed char *pend, double *since) {
     long ev = 0;
     for (long i = 0; i < n; i++) {
-        int t = tag[i];
-        if (t < 0 || t >= n_map) continue;
-        int s = slot[t];
-        if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
+        int s = usable(i, tag, v, q, n_map, slot);
+        if (s < 0) continue;
         if (isnan(av[s])) { av[s] = v[i]; at[s] = ts[i]; continue; }
         double dt = ts[i] - at[s];
         signed char r = raw[s];
@@ -145,10 +148,8 @@ long flatline(long n, const int *tag, const double *v, const double *ts, const u
               double *rt, signed char *lvl, signed char *pend, double *since) {
     long ev = 0;
     for (long i = 0; i < n; i++) {
-        int t = tag[i];
-        if (t < 0 || t >= n_map) continue;
-        int s = slot[t];
-        if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
+        int s = usable(i, tag, v, q, n_map, slot);
+        if (s < 0) continue;
         signed char r = 0;
         if (isnan(rv[s]) || fabs(v[i] - rv[s]) > eps[s]) { rv[s] = v[i]; rt[s] = ts[i]; }
         else r = ts[i] - rt[s] >= dur[s];
@@ -191,10 +192,8 @@ long robust(long n, const int *tag, const double *v, const double *ts, const uin
             long *count, long *pos, signed char *lvl, signed char *pend, double *since) {
     long ev = 0;
     for (long i = 0; i < n; i++) {
-        int t = tag[i];
-        if (t < 0 || t >= n_map) continue;
-        int s = slot[t];
-        if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
+        int s = usable(i, tag, v, q, n_map, slot);
+        if (s < 0) continue;
         double *srt = sorted + s * w, *rg = ring + s * w, x = v[i];
         long c = count[s], j;
         signed char r = 0;
@@ -228,10 +227,8 @@ long limit(long n, const int *tag, const double *v, const double *ts, const uint
            signed char *pend, double *since) {
     long ev = 0;
     for (long i = 0; i < n; i++) {
-        int t = tag[i];
-        if (t < 0 || t >= n_map) continue;
-        int s = slot[t];
-        if (s < 0 || q[i] >= 2 || isnan(v[i])) continue;
+        int s = usable(i, tag, v, q, n_map, slot);
+        if (s < 0) continue;
         signed char r = limit_raw(v[i], raw[s], hh[s], h[s], l[s], ll[s], db[s]);
         raw[s] = r;
         ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 2.0, 5.0);
