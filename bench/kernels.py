@@ -400,6 +400,12 @@ def batch_args(batch, n_tags: int, table) -> tuple:
     return batch, [ctypes.c_long(len(tag)), ptr(tag), ptr(value), ptr(ts), ptr(q), ctypes.c_long(n_tags), table]
 
 
+def ewma_half_width() -> float:
+    """The benchmark ewma's control limits about its mean 0 (sigma 1): L * sqrt(lambda / (2 - lambda))."""
+    params = FAMILIES["ewma"][1]
+    return params["L"] * (params["lambda_"] / (2.0 - params["lambda_"])) ** 0.5
+
+
 def floor_ns(lib, name: str, n_tags: int, make, repeat: int, whole_ticks: bool = False) -> float:
     """A floor on the benchmark's batches and parameters, best of ``repeat`` runs over fresh
     batches from ``make`` (a floor that re-read one cached batch would not be a fair floor):
@@ -413,8 +419,7 @@ def floor_ns(lib, name: str, n_tags: int, make, repeat: int, whole_ticks: bool =
     ticks = [ptr(gate)] if whole_ticks else []
     if name == "ewma":
         lam, z = np.full(n_tags, given["lambda_"]), f(n_tags)
-        width = given["L"] * np.sqrt(given["lambda_"] / (2.0 - given["lambda_"]))
-        ucl, lcl = np.full(n_tags, width), np.full(n_tags, -width)
+        ucl, lcl = np.full(n_tags, ewma_half_width()), np.full(n_tags, -ewma_half_width())
         if whole_ticks:  # one lambda for every tag, and the quiet bands of gate 0, as the kernel
             qlo, qhi = np.nextafter(lcl, -np.inf), np.nextafter(ucl, np.inf)
             state = [ptr(lam), ctypes.c_long(1), ptr(z), ptr(ucl), ptr(lcl), ptr(qlo), ptr(qhi), *ticks, *debounce]
@@ -469,11 +474,12 @@ def river_ns(name: str, n_tags: int, samples: int, repeat: int) -> tuple[float, 
     kernels' figures are: noise on a shared machine only ever adds time."""
     from river import drift, stats
 
-    make = {"ewma": lambda: stats.EWMean(fading_factor=0.2), "cusum": lambda: drift.PageHinkley()}[name]
+    lam = FAMILIES["ewma"][1]["lambda_"]
+    make = {"ewma": lambda: stats.EWMean(fading_factor=lam), "cusum": lambda: drift.PageHinkley()}[name]
     rng = np.random.default_rng(1)
     ticks = max(1, samples // n_tags)
     values = rng.normal(0.0, 1.0, (ticks, n_tags)).tolist()
-    ucl = 6.0 * (0.2 / 1.8) ** 0.5
+    ucl = ewma_half_width()
     lcl = -ucl
 
     def update_only() -> float:
