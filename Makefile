@@ -52,7 +52,9 @@ node:
 demo: build
 	$(BIN)/plantwatch demo --seconds 40
 
+# the layering of DESIGN.md first (import-linter contracts in pyproject.toml), then the tests
 test: build system-deps node
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m pytest -q
 
 bench: build
