@@ -49,36 +49,36 @@ def drop(section: str, key: str):
 
 
 BAD = [
-    ("typo in an alarm key", alarms(deadbnd=2.0), "tags[0].alarms.deadbnd: unknown key"),
-    ("hh not above h", alarms(hh=150.0), "tags[0].alarms.hh: must be above h (160.0)"),
-    ("ll not below l", alarms(ll=25.0), "tags[0].alarms.l: must be above ll (25.0)"),
-    ("negative deadband", alarms(deadband=-1.0), "tags[0].alarms.deadband:"),
-    ("unknown device", tag(1, device="r2-plc"), "tags[1].device: unknown device 'r2-plc'"),
-    ("duplicate tag name", tag(1, name="R101.TI01"), "tags[1].name: duplicate tag name 'R101.TI01' (also tags[0])"),
-    ("float32 on a coil", tag(0, address="co:5"), "tags[0].type:"),
-    ("bad address syntax", tag(0, address="hr:abc"), "tags[0].address:"),
-    ("address out of range", tag(0, address="hr:70000"), "tags[0].address:"),
-    ("unknown value type", tag(0, type="float16"), "tags[0].type: must be one of"),
-    ("unknown byte order", tag(0, order="ACBD"), "tags[0].order: must be one of"),
-    ("range upside down", tag(0, range=[400.0, -50.0]), "tags[0].range: low must be below high"),
-    ("scale not a number", tag(0, scale="x"), "tags[0].scale: must be a finite number"),
-    ("priority out of 1..4", tag(0, priority=7), "tags[0].priority: priorities must be 1 (highest) .. 4, not 7"),
-    ("priority table out of 1..4", tag(0, priority={"HH": 0}), "tags[0].priority: priorities must be 1 (highest) .. 4, not 0"),
-    ("unknown preset", tag(0, preset="gb99999"), "tags[0].preset: must be one of"),
+    ("typo in an alarm key", alarms(deadbnd=2.0), "tags[0] (R101.TI01).alarms.deadbnd: unknown key"),
+    ("hh not above h", alarms(hh=150.0), "tags[0] (R101.TI01).alarms.hh: must be above h (160.0)"),
+    ("ll not below l", alarms(ll=25.0), "tags[0] (R101.TI01).alarms.l: must be above ll (25.0)"),
+    ("negative deadband", alarms(deadband=-1.0), "tags[0] (R101.TI01).alarms.deadband:"),
+    ("unknown device", tag(1, device="r2-plc"), "tags[1] (R101.PI01).device: unknown device 'r2-plc'"),
+    ("duplicate tag name", tag(1, name="R101.TI01"), "tags[1] (R101.TI01).name: duplicate tag name 'R101.TI01' (also tags[0] (R101.TI01))"),
+    ("float32 on a coil", tag(0, address="co:5"), "tags[0] (R101.TI01).type:"),
+    ("bad address syntax", tag(0, address="hr:abc"), "tags[0] (R101.TI01).address:"),
+    ("address out of range", tag(0, address="hr:70000"), "tags[0] (R101.TI01).address:"),
+    ("unknown value type", tag(0, type="float16"), "tags[0] (R101.TI01).type: must be one of"),
+    ("unknown byte order", tag(0, order="ACBD"), "tags[0] (R101.TI01).order: must be one of"),
+    ("range upside down", tag(0, range=[400.0, -50.0]), "tags[0] (R101.TI01).range: low must be below high"),
+    ("scale not a number", tag(0, scale="x"), "tags[0] (R101.TI01).scale: must be a finite number"),
+    ("priority out of 1..4", tag(0, priority=7), "tags[0] (R101.TI01).priority: priorities must be 1 (highest) .. 4, not 7"),
+    ("priority table out of 1..4", tag(0, priority={"HH": 0}), "tags[0] (R101.TI01).priority: priorities must be 1 (highest) .. 4, not 0"),
+    ("unknown preset", tag(0, preset="gb99999"), "tags[0] (R101.TI01).preset: must be one of"),
     ("health rule out of range", {**config_dict(), "alarm_system": {"chatter_count": 1}}, "alarm_system.chatter_count: must be >= 2"),
-    ("unknown statistical detector", tag(0, detectors=["ewmaa"]), "tags[0].detectors[0]: unknown detector 'ewmaa'"),
-    ("typo in a tag key", tag(0, deadbnd=1.0), "tags[0].deadbnd: unknown key"),
-    ("negative telemetry deadband", tag(0, telemetry_deadband=-1.0), "tags[0].telemetry_deadband: must be >= 0"),
+    ("unknown statistical detector", tag(0, detectors=["ewmaa"]), "tags[0] (R101.TI01).detectors[0]: unknown detector 'ewmaa'"),
+    ("typo in a tag key", tag(0, deadbnd=1.0), "tags[0] (R101.TI01).deadbnd: unknown key"),
+    ("negative telemetry deadband", tag(0, telemetry_deadband=-1.0), "tags[0] (R101.TI01).telemetry_deadband: must be >= 0"),
     ("plant missing", drop("agent", "plant"), "agent.plant: is required"),
     ("plant with a topic wildcard", with_("agent", plant="64#01"), "agent.plant: must be 1-64 letters"),
     ("unknown time zone", with_("agent", timezone="Mars/Olympus"), "agent.timezone: unknown time zone"),
     ("uplink not mqtt", with_("uplink", url="http://127.0.0.1:1883"), "uplink.url: must start with mqtt:// or mqtts://"),
     ("mqtt version 4", with_("uplink", mqtt_version=4), "uplink.mqtt_version: must be one of 3, 5"),
     ("password file missing", with_("uplink", password_file="nope.txt"), "uplink.password_file: no such file"),
-    ("unknown driver", device(driver="profibus"), "devices[0].driver: unknown driver 'profibus'"),
-    ("negative interval", device(interval_s=-1.0), "devices[0].interval_s: must be > 0"),
-    ("unit id out of range", device(unit=300), "devices[0].unit: must be 0..255"),
-    ("modbus device with an OPC-UA url", device(url="opc.tcp://127.0.0.1:4840"), "devices[0].url:"),
+    ("unknown driver", device(driver="profibus"), "devices[0] (r1-plc).driver: unknown driver 'profibus'"),
+    ("negative interval", device(interval_s=-1.0), "devices[0] (r1-plc).interval_s: must be > 0"),
+    ("unit id out of range", device(unit=300), "devices[0] (r1-plc).unit: must be 0..255"),
+    ("modbus device with an OPC-UA url", device(url="opc.tcp://127.0.0.1:4840"), "devices[0] (r1-plc).url:"),
     ("unknown section", {**config_dict(), "agnet": {"plant": "x"}}, "agnet: unknown section"),
 ]
 
@@ -93,7 +93,7 @@ def test_duplicate_device_name_is_reported():
     data = config_dict()
     data["devices"].append(dict(data["devices"][0]))
     problems = problems_of(data)
-    assert any(p.startswith("devices[1].name: duplicate device name 'r1-plc'") for p in problems), problems
+    assert any(p.startswith("devices[1] (r1-plc).name: duplicate device name 'r1-plc' (also devices[0] (r1-plc))") for p in problems), problems
 
 
 def test_two_devices_with_one_unit_on_one_serial_line():
@@ -107,14 +107,14 @@ def test_two_devices_with_one_unit_on_one_serial_line():
     for t in data["tags"]:
         t["device"] = "a"
     problems = problems_of(data)
-    assert any(p.startswith("devices[1].unit: unit 3 on rtu:///dev/ttyUSB0") and "'a'" in p for p in problems), problems
-    assert any(p.startswith("devices[2].url: serial settings") for p in problems), problems
-    assert not any(p.startswith("devices[3].") for p in problems), problems
+    assert any(p.startswith("devices[1] (b).unit: unit 3 on rtu:///dev/ttyUSB0") and "'a'" in p for p in problems), problems
+    assert any(p.startswith("devices[2] (c).url: serial settings") for p in problems), problems
+    assert not any(p.startswith("devices[3] (d).") for p in problems), problems
 
 
 def test_model_with_unknown_tag():
     data = config_dict(models=[{"name": "m", "kind": "pca", "tags": ["R101.TI01", "R101.XX"], "file": "m.npz"}])
-    assert "models[0].tags[1]: unknown tag 'R101.XX'" in problems_of(data)
+    assert "models[0] (m).tags[1]: unknown tag 'R101.XX'" in problems_of(data)
 
 
 def test_every_problem_is_reported_together():
@@ -124,13 +124,13 @@ def test_every_problem_is_reported_together():
     data["tags"][1]["device"] = "ghost"
     problems = problems_of(data)
     assert len(problems) >= 3
-    for prefix in ("agent.timezone:", "tags[0].alarms.deadbnd:", "tags[1].device:"):
+    for prefix in ("agent.timezone:", "tags[0] (R101.TI01).alarms.deadbnd:", "tags[1] (R101.PI01).device:"):
         assert any(p.startswith(prefix) for p in problems), (prefix, problems)
 
 
 def test_typo_suggests_the_key():
     problems = problems_of(device(intreval_s=1.0))
-    assert "devices[0].intreval_s: unknown key (did you mean 'interval_s'?)" in problems
+    assert "devices[0] (r1-plc).intreval_s: unknown key (did you mean 'interval_s'?)" in problems
 
 
 def test_valid_config_loads_typed(write_config, tmp_path):
@@ -162,8 +162,8 @@ def test_check_prints_problems_and_exits_2(write_config):
     result = run_cli("check", str(write_config(data)))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "tags[0].alarms.hh: must be above h (160.0)" in result.stderr
-    assert "tags[1].address:" in result.stderr
+    assert "tags[0] (R101.TI01).alarms.hh: must be above h (160.0)" in result.stderr
+    assert "tags[1] (R101.PI01).address:" in result.stderr
 
 
 def test_check_prints_summary_with_modbus_plan(write_config):
