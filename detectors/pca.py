@@ -316,7 +316,7 @@ class PcaFamily(Family):
         "variance": Option(0.9, "in (0, 1], explained variance that chooses the number of components"),
         "components": Option(0, "a fixed number of components (0 = chosen by variance)"),
         "on_delay_s": Option(0.0, ">= 0; T²/SPE must stay over its limit this long before the alarm is raised"),
-        "off_delay_s": Option(0.0, ">= 0; ... and under it this long before the alarm clears"),
+        "off_delay_s": Option(0.0, ">= 0; T²/SPE must stay under its limit this long before the alarm clears"),
         "top": Option(3, "how many top contributing tags the alarm names"),
         "t2_factor": Option(1.0, "> 0, multiplier of the fitted T² limit"),
         "spe_factor": Option(1.0, "> 0, multiplier of the fitted SPE limit"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load, parse
+from agent.config import ConfigError, Key, load, parse
 from tests.conftest import config_dict
 
 
@@ -182,3 +182,89 @@ def test_example_configs_pass_check(name):
     path = Path(__file__).resolve().parents[1] / "configs" / name
     result = run_cli("check", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- one vocabulary: names checked like keys, readable paths, docs from the declarations -------
+
+
+def test_a_misspelled_section_suggests_the_section():
+    data = config_dict()
+    data["uplnk"] = data.pop("uplink")
+    assert "uplnk: unknown section (did you mean 'uplink'?)" in problems_of(data)
+
+
+def test_a_priority_table_names_only_levels_and_kinds():
+    problems = problems_of(tag(0, priority={"comms": 3, "HH": 1}))
+    assert problems == ["tags[0] (R101.TI01).priority.comms: unknown key (did you mean 'comm'?)"]
+    assert parse(tag(0, priority={"HH": 1, "sensor": 3, "BAD": 2})).tags[0].priority == {"HH": 1, "sensor": 3, "BAD": 2}
+
+
+def test_provincial_tables_name_only_known_names(tmp_path):
+    data = config_dict()
+    data["uplink"]["profile"] = "provincial"
+    data["provincial"] = {"gateway_code": "GW", "codes": {"flatlin": "7"}, "states": {"activ": "1"}}
+    problems = problems_of(data)
+    assert "provincial.codes.flatlin: unknown key (did you mean 'flatline'?)" in problems
+    assert "provincial.states.activ: unknown key (did you mean 'active'?)" in problems
+
+
+def test_option_lists_never_offer_an_empty_choice():
+    problems = problems_of(tag(0, preset="gb5049"))
+    assert problems == ["tags[0] (R101.TI01).preset: must be one of gb50493, not 'gb5049' (did you mean 'gb50493'?)"]
+    assert parse(tag(0, preset="")).tags[0].preset == ""
+
+
+def test_paths_name_the_entry_among_hundreds_of_tags():
+    data = config_dict()
+    data["tags"] = [{"name": f"CW.PI{i:03d}", "device": "r1-plc", "address": f"hr:{2 * i}"} for i in range(300)]
+    data["tags"][212]["alarms"] = {"h": 160.0, "hh": 150.0}
+    data["tags"][7]["address"] = "hr:x"
+    problems = problems_of(data)
+    assert "tags[212] (CW.PI212).alarms.hh: must be above h (160.0)" in problems
+    assert any(p.startswith("tags[7] (CW.PI007).address: ") for p in problems), problems
+
+
+def test_a_family_table_suggests_its_options():
+    assert "tags[0] (R101.TI01).roc.max_per: unknown key (did you mean 'max_per_s'?)" in problems_of(
+        tag(0, roc={"max_per_s": 1.0, "max_per": 2.0}))
+    assert "detectors.ewma.lamda_: unknown key (did you mean 'lambda_'?)" in problems_of(
+        {**config_dict(), "detectors": {"ewma": {"lamda_": 0.1}}})
+
+
+def test_model_options_are_the_familys_own():
+    model = {"name": "m", "tags": ["R101.TI01", "R101.PI01"], "file": "m.npz", "t2_factor": 1.5, "on_delay_s": 5}
+    cfg = parse(config_dict(models=[model]))
+    m = cfg.models[0]
+    assert (m.kind, m.options["t2_factor"], m.options["spe_factor"], m.options["on_delay_s"]) == ("pca", 1.5, 1.0, 5.0)
+    assert cfg.family_params()["pca"][1] == {"model": "m", "file": str(m.file), "name": "R101.PI01", **m.options}
+    bad = dict(model, spe_factor=-1, confidence=1.0, topp=3)
+    assert problems_of(config_dict(models=[bad])) == [
+        "models[0] (m).topp: unknown key (did you mean 'top'?)",
+        "models[0] (m).confidence: must be in [0.5, 1), not 1.0",
+        "models[0] (m).spe_factor: must be > 0, not -1",
+    ]
+    assert problems_of(config_dict(models=[dict(model, kind="pcaa")])) == [
+        "models[0] (m).kind: must be one of pca, not 'pcaa' (did you mean 'pca'?)"]
+
+
+def test_the_sensor_family_watches_every_tag_from_its_range():
+    cfg = parse(config_dict())
+    assert cfg.tags[0].families["sensor"] == {"lo": -50.0, "hi": 400.0}
+    assert cfg.tags[1].families["sensor"] == {}
+
+
+def test_docs_tables_are_the_declarations():
+    from agent.config import docs
+
+    text = docs.CONFIG_MD.read_text(encoding="utf-8")
+    assert docs.render(text) == text, "docs/CONFIG.md differs: run python -m agent.config.docs --write"
+    for name in docs.tables():
+        assert f"<!-- keys:{name} -->" in text, f"docs/CONFIG.md has no table keys:{name}"
+
+
+def test_a_changed_declaration_shows_in_the_docs(monkeypatch):
+    from agent.config import docs, sections
+
+    text = docs.CONFIG_MD.read_text(encoding="utf-8")
+    monkeypatch.setattr(docs, "keys_of", lambda cls: {**sections.keys_of(cls), "extra": Key("int", 1, doc="new")})
+    assert "| `extra` | int | `1` | new |" in docs.render(text)

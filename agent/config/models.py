@@ -12,7 +12,8 @@ from agent.config.schema import Key, Problems, item, nonempty, one_of
 
 MODEL_KEYS = {
     "name": Key("str", required=True, check=nonempty, doc="unique model name (`plantwatch train CONFIG --model NAME`)"),
-    "kind": Key("str", required=True, doc="the multivariate model kind: a detector family with model options"),
+    "kind": Key("str", shown="the only kind installed", doc="the multivariate model kind: a detector family that "
+                                                          "declares model options"),
     "tags": Key("list[str]", required=True, doc="at least two tag names; a tag belongs to at most one model"),
     "file": Key("path", required=True, check=nonempty, doc="model file, relative to `data_dir`"),
 }
@@ -44,18 +45,20 @@ def read_models(raw: Any, tag_names: Sequence[str], data_dir: Path, kinds: Mappi
     known = set(tag_names)
     seen: set[str] = set()
     in_model: dict[str, str] = {}
-    # the only kind there is, when there is one, is the default
-    generic = {**MODEL_KEYS, "kind": Key("str", next(iter(kinds)), doc=MODEL_KEYS["kind"].doc)} if len(kinds) == 1 \
-        else MODEL_KEYS
     for i, entry in enumerate(raw):
         path = item("models", i, entry)
-        kind = entry.get("kind", generic["kind"].default) if isinstance(entry, dict) else None
-        fam = kinds.get(kind) if isinstance(kind, str) else None
-        options = {k: v for k, v in entry.items() if k not in generic} if isinstance(entry, dict) else {}
-        m = p.read({k: v for k, v in entry.items() if k in generic} if isinstance(entry, dict) else entry, path,
-                   generic)
-        if isinstance(kind, str) and fam is None:
-            p.add(f"{path}.kind", one_of(*kinds)(kind) or "")
+        table = entry if isinstance(entry, dict) else {}
+        options = {k: v for k, v in table.items() if k not in MODEL_KEYS}
+        m = p.read({k: v for k, v in table.items() if k in MODEL_KEYS} if isinstance(entry, dict) else entry, path,
+                   MODEL_KEYS)
+        if m["kind"] is None and isinstance(entry, dict):
+            if len(kinds) == 1:  # the only kind there is needs no naming
+                m["kind"] = next(iter(kinds))
+            else:
+                p.add(f"{path}.kind", "is required")
+        fam = kinds.get(m["kind"])
+        if m["kind"] is not None and fam is None:
+            p.add(f"{path}.kind", one_of(*kinds)(m["kind"]) or "")
         # with an unknown kind, which other keys belong is unknown too: they are not judged
         options = _options(fam, options, path, p) if fam is not None else {}
         if m["name"] in seen:

@@ -57,7 +57,7 @@ class UplinkSection:
     url: str = key("mqtt://127.0.0.1:1883", "`mqtt://host:port` or `mqtts://host:port` (TLS)", check=_mqtt_url)
     profile: str = key("json", "`json` (docs/PAYLOADS.md) or `provincial`", choices=("json", "provincial"))
     topic_prefix: str = key("plantwatch", "topics are `{prefix}/{plant}/alarm|telemetry|status`", check=_topic_prefix)
-    client_id: str = key("", "MQTT client id", shown="plantwatch-{plant}")
+    client_id: str = key("", "MQTT client id", shown="`plantwatch-{plant}`")
     username: str = key("", "MQTT user name")
     password_file: Path | None = key(None, "file holding the MQTT password (first line); never logged", kind="path")
     ca_file: Path | None = key(None, "CA bundle to verify the broker (mqtts)", kind="path")

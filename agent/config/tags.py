@@ -23,8 +23,12 @@ def _priority(v: Any) -> str | None:
 
 
 def _preset_doc() -> str:
-    return "; ".join(f"`{p.name}`: {p.standard}, limits {dict(p.alarms)}, unit `{p.unit}`, priority "
-                     f"{dict(p.priority)}" for p in PRESETS.values()) + " (a tag's own keys override each part)"
+    def one(p: Any) -> str:
+        limits = ", ".join(f"{k} {v:g}" for k, v in p.alarms.items())
+        priority = " / ".join(f"{k} {v}" for k, v in p.priority.items())
+        return f"`{p.name}`: {p.standard} — alarms {limits}, unit `{p.unit}`, priority {priority}"
+
+    return "; ".join(one(p) for p in PRESETS.values()) + "; a tag's own `alarms`, `unit` and `priority` override them"
 
 
 _SPEC_DEFAULTS = {f.name: f.default for f in fields(TagSpec)}
@@ -57,7 +61,7 @@ class TagConfig:
         "e.g. `{ HH = 1, H = 2, sensor = 3 }`", kind="int|table", check=_priority)
     telemetry_deadband: float | None = key(
         None, "on-change telemetry: how far this tag must move (engineering units) to be sent between snapshots",
-        kind="float", check=non_negative, shown="[uplink] telemetry_deadband")
+        kind="float", check=non_negative, shown="`[uplink] telemetry_deadband`")
     point: str = key("", "point code in the provincial profile (测点编码)", shown="the tag name")
     latch: bool = key(False, "a latching alarm whose condition clears before it is acknowledged stays `latched` "
                              "until acknowledged")
