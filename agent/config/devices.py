@@ -16,12 +16,10 @@ _SPEC_DEFAULTS = {f.name: f.default for f in fields(DeviceSpec)}
 
 DEVICE_KEYS = {
     "name": Key("str", required=True, check=nonempty, doc="unique; tags refer to it"),
-    "driver": Key("str", required=True, doc="`modbus`, `opcua` or a plugin's name (entry point group "
-                                            "`plantwatch.drivers`)"),
-    "url": Key("str", required=True, check=nonempty,
-               doc="Modbus: `tcp://host:port`, `rtu:///dev/ttyUSB0?baud=9600&parity=E&stopbits=1`, "
-                   "`rtu+tcp://host:port`; OPC-UA: `opc.tcp://host:port/path`"),
-    "unit": Key("int", _SPEC_DEFAULTS["unit"], check=between(0, 255), doc="Modbus unit id (0–255)"),
+    "driver": Key("str", required=True, doc="a registered driver (entry point group `plantwatch.drivers`)"),
+    "url": Key("str", required=True, check=nonempty, doc="where the device is, in a scheme its driver accepts "
+                                                         "(docs/DRIVERS.md)"),
+    "unit": Key("int", _SPEC_DEFAULTS["unit"], check=between(0, 255), doc="unit (slave) id on the line (0–255)"),
     "interval_s": Key("float", _SPEC_DEFAULTS["interval_s"], check=positive, doc="poll interval"),
     "timeout_s": Key("float", _SPEC_DEFAULTS["timeout_s"], check=positive, doc="request timeout"),
 }

@@ -8,10 +8,12 @@ import argparse
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import detectors
+import drivers
 from agent.config.devices import DEVICE_KEYS
 from agent.config.models import MODEL_KEYS, model_kinds
 from agent.config.provincial import PROVINCIAL_KEYS
@@ -78,7 +80,7 @@ def tables() -> dict[str, str]:
     out = {
         "agent": key_table(keys_of(AgentSection)),
         "uplink": key_table(keys_of(UplinkSection)),
-        "devices": key_table(DEVICE_KEYS),
+        "devices": key_table(_with_drivers(DEVICE_KEYS)),
         "tags": key_table(tag_rows),
         "models": key_table(MODEL_KEYS),
         "alarm_system": key_table(keys_of(AlarmSystemSection)),
@@ -90,6 +92,16 @@ def tables() -> dict[str, str]:
     for name, fam in model_kinds(families).items():
         out[f"model.{name}"] = option_table(fam.model_options)
     return out
+
+
+def _with_drivers(keys: Mapping[str, Key]) -> dict[str, Key]:
+    """The device keys with the built-in drivers and the URL schemes each accepts."""
+    builtin = {name: drivers.load(name) for name, target in sorted(drivers.available().items())
+               if target.startswith("drivers.")}
+    names = ", ".join(f"`{n}`" for n in builtin)
+    schemes = "; ".join(f"{n}: " + " ".join(f"`{s}://`" for s in cls.schemes) for n, cls in builtin.items())
+    return {**keys, "driver": replace(keys["driver"], doc=f"{names} or a plugin's name; {keys['driver'].doc}"),
+            "url": replace(keys["url"], doc=f"{keys['url'].doc}: {schemes}")}
 
 
 def _first_line(fam: type) -> str:

@@ -38,7 +38,7 @@ SPEC_KEYS = {
     "name": Key("str", required=True, check=nonempty, doc="unique; also the column name in replay CSVs"),
     "device": Key("str", required=True, doc="a `[[devices]]` name"),
     "address": Key("str", required=True, check=nonempty,
-                   doc="Modbus `co:N di:N ir:N hr:N` (0-based), `hr:100.3` = bit 3; OPC-UA node id `ns=2;s=R101.TI01`"),
+                   doc="where the driver reads the value, in its driver's syntax (docs/DRIVERS.md)"),
     "type": Key("str", _SPEC_DEFAULTS["type"], choices=VALUE_TYPES, doc="value type"),
     "order": Key("str", _SPEC_DEFAULTS["order"], choices=BYTE_ORDERS, doc="word/byte order of multi-register values"),
     "scale": Key("float", _SPEC_DEFAULTS["scale"], doc="engineering value = raw × scale + offset"),
@@ -54,11 +54,11 @@ class TagConfig:
     unit: str = key("", "engineering unit, copied into alarms")
     desc: str = key("", "description; the alarm message text starts with it")
     range: tuple[float, float] | None = key(
-        None, "[low, high]: physically valid range; outside it a sample is BAD and a sensor alarm is raised",
+        None, "[low, high]: physically valid range; families that judge plausibility use it (see below)",
         kind="list[float]")
     priority: int | Mapping[str, int] = key(
         2, "1 (highest) … 4; a number gives HH and LL one step more urgent; a table sets each level or kind, "
-        "e.g. `{ HH = 1, H = 2, sensor = 3 }`", kind="int|table", check=_priority)
+        "e.g. `{ HH = 1, H = 2, roc = 3 }`", kind="int|table", check=_priority)
     telemetry_deadband: float | None = key(
         None, "on-change telemetry: how far this tag must move (engineering units) to be sent between snapshots",
         kind="float", check=non_negative, shown="`[uplink] telemetry_deadband`")
