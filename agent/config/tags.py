@@ -59,14 +59,14 @@ class TagConfig:
     priority: int | Mapping[str, int] = key(
         2, "1 (highest) … 4; a number gives HH and LL one step more urgent; a table sets each level or kind, "
         "e.g. `{ HH = 1, H = 2, roc = 3 }`", kind="int|table", check=_priority)
-    telemetry_deadband: float | None = key(
-        None, "on-change telemetry: how far this tag must move (engineering units) to be sent between snapshots",
-        kind="float", check=non_negative, shown="`[uplink] telemetry_deadband`")
-    point: str = key("", "point code in the provincial profile (测点编码)", shown="the tag name")
+    families: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # family -> params
     latch: bool = key(False, "a latching alarm whose condition clears before it is acknowledged stays `latched` "
                              "until acknowledged")
     preset: str = key("", _preset_doc(), choices=("", *PRESETS), shown="none")
-    families: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # family -> params
+    point: str = key("", "point code in the provincial profile (测点编码)", shown="the tag name")
+    telemetry_deadband: float | None = key(
+        None, "on-change telemetry: how far this tag must move (engineering units) to be sent between snapshots",
+        kind="float", check=non_negative, shown="`[uplink] telemetry_deadband`")
 
     @property
     def name(self) -> str:
