@@ -145,7 +145,7 @@ def did_you_mean(word: Any, known: Iterable[Any]) -> str:
 def item(array: str, i: int, entry: Any) -> str:
     """The path of entry i of an array of tables, with its name when it has one, so that a
     message about tag 212 of 300 says which tag: ``tags[212] (CW.PI01)``."""
-    name = entry.get("name") if isinstance(entry, dict) else entry if isinstance(entry, str) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
     return f"{array}[{i}] ({name})" if isinstance(name, str) and name else f"{array}[{i}]"
 
 
@@ -174,6 +174,7 @@ class Problems(list):
         if not isinstance(table, dict):
             self.add(path, "must be a table")
             return {}
+        known = list(known)
         self.unknown(table, path, known)
         out = {}
         for k, v in table.items():
