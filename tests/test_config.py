@@ -268,3 +268,22 @@ def test_a_changed_declaration_shows_in_the_docs(monkeypatch):
     text = docs.CONFIG_MD.read_text(encoding="utf-8")
     monkeypatch.setattr(docs, "keys_of", lambda cls: {**sections.keys_of(cls), "extra": Key("int", 1, doc="new")})
     assert "| `extra` | int | `1` | new |" in docs.render(text)
+
+
+def test_a_family_declares_options_or_defaults_and_gets_the_other():
+    from detectors.base import Family, Option
+
+    class Declared(Family):
+        name = "declared"
+        options = {"above": Option(1.0, "the limit"), "hold_s": Option(None, "how long", required=True)}
+
+        def update(self, tag, value, ts, quality):
+            return []
+
+    class Plain(Declared):
+        defaults = {"below": 0.0}
+
+    assert Declared.defaults == {"above": 1.0, "hold_s": None}
+    assert Plain.options == {"below": Option(0.0)}
+    assert Declared.check({"above": "x", "hold": 1}) == [
+        ("above", "must be a number, not 'x'"), ("hold", "unknown key (expected one of: above, hold_s)")]
