@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NODE_DIR := tests/opcua_interop
 
-.PHONY: demo test bench build venv system-deps node lint clean
+.PHONY: demo test bench build venv system-deps node lint docs clean
 
 # what the tests need from the OS: a real broker, a libmodbus server, a virtual serial cable
 APT_NEEDS := mosquitto:mosquitto socat:socat pkg-config:pkg-config
@@ -65,6 +65,10 @@ bench: build
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent drivers detectors tests bench
+
+# the key tables of docs/CONFIG.md, from the declarations the config loader reads with
+docs: $(STAMP)
+	$(BIN)/python -m agent.config.docs --write
 
 clean:
 	rm -rf build $(VENV) detectors/*.so ext/*.c

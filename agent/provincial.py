@@ -17,6 +17,7 @@ import base64
 import json
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,11 +43,10 @@ DEFAULT_FIELDS = {
     "datas": "datas",  # 测点数据
     "online": "zxzt",  # 在线状态
 }
-DEFAULT_CODES = {  # level or kind -> alarm type code
-    "HH": "1", "H": "2", "L": "3", "LL": "4",
-    "roc": "5", "ewma": "6", "cusum": "6", "robust": "6", "flatline": "7", "pca": "8",
-    "sensor": "9", "comm": "10", "storage": "11",
-}
+#: limit level -> alarm type code; a detector family declares its kind's code (``alarm_code``)
+LEVEL_CODES = {"HH": "1", "H": "2", "L": "3", "LL": "4"}
+#: the agent's own alarm kinds -> alarm type code
+SYSTEM_CODES = {"comm": "10", "storage": "11"}
 DEFAULT_STATES = {  # message state -> code
     "active": "1", "cleared": "0", "repeat": "1", "acked": "2", "shelved": "3", "unshelved": "4",
     "suppressed": "5", "unsuppressed": "6", "out_of_service": "7", "in_service": "8",
@@ -59,6 +59,12 @@ class ProvincialError(ValueError):
     pass
 
 
+def default_codes(families: Iterable[Any]) -> dict[str, str]:
+    """Level or kind -> alarm type code: the limit levels, each family's declared code, then the
+    agent's own kinds."""
+    return {**LEVEL_CODES, **{f.name: f.alarm_code for f in families if f.alarm_code}, **SYSTEM_CODES}
+
+
 @dataclass(frozen=True)
 class Profile:
     enterprise_code: str
@@ -69,7 +75,7 @@ class Profile:
     repeat_s: float = 0.0
     sm4_key: bytes | None = field(default=None, repr=False)
     fields: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FIELDS))
-    codes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_CODES))
+    codes: dict[str, str] = field(default_factory=lambda: {**LEVEL_CODES, **SYSTEM_CODES})
     states: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STATES))
     quality: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_QUALITY))
     types: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TYPES))

@@ -37,6 +37,16 @@ class ConditionChange:
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Option:
+    """One parameter a family accepts: its default (None: unset, or required when ``required``)
+    and the one-line doc that docs/CONFIG.md shows for it."""
+
+    default: Any = None
+    doc: str = ""
+    required: bool = False
+
+
 class Family(ABC):
     """A detector family. Subclasses set the class attributes and implement ``update``."""
 
@@ -45,31 +55,46 @@ class Family(ABC):
     #: the [[tags]] key whose table configures this family for a tag (e.g. "alarms"), or None
     #: when the family is enabled by listing its name in a tag's ``detectors``
     tag_key: ClassVar[str | None] = None
-    #: every accepted parameter with its default; None means "required / no default"
+    #: every accepted parameter with its default; None means "required / no default". Derived
+    #: from ``options`` when a family declares those (a plugin may give either)
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: every accepted per-tag parameter: its default and a one-line doc
+    options: ClassVar[Mapping[str, Option]] = {}
+    #: the parameters of a ``[[models]]`` entry of this kind; a family declaring them is a
+    #: multivariate model kind, configured by ``[[models]]`` rather than per tag
+    model_options: ClassVar[Mapping[str, Option]] = {}
+    #: the levels this family raises (a tag's ``priority`` table may name them)
+    levels: ClassVar[tuple[str, ...]] = ()
+    #: this kind's default alarm type code in the provincial profile ("" = the level's code)
+    alarm_code: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "options" in cls.__dict__:
+            cls.defaults = {k: o.default for k, o in cls.options.items()}
+        elif "defaults" in cls.__dict__:
+            cls.options = {k: Option(v) for k, v in cls.defaults.items()}
+
+    @classmethod
+    def default_params(cls, tag: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The parameters this family watches a tag with when the tag does not configure it,
+        from the tag's core keys (``name``, ``unit``, ``range``, ...); None: not watched."""
+        return None
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """Validate one tag's parameters; return (key, message) for every problem.
+        """Validate one tag's parameters; return (path, message) for every problem, the path
+        relative to the table checked.
 
         The base implementation rejects unknown keys and non-numeric values; families extend it
         with their own cross-checks (e.g. hh > h > l > ll).
         """
-        problems: list[tuple[str, str]] = []
-        for key, value in params.items():
-            if key not in cls.defaults:
-                problems.append((key, f"unknown key (expected one of: {', '.join(sorted(cls.defaults))})"))
-                continue
-            expected = cls.defaults[key]
-            if isinstance(expected, bool):
-                if not isinstance(value, bool):
-                    problems.append((key, f"must be true or false, not {value!r}"))
-            elif isinstance(expected, (int, float)) or expected is None:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    problems.append((key, f"must be a number, not {value!r}"))
-                elif not math.isfinite(value):
-                    problems.append((key, f"must be finite, not {value!r}"))
-        return problems
+        return check_values(cls.defaults, params)
+
+    @classmethod
+    def check_model(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Validate one ``[[models]]`` entry's ``model_options`` as ``check`` does a tag's."""
+        return check_values({k: o.default for k, o in cls.model_options.items()}, options)
 
     @classmethod
     def resolve(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,3 +112,22 @@ class Family(ABC):
     ) -> list[ConditionChange]:
         """Judge one batch (int32 tag, float64 value, float64 ts, uint8 quality) in one kernel
         call; return only the tags whose condition changed."""
+
+
+def check_values(defaults: Mapping[str, Any], params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Unknown keys, and values not of their default's type (None: a number)."""
+    problems: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if key not in defaults:
+            problems.append((key, f"unknown key (expected one of: {', '.join(sorted(defaults))})"))
+            continue
+        expected = defaults[key]
+        if isinstance(expected, bool):
+            if not isinstance(value, bool):
+                problems.append((key, f"must be true or false, not {value!r}"))
+        elif isinstance(expected, (int, float)) or expected is None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append((key, f"must be a number, not {value!r}"))
+            elif not math.isfinite(value):
+                problems.append((key, f"must be finite, not {value!r}"))
+    return problems

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors import _kernels
-from detectors.base import ConditionChange, Family
+from detectors.base import ConditionChange, Family, Option
 
 #: kernel level code -> level name for the limit family
 LIMIT_LEVELS = {2: "HH", 1: "H", -1: "L", -2: "LL"}
@@ -95,15 +95,16 @@ class LimitFamily(KernelFamily):
 
     name: ClassVar[str] = "limit"
     tag_key: ClassVar[str | None] = "alarms"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "hh": None,
-        "h": None,
-        "l": None,
-        "ll": None,
-        "deadband": 0.0,
-        "on_delay_s": 0.0,
-        "off_delay_s": 0.0,
+    options: ClassVar[Mapping[str, Option]] = {
+        "hh": Option(None, "high-high limit; those given must satisfy hh > h > l > ll"),
+        "h": Option(None, "high limit"),
+        "l": Option(None, "low limit"),
+        "ll": Option(None, "low-low limit"),
+        "deadband": Option(0.0, ">= 0; applied only on the way back: a high alarm holds while value > limit - deadband"),
+        "on_delay_s": Option(0.0, ">= 0; the condition must persist this long before the alarm (or a more severe level) is raised"),
+        "off_delay_s": Option(0.0, ">= 0; the return must persist this long before the alarm clears (or de-escalates)"),
     }
+    levels: ClassVar[tuple[str, ...]] = tuple(LIMIT_LEVELS.values())
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -180,12 +181,14 @@ class RocFamily(KernelFamily):
 
     name: ClassVar[str] = "roc"
     tag_key: ClassVar[str | None] = "roc"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "max_per_s": None,
-        "window_s": 1.0,
-        "on_delay_s": 0.0,
-        "off_delay_s": 0.0,
+    options: ClassVar[Mapping[str, Option]] = {
+        "max_per_s": Option(None, "> 0, engineering units per second, either direction", required=True),
+        "window_s": Option(1.0, ">= 0; the rate is measured from an anchor sample to the first usable sample at least this later"),
+        "on_delay_s": Option(0.0, ">= 0, as for limits"),
+        "off_delay_s": Option(0.0, ">= 0, as for limits"),
     }
+    levels: ClassVar[tuple[str, ...]] = ("H", "L")
+    alarm_code: ClassVar[str] = "5"
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -242,16 +245,18 @@ class EwmaFamily(_ControlChart):
     """
 
     name: ClassVar[str] = "ewma"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "lambda_": 0.2,
-        "L": 3.0,
-        "warmup": 30,
-        "mean": None,
-        "sigma": None,
-        "min_sigma": 0.0,
-        "on_delay_s": 0.0,
-        "off_delay_s": 0.0,
+    options: ClassVar[Mapping[str, Option]] = {
+        "lambda_": Option(0.2, "in (0, 1]; small finds small sustained shifts, 1 is a Shewhart chart"),
+        "L": Option(3.0, "> 0, width of the limits in sigmas of the EWMA"),
+        "warmup": Option(30, "whole number >= 2: usable samples that estimate mean and sigma, silent meanwhile"),
+        "mean": Option(None, "give mean and sigma to skip the warm-up"),
+        "sigma": Option(None, "> 0, with mean"),
+        "min_sigma": Option(0.0, ">= 0, floor for sigma"),
+        "on_delay_s": Option(0.0, ">= 0, as for limits"),
+        "off_delay_s": Option(0.0, ">= 0, as for limits"),
     }
+    levels: ClassVar[tuple[str, ...]] = ("H", "L")
+    alarm_code: ClassVar[str] = "6"
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -296,15 +301,17 @@ class CusumFamily(_ControlChart):
     """
 
     name: ClassVar[str] = "cusum"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "k": 0.5,
-        "h": 5.0,
-        "warmup": 30,
-        "mean": None,
-        "sigma": None,
-        "min_sigma": 0.0,
-        "off_delay_s": 10.0,
+    options: ClassVar[Mapping[str, Option]] = {
+        "k": Option(0.5, ">= 0, allowance in sigmas (half the shift to detect fastest)"),
+        "h": Option(5.0, "> 0, decision interval in sigmas"),
+        "warmup": Option(30, "as for ewma"),
+        "mean": Option(None, "as for ewma"),
+        "sigma": Option(None, "as for ewma"),
+        "min_sigma": Option(0.0, "as for ewma"),
+        "off_delay_s": Option(10.0, ">= 0, how long the alarm holds after the last crossing"),
     }
+    levels: ClassVar[tuple[str, ...]] = ("H", "L")
+    alarm_code: ClassVar[str] = "6"
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -347,13 +354,15 @@ class RobustFamily(KernelFamily):
     """
 
     name: ClassVar[str] = "robust"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "window": 31,
-        "threshold": 3.5,
-        "min_mad": 0.0,
-        "on_delay_s": 0.0,
-        "off_delay_s": 0.0,
+    options: ClassVar[Mapping[str, Option]] = {
+        "window": Option(31, "whole number >= 3, usable samples in the rolling window"),
+        "threshold": Option(3.5, "> 0, in robust sigmas"),
+        "min_mad": Option(0.0, ">= 0, floor for 1.4826*MAD; with 0 any move off a constant window alarms"),
+        "on_delay_s": Option(0.0, ">= 0, as for limits"),
+        "off_delay_s": Option(0.0, ">= 0, as for limits"),
     }
+    levels: ClassVar[tuple[str, ...]] = ("H", "L")
+    alarm_code: ClassVar[str] = "6"
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -394,7 +403,13 @@ class FlatlineFamily(KernelFamily):
     """
 
     name: ClassVar[str] = "flatline"
-    defaults: ClassVar[Mapping[str, Any]] = {"eps": 0.0, "duration_s": 60.0, "off_delay_s": 0.0}
+    options: ClassVar[Mapping[str, Option]] = {
+        "eps": Option(0.0, '>= 0, change that still counts as "flat"'),
+        "duration_s": Option(60.0, "> 0, how long the value must stay flat"),
+        "off_delay_s": Option(0.0, ">= 0, as for limits"),
+    }
+    levels: ClassVar[tuple[str, ...]] = ("FLAT",)
+    alarm_code: ClassVar[str] = "7"
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -427,14 +442,26 @@ class SensorFamily(KernelFamily):
     or of BAD quality / NaN inside it (BAD). COMM_FAIL samples belong to the agent's ``comm``
     alarm and are skipped.
 
-    Configured from the tag's ``range = [lo, hi]``: the loader turns it into
-    ``{"lo": lo, "hi": hi}`` with ``params_from_range``. Tags without a range may still be
-    watched with ``{}`` so that BAD quality raises a sensor alarm for them too.
+    Configured from the tag's ``range = [lo, hi]`` (``default_params``): every tag is watched,
+    one without a range with ``{}``, so that BAD quality raises a sensor alarm for it too.
     """
 
     name: ClassVar[str] = "sensor"
     tag_key: ClassVar[str | None] = "range"
-    defaults: ClassVar[Mapping[str, Any]] = {"lo": None, "hi": None, "on_delay_s": 0.0, "off_delay_s": 0.0}
+    options: ClassVar[Mapping[str, Option]] = {
+        "lo": Option(None, "physical low bound (unset: none)"),
+        "hi": Option(None, "physical high bound (unset: none)"),
+        "on_delay_s": Option(0.0, ">= 0, as for limits"),
+        "off_delay_s": Option(0.0, ">= 0, as for limits"),
+    }
+    levels: ClassVar[tuple[str, ...]] = tuple(SENSOR_LEVELS.values())
+    alarm_code: ClassVar[str] = "9"
+
+    @classmethod
+    def default_params(cls, tag: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Every tag is watched: its ``range`` (if any) bounds it, and BAD quality alarms."""
+        rng = tag.get("range")
+        return {"lo": rng[0], "hi": rng[1]} if rng else {}
 
     @staticmethod
     def params_from_range(value: Any) -> tuple[dict[str, Any] | None, str | None]:

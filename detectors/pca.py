@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from detectors import _pca
-from detectors.base import ConditionChange, Family
+from detectors.base import ConditionChange, Family, Option
 from detectors.families import as_batch
 
 #: version of the .npz layout written by ``PcaModel.save``
@@ -301,8 +301,8 @@ class PcaFamily(Family):
     """Online PCA monitoring of one or more models, each over its own tags.
 
     Per tag, the config loader passes ``{"model": NAME, "file": PATH, "name": TAG_NAME}`` for
-    every tag of every ``[[models]]`` entry of kind "pca" (plus optional ``on_delay_s``,
-    ``off_delay_s``, ``top``, ``t2_factor``, ``spe_factor``, taken from the model table). The
+    every tag of every ``[[models]]`` entry of kind "pca", with the ``model_options`` of the
+    model table (``on_delay_s``, ``off_delay_s``, ``top``, ``t2_factor``, ``spe_factor``, ...). The
     family loads each file once, checks it was fitted for exactly those tags, and judges each
     tick: level T2, SPE or T2+SPE while the statistic is over its limit. The change's ``tag``
     is the model's first tag (one alarm per model); ``context["model"]`` names the model and
@@ -311,16 +311,25 @@ class PcaFamily(Family):
 
     name: ClassVar[str] = "pca"
     tag_key: ClassVar[str | None] = None
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "model": None,
-        "file": None,
-        "name": None,
-        "on_delay_s": 0.0,
-        "off_delay_s": 0.0,
-        "top": 3,
-        "t2_factor": 1.0,
-        "spe_factor": 1.0,
+    model_options: ClassVar[Mapping[str, Option]] = {
+        "confidence": Option(0.99, "in [0.5, 1), confidence of the fitted T² and SPE limits (`plantwatch train`)"),
+        "variance": Option(0.9, "in (0, 1], explained variance that chooses the number of components"),
+        "components": Option(0, "a fixed number of components (0 = chosen by variance)"),
+        "on_delay_s": Option(0.0, ">= 0; T²/SPE must stay over its limit this long before the alarm is raised"),
+        "off_delay_s": Option(0.0, ">= 0; T²/SPE must stay under its limit this long before the alarm clears"),
+        "top": Option(3, "how many top contributing tags the alarm names"),
+        "t2_factor": Option(1.0, "> 0, multiplier of the fitted T² limit"),
+        "spe_factor": Option(1.0, "> 0, multiplier of the fitted SPE limit"),
     }
+    #: per tag the loader passes the model's name, file and the tag's name with the model options
+    options: ClassVar[Mapping[str, Option]] = {
+        "model": Option(None, "the model's name", required=True),
+        "file": Option(None, "the model file", required=True),
+        "name": Option(None, "the tag's name", required=True),
+        **model_options,
+    }
+    levels: ClassVar[tuple[str, ...]] = tuple(PCA_LEVELS.values())
+    alarm_code: ClassVar[str] = "8"
 
     @classmethod
     def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -330,6 +339,23 @@ class PcaFamily(Family):
         for key in ("model", "file", "name"):
             if not isinstance(params.get(key), str) or not params[key]:
                 problems.append((key, "required (a non-empty string)"))
+        return problems + cls._ranges(numeric)
+
+    @classmethod
+    def check_model(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return super().check_model(options) + cls._ranges(options)
+
+    @classmethod
+    def _ranges(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        number = {k: v for k, v in params.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if "confidence" in number and not 0.5 <= number["confidence"] < 1:
+            problems.append(("confidence", f"must be in [0.5, 1), not {number['confidence']}"))
+        if "variance" in number and not 0 < number["variance"] <= 1:
+            problems.append(("variance", f"must be in (0, 1], not {number['variance']}"))
+        c = number.get("components")
+        if c is not None and (c != int(c) or c < 0):
+            problems.append(("components", f"must be a whole number >= 0 (0 = chosen by variance), not {c!r}"))
         for key in ("on_delay_s", "off_delay_s"):
             v = params.get(key)
             if isinstance(v, (int, float)) and v < 0:

@@ -111,12 +111,18 @@ def frozen_tags(tags) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Problem:
-    """A config problem found by a driver. ``tag`` is None for the device itself, else the
-    TagSpec concerned; ``key`` is the key inside that table (e.g. ``address``)."""
+    """A config problem found by a driver, as (path, message) like every config problem.
+    ``tag`` is None for the device itself, else the TagSpec concerned; ``path`` is relative
+    to that table (``address``, ``trust[0]``)."""
 
-    key: str
+    path: str
     message: str
     tag: TagSpec | None = None
+
+    @property
+    def key(self) -> str:
+        """The path's older name, kept for plugins written against it."""
+        return self.path
 
 
 class DriverError(Exception):

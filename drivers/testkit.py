@@ -82,7 +82,7 @@ async def check_driver(cls: type[Driver], device: DeviceSpec, tags: Sequence[Tag
     if not all(isinstance(p, Problem) for p in problems):
         out.append("check() must return drivers.base.Problem objects")
     elif problems:
-        out += [f"check() rejects the config: {p.key}: {p.message}" for p in problems]
+        out += [f"check() rejects the config: {p.path}: {p.message}" for p in problems]
         return out
     plan = cls.plan(device, tags)
     if not (isinstance(plan, list) and all(isinstance(line, str) for line in plan)):

@@ -40,8 +40,8 @@ def test_run_with_bad_config_exits_2(tmp_path):
     path.write_text('[agent]\nplant = "x"\n[[tags]]\nname = "a"\n')
     result = plantwatch("run", str(path))
     assert result.returncode == 2
-    assert "tags[0].device: is required" in result.stderr
-    assert "tags[0].address: is required" in result.stderr
+    assert "tags[0] (a).device: is required" in result.stderr
+    assert "tags[0] (a).address: is required" in result.stderr
 
 
 def test_opcua_cert_then_probe_an_opcua_server(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, load, parse
+from agent.config import ConfigError, Key, load, parse
 from tests.conftest import config_dict
 
 
@@ -49,36 +49,36 @@ def drop(section: str, key: str):
 
 
 BAD = [
-    ("typo in an alarm key", alarms(deadbnd=2.0), "tags[0].alarms.deadbnd: unknown key"),
-    ("hh not above h", alarms(hh=150.0), "tags[0].alarms.hh: must be above h (160.0)"),
-    ("ll not below l", alarms(ll=25.0), "tags[0].alarms.l: must be above ll (25.0)"),
-    ("negative deadband", alarms(deadband=-1.0), "tags[0].alarms.deadband:"),
-    ("unknown device", tag(1, device="r2-plc"), "tags[1].device: unknown device 'r2-plc'"),
-    ("duplicate tag name", tag(1, name="R101.TI01"), "tags[1].name: duplicate tag name 'R101.TI01' (also tags[0])"),
-    ("float32 on a coil", tag(0, address="co:5"), "tags[0].type:"),
-    ("bad address syntax", tag(0, address="hr:abc"), "tags[0].address:"),
-    ("address out of range", tag(0, address="hr:70000"), "tags[0].address:"),
-    ("unknown value type", tag(0, type="float16"), "tags[0].type: must be one of"),
-    ("unknown byte order", tag(0, order="ACBD"), "tags[0].order: must be one of"),
-    ("range upside down", tag(0, range=[400.0, -50.0]), "tags[0].range: low must be below high"),
-    ("scale not a number", tag(0, scale="x"), "tags[0].scale: must be a finite number"),
-    ("priority out of 1..4", tag(0, priority=7), "tags[0].priority: priorities must be 1 (highest) .. 4, not 7"),
-    ("priority table out of 1..4", tag(0, priority={"HH": 0}), "tags[0].priority: priorities must be 1 (highest) .. 4, not 0"),
-    ("unknown preset", tag(0, preset="gb99999"), "tags[0].preset: must be one of"),
+    ("typo in an alarm key", alarms(deadbnd=2.0), "tags[0] (R101.TI01).alarms.deadbnd: unknown key"),
+    ("hh not above h", alarms(hh=150.0), "tags[0] (R101.TI01).alarms.hh: must be above h (160.0)"),
+    ("ll not below l", alarms(ll=25.0), "tags[0] (R101.TI01).alarms.l: must be above ll (25.0)"),
+    ("negative deadband", alarms(deadband=-1.0), "tags[0] (R101.TI01).alarms.deadband:"),
+    ("unknown device", tag(1, device="r2-plc"), "tags[1] (R101.PI01).device: unknown device 'r2-plc'"),
+    ("duplicate tag name", tag(1, name="R101.TI01"), "tags[1] (R101.TI01).name: duplicate tag name 'R101.TI01' (also tags[0] (R101.TI01))"),
+    ("float32 on a coil", tag(0, address="co:5"), "tags[0] (R101.TI01).type:"),
+    ("bad address syntax", tag(0, address="hr:abc"), "tags[0] (R101.TI01).address:"),
+    ("address out of range", tag(0, address="hr:70000"), "tags[0] (R101.TI01).address:"),
+    ("unknown value type", tag(0, type="float16"), "tags[0] (R101.TI01).type: must be one of"),
+    ("unknown byte order", tag(0, order="ACBD"), "tags[0] (R101.TI01).order: must be one of"),
+    ("range upside down", tag(0, range=[400.0, -50.0]), "tags[0] (R101.TI01).range: low must be below high"),
+    ("scale not a number", tag(0, scale="x"), "tags[0] (R101.TI01).scale: must be a finite number"),
+    ("priority out of 1..4", tag(0, priority=7), "tags[0] (R101.TI01).priority: priorities must be 1 (highest) .. 4, not 7"),
+    ("priority table out of 1..4", tag(0, priority={"HH": 0}), "tags[0] (R101.TI01).priority: priorities must be 1 (highest) .. 4, not 0"),
+    ("unknown preset", tag(0, preset="gb99999"), "tags[0] (R101.TI01).preset: must be one of"),
     ("health rule out of range", {**config_dict(), "alarm_system": {"chatter_count": 1}}, "alarm_system.chatter_count: must be >= 2"),
-    ("unknown statistical detector", tag(0, detectors=["ewmaa"]), "tags[0].detectors[0]: unknown detector 'ewmaa'"),
-    ("typo in a tag key", tag(0, deadbnd=1.0), "tags[0].deadbnd: unknown key"),
-    ("negative telemetry deadband", tag(0, telemetry_deadband=-1.0), "tags[0].telemetry_deadband: must be >= 0"),
+    ("unknown statistical detector", tag(0, detectors=["ewmaa"]), "tags[0] (R101.TI01).detectors[0]: unknown detector 'ewmaa'"),
+    ("typo in a tag key", tag(0, deadbnd=1.0), "tags[0] (R101.TI01).deadbnd: unknown key"),
+    ("negative telemetry deadband", tag(0, telemetry_deadband=-1.0), "tags[0] (R101.TI01).telemetry_deadband: must be >= 0"),
     ("plant missing", drop("agent", "plant"), "agent.plant: is required"),
     ("plant with a topic wildcard", with_("agent", plant="64#01"), "agent.plant: must be 1-64 letters"),
     ("unknown time zone", with_("agent", timezone="Mars/Olympus"), "agent.timezone: unknown time zone"),
     ("uplink not mqtt", with_("uplink", url="http://127.0.0.1:1883"), "uplink.url: must start with mqtt:// or mqtts://"),
     ("mqtt version 4", with_("uplink", mqtt_version=4), "uplink.mqtt_version: must be one of 3, 5"),
     ("password file missing", with_("uplink", password_file="nope.txt"), "uplink.password_file: no such file"),
-    ("unknown driver", device(driver="profibus"), "devices[0].driver: unknown driver 'profibus'"),
-    ("negative interval", device(interval_s=-1.0), "devices[0].interval_s: must be > 0"),
-    ("unit id out of range", device(unit=300), "devices[0].unit: must be 0..255"),
-    ("modbus device with an OPC-UA url", device(url="opc.tcp://127.0.0.1:4840"), "devices[0].url:"),
+    ("unknown driver", device(driver="profibus"), "devices[0] (r1-plc).driver: unknown driver 'profibus'"),
+    ("negative interval", device(interval_s=-1.0), "devices[0] (r1-plc).interval_s: must be > 0"),
+    ("unit id out of range", device(unit=300), "devices[0] (r1-plc).unit: must be 0..255"),
+    ("modbus device with an OPC-UA url", device(url="opc.tcp://127.0.0.1:4840"), "devices[0] (r1-plc).url:"),
     ("unknown section", {**config_dict(), "agnet": {"plant": "x"}}, "agnet: unknown section"),
 ]
 
@@ -93,7 +93,7 @@ def test_duplicate_device_name_is_reported():
     data = config_dict()
     data["devices"].append(dict(data["devices"][0]))
     problems = problems_of(data)
-    assert any(p.startswith("devices[1].name: duplicate device name 'r1-plc'") for p in problems), problems
+    assert any(p.startswith("devices[1] (r1-plc).name: duplicate device name 'r1-plc' (also devices[0] (r1-plc))") for p in problems), problems
 
 
 def test_two_devices_with_one_unit_on_one_serial_line():
@@ -107,14 +107,14 @@ def test_two_devices_with_one_unit_on_one_serial_line():
     for t in data["tags"]:
         t["device"] = "a"
     problems = problems_of(data)
-    assert any(p.startswith("devices[1].unit: unit 3 on rtu:///dev/ttyUSB0") and "'a'" in p for p in problems), problems
-    assert any(p.startswith("devices[2].url: serial settings") for p in problems), problems
-    assert not any(p.startswith("devices[3].") for p in problems), problems
+    assert any(p.startswith("devices[1] (b).unit: unit 3 on rtu:///dev/ttyUSB0") and "'a'" in p for p in problems), problems
+    assert any(p.startswith("devices[2] (c).url: serial settings") for p in problems), problems
+    assert not any(p.startswith("devices[3] (d).") for p in problems), problems
 
 
 def test_model_with_unknown_tag():
     data = config_dict(models=[{"name": "m", "kind": "pca", "tags": ["R101.TI01", "R101.XX"], "file": "m.npz"}])
-    assert "models[0].tags[1]: unknown tag 'R101.XX'" in problems_of(data)
+    assert "models[0] (m).tags[1]: unknown tag 'R101.XX'" in problems_of(data)
 
 
 def test_every_problem_is_reported_together():
@@ -124,13 +124,13 @@ def test_every_problem_is_reported_together():
     data["tags"][1]["device"] = "ghost"
     problems = problems_of(data)
     assert len(problems) >= 3
-    for prefix in ("agent.timezone:", "tags[0].alarms.deadbnd:", "tags[1].device:"):
+    for prefix in ("agent.timezone:", "tags[0] (R101.TI01).alarms.deadbnd:", "tags[1] (R101.PI01).device:"):
         assert any(p.startswith(prefix) for p in problems), (prefix, problems)
 
 
 def test_typo_suggests_the_key():
     problems = problems_of(device(intreval_s=1.0))
-    assert "devices[0].intreval_s: unknown key (did you mean 'interval_s'?)" in problems
+    assert "devices[0] (r1-plc).intreval_s: unknown key (did you mean 'interval_s'?)" in problems
 
 
 def test_valid_config_loads_typed(write_config, tmp_path):
@@ -162,8 +162,8 @@ def test_check_prints_problems_and_exits_2(write_config):
     result = run_cli("check", str(write_config(data)))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "tags[0].alarms.hh: must be above h (160.0)" in result.stderr
-    assert "tags[1].address:" in result.stderr
+    assert "tags[0] (R101.TI01).alarms.hh: must be above h (160.0)" in result.stderr
+    assert "tags[1] (R101.PI01).address:" in result.stderr
 
 
 def test_check_prints_summary_with_modbus_plan(write_config):
@@ -182,3 +182,108 @@ def test_example_configs_pass_check(name):
     path = Path(__file__).resolve().parents[1] / "configs" / name
     result = run_cli("check", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- one vocabulary: names checked like keys, readable paths, docs from the declarations -------
+
+
+def test_a_misspelled_section_suggests_the_section():
+    data = config_dict()
+    data["uplnk"] = data.pop("uplink")
+    assert "uplnk: unknown section (did you mean 'uplink'?)" in problems_of(data)
+
+
+def test_a_priority_table_names_only_levels_and_kinds():
+    problems = problems_of(tag(0, priority={"comms": 3, "HH": 1}))
+    assert problems == ["tags[0] (R101.TI01).priority.comms: unknown key (did you mean 'comm'?)"]
+    assert parse(tag(0, priority={"HH": 1, "sensor": 3, "BAD": 2})).tags[0].priority == {"HH": 1, "sensor": 3, "BAD": 2}
+
+
+def test_provincial_tables_name_only_known_names(tmp_path):
+    data = config_dict()
+    data["uplink"]["profile"] = "provincial"
+    data["provincial"] = {"gateway_code": "GW", "codes": {"flatlin": "7"}, "states": {"activ": "1"}}
+    problems = problems_of(data)
+    assert "provincial.codes.flatlin: unknown key (did you mean 'flatline'?)" in problems
+    assert "provincial.states.activ: unknown key (did you mean 'active'?)" in problems
+
+
+def test_option_lists_never_offer_an_empty_choice():
+    problems = problems_of(tag(0, preset="gb5049"))
+    assert problems == ["tags[0] (R101.TI01).preset: must be one of gb50493, not 'gb5049' (did you mean 'gb50493'?)"]
+    assert parse(tag(0, preset="")).tags[0].preset == ""
+
+
+def test_paths_name_the_entry_among_hundreds_of_tags():
+    data = config_dict()
+    data["tags"] = [{"name": f"CW.PI{i:03d}", "device": "r1-plc", "address": f"hr:{2 * i}"} for i in range(300)]
+    data["tags"][212]["alarms"] = {"h": 160.0, "hh": 150.0}
+    data["tags"][7]["address"] = "hr:x"
+    problems = problems_of(data)
+    assert "tags[212] (CW.PI212).alarms.hh: must be above h (160.0)" in problems
+    assert any(p.startswith("tags[7] (CW.PI007).address: ") for p in problems), problems
+
+
+def test_a_family_table_suggests_its_options():
+    assert "tags[0] (R101.TI01).roc.max_per: unknown key (did you mean 'max_per_s'?)" in problems_of(
+        tag(0, roc={"max_per_s": 1.0, "max_per": 2.0}))
+    assert "detectors.ewma.lamda_: unknown key (did you mean 'lambda_'?)" in problems_of(
+        {**config_dict(), "detectors": {"ewma": {"lamda_": 0.1}}})
+
+
+def test_model_options_are_the_familys_own():
+    model = {"name": "m", "tags": ["R101.TI01", "R101.PI01"], "file": "m.npz", "t2_factor": 1.5, "on_delay_s": 5}
+    cfg = parse(config_dict(models=[model]))
+    m = cfg.models[0]
+    assert (m.kind, m.options["t2_factor"], m.options["spe_factor"], m.options["on_delay_s"]) == ("pca", 1.5, 1.0, 5.0)
+    assert cfg.family_params()["pca"][1] == {"model": "m", "file": str(m.file), "name": "R101.PI01", **m.options}
+    bad = dict(model, spe_factor=-1, confidence=1.0, topp=3)
+    assert problems_of(config_dict(models=[bad])) == [
+        "models[0] (m).topp: unknown key (did you mean 'top'?)",
+        "models[0] (m).confidence: must be in [0.5, 1), not 1.0",
+        "models[0] (m).spe_factor: must be > 0, not -1",
+    ]
+    assert problems_of(config_dict(models=[dict(model, kind="pcaa")])) == [
+        "models[0] (m).kind: must be one of pca, not 'pcaa' (did you mean 'pca'?)"]
+
+
+def test_the_sensor_family_watches_every_tag_from_its_range():
+    cfg = parse(config_dict())
+    assert cfg.tags[0].families["sensor"] == {"lo": -50.0, "hi": 400.0}
+    assert cfg.tags[1].families["sensor"] == {}
+
+
+def test_docs_tables_are_the_declarations():
+    from agent.config import docs
+
+    text = docs.CONFIG_MD.read_text(encoding="utf-8")
+    assert docs.render(text) == text, "docs/CONFIG.md differs: run python -m agent.config.docs --write"
+    for name in docs.tables():
+        assert f"<!-- keys:{name} -->" in text, f"docs/CONFIG.md has no table keys:{name}"
+
+
+def test_a_changed_declaration_shows_in_the_docs(monkeypatch):
+    from agent.config import docs, sections
+
+    text = docs.CONFIG_MD.read_text(encoding="utf-8")
+    monkeypatch.setattr(docs, "keys_of", lambda cls: {**sections.keys_of(cls), "extra": Key("int", 1, doc="new")})
+    assert "| `extra` | int | `1` | new |" in docs.render(text)
+
+
+def test_a_family_declares_options_or_defaults_and_gets_the_other():
+    from detectors.base import Family, Option
+
+    class Declared(Family):
+        name = "declared"
+        options = {"above": Option(1.0, "the limit"), "hold_s": Option(None, "how long", required=True)}
+
+        def update(self, tag, value, ts, quality):
+            return []
+
+    class Plain(Declared):
+        defaults = {"below": 0.0}
+
+    assert Declared.defaults == {"above": 1.0, "hold_s": None}
+    assert Plain.options == {"below": Option(0.0)}
+    assert Declared.check({"above": "x", "hold": 1}) == [
+        ("above", "must be a number, not 'x'"), ("hold", "unknown key (expected one of: above, hold_s)")]

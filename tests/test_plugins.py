@@ -135,8 +135,8 @@ def test_plugins_are_found_by_entry_point(tmp_path):
                             env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}, timeout=60)
     assert result.returncode == 2
     # the plugin's own address check and the detector registry both speak through the config
-    assert "tags[3].address: must be a number of seconds (the period)" in result.stderr
-    assert "tags[3].detectors[0]: unknown detector 'spikee'" in result.stderr and "spike" in result.stderr
+    assert "tags[3] (S2).address: must be a number of seconds (the period)" in result.stderr
+    assert "tags[3] (S2).detectors[0]: unknown detector 'spikee'" in result.stderr and "spike" in result.stderr
     assert "tags[2]" not in result.stderr  # the plugin's own tag key and detector table are accepted
     del data["tags"][3]
     config.write_text(to_toml(data))

@@ -175,3 +175,12 @@ def test_outbox_housekeeping_copes_with_encrypted_payloads(tmp_path):
     buckets = {int((1_000_000.0 + 60 * i) // 900) for i in range(30)}
     assert report["thinned"] == 30 - len(buckets)  # one snapshot per 15-minute window is kept
     assert report["over"] is False
+
+
+def test_default_codes_come_from_the_families_and_the_agents_own_kinds(tmp_path):
+    profile = parse(provincial_config(tmp_path), base=tmp_path).provincial
+    assert profile.codes == {
+        "HH": "1", "H": "2", "L": "3", "LL": "4",
+        "roc": "5", "ewma": "6", "cusum": "6", "robust": "6", "flatline": "7", "pca": "8",
+        "sensor": "9", "comm": "10", "storage": "11",
+    }

@@ -273,7 +273,7 @@ def parse(device: DeviceSpec, tags: Sequence[TagSpec]) -> tuple[DeviceOptions | 
         qs = t_queue if t_queue is not None else max(2, 2 * math.ceil(publishing / max(si, 1.0)))
         tag_opts.append(TagOptions(node_id, si, qs, t_abs, t_pct))
 
-    if problems and any(p.key == "url" for p in problems):
+    if problems and any(p.path == "url" for p in problems):
         return None, problems
     options = DeviceOptions(
         url=device.url,

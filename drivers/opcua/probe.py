@@ -34,7 +34,7 @@ async def probe(url: str, depth: int = 3, timeout: float = 5.0, **security_optio
     spec = DeviceSpec(name="probe", driver="opcua", url=url, timeout_s=timeout, options=security_options)
     opts, problems = config.parse(spec, [])
     if opts is None or problems:
-        raise ValueError("; ".join(f"{p.key}: {p.message}" for p in problems))
+        raise ValueError("; ".join(f"{p.path}: {p.message}" for p in problems))
     client = Client(url, timeout=timeout)
     await security.apply(client, opts)
     await asyncio.wait_for(client.connect(), timeout * 2)

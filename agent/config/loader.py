@@ -1,0 +1,124 @@
+"""The whole document: read the TOML file, read every section, let the drivers and detector
+families judge their parts, and raise one ConfigError listing every problem."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import detectors
+from agent.config import sections
+from agent.config.devices import check_with_drivers, read_devices
+from agent.config.models import ModelConfig, model_kinds, read_models
+from agent.config.provincial import read_provincial
+from agent.config.schema import ConfigError, Problems, did_you_mean
+from agent.config.sections import AgentSection, AlarmSystemSection, UplinkSection
+from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
+from agent.provincial import Profile
+from drivers.base import DeviceSpec
+
+SECTIONS = ("agent", "uplink", "devices", "tags", "detectors", "models", "alarm_system", "provincial")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    agent: AgentSection
+    uplink: UplinkSection
+    devices: tuple[DeviceSpec, ...]
+    tags: tuple[TagConfig, ...]
+    detectors: Mapping[str, Mapping[str, Any]]
+    models: tuple[ModelConfig, ...]
+    alarm_system: AlarmSystemSection = AlarmSystemSection()
+    provincial: Profile | None = None
+
+    def device_tags(self, device: str) -> list[TagConfig]:
+        return [t for t in self.tags if t.device == device]
+
+    def tag_index(self) -> dict[str, int]:
+        return {t.name: t.index for t in self.tags}
+
+    def family_params(self) -> dict[str, dict[int, dict[str, Any]]]:
+        """family name -> {tag index: parameters} for every family in use: the tags' own
+        families and each model's kind over the model's tags."""
+        out: dict[str, dict[int, dict[str, Any]]] = {}
+        for tag in self.tags:
+            for fam, params in tag.families.items():
+                out.setdefault(fam, {})[tag.index] = dict(params)
+        index = self.tag_index()
+        for m in self.models:
+            for name in m.tags:
+                out.setdefault(m.kind, {})[index[name]] = m.params(name)
+        return out
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse(data, base=path.parent, path=path)
+
+
+def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = None) -> Config:
+    """Validate a parsed TOML document. Relative paths resolve against ``base``."""
+    p = Problems()
+    for k in data:
+        if k not in SECTIONS:
+            p.add(k, f"unknown section{did_you_mean(k, SECTIONS)}")
+    if "agent" not in data:
+        p.add("agent", "section is required")
+    agent = sections.agent(data.get("agent", {}), base, p)
+    uplink = sections.uplink(data.get("uplink", {}), base, p)
+    alarm_system = sections.alarm_system(data.get("alarm_system", {}), base, p)
+
+    families = registered_families()
+    roles = FamilyRoles.of(families)
+    devices, driver_of, device_paths = read_devices(data.get("devices", []), p)
+    detector_params = _detector_tables(data.get("detectors", {}), roles, p)
+    tags, tag_paths = read_tags(data.get("tags", []), devices, driver_of, roles, detector_params, p)
+    check_with_drivers(devices, device_paths, driver_of, [t.spec for t in tags], tag_paths, p)
+    models = read_models(data.get("models", []), [t.name for t in tags], agent.data_dir, model_kinds(families), p)
+    provincial = read_provincial(data.get("provincial"), agent, uplink, tags, families, base, p)
+    if p:
+        raise ConfigError(list(p))
+    return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
+                  provincial)
+
+
+def registered_families() -> dict[str, type]:
+    """Every detector family that loads, by name."""
+    out = {}
+    for name in detectors.available():
+        try:
+            out[name] = detectors.load(name)
+        except Exception:  # a broken plugin must not hide the config's own problems
+            continue
+    return out
+
+
+def _detector_tables(raw: Any, roles: FamilyRoles, p: Problems) -> dict[str, dict]:
+    """[detectors.NAME]: the parameters a statistical family uses for every tag listing it."""
+    out: dict[str, dict] = {}
+    if not isinstance(raw, dict):
+        p.add("detectors", "must be a table of [detectors.NAME] tables")
+        return out
+    for name, params in raw.items():
+        path = f"detectors.{name}"
+        fam = roles.all.get(name)
+        if fam is None:
+            p.add(path, f"unknown detector{did_you_mean(name, roles.all)} (available: {', '.join(sorted(roles.all))})")
+            continue
+        table = family_table(fam, params, path, p)
+        if table is not None:
+            out[name] = table
+    return out

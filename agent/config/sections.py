@@ -1,0 +1,156 @@
+"""The single-table sections [agent], [uplink] and [alarm_system]: each key declared once, as a
+field of the section's dataclass, with its cross-checks beside it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agent.config.schema import Problems, at_least, between, key, keys_of, non_negative, nonempty, positive
+
+
+def _plant(v: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v) else \
+        "must be 1-64 letters, digits, '_', '.' or '-' (it is part of MQTT topics)"
+
+
+def _timezone(v: str) -> str | None:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {v!r}"
+    return None
+
+
+def _mqtt_url(v: str) -> str | None:
+    parts = urlsplit(v)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        return f"must start with mqtt:// or mqtts://, not {v!r}"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        return f"bad port: {exc}"
+    return None if parts.hostname else f"has no host: {v!r}"
+
+
+def _topic_prefix(v: str) -> str | None:
+    return None if v and not set(v) & set("#+") and not v.startswith("/") else \
+        "must be a non-empty topic level without '#', '+' or a leading '/'"
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    plant: str = key(doc="enterprise code; in every topic and payload. Letters, digits, `_ . -`, at most 64",
+                     check=_plant, kind="str")
+    name: str = key("", "display name, in the status message")
+    data_dir: Path = key(Path("/var/lib/plantwatch"), "outbox (`outbox.db`), history, models", check=nonempty)
+    timezone: str = key("Asia/Shanghai", "IANA zone for the provincial profile's local times", check=_timezone)
+    log_level: str = key("INFO", "how much the agent logs", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class UplinkSection:
+    url: str = key("mqtt://127.0.0.1:1883", "`mqtt://host:port` or `mqtts://host:port` (TLS)", check=_mqtt_url)
+    profile: str = key("json", "`json` (docs/PAYLOADS.md) or `provincial`", choices=("json", "provincial"))
+    topic_prefix: str = key("plantwatch", "topics are `{prefix}/{plant}/alarm|telemetry|status`", check=_topic_prefix)
+    client_id: str = key("", "MQTT client id", shown="`plantwatch-{plant}`")
+    username: str = key("", "MQTT user name")
+    password_file: Path | None = key(None, "file holding the MQTT password (first line); never logged", kind="path")
+    ca_file: Path | None = key(None, "CA bundle to verify the broker (mqtts)", kind="path")
+    cert_file: Path | None = key(None, "client certificate for mutual TLS; with `key_file`", kind="path")
+    key_file: Path | None = key(None, "client key for mutual TLS; with `cert_file`", kind="path")
+    mqtt_version: int = key(3, "`3` (MQTT 3.1.1) or `5`", choices=(3, 5))
+    keepalive_s: float = key(30.0, "MQTT keepalive; a silent link is detected after 1.5 × this", check=positive)
+    heartbeat_s: float = key(60.0, "the retained status message is refreshed this often", check=positive)
+    telemetry_interval_s: float = key(60.0, "periodic telemetry snapshot; `0` turns telemetry off",
+                                      check=non_negative)
+    inflight: int = key(100, "QoS 1 messages in flight before waiting for PUBACKs",
+                        check=between(1, 65535, "must be 1..65535"))
+    backoff_initial_s: float = key(0.5, "first reconnect delay (doubling, with jitter)", check=positive)
+    backoff_max_s: float = key(30.0, "longest reconnect delay", check=positive)
+    session_expiry_s: float = key(
+        0.0, "MQTT 5: how long the broker keeps the agent's session after a drop (every connection starts clean; "
+        "the outbox, not the broker, holds what is unsent)", check=between(0, 4294967295, "must be 0..4294967295 s"))
+    telemetry_expiry_s: float = key(
+        3600.0, "MQTT 5: message expiry of telemetry messages (the broker may drop older ones for an absent "
+        "subscriber); alarms and status never expire. `0`: no expiry", check=non_negative)
+    telemetry_change_s: float = key(
+        0.0, "between snapshots, look this often for tags that moved by more than `telemetry_deadband` or changed "
+        "quality and send only those (`\"change\": true`); `0` turns on-change telemetry off", check=non_negative)
+    telemetry_deadband: float = key(
+        0.0, "engineering units a tag must move, from the value it was last sent with, to be sent on change",
+        check=non_negative)
+    max_outbox_mb: float = key(
+        512.0, "size cap of `outbox.db`; when full, the oldest telemetry is dropped (sent first, then unsent) and a "
+        "`storage` alarm is raised; alarms are never dropped (see docs/OPERATIONS.md)", check=at_least(1, " (MB)"))
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+@dataclass(frozen=True)
+class AlarmSystemSection:
+    """Alarm-system health rules (EEMUA 191 / ISA-18.2) and how operators reach the alarms."""
+
+    chatter_count: int = key(3, "an alarm activated this often within `chatter_window_s` is chattering",
+                             check=at_least(2))
+    chatter_window_s: float = key(60.0, "the window of `chatter_count`", check=positive)
+    chatter_shelve_s: float = key(0.0, "> 0: a chattering alarm is shelved this long automatically (by `plantwatch`)",
+                                  check=non_negative)
+    flood_count: int = key(10, "more new alarms than this within `flood_window_s` is a flood", check=at_least(1))
+    flood_window_s: float = key(600.0, "the window of `flood_count`", check=positive)
+    stale_s: float = key(86400.0, "an alarm active longer than this is stale", check=positive)
+    max_shelve_s: float = key(86400.0, "the longest timed shelve an operator may ask for", check=positive)
+    commands: bool = key(False, "accept operator commands on `{prefix}/{plant}/cmd` (schema docs/schemas/command.json)")
+    api_port: int = key(8787, "the local API on 127.0.0.1 (`plantwatch alarms/ack/shelve/unshelve`, `/metrics`); "
+                        "0 = off", check=between(0, 65535, "must be 0 (off) .. 65535"))
+
+
+def read_section(cls: type, data: Any, path: str, base: Path, p: Problems) -> dict[str, Any]:
+    """The section's values; file paths resolved against ``base`` (the config's directory)."""
+    keys = keys_of(cls)
+    values = p.read(data, path, keys)
+    for k, spec in keys.items():
+        if spec.kind == "path" and isinstance(values[k], (str, Path)):
+            values[k] = base / values[k]
+    return values
+
+
+def agent(data: Any, base: Path, p: Problems) -> AgentSection:
+    a = read_section(AgentSection, data, "agent", base, p)
+    return AgentSection(**{**a, "plant": a["plant"] or ""})
+
+
+def uplink(data: Any, base: Path, p: Problems) -> UplinkSection:
+    u = read_section(UplinkSection, data, "uplink", base, p)
+    for k in ("password_file", "ca_file", "cert_file", "key_file"):
+        if u[k] is not None and not u[k].is_file():
+            p.add(f"uplink.{k}", f"no such file: {u[k]}")
+    if (u["cert_file"] is None) != (u["key_file"] is None):
+        p.add("uplink.key_file" if u["key_file"] is None else "uplink.cert_file", "cert_file and key_file go together")
+    if u["url"] and urlsplit(u["url"]).scheme != "mqtts" and any(u[k] for k in ("ca_file", "cert_file")):
+        p.add("uplink.url", "ca_file/cert_file are set but the url is not mqtts://")
+    if u["backoff_max_s"] < u["backoff_initial_s"]:
+        p.add("uplink.backoff_max_s", f"must be >= backoff_initial_s ({u['backoff_initial_s']})")
+    return UplinkSection(**u)
+
+
+def alarm_system(data: Any, base: Path, p: Problems) -> AlarmSystemSection:
+    section = AlarmSystemSection(**read_section(AlarmSystemSection, data, "alarm_system", base, p))
+    if section.chatter_shelve_s > section.max_shelve_s:
+        p.add("alarm_system.chatter_shelve_s", f"must not exceed max_shelve_s ({section.max_shelve_s:g})")
+    return section

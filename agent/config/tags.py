@@ -1,0 +1,210 @@
+"""[[tags]]: the core keys, the alarm preset a tag names, and the detector families that watch
+it — each family's table validated against the options the family declares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from agent.config.schema import Key, Problems, item, key, keys_of, non_negative, nonempty
+from agent.presets import PRESETS
+from drivers.base import BYTE_ORDERS, VALUE_TYPES, DeviceSpec, TagSpec
+
+#: the agent's own alarm kinds, which a tag's priority table may also name
+SYSTEM_KINDS = ("comm", "storage")
+
+
+def _priority(v: Any) -> str | None:
+    for x in v.values() if isinstance(v, dict) else [v]:
+        if not (isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4):
+            return f"priorities must be 1 (highest) .. 4, not {x!r}"
+    return None
+
+
+def _preset_doc() -> str:
+    def one(p: Any) -> str:
+        limits = ", ".join(f"{k} {v:g}" for k, v in p.alarms.items())
+        priority = " / ".join(f"{k} {v}" for k, v in p.priority.items())
+        return f"`{p.name}`: {p.standard} — alarms {limits}, unit `{p.unit}`, priority {priority}"
+
+    return "; ".join(one(p) for p in PRESETS.values()) + "; a tag's own `alarms`, `unit` and `priority` override them"
+
+
+_SPEC_DEFAULTS = {f.name: f.default for f in fields(TagSpec)}
+
+#: what the driver needs (TagSpec), in the order the docs show
+SPEC_KEYS = {
+    "name": Key("str", required=True, check=nonempty, doc="unique; also the column name in replay CSVs"),
+    "device": Key("str", required=True, doc="a `[[devices]]` name"),
+    "address": Key("str", required=True, check=nonempty,
+                   doc="where the driver reads the value, in its driver's syntax (docs/DRIVERS.md)"),
+    "type": Key("str", _SPEC_DEFAULTS["type"], choices=VALUE_TYPES, doc="value type"),
+    "order": Key("str", _SPEC_DEFAULTS["order"], choices=BYTE_ORDERS, doc="word/byte order of multi-register values"),
+    "scale": Key("float", _SPEC_DEFAULTS["scale"], doc="engineering value = raw × scale + offset"),
+    "offset": Key("float", _SPEC_DEFAULTS["offset"], doc="see `scale`"),
+}
+
+
+@dataclass(frozen=True)
+class TagConfig:
+    """A [[tags]] entry: what the driver needs (``spec``) plus what alarms and payloads need."""
+
+    spec: TagSpec
+    unit: str = key("", "engineering unit, copied into alarms")
+    desc: str = key("", "description; the alarm message text starts with it")
+    range: tuple[float, float] | None = key(
+        None, "[low, high]: physically valid range; families that judge plausibility use it (see below)",
+        kind="list[float]")
+    priority: int | Mapping[str, int] = key(
+        2, "1 (highest) … 4; a number gives HH and LL one step more urgent; a table sets each level or kind, "
+        "e.g. `{ HH = 1, H = 2, roc = 3 }`", kind="int|table", check=_priority)
+    families: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # family -> params
+    latch: bool = key(False, "a latching alarm whose condition clears before it is acknowledged stays `latched` "
+                             "until acknowledged")
+    preset: str = key("", _preset_doc(), choices=("", *PRESETS), shown="none")
+    point: str = key("", "point code in the provincial profile (测点编码)", shown="the tag name")
+    telemetry_deadband: float | None = key(
+        None, "on-change telemetry: how far this tag must move (engineering units) to be sent between snapshots",
+        kind="float", check=non_negative, shown="`[uplink] telemetry_deadband`")
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def index(self) -> int:
+        return self.spec.index
+
+    @property
+    def device(self) -> str:
+        return self.spec.device
+
+
+DETECTORS_KEY = Key("list[str]", [], doc="statistical detectors by name; parameters in `[detectors.NAME]`, per tag "
+                                         "in a table named like the detector, e.g. `ewma = { lambda_ = 0.1 }`")
+
+#: every core [[tags]] key; detector families and drivers add theirs
+TAG_KEYS = {**SPEC_KEYS, **keys_of(TagConfig), "detectors": DETECTORS_KEY}
+
+
+@dataclass(frozen=True)
+class FamilyRoles:
+    """The registered detector families by how a tag reaches them."""
+
+    keyed: Mapping[str, type]  # tag key -> family configured by a table under that key
+    statistical: Mapping[str, type]  # name -> family enabled by listing it in `detectors`
+    all: Mapping[str, type]
+
+    @classmethod
+    def of(cls, families: Mapping[str, type]) -> FamilyRoles:
+        keyed = {f.tag_key: f for f in families.values() if f.tag_key and f.tag_key not in TAG_KEYS}
+        statistical = {n: f for n, f in families.items() if not f.tag_key and not f.model_options}
+        return cls(keyed, statistical, families)
+
+    def priority_names(self) -> list[str]:
+        names = [lv for f in self.all.values() for lv in f.levels] + list(self.all) + list(SYSTEM_KINDS)
+        return list(dict.fromkeys(names))
+
+
+def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, type], roles: FamilyRoles,
+              detector_params: Mapping[str, Mapping], p: Problems) -> tuple[list[TagConfig], list[str]]:
+    """The tags and each tag's path for messages."""
+    tags: list[TagConfig] = []
+    paths: list[str] = []
+    if not isinstance(raw, list):
+        p.add("tags", "must be an array of tables ([[tags]])")
+        return tags, paths
+    device_names = {d.name for d in devices}
+    names: dict[str, str] = {}
+    for i, entry in enumerate(raw):
+        path = item("tags", i, entry)
+        dev = entry.get("device") if isinstance(entry, dict) else None
+        cls = driver_of.get(dev) if isinstance(dev, str) else None
+        extra = frozenset(roles.keyed) | frozenset(roles.statistical) | (cls.tag_keys if cls else frozenset())
+        t = p.read(entry, path, TAG_KEYS, extra=extra)
+        if t["name"]:
+            if t["name"] in names:
+                p.add(f"{path}.name", f"duplicate tag name {t['name']!r} (also {names[t['name']]})")
+            names.setdefault(t["name"], path)
+        if isinstance(dev, str) and dev not in device_names:
+            p.add(f"{path}.device", f"unknown device {dev!r} (devices: {', '.join(sorted(device_names)) or 'none'})")
+        t["range"] = _range(t["range"], path, p)
+        if isinstance(t["priority"], dict):
+            t["priority"] = p.names(t["priority"], f"{path}.priority", roles.priority_names(), lambda v: None)
+        _apply_preset(t, entry)
+        families = _families(t, path, roles, detector_params, p)
+        spec = TagSpec(
+            index=i, name=t["name"] or f"tag{i}", device=dev if isinstance(dev, str) else "",
+            address=t["address"] or "", type=t["type"], order=t["order"], scale=t["scale"], offset=t["offset"],
+            options={k: t[k] for k in (cls.tag_keys if cls else ()) if k in t},
+        )
+        own = {k: t[k] for k in keys_of(TagConfig)}
+        tags.append(TagConfig(spec, **own, families=families))
+        paths.append(path)
+    return tags, paths
+
+
+def _range(rng: list[float] | None, path: str, p: Problems) -> tuple[float, float] | None:
+    if rng is None:
+        return None
+    if len(rng) != 2:
+        p.add(f"{path}.range", f"must be [low, high], not {rng!r}")
+        return None
+    if not rng[0] < rng[1]:
+        p.add(f"{path}.range", f"low must be below high, not {rng!r}")
+        return None
+    return float(rng[0]), float(rng[1])
+
+
+def _apply_preset(t: dict[str, Any], entry: Any) -> None:
+    """A standard's limits, unit and priorities, under whatever the tag sets itself."""
+    preset = PRESETS.get(t["preset"])
+    if preset is None:
+        return
+    given = t.get("alarms")
+    t["alarms"] = {**preset.alarms, **(given if isinstance(given, dict) else {})}
+    t["unit"] = t["unit"] or preset.unit
+    if "priority" not in entry and preset.priority:
+        t["priority"] = dict(preset.priority)
+
+
+def _families(t: dict[str, Any], path: str, roles: FamilyRoles, detector_params: Mapping[str, Mapping],
+              p: Problems) -> dict[str, dict]:
+    """family name -> this tag's parameters, for every family that watches the tag."""
+    out: dict[str, dict] = {}
+    for tag_key, fam in roles.keyed.items():
+        if tag_key in t:
+            params = family_table(fam, t[tag_key], f"{path}.{tag_key}", p)
+            if params is not None:
+                out[fam.name] = params
+    listed = t["detectors"] or []
+    for j, det in enumerate(listed):
+        fam = roles.statistical.get(det)
+        if fam is None:
+            hint = " (it is configured with its own key)" if det in roles.all else ""
+            p.add(f"{path}.detectors[{j}]",
+                  f"unknown detector {det!r}{hint} (available: {', '.join(sorted(roles.statistical))})")
+            continue
+        override = family_table(fam, t.get(det, {}), f"{path}.{det}", p)
+        if override is not None:
+            out[det] = {**detector_params.get(det, {}), **override}
+    for det in roles.statistical:
+        if det in t and det not in listed:
+            p.add(f"{path}.{det}", f"parameters for {det!r}, which is not in this tag's detectors")
+    core = {k: t[k] for k in TAG_KEYS}
+    for name, fam in roles.all.items():
+        if name not in out and (params := fam.default_params(core)) is not None:
+            out[name] = dict(params)
+    return out
+
+
+def family_table(fam: type, params: Any, path: str, p: Problems) -> dict | None:
+    """One family's table: unknown keys refused with a hint, the rest checked by the family."""
+    if not isinstance(params, dict):
+        p.add(path, "must be a table")
+        return None
+    p.unknown(params, path, fam.options)
+    known = {k: v for k, v in params.items() if k in fam.options}
+    p.extend_from(path, fam.check(known))
+    return known
