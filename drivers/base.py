@@ -12,7 +12,7 @@ import contextlib
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -171,6 +171,15 @@ class Driver(ABC):
         """Release connections. Called once when the agent stops."""
 
 
+def backoff_delay(failures: int, initial_s: float, max_s: float,
+                  rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before retry number ``failures`` (1 after the first failure): ``initial_s``
+    doubling up to ``max_s``, times a random factor in [0.5, 1.0). The jitter keeps many clients
+    that lost one server at the same moment from coming back in lockstep."""
+    base = min(max_s, initial_s * (2 ** max(0, failures - 1)))
+    return base * (0.5 + rng() / 2)
+
+
 async def cancel_and_wait(tasks) -> None:
     """Cancel tasks until they are done. On Python 3.11 ``asyncio.wait_for`` (used inside
     protocol libraries) can swallow a cancellation that lands just as the awaited reply
@@ -205,8 +214,7 @@ class PollingDriver(Driver):
         return None
 
     def reconnect_delay(self, failures: int) -> float:
-        base = min(self.backoff_max_s, self.backoff_initial_s * (2 ** max(0, failures - 1)))
-        return base * (0.5 + random.random() / 2)
+        return backoff_delay(failures, self.backoff_initial_s, self.backoff_max_s)
 
     async def batches(self) -> AsyncIterator[SampleBatch]:
         interval = self.device.interval_s

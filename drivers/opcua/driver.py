@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from drivers.base import (
     Problem,
     SampleBatch,
     TagSpec,
+    backoff_delay,
 )
 from drivers.opcua import config, security
 
@@ -518,8 +518,7 @@ class OpcUaDriver(PollingDriver):
         return SampleBatch.failed(self.device.name, self.tag_indices, time.time(), error)
 
     def _delay(self, failures: int) -> float:
-        base = min(self.opts.reconnect_max_s, self.backoff_initial_s * (2 ** max(0, failures - 1)))
-        return base * (0.5 + random.random() / 2)
+        return backoff_delay(failures, self.backoff_initial_s, self.opts.reconnect_max_s)
 
     async def batches(self) -> AsyncIterator[SampleBatch]:
         if self.opts.mode == "poll":
