@@ -10,11 +10,13 @@ Only session, Read, Browse and subscription/monitored-item services are used, ne
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
 
-from drivers.base import DeviceSpec, Driver, Problem, SampleBatch, TagSpec
-from drivers.opcua import config
+from drivers.base import Command, DeviceSpec, Driver, Problem, SampleBatch, Simulator, TagSpec
+from drivers.opcua import cli, config
 from drivers.opcua.buffer import SampleBuffer, Stats
 from drivers.opcua.poll import Poller
 from drivers.opcua.subscription import Subscriber
@@ -27,6 +29,10 @@ class OpcUaDriver(Driver):
     schemes = ("opc.tcp",)
     device_keys = config.DEVICE_KEYS
     tag_keys = config.TAG_KEYS
+    url_forms = ("opc.tcp://host:port/path",)
+    # asyncua logs a traceback every second while a server is away; the comm alarm says it once
+    loggers = {"asyncua": logging.CRITICAL}
+    probe_summary = "browse an OPC-UA server"
 
     @classmethod
     def check(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Problem]:
@@ -53,6 +59,25 @@ class OpcUaDriver(Driver):
             f"sampling interval(s) {', '.join(f'{s:g}' for s in sampling) or '-'} ms, queue size(s) "
             f"{', '.join(map(str, queues)) or '-'}, {dead} item(s) with deadband; {sec}; {login}",
         ]
+
+    @classmethod
+    def probe_arguments(cls, group: Any) -> None:
+        cli.probe_arguments(group)
+
+    @classmethod
+    async def probe(cls, url: str, options: Mapping[str, Any]) -> list[str]:
+        return await cli.probe(url, options)
+
+    @classmethod
+    def commands(cls) -> Sequence[Command]:
+        return cli.COMMANDS
+
+    @classmethod
+    def simulator(cls, device: DeviceSpec, tags: Sequence[TagSpec],
+                  values: Callable[[], Mapping[str, float]]) -> Simulator:
+        from drivers.opcua.simulator import OpcUaSimulator
+
+        return OpcUaSimulator(device, tags, values)
 
     def __init__(self, device: DeviceSpec, tags: Sequence[TagSpec]):
         super().__init__(device, tags)
