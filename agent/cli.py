@@ -412,6 +412,10 @@ def _add_driver_commands(sub) -> None:
     s.set_defaults(func=cmd_probe)
     for cls in classes:
         for command in cls.commands():
+            if command.name in sub.choices:  # a plugin must not shadow a command, nor break the parser
+                logging.getLogger(__name__).warning("driver %r: command %r exists already; ignored",
+                                                    cls.name, command.name)
+                continue
             s = sub.add_parser(command.name, help=command.help)
             command.add_arguments(s)
             s.set_defaults(func=command.run)
