@@ -9,10 +9,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from agent.config import Config
+    from drivers.base import Driver
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
@@ -29,15 +31,22 @@ def _load_or_report(path: str) -> Config | None:
         return None
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, driver_names: Iterable[str] = ()) -> None:
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("pymodbus").setLevel(logging.WARNING)
-    # asyncua logs a traceback every second while a server is away; the comm alarm says it once
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    import drivers
+
+    for name in sorted(set(driver_names)):
+        _quiet(drivers.load(name))
+
+
+def _quiet(cls: type[Driver], floor: int = logging.NOTSET) -> None:
+    """Raise a driver's library loggers to the level it declares (at least ``floor``)."""
+    for logger, level in cls.loggers.items():
+        logging.getLogger(logger).setLevel(max(level, floor))
 
 
 # --- check --------------------------------------------------------------------------------------
@@ -82,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
-    _setup_logging(cfg.agent.log_level)
+    _setup_logging(cfg.agent.log_level, [d.driver for d in cfg.devices])
     from agent.outbox import OutboxError
     from agent.runtime import Agent
     from detectors.pca import PcaModelError
@@ -211,25 +220,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    import drivers
     from drivers.base import DriverError
 
-    # the protocol libraries log connection failures themselves; probe reports them once
-    for noisy in ("pymodbus", "asyncua"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
-        if args.url.startswith("opc.tcp://"):
-            from drivers.opcua.probe import probe as opcua_probe
-
-            security = {k: v for k, v in (("security_policy", args.security_policy), ("security_mode", args.security_mode),
-                                          ("cert_file", args.cert_file), ("key_file", args.key_file),
-                                          ("username", args.username), ("password_file", args.password_file)) if v}
-            if args.trust:
-                security["trust"] = args.trust
-            lines = asyncio.run(opcua_probe(args.url, depth=args.depth, timeout=args.timeout, **security))
-        else:
-            from drivers.modbus.probe import probe as modbus_probe
-
-            lines = asyncio.run(modbus_probe(args.url, args.range, type=args.type, order=args.order, timeout=args.timeout))
+        cls = drivers.for_url(args.url)
+        # the protocol libraries log connection failures themselves; probe reports them once
+        _quiet(cls, logging.CRITICAL)
+        lines = asyncio.run(cls.probe(args.url, vars(args)))
     except ValueError as exc:
         print(f"probe: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -309,24 +307,6 @@ def cmd_operate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_opcua_cert(args: argparse.Namespace) -> int:
-    from drivers.opcua.certs import make_self_signed
-
-    if args.days < 1:
-        print(f"opcua-cert: --days must be >= 1, not {args.days}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        cert, key = make_self_signed(args.out, args.cn, args.uri, args.days)
-    except OSError as exc:
-        print(f"opcua-cert: {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAIL
-    print(f"certificate {cert}")
-    print(f"key         {key} (keep it readable by the plantwatch user only)")
-    print("give the certificate to the OPC-UA server's administrator to trust; in the config:")
-    print(f'  cert_file = "{cert}"\n  key_file = "{key}"')
-    return EXIT_OK
-
-
 # --- demo ---------------------------------------------------------------------------------------
 
 
@@ -340,6 +320,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _parser(with_drivers=True)[0]
+
+
+def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser, and the names of the commands that need no driver. Argparse tables: long
+    but declarative."""
     p = argparse.ArgumentParser(prog="plantwatch", description="Edge agent for plants under hazard supervision.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -391,29 +377,6 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--for", dest="duration", type=float, help="seconds (at most alarm_system.max_shelve_s)")
         s.set_defaults(func=cmd_operate, op=op)
 
-    s = sub.add_parser("probe", help="for integrators: read a Modbus range decoded, or browse an OPC-UA server")
-    s.add_argument("url", help="tcp://host:port?unit=1, rtu:///dev/ttyUSB0?baud=9600&unit=2, rtu+tcp://..., opc.tcp://host:port/path")
-    s.add_argument("range", nargs="?", default="hr:0-20", help="Modbus range, e.g. hr:0-20, ir:100, co:0-15 (default hr:0-20)")
-    s.add_argument("--type", default="uint16", help="Modbus value type (default uint16)")
-    s.add_argument("--order", default="ABCD", help="Modbus word/byte order (default ABCD)")
-    s.add_argument("--depth", type=int, default=3, help="OPC-UA browse depth (default 3)")
-    s.add_argument("--timeout", type=float, default=3.0)
-    s.add_argument("--security-policy", help="OPC-UA: None, Basic256Sha256, Aes128Sha256RsaOaep, Aes256Sha256RsaPss")
-    s.add_argument("--security-mode", help="OPC-UA: Sign or SignAndEncrypt")
-    s.add_argument("--cert-file", help="OPC-UA client certificate (plantwatch opcua-cert makes one)")
-    s.add_argument("--key-file", help="OPC-UA client private key")
-    s.add_argument("--trust", action="append", help="OPC-UA server certificate to trust (repeatable)")
-    s.add_argument("--username")
-    s.add_argument("--password-file")
-    s.set_defaults(func=cmd_probe)
-
-    s = sub.add_parser("opcua-cert", help="make a self-signed OPC-UA client certificate and key")
-    s.add_argument("--out", required=True, help="directory for the certificate (DER) and key (PEM, mode 0600)")
-    s.add_argument("--cn", default="plantwatch", help="common name (default plantwatch)")
-    s.add_argument("--uri", help="application URI (default urn:HOSTNAME:plantwatch)")
-    s.add_argument("--days", type=int, default=3650)
-    s.set_defaults(func=cmd_opcua_cert)
-
     s = sub.add_parser("receive", help="the platform side: subscribe, validate, report gaps")
     s.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
     s.add_argument("--plant", help="only this plant (default: all)")
@@ -428,11 +391,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cert-file")
     s.add_argument("--key-file")
     s.set_defaults(func=cmd_receive)
-    return p
+    core = set(sub.choices)
+    if with_drivers:
+        _add_driver_commands(sub)
+    return p, core
+
+
+def _add_driver_commands(sub) -> None:
+    """``probe`` (its help, URL forms and options come from the drivers) and the commands the
+    drivers bring."""
+    import drivers
+
+    classes = drivers.loadable()
+    probing = [c for c in classes if c.probe_summary]
+    s = sub.add_parser("probe", help="for integrators: " + ", or ".join(c.probe_summary for c in probing))
+    s.add_argument("url", help=", ".join(form for c in classes for form in c.url_forms))
+    s.add_argument("--timeout", type=float, default=3.0)
+    for cls in probing:
+        cls.probe_arguments(s.add_argument_group(f"{cls.name} probe options"))
+    s.set_defaults(func=cmd_probe)
+    for cls in classes:
+        for command in cls.commands():
+            if command.name in sub.choices:  # a plugin must not shadow a command, nor break the parser
+                logging.getLogger(__name__).warning("driver %r: command %r exists already; ignored",
+                                                    cls.name, command.name)
+                continue
+            s = sub.add_parser(command.name, help=command.help)
+            command.add_arguments(s)
+            s.set_defaults(func=command.run)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # importing the protocol libraries takes most of a second on a small gateway: the commands
+    # that need no driver (ack, alarms, receive ...) are parsed without loading them
+    parser, core = _parser(with_drivers=False)
+    if next((a for a in argv if not a.startswith("-")), None) not in core:
+        parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)

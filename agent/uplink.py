@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import select
 import socket
 import ssl
@@ -32,6 +31,7 @@ from paho.mqtt.properties import Properties
 from agent.config import UplinkSection
 from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox
 from agent.payloads import ALARM_SCHEMA, STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps, topic
+from drivers.base import backoff_delay
 
 log = logging.getLogger("plantwatch.uplink")
 
@@ -96,8 +96,7 @@ class Uplink:
     # --- the thread ---------------------------------------------------------------------------
 
     def _backoff(self, failures: int) -> float:
-        base = min(self.cfg.backoff_max_s, self.cfg.backoff_initial_s * 2 ** max(0, failures - 1))
-        return base * (0.5 + random.random() / 2)
+        return backoff_delay(failures, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
 
     def _run(self) -> None:
         outbox = Outbox(self.outbox_path, durable=False)

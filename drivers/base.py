@@ -2,17 +2,20 @@
 
 A driver turns one device's tags into SampleBatch arrays. It knows nothing of detection, alarms
 or MQTT. The agent knows nothing of protocols: it only calls the classmethods below at config
-time and iterates ``batches()`` at run time.
+time and iterates ``batches()`` at run time. The command line finds a driver by URL scheme
+(``drivers.for_url``) for ``plantwatch probe``, adds the commands a driver brings, and quiets
+its library's loggers; the demo runs a driver's simulator.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -129,6 +132,33 @@ class DriverError(Exception):
     """The device could not be read (connection, timeout, protocol). Not a programming error."""
 
 
+@dataclass(frozen=True)
+class Command:
+    """A ``plantwatch`` subcommand a driver brings (e.g. making its client certificates).
+    ``run`` returns the exit code: 0 done, 1 failed, 2 bad arguments."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+class Simulator(ABC):
+    """A device on loopback serving the tags of a config, for the demo and for tests.
+
+    Every read (or, for protocols the server pushes, every refresh) answers with the values the
+    ``values`` callback given to ``Driver.simulator`` returns at that moment: tag name ->
+    engineering value. It serves at the device's URL; ``stop()`` drops the connections, and
+    ``start()`` again brings the device back (a PLC going off the network and returning).
+    """
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+
 class Driver(ABC):
     """A protocol driver for one device.
 
@@ -142,8 +172,15 @@ class Driver(ABC):
     device_keys: ClassVar[frozenset[str]] = frozenset()
     #: extra keys this driver accepts in a [[tags]] table
     tag_keys: ClassVar[frozenset[str]] = frozenset()
-    #: URL schemes this driver accepts
+    #: URL schemes this driver accepts; ``drivers.for_url`` picks the driver by them
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: URL forms for help texts, e.g. ``"opc.tcp://host:port/path"``
+    url_forms: ClassVar[tuple[str, ...]] = ()
+    #: the protocol library's loggers and the lowest level of theirs worth showing: libraries
+    #: tend to log every failed reconnect, which the device's comm alarm already says once
+    loggers: ClassVar[Mapping[str, int]] = {}
+    #: what ``plantwatch probe URL`` does for this driver's URLs, for the command's help
+    probe_summary: ClassVar[str] = ""
 
     @classmethod
     def check(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Problem]:
@@ -161,6 +198,31 @@ class Driver(ABC):
         """Human-readable lines describing what the driver will request (``plantwatch check``)."""
         return [f"{len(tags)} tags"]
 
+    @classmethod
+    def probe_arguments(cls, group: Any) -> None:
+        """Add this driver's ``plantwatch probe`` options to ``group`` (an argparse argument
+        group, ``add_argument`` as usual). All drivers share one parser (and its ``--timeout``):
+        option names must not clash with another driver's."""
+        return None
+
+    @classmethod
+    async def probe(cls, url: str, options: Mapping[str, Any]) -> list[str]:
+        """Lines describing the device at ``url`` for an integrator writing a config;
+        ``options`` holds the parsed probe options by name (``timeout`` among them). Raises
+        ValueError for bad options and DriverError (or OSError) when the device cannot be read."""
+        raise ValueError(f"the {cls.name} driver has no probe")
+
+    @classmethod
+    def commands(cls) -> Sequence[Command]:
+        """Extra ``plantwatch`` subcommands this driver brings."""
+        return ()
+
+    @classmethod
+    def simulator(cls, device: DeviceSpec, tags: Sequence[TagSpec],
+                  values: Callable[[], Mapping[str, float]]) -> Simulator:
+        """A simulated device serving ``tags`` at ``device.url`` (loopback), not yet started."""
+        raise NotImplementedError(f"the {cls.name} driver has no simulator")
+
     def __init__(self, device: DeviceSpec, tags: Sequence[TagSpec]):
         self.device = device
         self.tags = list(tags)
@@ -175,6 +237,15 @@ class Driver(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most drivers own no resources
         """Release connections. Called once when the agent stops."""
+
+
+def backoff_delay(failures: int, initial_s: float, max_s: float,
+                  rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before retry number ``failures`` (1 after the first failure): ``initial_s``
+    doubling up to ``max_s``, times a random factor in [0.5, 1.0). The jitter keeps many clients
+    that lost one server at the same moment from coming back in lockstep."""
+    base = min(max_s, initial_s * (2 ** max(0, failures - 1)))
+    return base * (0.5 + rng() / 2)
 
 
 async def cancel_and_wait(tasks) -> None:
@@ -211,8 +282,7 @@ class PollingDriver(Driver):
         return None
 
     def reconnect_delay(self, failures: int) -> float:
-        base = min(self.backoff_max_s, self.backoff_initial_s * (2 ** max(0, failures - 1)))
-        return base * (0.5 + random.random() / 2)
+        return backoff_delay(failures, self.backoff_initial_s, self.backoff_max_s)
 
     async def batches(self) -> AsyncIterator[SampleBatch]:
         interval = self.device.interval_s

@@ -118,6 +118,37 @@ class Endpoint:
 SERIAL_KEYS = {"baud": int, "parity": str, "stopbits": int, "bytesize": int}
 
 
+def _serial_fields(path: str, query: dict, options: dict, fields: dict) -> list[tuple[str, str]]:
+    """Fill ``fields`` with an rtu:// URL's serial device and settings; the problems found."""
+    problems: list[tuple[str, str]] = []
+    if not path:
+        problems.append(("url", "rtu:// needs a serial device, e.g. rtu:///dev/ttyUSB0?baud=9600&parity=E"))
+    fields["path"] = path
+    for key, conv in SERIAL_KEYS.items():
+        raw = query.get(key)
+        if key in options:
+            if raw is not None and str(options[key]) != raw:
+                problems.append((key, f"{options[key]!r} contradicts {key}={raw} in the url"))
+            raw = options[key]
+        if raw is None:
+            continue
+        try:
+            fields[key] = conv(raw)
+        except (TypeError, ValueError):
+            problems.append((key, f"{raw!r} is not a valid {key}"))
+    p = str(fields.get("parity", "N")).upper()
+    fields["parity"] = p
+    if p not in ("N", "E", "O"):
+        problems.append(("parity", f"{p!r} must be N, E or O"))
+    if fields.get("stopbits", 1) not in (1, 2):
+        problems.append(("stopbits", "must be 1 or 2"))
+    if fields.get("bytesize", 8) not in (7, 8):
+        problems.append(("bytesize", "must be 7 or 8"))
+    if not 300 <= fields.get("baud", 9600) <= 4_000_000:
+        problems.append(("baud", "must be between 300 and 4000000"))
+    return problems
+
+
 def parse_url(url: str, options: dict | None = None) -> tuple[Endpoint | None, list[tuple[str, str]]]:
     """Parse a device URL; serial settings come from the query or the device's own keys
     (``baud``, ``parity``, ``stopbits``, ``bytesize``). Returns problems as (key, message)."""
@@ -143,32 +174,7 @@ def parse_url(url: str, options: dict | None = None) -> tuple[Endpoint | None, l
         except ValueError:
             problems.append(("url", "unit must be an integer 0..255"))
     if scheme == "rtu":
-        path = (parts.netloc + parts.path) if parts.netloc else parts.path
-        if not path:
-            problems.append(("url", "rtu:// needs a serial device, e.g. rtu:///dev/ttyUSB0?baud=9600&parity=E"))
-        fields["path"] = path
-        for key, conv in SERIAL_KEYS.items():
-            raw = query.get(key)
-            if key in options:
-                if raw is not None and str(options[key]) != raw:
-                    problems.append((key, f"{options[key]!r} contradicts {key}={raw} in the url"))
-                raw = options[key]
-            if raw is None:
-                continue
-            try:
-                fields[key] = conv(raw)
-            except (TypeError, ValueError):
-                problems.append((key, f"{raw!r} is not a valid {key}"))
-        p = str(fields.get("parity", "N")).upper()
-        fields["parity"] = p
-        if p not in ("N", "E", "O"):
-            problems.append(("parity", f"{p!r} must be N, E or O"))
-        if fields.get("stopbits", 1) not in (1, 2):
-            problems.append(("stopbits", "must be 1 or 2"))
-        if fields.get("bytesize", 8) not in (7, 8):
-            problems.append(("bytesize", "must be 7 or 8"))
-        if not 300 <= fields.get("baud", 9600) <= 4_000_000:
-            problems.append(("baud", "must be between 300 and 4000000"))
+        problems += _serial_fields(parts.netloc + parts.path if parts.netloc else parts.path, query, options, fields)
     else:
         if query.keys() & SERIAL_KEYS.keys():
             problems.append(("url", f"serial settings do not apply to {scheme}://"))

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from drivers.base import BAD, GOOD, DeviceSpec, DriverError, PollingDriver, Problem, SampleBatch, TagSpec
+from drivers.base import (
+    BAD,
+    GOOD,
+    DeviceSpec,
+    DriverError,
+    PollingDriver,
+    Problem,
+    SampleBatch,
+    Simulator,
+    TagSpec,
+)
 from drivers.modbus.address import (
     BIT_AREAS,
     MAX_BITS,
@@ -77,6 +88,10 @@ class ModbusDriver(PollingDriver):
     #: the circuit breaker of a unit on a shared line: an unanswered poll costs the whole line a
     #: timeout, so a dead unit is retried after 1 s, then 2, 4 ... 30 s (with jitter)
     shared_backoff_initial_s: ClassVar[float] = 1.0
+    url_forms: ClassVar[tuple[str, ...]] = ("tcp://host:port?unit=1", "rtu:///dev/ttyUSB0?baud=9600&unit=2",
+                                            "rtu+tcp://...")
+    loggers: ClassVar[Mapping[str, int]] = {"pymodbus": logging.WARNING}
+    probe_summary: ClassVar[str] = "read a Modbus range decoded"
 
     # --- config time ---------------------------------------------------------------------
     @classmethod
@@ -111,6 +126,28 @@ class ModbusDriver(PollingDriver):
                     problems.append((device, Problem("url", f"serial settings {ours.describe()} differ from device "
                                                             f"{first[0].name!r} on the same line ({theirs.describe()})")))
         return problems
+
+    # --- for integrators and the demo -----------------------------------------------------
+    @classmethod
+    def probe_arguments(cls, group) -> None:
+        group.add_argument("range", nargs="?", default="hr:0-20",
+                           help="Modbus range, e.g. hr:0-20, ir:100, co:0-15 (default hr:0-20)")
+        group.add_argument("--type", default="uint16", help="Modbus value type (default uint16)")
+        group.add_argument("--order", default="ABCD", help="Modbus word/byte order (default ABCD)")
+
+    @classmethod
+    async def probe(cls, url: str, options: Mapping[str, Any]) -> list[str]:
+        from drivers.modbus.probe import probe
+
+        return await probe(url, options.get("range") or "hr:0-20", type=options.get("type") or "uint16",
+                           order=options.get("order") or "ABCD", timeout=options.get("timeout") or 2.0)
+
+    @classmethod
+    def simulator(cls, device: DeviceSpec, tags: Sequence[TagSpec],
+                  values: Callable[[], Mapping[str, float]]) -> Simulator:
+        from drivers.modbus.simulator import ModbusSimulator
+
+        return ModbusSimulator(device, tags, values)
 
     @classmethod
     def _device_problems(cls, device: DeviceSpec) -> list[tuple[str, str]]:

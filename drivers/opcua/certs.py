@@ -83,15 +83,19 @@ def make_self_signed(
     )
     cert_path = out / CERT_NAME
     key_path = out / KEY_NAME
+    _write_private_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    return cert_path, key_path
+
+
+def _write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     # the key is written with 0600 from the start so it is never readable by others, not even briefly
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key_pem)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    return cert_path, key_path
 
 
 def load_certificate(path: str | os.PathLike[str]) -> x509.Certificate:

@@ -149,7 +149,7 @@ def test_refused_percent_deadband_is_reported_and_the_tag_runs_without_it(caplog
             assert driver.stats.filters_refused == 1 and driver.stats.bad_items == 0
             assert driver.filter_refusals == {"X.1": "BadMonitoredItemFilterUnsupported"}
 
-    with PercentDeadbands(), caplog.at_level(logging.WARNING, logger="drivers.opcua.driver"):
+    with PercentDeadbands(), caplog.at_level(logging.WARNING, logger="drivers.opcua.subscription"):
         run(main())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("X.1" in w and "BadMonitoredItemFilterUnsupported" in w and "without a deadband" in w
