@@ -3,10 +3,7 @@ scheme, and the hooks through which a driver brings its own probe, commands and 
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -228,38 +225,3 @@ def test_a_drivers_commands_are_plantwatch_subcommands(tmp_path, capsys):
     out = capsys.readouterr()
     assert "--days must be >= 1, not 0" in out.err
     assert out.out.startswith(f"certificate {tmp_path}/")
-
-
-# --- what drivers may import ----------------------------------------------------------------------
-
-DRIVERS_DIR = Path(drivers.__file__).parent
-#: beyond the standard library and numpy: each package its protocol library (OPC-UA security
-#: is asyncua's, on the cryptography package asyncua itself uses), drivers.base and its own modules
-ALLOWED = {
-    "drivers": {"numpy", "drivers.base"},
-    "drivers.modbus": {"numpy", "pymodbus", "drivers.base", "drivers.modbus"},
-    "drivers.opcua": {"numpy", "asyncua", "cryptography", "drivers.base", "drivers.opcua"},
-}
-
-
-def imports_of(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
-    return names
-
-
-@pytest.mark.parametrize("path", sorted(DRIVERS_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(DRIVERS_DIR)))
-def test_drivers_import_only_their_protocol_library_numpy_and_the_contract(path):
-    package = ".".join(("drivers", *path.relative_to(DRIVERS_DIR).parts[:-1]))
-    allowed = ALLOWED[package]
-    if path.name == "__init__.py" and package == "drivers":
-        allowed = allowed | {"drivers"}
-    foreign = sorted(
-        name for name in imports_of(path)
-        if name.split(".")[0] not in sys.stdlib_module_names and name != "__future__"
-        and not any(name == a or name.startswith(a + ".") for a in allowed))
-    assert foreign == [], f"{path} imports {foreign}"
