@@ -136,10 +136,7 @@ def parse_node_id(address: str) -> ua.NodeId:
         ) from None
 
 
-def parse(device: DeviceSpec, tags: Sequence[TagSpec]) -> tuple[DeviceOptions | None, list[Problem]]:
-    """Validate a device and its tags; return the options (None when unusable) and every problem."""
-    problems: list[Problem] = []
-    opts = device.options
+def _check_url(device: DeviceSpec, problems: list[Problem]) -> None:
     url = urlparse(device.url)
     if url.scheme != "opc.tcp":
         problems.append(Problem("url", f"must start with opc.tcp:// for the opcua driver, got {device.url!r}"))
@@ -156,25 +153,21 @@ def parse(device: DeviceSpec, tags: Sequence[TagSpec]) -> tuple[DeviceOptions | 
     if url.username or url.password:
         problems.append(Problem("url", "must not carry credentials; use username and password_file"))
 
-    mode = opts.get("mode", "subscribe")
-    if mode not in MODES:
-        problems.append(Problem("mode", f"must be one of {', '.join(MODES)}, got {mode!r}"))
-        mode = "subscribe"
-    default_publish = device.interval_s * 1000.0
-    publishing = _number(opts, "publishing_interval_ms", default_publish, problems, above=True)
-    sampling = _number(opts, "sampling_interval_ms", None, problems)
-    queue_size = _number(opts, "queue_size", None, problems, minimum=1, integer=True)
-    dead_abs = _number(opts, "deadband_abs", None, problems)
-    dead_pct = _number(opts, "deadband_percent", None, problems)
-    if dead_pct is not None and dead_pct > 100:
-        problems.append(Problem("deadband_percent", f"must be 0..100, got {dead_pct!r}"))
-    if dead_abs is not None and dead_pct is not None:
-        problems.append(Problem("deadband_percent", "give deadband_abs or deadband_percent, not both"))
-    batch_size = _number(opts, "batch_size", 1000, problems, minimum=1, integer=True)
-    session_timeout = _number(opts, "session_timeout_s", 60.0, problems, minimum=1.0)
-    reconnect_max = _number(opts, "reconnect_max_s", 30.0, problems, above=True)
-    max_pending = _number(opts, "max_pending_samples", 1_000_000, problems, minimum=1, integer=True)
 
+def _deadbands(opts: Mapping[str, Any], problems: list[Problem],
+               tag: TagSpec | None = None) -> tuple[float | None, float | None]:
+    """deadband_abs and deadband_percent of a device or a tag: at most one, percent 0..100."""
+    dead_abs = _number(opts, "deadband_abs", None, problems, tag)
+    dead_pct = _number(opts, "deadband_percent", None, problems, tag)
+    if dead_pct is not None and dead_pct > 100:
+        problems.append(Problem("deadband_percent", f"must be 0..100, got {dead_pct!r}", tag))
+    if dead_abs is not None and dead_pct is not None:
+        problems.append(Problem("deadband_percent", "give deadband_abs or deadband_percent, not both", tag))
+    return dead_abs, dead_pct
+
+
+def _security(opts: Mapping[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """security_policy, security_mode and the client certificate, key and application URI."""
     policy = opts.get("security_policy", "None")
     if policy not in SECURITY_POLICIES:
         problems.append(Problem("security_policy", f"must be one of {', '.join(SECURITY_POLICIES)}, got {policy!r}"))
@@ -195,6 +188,18 @@ def parse(device: DeviceSpec, tags: Sequence[TagSpec]) -> tuple[DeviceOptions | 
             if value is None and key not in opts:
                 problems.append(Problem(key, f"is required with security_policy {policy!r} "
                                              "(make one with `plantwatch opcua-cert --out DIR`)"))
+    _check_client_files(cert_file, key_file, key_password_file, problems)
+    app_uri = opts.get("application_uri")
+    if app_uri is not None and (not isinstance(app_uri, str) or not app_uri):
+        problems.append(Problem("application_uri", f"must be a non-empty string, got {app_uri!r}"))
+        app_uri = None
+    return {"security_policy": policy, "security_mode": smode if smode in SECURITY_MODES else "None",
+            "cert_file": cert_file, "key_file": key_file, "key_password_file": key_password_file,
+            "application_uri": app_uri}
+
+
+def _check_client_files(cert_file: Path | None, key_file: Path | None, key_password_file: Path | None,
+                        problems: list[Problem]) -> None:
     if cert_file is not None and cert_file.is_file():
         from drivers.opcua.certs import load_certificate
 
@@ -211,32 +216,35 @@ def parse(device: DeviceSpec, tags: Sequence[TagSpec]) -> tuple[DeviceOptions | 
             load_client_key(key_file, key_password_file)
         except ClientKeyError as exc:
             problems.append(Problem(exc.key, str(exc)))
-    app_uri = opts.get("application_uri")
-    if app_uri is not None and (not isinstance(app_uri, str) or not app_uri):
-        problems.append(Problem("application_uri", f"must be a non-empty string, got {app_uri!r}"))
-        app_uri = None
 
+
+def _trust(opts: Mapping[str, Any], problems: list[Problem]) -> tuple[Path, ...]:
+    """The server certificates trusted beyond the OS store: each a readable certificate file."""
     trust_raw = opts.get("trust", [])
     if isinstance(trust_raw, str):
         trust_raw = [trust_raw]
     trust: list[Path] = []
     if not isinstance(trust_raw, list) or not all(isinstance(t, str) and t for t in trust_raw):
         problems.append(Problem("trust", f"must be a list of certificate file paths, got {trust_raw!r}"))
-    else:
-        from drivers.opcua.certs import load_certificate
+        return ()
+    from drivers.opcua.certs import load_certificate
 
-        for i, item in enumerate(trust_raw):
-            path = Path(item)
-            if not path.is_file():
-                problems.append(Problem(f"trust[{i}]", f"file not found: {item}"))
-                continue
-            try:
-                load_certificate(path)
-            except Exception as exc:
-                problems.append(Problem(f"trust[{i}]", f"not a DER or PEM certificate: {item} ({exc})"))
-                continue
-            trust.append(path)
+    for i, item in enumerate(trust_raw):
+        path = Path(item)
+        if not path.is_file():
+            problems.append(Problem(f"trust[{i}]", f"file not found: {item}"))
+            continue
+        try:
+            load_certificate(path)
+        except Exception as exc:
+            problems.append(Problem(f"trust[{i}]", f"not a DER or PEM certificate: {item} ({exc})"))
+            continue
+        trust.append(path)
+    return tuple(trust)
 
+
+def _credentials(opts: Mapping[str, Any], problems: list[Problem]) -> tuple[str | None, Path | None]:
+    """username and password_file go together; a password is never accepted inline."""
     username = opts.get("username")
     if username is not None and (not isinstance(username, str) or not username):
         problems.append(Problem("username", f"must be a non-empty string, got {username!r}"))
@@ -248,52 +256,57 @@ def parse(device: DeviceSpec, tags: Sequence[TagSpec]) -> tuple[DeviceOptions | 
         problems.append(Problem("password_file", "is required with username"))
     if password_file is not None and not username:
         problems.append(Problem("username", "is required with password_file"))
+    return username, password_file
 
-    tag_opts: list[TagOptions] = []
-    for tag in tags:
-        try:
-            node_id = parse_node_id(tag.address)
-        except ValueError as exc:
-            problems.append(Problem("address", str(exc), tag))
-            node_id = ua.NodeId()
-        t = tag.options
-        t_sampling = _number(t, "sampling_interval_ms", sampling, problems, tag)
-        t_queue = _number(t, "queue_size", queue_size, problems, tag, minimum=1, integer=True)
-        t_abs = _number(t, "deadband_abs", None, problems, tag)
-        t_pct = _number(t, "deadband_percent", None, problems, tag)
-        if t_pct is not None and t_pct > 100:
-            problems.append(Problem("deadband_percent", f"must be 0..100, got {t_pct!r}", tag))
-        if t_abs is not None and t_pct is not None:
-            problems.append(Problem("deadband_percent", "give deadband_abs or deadband_percent, not both", tag))
-        if t_abs is None and t_pct is None:
-            t_abs, t_pct = dead_abs, dead_pct
-        si = t_sampling if t_sampling is not None else publishing
-        # A queue that holds the samples of two publishing intervals means the server does not
-        # have to discard a value when one publish is late.
-        qs = t_queue if t_queue is not None else max(2, 2 * math.ceil(publishing / max(si, 1.0)))
-        tag_opts.append(TagOptions(node_id, si, qs, t_abs, t_pct))
 
+def _tag_options(tag: TagSpec, publishing: float, sampling: float | None, queue_size: int | None,
+                 deadbands: tuple[float | None, float | None], problems: list[Problem]) -> TagOptions:
+    """How one tag is monitored: its own options, else the device's."""
+    try:
+        node_id = parse_node_id(tag.address)
+    except ValueError as exc:
+        problems.append(Problem("address", str(exc), tag))
+        node_id = ua.NodeId()
+    t = tag.options
+    t_sampling = _number(t, "sampling_interval_ms", sampling, problems, tag)
+    t_queue = _number(t, "queue_size", queue_size, problems, tag, minimum=1, integer=True)
+    t_abs, t_pct = _deadbands(t, problems, tag)
+    if t_abs is None and t_pct is None:
+        t_abs, t_pct = deadbands
+    si = t_sampling if t_sampling is not None else publishing
+    # A queue that holds the samples of two publishing intervals means the server does not
+    # have to discard a value when one publish is late.
+    qs = t_queue if t_queue is not None else max(2, 2 * math.ceil(publishing / max(si, 1.0)))
+    return TagOptions(node_id, si, qs, t_abs, t_pct)
+
+
+def parse(device: DeviceSpec, tags: Sequence[TagSpec]) -> tuple[DeviceOptions | None, list[Problem]]:
+    """Validate a device and its tags; return the options (None when unusable) and every problem."""
+    problems: list[Problem] = []
+    opts = device.options
+    _check_url(device, problems)
+    mode = opts.get("mode", "subscribe")
+    if mode not in MODES:
+        problems.append(Problem("mode", f"must be one of {', '.join(MODES)}, got {mode!r}"))
+        mode = "subscribe"
+    publishing = _number(opts, "publishing_interval_ms", device.interval_s * 1000.0, problems, above=True)
+    sampling = _number(opts, "sampling_interval_ms", None, problems)
+    queue_size = _number(opts, "queue_size", None, problems, minimum=1, integer=True)
+    deadbands = _deadbands(opts, problems)
+    batch_size = _number(opts, "batch_size", 1000, problems, minimum=1, integer=True)
+    session_timeout = _number(opts, "session_timeout_s", 60.0, problems, minimum=1.0)
+    reconnect_max = _number(opts, "reconnect_max_s", 30.0, problems, above=True)
+    max_pending = _number(opts, "max_pending_samples", 1_000_000, problems, minimum=1, integer=True)
+    security = _security(opts, problems)
+    trust = _trust(opts, problems)
+    username, password_file = _credentials(opts, problems)
+    tag_opts = tuple(_tag_options(tag, publishing, sampling, queue_size, deadbands, problems) for tag in tags)
     if problems and any(p.path == "url" for p in problems):
         return None, problems
     options = DeviceOptions(
-        url=device.url,
-        mode=mode,
-        publishing_interval_ms=publishing,
-        batch_size=batch_size,
-        security_policy=policy,
-        security_mode=smode if smode in SECURITY_MODES else "None",
-        cert_file=cert_file,
-        key_file=key_file,
-        key_password_file=key_password_file,
-        application_uri=app_uri,
-        trust=tuple(trust),
-        username=username,
-        password_file=password_file,
-        session_timeout_s=session_timeout,
-        reconnect_max_s=reconnect_max,
-        max_pending_samples=max_pending,
-        timeout_s=device.timeout_s,
-        interval_s=device.interval_s,
-        tags=tuple(tag_opts),
+        url=device.url, mode=mode, publishing_interval_ms=publishing, batch_size=batch_size, **security,
+        trust=trust, username=username, password_file=password_file, session_timeout_s=session_timeout,
+        reconnect_max_s=reconnect_max, max_pending_samples=max_pending, timeout_s=device.timeout_s,
+        interval_s=device.interval_s, tags=tag_opts,
     )
     return options, problems
