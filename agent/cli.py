@@ -323,9 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     return _parser(with_drivers=True)[0]
 
 
+# declarative: the argparse tables of every command, one after the other
 def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
-    """The parser, and the names of the commands that need no driver. Argparse tables: long
-    but declarative."""
+    """The parser, and the names of the commands that need no driver."""
     p = argparse.ArgumentParser(prog="plantwatch", description="Edge agent for plants under hazard supervision.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -22,6 +22,7 @@ CERT_NAME = "plantwatch-opcua-cert.der"
 KEY_NAME = "plantwatch-opcua-key.pem"
 
 
+# declarative: the certificate is one builder chain naming every extension OPC-UA asks for
 def make_self_signed(
     out_dir: str | os.PathLike[str],
     common_name: str = "plantwatch",
