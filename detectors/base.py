@@ -87,3 +87,14 @@ class Family(ABC):
     ) -> list[ConditionChange]:
         """Judge one batch (int32 tag, float64 value, float64 ts, uint8 quality) in one kernel
         call; return only the tags whose condition changed."""
+
+    #: where the family runs in the engine, lowest first (ties by name): a family whose
+    #: alarm explains the others' (an implausible sample) runs before them
+    order: ClassVar[int] = 0
+
+    @classmethod
+    def describe(cls, level: str, active: bool, value: float, limit: float,
+                 context: Mapping[str, Any]) -> str | None:
+        """The words of an alarm's message for this family, or None for the generic text
+        (the tag's description, the level, the value and the limit)."""
+        return None

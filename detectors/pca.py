@@ -376,3 +376,16 @@ class PcaFamily(Family):
         for m in self.monitors:
             changes += m.update(tag, value, ts, quality, self.name)
         return changes
+
+    @classmethod
+    def describe(cls, level: str, active: bool, value: float, limit: float,
+                 context: Mapping[str, Any]) -> str | None:
+        """A model's alarm names the model, the statistic over its limit and the tags that
+        contributed most (``context["top_tags"]``, by name once the alarm manager has them)."""
+        model = context.get("model")
+        if not active:
+            return f"多变量模型 {model} 恢复 multivariate {cls.name} back to normal"
+        stat = "SPE" if "SPE" in level else "T²"
+        top = ", ".join(context.get("top_tags", []))
+        return (f"多变量模型 {model} 异常 multivariate {cls.name} {level}: {stat} {value:.4g} > {limit:.4g}, "
+                f"top contributors {top}")
