@@ -23,7 +23,7 @@ import numpy as np
 
 from agent.config import Config
 from agent.payloads import dumps
-from agent.runtime import Pipeline
+from agent.pipeline import Pipeline
 from drivers.base import frozen_tags
 
 TIME_COLUMNS = ("ts", "time", "timestamp", "datetime", "date_time", "Time", "Timestamp", "DateTime")

@@ -11,16 +11,15 @@ from typing import Any
 
 import numpy as np
 
-import detectors
 import drivers
-from agent.alarms import Alarm, AlarmManager, CommandError, HealthRules, TagInfo
+from agent.alarms import Alarm, CommandError
 from agent.api import LocalApi
 from agent.commands import COMMAND_SCHEMA, Command, InvalidCommand, parse_command, parse_payload
 from agent.config import Config
 from agent.outbox import ALARM, TELEMETRY, Outbox
 from agent.payloads import STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps, number, rfc3339, topic
+from agent.pipeline import Pipeline
 from agent.uplink import Uplink
-from detectors.engine import Engine
 from drivers.base import SampleBatch, cancel_and_wait
 
 log = logging.getLogger("plantwatch.agent")
@@ -35,34 +34,6 @@ def agent_version() -> str:
         return "0+unknown"
 
 
-def build_engine(cfg: Config) -> Engine:
-    """One family object per detector family in use, each watching the tags configured for it."""
-    per_family: dict[str, dict[int, dict]] = {}
-    for tag in cfg.tags:
-        for fam, params in tag.families.items():
-            per_family.setdefault(fam, {})[tag.index] = dict(params)
-    index = cfg.tag_index()
-    for m in cfg.models:  # each model tag gets its model's parameters; the family groups them
-        for name in m.tags:
-            per_family.setdefault(m.kind, {})[index[name]] = {
-                "model": m.name, "file": str(m.file), "name": name,
-                "on_delay_s": m.options["on_delay_s"], "off_delay_s": m.options["off_delay_s"], "top": m.options["top"],
-            }
-    families = []
-    for name in sorted(per_family, key=lambda n: (n != "sensor", n)):
-        cls = detectors.load(name)
-        families.append(cls(len(cfg.tags), per_family[name]))
-    return Engine(len(cfg.tags), families)
-
-
-def build_manager(cfg: Config) -> AlarmManager:
-    infos = [TagInfo(t.name, t.device, t.unit, t.desc, t.priority, t.latch, t.preset) for t in cfg.tags]
-    a = cfg.alarm_system
-    rules = HealthRules(a.chatter_count, a.chatter_window_s, a.chatter_shelve_s, a.flood_count,
-                        a.flood_window_s, a.stale_s, a.max_shelve_s)
-    return AlarmManager(cfg.agent.plant, infos, rules)
-
-
 def alarm_view(a: Alarm) -> dict[str, Any]:
     """An alarm's current state for the local API."""
     return {
@@ -74,42 +45,6 @@ def alarm_view(a: Alarm) -> dict[str, Any]:
         "ts": rfc3339(a.ts) if a.ts else None,
         "active_since": rfc3339(a.active_since) if a.active_since else None,
     }
-
-
-class Pipeline:
-    """Engine + alarm manager + outbox: what happens to every batch, live or replayed."""
-
-    def __init__(self, cfg: Config, outbox: Outbox):
-        """``outbox`` is anything with Outbox.append_alarms (replay numbers messages itself)."""
-        self.cfg = cfg
-        self.engine = build_engine(cfg)
-        self.manager = build_manager(cfg)
-        self.outbox = outbox
-        self.alarm_topic = topic(cfg.uplink.topic_prefix, cfg.agent.plant, "alarm")
-
-    def process(self, batch: SampleBatch) -> list[dict[str, Any]]:
-        """Judge a batch; commit the resulting alarm messages (fsync) and return them."""
-        messages: list[dict[str, Any]] = []
-        if batch.error is not None or len(batch):
-            ts = float(batch.ts[0]) if len(batch) else time.time()
-            messages += self.manager.on_device(batch.device, batch.error, ts)
-        if len(batch):
-            changes = self.engine.process(batch.tag, batch.value, batch.ts, batch.quality)
-            messages += self.manager.on_changes(changes)
-        return self.commit(messages)
-
-    def commit(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Make alarm messages durable (seq assigned, fsync) before anyone else sees them."""
-        if messages:
-            ids = dict.fromkeys(m["id"] for m in messages)
-            states = [(i, self.manager.snapshot(i)) for i in ids]
-            self.outbox.append_alarms(self.alarm_topic, messages, encode=self.encode_alarm, states=states)
-        return messages
-
-    def encode_alarm(self, doc: dict[str, Any]) -> bytes:
-        """The payload in the configured profile: json as is, or the province's format."""
-        profile = self.cfg.provincial
-        return dumps(doc) if profile is None else profile.encode(profile.alarm(doc))
 
 
 class Agent:
@@ -193,7 +128,7 @@ class Agent:
         self.uplink.wake()
 
     def handle(self, batch: SampleBatch) -> None:
-        self.committed(self.pipeline.process(batch))
+        self.committed(self.pipeline.process(batch, time.time()))
         self.batches += 1
         old = self.device_state[batch.device]
         if batch.error is not None:
