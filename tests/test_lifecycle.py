@@ -10,8 +10,8 @@ from agent.payloads import validator
 from agent.pipeline import build_manager
 from detectors.base import ConditionChange
 from tests.conftest import config_dict
+from tests.helpers import PLANT
 
-PLANT = "640100000001"
 ID = "R101.TI01/limit"
 
 
