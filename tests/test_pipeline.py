@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 from agent.alarms import Alarm
 from agent.config import parse
@@ -70,3 +72,28 @@ def test_replay_imports_nothing_of_the_shell():
             "print(shell)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# the functional core of agent/ and the imperative shell it must never import (docs/ARCHITECTURE.md)
+CORE = ("config", "presets", "payloads", "provincial", "commands", "alarms", "pipeline", "replay")
+SHELL = ("runtime", "telemetry", "operators", "housekeeping", "reminders", "outbox", "uplink", "api", "cli",
+         "demo", "receiver", "broker")
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_functional_core_never_imports_the_shell():
+    agent_dir = Path(__file__).resolve().parent.parent / "agent"
+    forbidden = {f"agent.{m}" for m in SHELL} | {"paho", "asyncio", "socket", "threading", "sqlite3"}
+    for module in CORE:
+        imports = imported_modules(agent_dir / f"{module}.py")
+        bad = {name for name in imports if name in forbidden or name.split(".")[0] == "paho"}
+        assert not bad, f"agent/{module}.py imports {sorted(bad)}"
