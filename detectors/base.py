@@ -98,3 +98,10 @@ class Family(ABC):
         """The words of an alarm's message for this family, or None for the generic text
         (the tag's description, the level, the value and the limit)."""
         return None
+
+    @classmethod
+    def train(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any], file: str) -> list[str]:
+        """Fit a model of normal operation from rows ``X`` (one column per tag of ``names``), write
+        it to ``file`` and return lines that describe it. Only families of ``[[models]]`` learn
+        from data; the others have nothing to train."""
+        raise NotImplementedError(f"the {cls.name} family has no model to train")

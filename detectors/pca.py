@@ -389,3 +389,13 @@ class PcaFamily(Family):
         top = ", ".join(context.get("top_tags", []))
         return (f"多变量模型 {model} 异常 multivariate {cls.name} {level}: {stat} {value:.4g} > {limit:.4g}, "
                 f"top contributors {top}")
+
+    @classmethod
+    def train(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any], file: str) -> list[str]:
+        """Fit with the model's ``confidence``, ``variance`` and ``components`` (0 = by variance)."""
+        fitted = fit(X, names, confidence=options["confidence"], variance=options["variance"],
+                     n_components=options["components"] or None)
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        fitted.save(file)
+        return [f"  components {fitted.n_components}, T² limit {fitted.t2_limit:.4g}, "
+                f"SPE limit {fitted.spe_limit:.4g} at confidence {fitted.confidence}"]

@@ -287,3 +287,18 @@ def test_a_model_alarm_names_the_model_the_statistic_and_the_top_contributors():
 def test_a_family_without_words_of_its_own_gets_the_generic_text():
     assert detectors.load("limit").describe("H", True, 1.0, 0.5, {}) is None
     assert detectors.load("sensor").order < detectors.load("limit").order == 0
+
+
+def test_the_family_trains_its_model_into_the_named_file(tmp_path):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 3)) @ np.array([[1.0, 0.8, 0.1], [0.0, 0.5, 1.0], [0.0, 0.0, 0.2]])
+    file = tmp_path / "models" / "m.npz"
+    lines = PcaFamily.train(X, ["a", "b", "c"], {"confidence": 0.99, "variance": 0.9, "components": 2}, str(file))
+    loaded = PcaModel.load(file)
+    assert loaded.names == ("a", "b", "c") and loaded.n_components == 2
+    assert lines == [f"  components 2, T² limit {loaded.t2_limit:.4g}, SPE limit {loaded.spe_limit:.4g} at confidence 0.99"]
+
+
+def test_a_family_without_a_model_has_nothing_to_train(tmp_path):
+    with pytest.raises(NotImplementedError, match="limit family has no model to train"):
+        detectors.load("limit").train(np.zeros((10, 2)), ["a", "b"], {}, str(tmp_path / "x.npz"))
