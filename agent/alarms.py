@@ -32,7 +32,7 @@ LEVEL_TEXT = {
     "LL": "低低报警 low-low",
 }
 
-# The config loader reads presets from agent.presets; these two names remain for it until it does.
+# the gas preset's name and limits as the config loader imports them; agent.presets declares them
 GAS_PRESET = "gb50493"
 GAS_DEFAULTS = dict(PRESETS[GAS_PRESET].alarms)
 

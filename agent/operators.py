@@ -12,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from agent.alarms import Alarm, CommandError
+from agent.alarms import Alarm, AlarmManager, CommandError
 from agent.commands import COMMAND_SCHEMA, Command, InvalidCommand, parse_command, parse_payload
 from agent.payloads import dumps, number, rfc3339
 
@@ -43,7 +43,7 @@ class Operators:
         self.loop: asyncio.AbstractEventLoop | None = None  # set by Agent.run; commands wait for it
 
     @property
-    def manager(self):
+    def manager(self) -> AlarmManager:
         return self.agent.pipeline.manager
 
     def apply_command(self, cmd: Command, source: str) -> tuple[int, dict[str, Any]]:
