@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.config import AlarmSystemSection
 from agent.payloads import ALARM_SCHEMA, number, rfc3339
+from agent.presets import PRESETS
 from detectors.base import ConditionChange
 
 LEVEL_TEXT = {
@@ -27,12 +29,10 @@ LEVEL_TEXT = {
     "L": "低报警 low",
     "LL": "低低报警 low-low",
 }
-# GB/T 50493-2019 combustible gas detection: two alarm grades, set at most 25 %LEL and 50 %LEL
-GAS_LEVEL_TEXT = {"H": "一级报警 first-level gas alarm", "HH": "二级报警 second-level gas alarm"}
-GAS_PRESET = "gb50493"
-GAS_DEFAULTS = {"h": 25.0, "hh": 50.0, "deadband": 1.0}
 
-MAX_SHELVE_S = 24 * 3600.0
+#: a family's words for its alarm text: (level, active, value, limit, context) -> text, or None
+#: for the generic text (see detectors.base.Family.describe)
+Describe = Callable[[str, bool, float, float, Mapping[str, Any]], "str | None"]
 
 
 class CommandError(ValueError):
@@ -84,19 +84,6 @@ class TagInfo:
     preset: str = ""
 
 
-@dataclass(frozen=True)
-class HealthRules:
-    """EEMUA 191 / ISA-18.2 alarm-system health thresholds."""
-
-    chatter_count: int = 3  # activations of one alarm ...
-    chatter_window_s: float = 60.0  # ... within this window = chattering
-    chatter_shelve_s: float = 0.0  # > 0: auto-shelve a chattering alarm this long
-    flood_count: int = 10  # more than this many new alarms ...
-    flood_window_s: float = 600.0  # ... within this window = flood
-    stale_s: float = 24 * 3600.0  # active longer than this = stale
-    max_shelve_s: float = MAX_SHELVE_S
-
-
 def level_priority(base: int | Mapping[str, int], level: str, kind: str = "limit") -> int:
     """1 = highest. A table maps levels or kinds to priorities; a number is the tag's priority,
     with HH and LL one step more urgent."""
@@ -106,11 +93,15 @@ def level_priority(base: int | Mapping[str, int], level: str, kind: str = "limit
 
 
 class AlarmManager:
-    def __init__(self, plant: str, tags: Iterable[TagInfo], rules: HealthRules | None = None):
+    def __init__(self, plant: str, tags: Iterable[TagInfo], rules: AlarmSystemSection | None = None,
+                 describe: Mapping[str, Describe] | None = None):
+        """``rules``: the [alarm_system] health thresholds (its defaults when None). ``describe``:
+        alarm kind -> the family's words for its alarm text."""
         self.plant = plant
         self.tags = list(tags)
         self._by_name = {t.name: t for t in self.tags}
-        self.rules = rules or HealthRules()
+        self.rules = rules or AlarmSystemSection()
+        self.describe = dict(describe or {})
         self.alarms: dict[str, Alarm] = {}
         self.new_alarms: deque[float] = deque()  # activation times, for flood detection
         self.flood = False
@@ -365,38 +356,14 @@ class AlarmManager:
     def message(self, alarm: Alarm, state: str, ts: float, user: str = "", comment: str = "") -> dict[str, Any]:
         """The json-profile message (without seq) for ``alarm`` in ``state``."""
         info = self._info(alarm)
-        model = alarm.context.get("model")
-        if model is not None:
-            priority = level_priority(info.priority, alarm.level, alarm.kind) if info else 2
-            top = ", ".join(alarm.context.get("top_tags", []))
-            stat = "SPE" if "SPE" in alarm.level else "T²"
-            text = (f"多变量模型 {model} 异常 multivariate {alarm.kind} {alarm.level}: {stat} {alarm.value:.4g} > {alarm.limit:.4g}, "
-                    f"top contributors {top}" if alarm.active else f"多变量模型 {model} 恢复 multivariate {alarm.kind} back to normal")
-            unit = ""
-        elif info is None:
-            priority = 2 if alarm.kind == "comm" else 3
-            if alarm.kind == "comm":
-                text = (f"设备 {alarm.device} 通讯中断 communication lost: {alarm.context.get('error', '')}".strip()
-                        if alarm.active else f"设备 {alarm.device} 通讯恢复 communication restored")
-            else:
-                text = alarm.context.get("text") or f"{alarm.device} {alarm.kind} {'active' if alarm.active else 'cleared'}"
-            unit = ""
-        else:
-            priority = level_priority(info.priority, alarm.level, alarm.kind)
-            texts = GAS_LEVEL_TEXT if info.preset == GAS_PRESET else LEVEL_TEXT
-            what = texts.get(alarm.level, f"{alarm.kind} {alarm.level}".strip()) if alarm.kind == "limit" else \
-                f"{alarm.kind} {alarm.level}".strip()
-            name = info.desc or info.name
-            value = "" if number(alarm.value) is None else f" {alarm.value:.6g}{(' ' + info.unit) if info.unit else ''}"
-            limit = "" if number(alarm.limit) is None else f", limit {alarm.limit:.6g}"
-            text = f"{name} {what}{value}{limit}" if alarm.active else f"{name} {what} cleared{value}"
-            unit = info.unit
+        priority, unit, text = self._text(alarm, info)
         if state not in ("active", "cleared"):
             text = f"{text} — {state}" + (f" by {user}" if user else "") + (f": {comment}" if comment else "")
         context = dict(alarm.context)
-        if info is not None and info.preset == GAS_PRESET and alarm.kind == "limit":
-            context.setdefault("standard", "GB/T 50493-2019")
-            context.setdefault("grade", {"H": 1, "HH": 2}.get(alarm.level))
+        preset = PRESETS.get(info.preset) if info is not None else None
+        if preset is not None and alarm.kind == "limit":
+            for key, value in preset.context(alarm.level).items():
+                context.setdefault(key, value)
         if user:
             context["user"] = user
         if comment:
@@ -426,3 +393,35 @@ class AlarmManager:
             "message": text,
             "context": context,
         }
+
+    def _text(self, alarm: Alarm, info: TagInfo | None) -> tuple[int, str, str]:
+        """The priority, unit and words of an alarm's message: its family's words when the
+        family has its own, else the generic text of a model's, a device's or a tag's alarm."""
+        described = self._described(alarm)
+        model = alarm.context.get("model")
+        if model is not None:
+            priority = level_priority(info.priority, alarm.level, alarm.kind) if info else 2
+            text = described or f"{model} {alarm.kind} {alarm.level} {'active' if alarm.active else 'cleared'}"
+            return priority, "", text
+        if info is None:
+            if alarm.kind == "comm":
+                text = (f"设备 {alarm.device} 通讯中断 communication lost: {alarm.context.get('error', '')}".strip()
+                        if alarm.active else f"设备 {alarm.device} 通讯恢复 communication restored")
+                return 2, "", text
+            return 3, "", alarm.context.get("text") or f"{alarm.device} {alarm.kind} {'active' if alarm.active else 'cleared'}"
+        priority = level_priority(info.priority, alarm.level, alarm.kind)
+        if described is not None:
+            return priority, info.unit, described
+        preset = PRESETS.get(info.preset)
+        texts = preset.level_text if preset is not None else LEVEL_TEXT
+        what = texts.get(alarm.level, f"{alarm.kind} {alarm.level}".strip()) if alarm.kind == "limit" else \
+            f"{alarm.kind} {alarm.level}".strip()
+        name = info.desc or info.name
+        value = "" if number(alarm.value) is None else f" {alarm.value:.6g}{(' ' + info.unit) if info.unit else ''}"
+        limit = "" if number(alarm.limit) is None else f", limit {alarm.limit:.6g}"
+        text = f"{name} {what}{value}{limit}" if alarm.active else f"{name} {what} cleared{value}"
+        return priority, info.unit, text
+
+    def _described(self, alarm: Alarm) -> str | None:
+        describe = self.describe.get(alarm.kind)
+        return None if describe is None else describe(alarm.level, alarm.active, alarm.value, alarm.limit, alarm.context)

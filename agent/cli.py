@@ -94,11 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(cfg.agent.log_level, [d.driver for d in cfg.devices])
     from agent.outbox import OutboxError
     from agent.runtime import Agent
-    from detectors.pca import PcaModelError
+    from detectors.base import ModelError
 
     try:
         agent = Agent(cfg)
-    except PcaModelError as exc:
+    except ModelError as exc:
         print(f"{args.config}: model: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OutboxError as exc:
@@ -169,7 +169,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from agent.replay import ReplayError, format_scores, labels_of, read_table, replay, write_jsonl
-    from detectors.pca import PcaModelError
+    from detectors.base import ModelError
 
     if args.rate is not None and args.rate <= 0:
         print(f"replay: --rate must be > 0, not {args.rate}", file=sys.stderr)
@@ -179,7 +179,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                            ZoneInfo(cfg.agent.timezone), keep=[args.labels] if args.labels else [])
         labels = labels_of(table, args.labels) if args.labels else None
         result = replay(cfg, table)
-    except (ReplayError, PcaModelError) as exc:
+    except (ReplayError, ModelError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     write_jsonl(result.messages, args.out)

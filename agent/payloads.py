@@ -19,7 +19,8 @@ TELEMETRY_SCHEMA = "plantwatch.telemetry/1"
 
 
 def topic(prefix: str, plant: str, kind: str) -> str:
-    """``{prefix}/{plant}/{kind}`` with kind one of alarm, telemetry, status, cmd."""
+    """``{prefix}/{plant}/{kind}`` with kind one of alarm, telemetry, status, cmd: the one place
+    topics are spelled. In a subscription ``plant`` may be ``+``, any plant."""
     return f"{prefix}/{plant}/{kind}"
 
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.payloads import validator
+from agent.payloads import topic, validator
 
 
 @dataclass
@@ -157,9 +157,9 @@ def connect(receiver: Receiver, broker: str, plant: str | None, prefix: str = "p
             return
         subs = []
         for kind in ("alarm", "telemetry"):
-            t = f"{prefix}/{who}/{kind}"
+            t = topic(prefix, who, kind)
             subs.append((f"$share/{group}/{t}" if group else t, 1))
-        subs.append((f"{prefix}/{who}/status", 1))
+        subs.append((topic(prefix, who, "status"), 1))
         c.subscribe(subs)
 
     def on_subscribe(c, ud, mid, rcs, props):

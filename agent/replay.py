@@ -21,9 +21,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+import detectors
 from agent.config import Config
 from agent.payloads import dumps
-from agent.runtime import Pipeline
+from agent.pipeline import Pipeline
 from drivers.base import frozen_tags
 
 TIME_COLUMNS = ("ts", "time", "timestamp", "datetime", "date_time", "Time", "Timestamp", "DateTime")
@@ -229,9 +230,8 @@ def format_scores(scores: dict[str, float]) -> list[str]:
 
 
 def train(cfg: Config, model_name: str, table: Table) -> tuple[Path, list[str]]:
-    """Fit the named model from the table's rows (rows with an empty cell are dropped)."""
-    from detectors.pca import fit
-
+    """Fit the named model from the table's rows (rows with an empty cell are dropped), with
+    the training its family does."""
     model = next((m for m in cfg.models if m.name == model_name), None)
     if model is None:
         known = ", ".join(m.name for m in cfg.models) or "none"
@@ -243,16 +243,14 @@ def train(cfg: Config, model_name: str, table: Table) -> tuple[Path, list[str]]:
     keep = np.isfinite(X).all(axis=1)
     X = X[keep]
     try:
-        fitted = fit(X, list(model.tags), confidence=model.options["confidence"],
-                     variance=model.options["variance"], n_components=model.options["components"] or None)
+        described = detectors.load(model.kind).train(X, list(model.tags), model.options, str(model.file))
     except ValueError as exc:
         raise ReplayError(f"{table.path}: {exc}") from None
-    model.file.parent.mkdir(parents=True, exist_ok=True)
-    fitted.save(model.file)
+    except NotImplementedError as exc:
+        raise ReplayError(f"model {model.name}: {exc}") from None
     lines = [
         f"model {model.name}: {len(model.tags)} tags, {len(X)} rows ({int((~keep).sum())} with empty cells dropped)",
-        f"  components {fitted.n_components}, T² limit {fitted.t2_limit:.4g}, SPE limit {fitted.spe_limit:.4g} "
-        f"at confidence {fitted.confidence}",
+        *described,
         f"  written to {model.file}",
     ]
     return model.file, lines

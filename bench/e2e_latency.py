@@ -8,7 +8,10 @@ platform. One tag at a time, at a random moment, is moved across its H limit and
 latency of each transition is from the write into the PLC's registers to the receiver's
 callback. Agent CPU is read from /proc.
 
-    .venv/bin/python bench/e2e_latency.py [--devices 80] [--tags 10000] [--interval 1.0] [--samples 100]
+    .venv/bin/python -m bench.e2e_latency [--devices 80] [--tags 10000] [--interval 1.0] [--samples 100]
+
+Run as a module from the repository root: the PLC and the config writer are the test suite's
+(tests/ is not part of the installed package).
 """
 
 from __future__ import annotations
@@ -26,12 +29,11 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from agent.broker import Mosquitto, free_port
+from agent.receiver import Receiver, connect
+from tests.conftest import to_toml
 
-from agent.broker import Mosquitto, free_port  # noqa: E402
-from agent.receiver import Receiver, connect  # noqa: E402
-from tests.conftest import to_toml  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PLANT = "640100000001"
 BLOCK = 256  # registers per device
@@ -97,7 +99,7 @@ def main() -> None:
     assert args.tags // args.devices * 2 <= BLOCK
     rng = random.Random(1)
     port = free_port()
-    server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "bench.e2e_latency", "--serve", str(port)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert server.stdout.readline().strip() == "ready"
 

@@ -20,17 +20,13 @@ import ctypes
 import gc
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from detectors.families import (  # noqa: E402
+from detectors.families import (
     CusumFamily,
     EwmaFamily,
     FlatlineFamily,
@@ -39,7 +35,9 @@ from detectors.families import (  # noqa: E402
     RocFamily,
     SensorFamily,
 )
-from drivers.base import frozen_tags  # noqa: E402
+from drivers.base import frozen_tags
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FAMILIES = {
     "limit": (LimitFamily, {"hh": 4.5, "h": 4.0, "l": -4.0, "ll": -4.5, "deadband": 0.1,

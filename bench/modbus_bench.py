@@ -20,16 +20,14 @@ import sys
 import time
 
 import numpy as np
+from pymodbus.client import AsyncModbusTcpClient
+
+from drivers.base import DeviceSpec, TagSpec, cancel_and_wait
+from drivers.modbus import ModbusDriver
+from drivers.modbus.address import make_point
+from drivers.modbus.planner import Limits, plan_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
-
-from drivers.base import DeviceSpec, TagSpec, cancel_and_wait  # noqa: E402
-from drivers.modbus import ModbusDriver  # noqa: E402
-from drivers.modbus.address import make_point  # noqa: E402
-from drivers.modbus.planner import Limits, plan_points  # noqa: E402
 
 
 def device_tags(dev: int, n: int, first_index: int) -> list[TagSpec]:
@@ -197,7 +195,7 @@ def main() -> None:
             drv.decoder.values(drv._regs, drv._bits)
     decode_us = (time.perf_counter() - t0) / reps * 1e6
 
-    server = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", "--port", str(args.port)],
+    server = subprocess.Popen([sys.executable, "-m", "bench.modbus_bench", "--serve", "--port", str(args.port)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert server.stdout.readline().strip() == "ready"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -40,7 +39,6 @@ def _cpu_s() -> float:
 
 
 async def _run_driver(url: str, nodes: int, warmup: float, seconds: float) -> dict:
-    sys.path.insert(0, str(ROOT))
     from drivers.base import DeviceSpec, TagSpec
     from drivers.opcua import OpcUaDriver
 
@@ -126,7 +124,7 @@ def main() -> None:
             out = subprocess.run(
                 [sys.executable, __file__, "--role", role, "--url", url, "--nodes", str(args.nodes),
                  "--seconds", str(args.seconds), "--warmup", str(args.warmup)],
-                check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                check=True, capture_output=True, text=True,
             )
             results[role] = json.loads(out.stdout.strip().splitlines()[-1])
             print(json.dumps(results[role]))

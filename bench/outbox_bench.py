@@ -21,19 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from agent.alarms import AlarmManager, TagInfo
+from agent.broker import Mosquitto
+from agent.config import UplinkSection
+from agent.outbox import Outbox
+from agent.payloads import STATUS_SCHEMA, topic
+from agent.receiver import Receiver, connect
+from detectors.base import ConditionChange
 
-from agent.alarms import AlarmManager, TagInfo  # noqa: E402
-from agent.broker import Mosquitto  # noqa: E402
-from agent.config import UplinkSection  # noqa: E402
-from agent.outbox import Outbox  # noqa: E402
-from agent.payloads import STATUS_SCHEMA  # noqa: E402
-from agent.receiver import Receiver, connect  # noqa: E402
-from detectors.base import ConditionChange  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PLANT = "640100000001"
-TOPIC = f"plantwatch/{PLANT}/alarm"
+TOPIC = topic("plantwatch", PLANT, "alarm")
 
 
 def alarm_batches(total: int, batch: int):

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import sys
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -39,12 +38,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from agent.config import Config, parse
+from agent.replay import Table, labels_of, read_table, replay, train
+from detectors.scoring import NabCounts, PointScores
 
-from agent.config import Config, parse  # noqa: E402
-from agent.replay import Table, labels_of, read_table, replay, train  # noqa: E402
-from detectors.scoring import NabCounts, PointScores  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
            "Thermocouple", "Voltage", "Volume Flow RateRMS"]

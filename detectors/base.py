@@ -19,12 +19,22 @@ import numpy as np
 GOOD, UNCERTAIN, BAD, COMM_FAIL = 0, 1, 2, 3
 
 
+class ModelError(Exception):
+    """A model file a family needs is missing, corrupt, of another version, or for other tags.
+    The message names the file; the agent reports it as a config problem."""
+
+
 @dataclass(frozen=True)
 class ConditionChange:
     """A detector's condition for one tag changed: it became active, changed level, or cleared.
 
     ``level`` is the new level when active (HH, H, L, LL, or the family's own), and the level
     that cleared when ``active`` is False. ``limit`` is the threshold concerned (NaN if none).
+
+    ``context`` is the family's own detail. A multivariate model's change names its ``model``
+    (one alarm per model, not per tag) and may give tag indices under ``top_tags`` and
+    ``model_tags`` (lists) and ``contributions`` (a dict keyed by index): the alarm manager
+    turns those into tag names for the platform.
     """
 
     tag: int
@@ -67,6 +77,9 @@ class Family(ABC):
     levels: ClassVar[tuple[str, ...]] = ()
     #: this kind's default alarm type code in the provincial profile ("" = the level's code)
     alarm_code: ClassVar[str] = ""
+    #: where the family runs in the engine, lowest first (ties by name): a family whose
+    #: alarm explains the others' (an implausible sample) runs before them
+    order: ClassVar[int] = 0
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -112,6 +125,20 @@ class Family(ABC):
     ) -> list[ConditionChange]:
         """Judge one batch (int32 tag, float64 value, float64 ts, uint8 quality) in one kernel
         call; return only the tags whose condition changed."""
+
+    @classmethod
+    def describe(cls, level: str, active: bool, value: float, limit: float,
+                 context: Mapping[str, Any]) -> str | None:
+        """The words of an alarm's message for this family, or None for the generic text
+        (the tag's description, the level, the value and the limit)."""
+        return None
+
+    @classmethod
+    def train(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any], file: str) -> list[str]:
+        """Fit a model of normal operation from rows ``X`` (one column per tag of ``names``), write
+        it to ``file`` and return lines that describe it. Only families of ``[[models]]`` learn
+        from data; the others have nothing to train."""
+        raise NotImplementedError(f"the {cls.name} family has no model to train")
 
 
 def check_values(defaults: Mapping[str, Any], params: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -499,3 +499,6 @@ class SensorFamily(KernelFamily):
             tag, self.name, SENSOR_LEVELS[level], new != 0, value, float(limit), ts,
             {"previous": SENSOR_LEVELS.get(prev, "normal")},
         )
+
+    # an implausible sample is the cause of the other families' alarms on it: judge it first
+    order: ClassVar[int] = -1

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import stats
 
 from detectors import _pca
-from detectors.base import ConditionChange, Family, Option
+from detectors.base import ConditionChange, Family, ModelError, Option
 from detectors.families import as_batch
 
 #: version of the .npz layout written by ``PcaModel.save``
@@ -33,7 +33,7 @@ FORMAT_VERSION = 1
 PCA_LEVELS = {1: "T2", 2: "SPE", 3: "T2+SPE"}
 
 
-class PcaModelError(Exception):
+class PcaModelError(ModelError):
     """A PCA model file is missing, corrupt, of another version, or for other tags."""
 
 
@@ -402,3 +402,26 @@ class PcaFamily(Family):
         for m in self.monitors:
             changes += m.update(tag, value, ts, quality, self.name)
         return changes
+
+    @classmethod
+    def describe(cls, level: str, active: bool, value: float, limit: float,
+                 context: Mapping[str, Any]) -> str | None:
+        """A model's alarm names the model, the statistic over its limit and the tags that
+        contributed most (``context["top_tags"]``, by name once the alarm manager has them)."""
+        model = context.get("model")
+        if not active:
+            return f"多变量模型 {model} 恢复 multivariate {cls.name} back to normal"
+        stat = "SPE" if "SPE" in level else "T²"
+        top = ", ".join(context.get("top_tags", []))
+        return (f"多变量模型 {model} 异常 multivariate {cls.name} {level}: {stat} {value:.4g} > {limit:.4g}, "
+                f"top contributors {top}")
+
+    @classmethod
+    def train(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any], file: str) -> list[str]:
+        """Fit with the model's ``confidence``, ``variance`` and ``components`` (0 = by variance)."""
+        fitted = fit(X, names, confidence=options["confidence"], variance=options["variance"],
+                     n_components=options["components"] or None)
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        fitted.save(file)
+        return [f"  components {fitted.n_components}, T² limit {fitted.t2_limit:.4g}, "
+                f"SPE limit {fitted.spe_limit:.4g} at confidence {fitted.confidence}"]

@@ -11,8 +11,8 @@ from agent.payloads import STATUS_SCHEMA, parse_rfc3339, validator
 from agent.receiver import Receiver, connect
 from agent.uplink import Uplink
 from detectors.base import ConditionChange
+from tests.helpers import PLANT
 
-PLANT = "640100000001"
 TOPIC = f"plantwatch/{PLANT}/alarm"
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from agent.alarms import AlarmManager, CommandError, HealthRules, TagInfo
-from agent.config import parse
+from agent.alarms import AlarmManager, CommandError, TagInfo
+from agent.config import AlarmSystemSection, parse
 from agent.payloads import validator
-from agent.runtime import build_manager
+from agent.pipeline import build_manager
 from detectors.base import ConditionChange
 from tests.conftest import config_dict
+from tests.helpers import PLANT
 
-PLANT = "640100000001"
 ID = "R101.TI01/limit"
 
 
-def manager(rules: HealthRules | None = None, latch: bool = False, priority=2, preset: str = "") -> AlarmManager:
+def manager(rules: AlarmSystemSection | None = None, latch: bool = False, priority=2, preset: str = "") -> AlarmManager:
     return AlarmManager(PLANT, [TagInfo("R101.TI01", "r1-plc", "°C", "1#反应釜温度", priority, latch, preset)], rules)
 
 
@@ -72,7 +72,7 @@ def test_latching_alarm_latches_until_acknowledged():
 
 
 def test_timed_shelve_expires_and_is_capped():
-    m = manager(HealthRules(max_shelve_s=3600))
+    m = manager(AlarmSystemSection(max_shelve_s=3600))
     up(m, 0.0)
     with pytest.raises(CommandError, match="duration_s must be in"):
         m.command("shelve", ID, 1.0, duration_s=7200)
@@ -129,7 +129,7 @@ def test_escalation_keeps_one_alarm_and_priority_follows_level():
 
 
 def test_chattering_detected_and_auto_shelved():
-    m = manager(HealthRules(chatter_count=3, chatter_window_s=60, chatter_shelve_s=300))
+    m = manager(AlarmSystemSection(chatter_count=3, chatter_window_s=60, chatter_shelve_s=300))
     msgs = []
     for t in (0.0, 10.0, 20.0):
         msgs += up(m, t) + down(m, t + 1)
@@ -142,7 +142,7 @@ def test_chattering_detected_and_auto_shelved():
 
 
 def test_no_chattering_when_activations_are_spread_out():
-    m = manager(HealthRules(chatter_count=3, chatter_window_s=60, chatter_shelve_s=300))
+    m = manager(AlarmSystemSection(chatter_count=3, chatter_window_s=60, chatter_shelve_s=300))
     for t in (0.0, 50.0, 100.0, 150.0):
         assert [x["state"] for x in up(m, t) + down(m, t + 1)] == ["active", "cleared"]
     assert m.kpis(151.0)["chattering"] == []
@@ -150,7 +150,7 @@ def test_no_chattering_when_activations_are_spread_out():
 
 def test_flood_and_stale_kpis():
     tags = [TagInfo(f"T{i}", "plc") for i in range(12)]
-    m = AlarmManager(PLANT, tags, HealthRules(flood_count=10, flood_window_s=600, stale_s=3600))
+    m = AlarmManager(PLANT, tags, AlarmSystemSection(flood_count=10, flood_window_s=600, stale_s=3600))
     for i in range(11):
         m.on_changes([ConditionChange(i, "limit", "H", True, 1.0, 0.5, float(i))])
     k = m.kpis(20.0)

@@ -14,8 +14,8 @@ import pytest
 from agent.broker import free_port
 from agent.receiver import Receiver, connect
 from tests.conftest import config_dict
+from tests.helpers import PLANT, AgentProcess
 from tests.modbus.server import start_server
-from tests.test_end_to_end import PLANT, AgentProcess
 
 ID = "R101.TI01/limit"
 

@@ -161,12 +161,12 @@ def test_full_outbox_raises_a_storage_alarm_then_clears_it(tmp_path):
     agent = Agent(parse(data, base=tmp_path))
     try:
         for i in range(600):  # ~2 MB of unsent telemetry over a 1 MB cap
-            agent.outbox.append(agent.telemetry_topic, telemetry(i, size=100))
-        agent._storage_alarm(agent._maintain_outbox(2**20))
-        agent._storage_alarm(agent._maintain_outbox(2**20))  # still full: no second message
+            agent.outbox.append(agent.telemetry.topic, telemetry(i, size=100))
+        agent.housekeeping.storage_alarm(agent.housekeeping.maintain(2**20))
+        agent.housekeeping.storage_alarm(agent.housekeeping.maintain(2**20))  # still full: no second message
         for row in agent.outbox.pending(TELEMETRY, limit=10_000):
             agent.outbox.mark_sent([row.id])
-        agent._storage_alarm(agent._maintain_outbox(2**20))
+        agent.housekeeping.storage_alarm(agent.housekeeping.maintain(2**20))
         alarms = agent.outbox.alarms()
     finally:
         agent.outbox.close()

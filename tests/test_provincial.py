@@ -103,8 +103,8 @@ def test_agent_publishes_the_provincial_format_encrypted(tmp_path, write_config,
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    from tests.helpers import AgentProcess
     from tests.modbus.server import start_server
-    from tests.test_end_to_end import AgentProcess
 
     (tmp_path / "sm4.key").write_text(KEY_HEX)
     got: list[tuple[str, bytes]] = []

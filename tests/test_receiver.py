@@ -14,8 +14,7 @@ from agent.alarms import AlarmManager, TagInfo
 from agent.payloads import STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps
 from agent.receiver import Receiver, connect
 from detectors.base import ConditionChange
-
-PLANT = "640100000001"
+from tests.helpers import PLANT
 
 
 def alarm(seq: int, active: bool = True) -> bytes:

@@ -12,8 +12,8 @@ import pytest
 
 from agent.config import load
 from agent.payloads import validator
+from agent.pipeline import Pipeline
 from agent.replay import read_table, replay
-from agent.runtime import Pipeline
 from drivers.base import SampleBatch
 from tests.conftest import config_dict
 
@@ -79,7 +79,7 @@ def test_replay_equals_the_live_pipeline(write_config, tmp_path):
     sink = Sink()
     live = Pipeline(cfg, sink)
     for i, t in enumerate(temps):
-        live.process(SampleBatch.build("r1-plc", [0, 1], [t, 0.8], T0 + i, 0))
+        live.process(SampleBatch.build("r1-plc", [0, 1], [t, 0.8], T0 + i, 0), T0 + i)
     assert len(replayed) > 6
     assert replayed == sink.messages
 

@@ -23,8 +23,8 @@ from tests.faults.helpers import (
     plant_config,
     status_doc,
 )
+from tests.helpers import AgentProcess
 from tests.modbus.server import start_server
-from tests.test_end_to_end import AgentProcess
 
 TELEMETRY_TOPIC = f"plantwatch/{PLANT}/telemetry"
 

@@ -273,3 +273,32 @@ def test_online_family_agrees_with_twin(model, data):
         names = {1: "T2", 2: "SPE", 3: "T2+SPE"}
         want += [(float(ts[sl][i]), names[b or a], b != 0) for i, a, b in twin.batch(tag[sl], value[sl], ts[sl], quality[sl])]
     assert got == want
+
+
+def test_a_model_alarm_names_the_model_the_statistic_and_the_top_contributors():
+    context = {"model": "reactor-pca", "top_tags": ["R101.FI01", "R101.TI01"]}
+    assert PcaFamily.describe("SPE", True, 42.123, 9.5, context) == (
+        "多变量模型 reactor-pca 异常 multivariate pca SPE: SPE 42.12 > 9.5, top contributors R101.FI01, R101.TI01")
+    assert PcaFamily.describe("T2", True, 12.0, 9.5, context).endswith("T2: T² 12 > 9.5, top contributors R101.FI01, R101.TI01")
+    assert PcaFamily.describe("T2+SPE", False, 1.0, 9.5, context) == (
+        "多变量模型 reactor-pca 恢复 multivariate pca back to normal")
+
+
+def test_a_family_without_words_of_its_own_gets_the_generic_text():
+    assert detectors.load("limit").describe("H", True, 1.0, 0.5, {}) is None
+    assert detectors.load("sensor").order < detectors.load("limit").order == 0
+
+
+def test_the_family_trains_its_model_into_the_named_file(tmp_path):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 3)) @ np.array([[1.0, 0.8, 0.1], [0.0, 0.5, 1.0], [0.0, 0.0, 0.2]])
+    file = tmp_path / "models" / "m.npz"
+    lines = PcaFamily.train(X, ["a", "b", "c"], {"confidence": 0.99, "variance": 0.9, "components": 2}, str(file))
+    loaded = PcaModel.load(file)
+    assert loaded.names == ("a", "b", "c") and loaded.n_components == 2
+    assert lines == [f"  components 2, T² limit {loaded.t2_limit:.4g}, SPE limit {loaded.spe_limit:.4g} at confidence 0.99"]
+
+
+def test_a_family_without_a_model_has_nothing_to_train(tmp_path):
+    with pytest.raises(NotImplementedError, match="limit family has no model to train"):
+        detectors.load("limit").train(np.zeros((10, 2)), ["a", "b"], {}, str(tmp_path / "x.npz"))

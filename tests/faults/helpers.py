@@ -14,8 +14,8 @@ from agent.payloads import STATUS_SCHEMA
 from agent.receiver import Receiver
 from detectors.base import ConditionChange
 from tests.conftest import config_dict
+from tests.helpers import PLANT
 
-PLANT = "640100000001"
 TOPIC = f"plantwatch/{PLANT}/alarm"
 
 

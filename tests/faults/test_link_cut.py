@@ -21,8 +21,8 @@ from tests.faults.helpers import (
     tag_addresses,
 )
 from tests.faults.tcpproxy import TcpProxy
+from tests.helpers import AgentProcess
 from tests.modbus.server import start_server
-from tests.test_end_to_end import AgentProcess
 
 CUT_S = 30.0
 

@@ -32,8 +32,8 @@ from tests.faults.helpers import (
     tag_addresses,
     wait_for,
 )
+from tests.helpers import AgentProcess
 from tests.modbus.server import start_server
-from tests.test_end_to_end import AgentProcess
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""What happens to every batch, live or replayed: engine, alarm manager and the commit step.
+
+The functional core of the agent, driven by samples and time: it reads no clock, opens no
+socket and starts no thread. The live agent and ``plantwatch replay`` both run a Pipeline; the
+outbox it commits to is injected (anything with ``append_alarms``), so replay can number the
+messages itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import detectors
+from agent.alarms import Alarm, AlarmManager, TagInfo
+from agent.config import Config
+from agent.payloads import dumps, topic
+from detectors.base import Family
+from detectors.engine import Engine
+from drivers.base import SampleBatch
+
+
+class AlarmSink(Protocol):
+    """Where committed alarm messages go (agent.outbox.Outbox, or replay's recorder)."""
+
+    def append_alarms(self, topic: str, docs: Sequence[dict[str, Any]], now: float | None = None,
+                      encode: Callable[[dict[str, Any]], bytes] = ..., states: Sequence[Any] = ()) -> list[int]: ...
+
+
+def family_classes(cfg: Config) -> dict[str, type[Family]]:
+    """The registered class of every detector family in use, in the order the engine runs them."""
+    classes = {name: detectors.load(name) for name in cfg.family_params()}
+    return {name: classes[name] for name in sorted(classes, key=lambda n: (classes[n].order, n))}
+
+
+def build_engine(cfg: Config) -> Engine:
+    """One family object per detector family in use, each watching the tags configured for it."""
+    params = cfg.family_params()
+    families = [cls(len(cfg.tags), params[name]) for name, cls in family_classes(cfg).items()]
+    return Engine(len(cfg.tags), families)
+
+
+def build_manager(cfg: Config) -> AlarmManager:
+    """The alarm manager for the config's tags, with the words of each family in use."""
+    infos = [TagInfo(t.name, t.device, t.unit, t.desc, t.priority, t.latch, t.preset) for t in cfg.tags]
+    describe = {name: cls.describe for name, cls in family_classes(cfg).items()}
+    return AlarmManager(cfg.agent.plant, infos, cfg.alarm_system, describe)
+
+
+def restore_grace(cfg: Config, alarm: Alarm) -> float:
+    """How long a detector may take to raise a restored alarm again: its on-delay and
+    warm-up, plus a few polls of the device."""
+    tag = next((t for t in cfg.tags if t.name == alarm.tag), None)
+    if tag is None:
+        return 0.0
+    device = next((d for d in cfg.devices if d.name == tag.device), None)
+    interval = device.interval_s if device else 1.0
+    params: Mapping[str, Any] = tag.families.get(alarm.kind, {})
+    if "model" in alarm.context:  # a model's alarm: its delays are the model's options
+        model = next((m for m in cfg.models if m.name == alarm.context["model"]), None)
+        params = model.options if model else {}
+    on_delay = float(params.get("on_delay_s", 0.0) or 0.0)
+    warmup = float(params.get("warmup", 0) or 0) * interval
+    return on_delay + warmup + 3 * interval + 2.0
+
+
+class Pipeline:
+    """Engine + alarm manager + commit: what happens to every batch, live or replayed."""
+
+    def __init__(self, cfg: Config, outbox: AlarmSink):
+        """``outbox`` is anything with Outbox.append_alarms (replay numbers messages itself)."""
+        self.cfg = cfg
+        self.engine = build_engine(cfg)
+        self.manager = build_manager(cfg)
+        self.outbox = outbox
+        self.alarm_topic = topic(cfg.uplink.topic_prefix, cfg.agent.plant, "alarm")
+
+    def process(self, batch: SampleBatch, now: float) -> list[dict[str, Any]]:
+        """Judge a batch; commit the resulting alarm messages (fsync) and return them. ``now``
+        dates a device's comm alarm when the batch carries no sample to take the time from."""
+        messages: list[dict[str, Any]] = []
+        if batch.error is not None or len(batch):
+            ts = float(batch.ts[0]) if len(batch) else now
+            messages += self.manager.on_device(batch.device, batch.error, ts)
+        if len(batch):
+            changes = self.engine.process(batch.tag, batch.value, batch.ts, batch.quality)
+            messages += self.manager.on_changes(changes)
+        return self.commit(messages)
+
+    def commit(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Make alarm messages durable (seq assigned, fsync) before anyone else sees them."""
+        if messages:
+            ids = dict.fromkeys(m["id"] for m in messages)
+            states = [(i, self.manager.snapshot(i)) for i in ids]
+            self.outbox.append_alarms(self.alarm_topic, messages, encode=self.encode_alarm, states=states)
+        return messages
+
+    def encode_alarm(self, doc: dict[str, Any]) -> bytes:
+        """The payload in the configured profile: json as is, or the province's format."""
+        profile = self.cfg.provincial
+        return dumps(doc) if profile is None else profile.encode(profile.alarm(doc))

@@ -1,0 +1,111 @@
+"""The telemetry publisher: the last value of every tag, sent as snapshots and on change.
+
+Part of the shell: it keeps the latest sample per tag as batches arrive, and on its own
+schedule writes telemetry messages into the outbox's telemetry lane for the uplink to send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from agent.config import Config
+from agent.outbox import TELEMETRY, Outbox
+from agent.payloads import TELEMETRY_SCHEMA, dumps, number, rfc3339, topic
+from drivers.base import SampleBatch
+
+QUALITY_NAMES = ("good", "uncertain", "bad", "comm_fail")
+
+
+class Telemetry:
+    """The last sample of every tag, and the loop that publishes them."""
+
+    def __init__(self, cfg: Config, outbox: Outbox, wake: Callable[[], None]):
+        """``wake`` tells the uplink there is something new in the outbox."""
+        self.cfg = cfg
+        self.outbox = outbox
+        self.wake = wake
+        self.topic = topic(cfg.uplink.topic_prefix, cfg.agent.plant, "telemetry")
+        n = len(cfg.tags)
+        self.last_value = np.full(n, np.nan)
+        self.last_quality = np.full(n, 3, dtype=np.uint8)
+        self.last_ts = np.zeros(n)
+
+    def record(self, batch: SampleBatch) -> None:
+        """Keep the batch's samples as the tags' latest."""
+        if len(batch):
+            self.last_value[batch.tag] = batch.value
+            self.last_quality[batch.tag] = batch.quality
+            self.last_ts[batch.tag] = batch.ts
+
+    def document(self, mask: np.ndarray | None = None) -> dict[str, Any]:
+        """A snapshot of every tag, or (``mask``) an on-change message with only those tags."""
+        tags = self.cfg.tags if mask is None else [self.cfg.tags[i] for i in np.flatnonzero(mask)]
+        doc = {
+            "schema": TELEMETRY_SCHEMA,
+            "plant": self.cfg.agent.plant,
+            "ts": rfc3339(time.time()),
+            "tags": {
+                t.name: {"v": number(self.last_value[t.index]), "q": QUALITY_NAMES[self.last_quality[t.index]]}
+                for t in tags
+            },
+        }
+        if mask is not None:
+            doc["change"] = True  # lets the outbox thin old history down to the snapshots
+        return doc
+
+    def encode(self, doc: dict[str, Any]) -> bytes:
+        """The payload in the configured profile: json as is, or the province's format."""
+        profile = self.cfg.provincial
+        if profile is None:
+            return dumps(doc)
+        samples = [(name, t["v"], t["q"]) for name, t in doc["tags"].items()]
+        return profile.encode(profile.data(time.time(), samples))
+
+    async def run(self) -> None:
+        """A snapshot of every tag each ``telemetry_interval_s``; between snapshots, every
+        ``telemetry_change_s``, the tags that moved by more than the deadband or changed quality
+        since they were last sent."""
+        u = self.cfg.uplink
+        interval, change_s = u.telemetry_interval_s, u.telemetry_change_s
+        if interval <= 0 and change_s <= 0:
+            return
+        n = len(self.cfg.tags)
+        deadband = np.array([u.telemetry_deadband if t.telemetry_deadband is None else t.telemetry_deadband
+                             for t in self.cfg.tags], dtype=np.float64).reshape(n)
+        sent_value = np.full(n, np.nan)
+        sent_quality = np.full(n, 255, dtype=np.uint8)  # nothing sent yet: the first look sends all
+        loop = asyncio.get_running_loop()
+        next_snapshot = loop.time() + interval if interval > 0 else float("inf")
+        while True:
+            wake = next_snapshot if change_s <= 0 else min(next_snapshot, loop.time() + change_s)
+            await asyncio.sleep(max(0.0, wake - loop.time()))
+            value, quality = self.last_value, self.last_quality
+            if loop.time() >= next_snapshot:
+                mask = None
+                next_snapshot += interval * max(1, (loop.time() - next_snapshot) // interval + 1)
+            else:
+                mask = changed(value, quality, sent_value, sent_quality, deadband)
+                if not mask.any():
+                    continue
+            doc = self.document(mask)
+            # a tag within its deadband keeps the value it was last sent with as the reference,
+            # so a slow drift is still reported once it adds up to more than the deadband
+            sent = slice(None) if mask is None else mask
+            sent_value[sent], sent_quality[sent] = value[sent], quality[sent]
+            self.outbox.append(self.topic, self.encode(doc), lane=TELEMETRY)
+            self.wake()
+
+
+def changed(value: np.ndarray, quality: np.ndarray, sent_value: np.ndarray, sent_quality: np.ndarray,
+            deadband: np.ndarray) -> np.ndarray:
+    """The tags to send on change: moved by more than their deadband since last sent, turned
+    NaN or back, or changed quality."""
+    was_nan, is_nan = np.isnan(sent_value), np.isnan(value)
+    with np.errstate(invalid="ignore"):
+        moved = np.abs(value - sent_value) > deadband
+    return moved | (was_nan != is_nan) | (quality != sent_quality)

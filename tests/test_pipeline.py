@@ -1,0 +1,89 @@
+"""The functional core: engine + alarm manager + commit, driven by samples and time only."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from agent.alarms import Alarm
+from agent.config import parse
+from agent.payloads import parse_rfc3339
+from agent.pipeline import Pipeline, build_engine, build_manager, restore_grace
+from detectors.base import ConditionChange
+from detectors.pca import PcaFamily
+from drivers.base import SampleBatch
+from tests.conftest import config_dict
+
+T0 = 1_800_000_000.0
+
+
+class Sink:
+    """Takes the place of the outbox."""
+
+    def __init__(self):
+        self.messages = []
+
+    def append_alarms(self, topic, docs, now=None, encode=None, states=()):
+        self.messages += docs
+        return list(range(len(docs)))
+
+
+def model_config(**options):
+    return config_dict(models=[{"name": "reactor-pca", "kind": "pca", "tags": ["R101.TI01", "R101.PI01"],
+                                "file": "m.npz", **options}])
+
+
+def test_a_batch_without_samples_is_dated_by_the_callers_time():
+    sink = Sink()
+    pipeline = Pipeline(parse(config_dict()), sink)
+    messages = pipeline.process(SampleBatch.failed("r1-plc", [], T0, "timeout"), now=T0 + 42)
+    assert [(m["id"], m["state"]) for m in messages] == [("r1-plc/comm", "active")]
+    assert parse_rfc3339(messages[0]["ts"]) == T0 + 42
+    assert sink.messages == messages
+
+
+def test_the_engine_runs_the_sensor_family_first():
+    engine = build_engine(parse(config_dict()))
+    assert [f.name for f in engine.families] == ["sensor", "limit"]
+
+
+def test_a_model_alarm_is_written_in_its_familys_words():
+    manager = build_manager(parse(model_config()))
+    assert manager.describe["pca"] == PcaFamily.describe
+    change = ConditionChange(0, "pca", "T2", True, 12.0, 9.5, T0, {"model": "reactor-pca", "top_tags": [1, 0]})
+    (message,) = manager.on_changes([change])
+    assert message["message"] == "多变量模型 reactor-pca 异常 multivariate pca T2: T² 12 > 9.5, top contributors R101.PI01, R101.TI01"
+    assert message["id"] == "reactor-pca/pca" and message["unit"] == ""
+
+
+def test_a_restored_model_alarm_waits_for_the_models_on_delay():
+    cfg = parse(model_config(on_delay_s=30.0))
+    alarm = Alarm(id="reactor-pca/pca", kind="pca", tag="R101.TI01", device="r1-plc", active=True,
+                  context={"model": "reactor-pca"})
+    interval = cfg.devices[0].interval_s
+    assert restore_grace(cfg, alarm) == 30.0 + 3 * interval + 2.0
+
+
+def test_replay_imports_nothing_of_the_shell():
+    code = ("import sys, agent.replay; "
+            "shell = [m for m in ('agent.runtime', 'agent.uplink', 'agent.api', 'agent.cli', 'paho') if m in sys.modules]; "
+            "print(shell)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_models_limit_factors_reach_the_engine(tmp_path):
+    import numpy as np
+
+    from detectors.pca import fit
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=500)
+    X = np.column_stack([base + 0.1 * rng.normal(size=500), 2 * base + 0.1 * rng.normal(size=500)])
+    (tmp_path / "data").mkdir()
+    fit(X, ["R101.TI01", "R101.PI01"]).save(tmp_path / "data" / "m.npz")
+    plain = parse(model_config(), base=tmp_path)
+    wide = parse(model_config(t2_factor=2.0, spe_factor=3.0), base=tmp_path)
+    (m1,) = next(f for f in build_engine(plain).families if f.name == "pca").monitors
+    (m2,) = next(f for f in build_engine(wide).families if f.name == "pca").monitors
+    assert m2.t2_limit == 2.0 * m1.t2_limit and m2.spe_limit == 3.0 * m1.spe_limit
