@@ -273,20 +273,8 @@ class Uplink:
                 self.sent_count += len(ids)
             stopping = self._stop.is_set()
             room = window - len(inflight)
-            if room > 0:
-                rows = outbox.pending(ALARM, last[ALARM], room)
-                if not rows and not stopping:
-                    rows = outbox.pending(TELEMETRY, last[TELEMETRY], room)
-                for row in rows:
-                    info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain, properties=props.get(row.lane))
-                    if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                        self.last_error = f"publish failed: {info.rc}"
-                        return
-                    last[row.lane] = row.id
-                    if row.qos:
-                        inflight[info.mid] = row.id
-                    else:
-                        outbox.mark_sent([row.id])
+            if room > 0 and not self._publish_pending(client, outbox, room, last, inflight, props, stopping):
+                return
             if stopping:
                 pending_alarms = bool(inflight) or bool(outbox.pending(ALARM, last[ALARM], 1))
                 if not pending_alarms or time.monotonic() > self._flush_until:
@@ -295,30 +283,56 @@ class Uplink:
             if time.monotonic() >= next_status:
                 client.publish(self.status_topic, self.encode(self.status(True)), qos=1, retain=True, properties=props[STATUS])
                 next_status = time.monotonic() + self.cfg.heartbeat_s
-            sock = client.socket()
-            if sock is None:
-                return
             timeout = 0.05 if stopping else min(1.0, max(0.0, next_status - time.monotonic()))
+            if not self._pump(client, timeout):
+                return
+
+    def _publish_pending(self, client: mqtt.Client, outbox: Outbox, room: int, last: dict[str, int],
+                         inflight: dict[int, int], props: dict, stopping: bool) -> bool:
+        """Up to ``room`` unsent rows, alarms before telemetry (none while stopping); False when
+        a publish failed and the session must end."""
+        rows = outbox.pending(ALARM, last[ALARM], room)
+        if not rows and not stopping:
+            rows = outbox.pending(TELEMETRY, last[TELEMETRY], room)
+        for row in rows:
+            info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain, properties=props.get(row.lane))
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.last_error = f"publish failed: {info.rc}"
+                return False
+            last[row.lane] = row.id
+            if row.qos:
+                inflight[info.mid] = row.id
+            else:
+                outbox.mark_sent([row.id])
+        return True
+
+    def _pump(self, client: mqtt.Client, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the socket or a wake-up, then let paho read, write and
+        keep the connection alive; False when the connection is gone."""
+        sock = client.socket()
+        if sock is None:
+            return False
+        try:
+            r, w, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [], timeout)
+        except (OSError, ValueError):
+            self.last_error = "socket closed"
+            return False
+        if self._wake_r in r:
             try:
-                r, w, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [], timeout)
-            except (OSError, ValueError):
-                self.last_error = "socket closed"
-                return
-            if self._wake_r in r:
-                try:
-                    while self._wake_r.recv(4096):
-                        pass
-                except (BlockingIOError, OSError):
+                while self._wake_r.recv(4096):
                     pass
-            if sock in r and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self.last_error = self.last_error or "connection lost"
-                return
-            if sock in w and client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self.last_error = "write failed"
-                return
-            if client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self.last_error = "keepalive timeout"
-                return
+            except (BlockingIOError, OSError):
+                pass
+        if sock in r and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.last_error = self.last_error or "connection lost"
+            return False
+        if sock in w and client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.last_error = "write failed"
+            return False
+        if client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.last_error = "keepalive timeout"
+            return False
+        return True
 
     def _goodbye(self, client: mqtt.Client) -> None:
         """A clean stop: retained status says offline (the will is only for unclean ones)."""
