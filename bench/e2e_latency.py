@@ -85,6 +85,36 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs) + 0.5) - 1))]
 
 
+def _measure(args: argparse.Namespace, per: int, set_value, arrivals: dict, lock: threading.Condition,
+             pid: int) -> tuple[dict[str, list[float]], float]:
+    """Raise and clear ``args.samples`` random tags' alarms at the PLC; the latency of each
+    transition to the platform, and the agent's CPU share meanwhile."""
+    rng = random.Random(1)
+    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    latencies: dict[str, list[float]] = {"active": [], "cleared": []}
+    for _ in range(args.samples):
+        d, i = rng.randrange(args.devices), rng.randrange(per)
+        tag, addr = f"plc{d:02d}.TI{i:03d}", d * BLOCK + 2 * i
+        for value, state in ((170.0, "active"), (120.0, "cleared")):
+            time.sleep(rng.uniform(0, args.interval))  # a random phase against the polling
+            t0 = set_value(addr, value)
+            with lock:
+                assert lock.wait_for(lambda k=(tag, state): k in arrivals, 30), f"no {state} alarm for {tag}"
+                latencies[state].append(arrivals.pop((tag, state)) - t0)
+    return latencies, (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
+
+
+def _report(args: argparse.Namespace, per: int, latencies: dict[str, list[float]], cpu: float, receiver) -> None:
+    all_ms = [x * 1000 for v in latencies.values() for x in v]
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{args.devices} devices, {per * args.devices} tags, polled every {args.interval:g} s; "
+          f"{len(all_ms)} transitions ({args.samples} raised, {args.samples} cleared)")
+    print(f"latency PLC -> platform: p50 {percentile(all_ms, 50):.0f} ms, p90 {percentile(all_ms, 90):.0f} ms, "
+          f"p99 {percentile(all_ms, 99):.0f} ms, max {max(all_ms):.0f} ms, mean {statistics.mean(all_ms):.0f} ms")
+    print(f"agent CPU while measuring: {cpu * 100:.1f} % of one core")
+    print(f"invalid messages: {len(receiver.invalid)}; alarms received: {len(receiver.alarms)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", type=int, default=80)
@@ -97,7 +127,6 @@ def main() -> None:
         serve(args.serve)
         return
     assert args.tags // args.devices * 2 <= BLOCK
-    rng = random.Random(1)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "bench.e2e_latency", "--serve", str(port)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -133,32 +162,14 @@ def main() -> None:
         try:
             assert receiver.wait(lambda r: r.plants.get(PLANT) and r.plants[PLANT].online, 120), "agent did not come online"
             time.sleep(3 * args.interval)  # every device polled a few times: the engine is warm
-            cpu0, wall0 = cpu_seconds(agent.pid), time.monotonic()
-            latencies: dict[str, list[float]] = {"active": [], "cleared": []}
-            for _ in range(args.samples):
-                d, i = rng.randrange(args.devices), rng.randrange(per)
-                tag, addr = f"plc{d:02d}.TI{i:03d}", d * BLOCK + 2 * i
-                for value, state in ((170.0, "active"), (120.0, "cleared")):
-                    time.sleep(rng.uniform(0, args.interval))  # a random phase against the polling
-                    t0 = set_value(addr, value)
-                    with lock:
-                        assert lock.wait_for(lambda k=(tag, state): k in arrivals, 30), f"no {state} alarm for {tag}"
-                        latencies[state].append(arrivals.pop((tag, state)) - t0)
-            cpu = (cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - wall0)
+            latencies, cpu = _measure(args, per, set_value, arrivals, lock, agent.pid)
         finally:
             agent.send_signal(signal.SIGTERM)
             agent.wait(30)
             sub.loop_stop()
             server.stdin.close()
             server.wait(10)
-    all_ms = [x * 1000 for v in latencies.values() for x in v]
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"{args.devices} devices, {per * args.devices} tags, polled every {args.interval:g} s; "
-          f"{len(all_ms)} transitions ({args.samples} raised, {args.samples} cleared)")
-    print(f"latency PLC -> platform: p50 {percentile(all_ms, 50):.0f} ms, p90 {percentile(all_ms, 90):.0f} ms, "
-          f"p99 {percentile(all_ms, 99):.0f} ms, max {max(all_ms):.0f} ms, mean {statistics.mean(all_ms):.0f} ms")
-    print(f"agent CPU while measuring: {cpu * 100:.1f} % of one core")
-    print(f"invalid messages: {len(receiver.invalid)}; alarms received: {len(receiver.alarms)}")
+    _report(args, per, latencies, cpu, receiver)
 
 
 if __name__ == "__main__":
