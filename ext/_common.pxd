@@ -43,6 +43,11 @@ cdef extern from *:
     """
     double _max0 "pw_max0"(double x) nogil
 
+# Branch hints (the macros every Cython module defines): the loops' common case, a sample that
+# leaves its slot's level alone, laid out as the straight path.
+cdef extern from *:
+    bint likely(bint) nogil
+
 # The vectorized passes of the whole-tick path.
 cdef extern from "_simd.h" nogil:
     int pw_whole_ticks(Py_ssize_t n, const int* tag, Py_ssize_t n_slots, const int* tag_of_slot)

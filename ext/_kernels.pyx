@@ -36,7 +36,7 @@ def _param(x, Py_ssize_t n):
 # The loops. A family's step judges one usable sample of slot s: it updates the slot's
 # statistic (unless ``advance`` is False: the whole-tick pass already did) and gives its raw
 # level and the event detail, or False when the sample leaves the level alone (unusable, or
-# still in warm-up). Specialized per family at compile time (see Step in ext/_kernels.pxd).
+# still in warm-up). Specialized per family at compile time (see Step in ext/_common.pxd).
 
 cdef inline bint _step(Step* f, Py_ssize_t s, double v, unsigned char q, double t, bint advance,
                        signed char* r, double* x) noexcept nogil:
@@ -56,14 +56,13 @@ cdef inline bint _step(Step* f, Py_ssize_t s, double v, unsigned char q, double 
         return _flatline_step(f, s, v, q, t, r, x)
 
 
-cdef inline Py_ssize_t _judge(Step* f, Debounce* d, Events* ev, Py_ssize_t n_ev, Py_ssize_t i,
-                              Py_ssize_t s, signed char r, double t, double x) noexcept nogil:
-    """Debounce raw level r of slot s at sample i (time t); returns the event count."""
+cdef inline Py_ssize_t _change(Step* f, Debounce* d, Events* ev, Py_ssize_t n_ev, Py_ssize_t i, Py_ssize_t s,
+                               signed char r, double t, double x) noexcept nogil:
+    """Debounce raw level r of slot s at sample i (time t), which differs from the slot's level
+    or its pending one; returns the event count. d and ev are the kernel's own: the loops keep
+    only the level and pending arrays of the debounce in registers."""
     cdef signed char prev = d.lvl[s]
-    cdef bint changed
-    if r == prev and d.pend[s] == prev:  # nothing pending, nothing new: the common case
-        return n_ev
-    changed = _debounce(r, t, &d.lvl[s], &d.pend[s], &d.since[s], d.on[s], d.off[s])
+    cdef bint changed = _debounce(r, t, &d.lvl[s], &d.pend[s], &d.since[s], d.on[s], d.off[s])
     if d.gate != NULL:
         d.gate[s] = d.lvl[s] if d.pend[s] == d.lvl[s] else NAN
         if Step is EwmaStep:
@@ -77,38 +76,45 @@ cdef inline Py_ssize_t _judge(Step* f, Debounce* d, Events* ev, Py_ssize_t n_ev,
     return n_ev + 1
 
 
-cdef inline Py_ssize_t _each_sample(Step* family, Debounce* debounce, Events* events, const int* slot,
-                                    Py_ssize_t n_map, Py_ssize_t n, const int* tag, const double* value,
-                                    const double* ts, const unsigned char* quality) noexcept nogil:
+cdef inline Py_ssize_t _each_sample(Step* family, Debounce* d, Events* ev, const int* slot, Py_ssize_t n_map,
+                                    Py_ssize_t n, const int* tag, const double* value, const double* ts,
+                                    const unsigned char* quality) noexcept nogil:
     """The per-sample loop: every sample of a batch in order; returns the event count."""
     cdef Step f = family[0]
-    cdef Debounce d = debounce[0]
-    cdef Events ev = events[0]
+    cdef signed char* lvl = d.lvl
+    cdef signed char* pend = d.pend
     cdef Py_ssize_t i, n_ev = 0
     cdef int s
     cdef signed char r
-    cdef double x
+    cdef double x, t
     for i in range(n):
         s = _slot(slot, n_map, tag[i])
         if s < 0:
             continue
-        if _step(&f, s, value[i], quality[i], ts[i], True, &r, &x):
-            n_ev = _judge(&f, &d, &ev, n_ev, i, s, r, ts[i], x)
+        t = ts[i]  # read once: the step's stores to int8 state could alias it for the compiler
+        if not _step(&f, s, value[i], quality[i], t, True, &r, &x):
+            continue
+        if likely(r == lvl[s] and pend[s] == r):  # nothing pending, nothing new
+            continue
+        n_ev = _change(&f, d, ev, n_ev, i, s, r, t, x)
     return n_ev
 
 
-cdef inline Py_ssize_t _each_slot(Step* family, Debounce* debounce, Events* events, Py_ssize_t n_ev,
-                                  Run run, Py_ssize_t j, Py_ssize_t b, Py_ssize_t e, const double* v,
-                                  const double* ts) noexcept nogil:
+cdef inline Py_ssize_t _each_slot(Step* f, Debounce* d, Events* ev, Py_ssize_t n_ev, Run run, Py_ssize_t j,
+                                  Py_ssize_t b, Py_ssize_t e, const double* v, const double* ts) noexcept nogil:
     """The per-sample logic for slots b..e-1 of tick j of a whole-tick batch after the tick's
     pass (v[s - run.first] is slot s's sample, ts the batch's times); returns the event count."""
     cdef Py_ssize_t s, i
     cdef signed char r
-    cdef double x
+    cdef double x, t
     for s in range(b, e):
         i = j * run.width + s - run.first
-        if _step(family, s, v[s - run.first], Q_GOOD, ts[i], False, &r, &x):
-            n_ev = _judge(family, debounce, events, n_ev, i, s, r, ts[i], x)
+        t = ts[i]
+        if not _step(f, s, v[s - run.first], Q_GOOD, t, False, &r, &x):
+            continue
+        if r == d.lvl[s] and d.pend[s] == r:
+            continue
+        n_ev = _change(f, d, ev, n_ev, i, s, r, t, x)
     return n_ev
 
 
@@ -258,7 +264,7 @@ cdef class _TickKernel(_Kernel):
     cdef public bint fast                   # False: always the per-sample loop (for comparison)
     cdef int[::1] _tag_of_slot
     # The level as float64, NaN while a transition is pending (Debounce.gate). The state
-    # arrays are for reading: the gate follows them only through _judge.
+    # arrays are for reading: the gate follows them only through _change.
     cdef double[::1] _gate
     cdef bint _tiled                        # every slot has a tag, so whole ticks exist
     cdef Py_ssize_t n_warming               # slots still in warm-up (control charts)
