@@ -205,7 +205,7 @@ cdef class _Kernel:
         return self._events(n_ev)
 
     cdef Py_ssize_t _by_ticks(self, TickPlan plan, Py_ssize_t n, const int* tag, const double* value,
-                              const double* ts, const unsigned char* quality):
+                              const double* ts, const unsigned char* quality) noexcept:
         """Judge the batch by the whole-tick path, returning the event count, or -1 when it
         takes the per-sample loop."""
         return -1
@@ -320,7 +320,7 @@ cdef class _TickKernel(_Kernel):
         return run
 
     cdef Py_ssize_t _by_ticks(self, TickPlan plan, Py_ssize_t n, const int* tag, const double* value,
-                              const double* ts, const unsigned char* quality):
+                              const double* ts, const unsigned char* quality) noexcept:
         cdef Run run
         if not self.fast or not self._tiled or self.n_warming:
             return -1
