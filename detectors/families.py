@@ -18,6 +18,7 @@ import numpy as np
 
 from detectors import _kernels
 from detectors.base import ConditionChange, Family
+from detectors.plans import Plans
 
 #: kernel level code -> level name for the limit family
 LIMIT_LEVELS = {2: "HH", 1: "H", -1: "L", -2: "LL"}
@@ -54,22 +55,6 @@ def as_batch(
     )
 
 
-#: frozen tag arrays whose whole-tick plan a family keeps (one per device read plan and batch shape)
-MAX_PLANS = 64
-
-
-def frozen(tags: Any) -> bool:
-    """True for an ndarray whose contents can never change: read-only, and its memory an
-    immutable bytes object (numpy refuses to make such an array, or any view of it, writeable).
-    A driver's read plan is such an array (``drivers.base.frozen_tags``)."""
-    if type(tags) is not np.ndarray or tags.flags.writeable:
-        return False
-    base = tags.base
-    while type(base) is np.ndarray:
-        base = base.base
-    return type(base) is bytes
-
-
 class KernelFamily(Family):
     """A family whose state lives in one kernel object from ``detectors._kernels``."""
 
@@ -80,33 +65,18 @@ class KernelFamily(Family):
         #: watched tag indices in slot order
         self.tags = sorted(self.params)
         self.slot_of_tag = slot_map(n_tags, self.tags)
-        # id(frozen tag array) -> (the array, the kernel's plan for it); the reference keeps the
-        # id naming that array for as long as its plan is kept
-        self._plans: dict[int, tuple[np.ndarray, Any]] = {}
+        self._plans = Plans()
 
     def plan(self, tag: np.ndarray) -> Any:
-        """The kernel's whole-tick plan for a batch's int32 tag array, when the array can never
-        change (a device's read plan, passed at every read): worked out at its first batch and
-        kept. None for any other array, which the kernel then checks at every batch."""
-        known = self._plans.get(id(tag))
-        if known is not None and known[0] is tag:
-            return known[1]
-        if not frozen(tag):
-            return None
-        if len(self._plans) >= MAX_PLANS:
-            self._plans.clear()
-        plan = self.kernel.plan(tag)
-        self._plans[id(tag)] = (tag, plan)
-        return plan
+        """The kernel's whole-tick plan for a batch's int32 tag array when the array is frozen
+        (a device's read plan, passed at every read), kept from its first batch; else None."""
+        return self._plans.get(self.kernel, tag)
 
     def update(
         self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
     ) -> list[ConditionChange]:
         tag, value, ts, quality = as_batch(tag, value, ts, quality)
-        # plan()'s common case inline: at one tick per call the wrapper's own cost is what counts
-        known = self._plans.get(id(tag))
-        plan = known[1] if known is not None and known[0] is tag else self.plan(tag)
-        events = self.kernel.update(tag, value, ts, quality, plan)
+        events = self.kernel.update(tag, value, ts, quality, self._plans.get(self.kernel, tag))
         if events is None:
             return []
         idx, prev, new, detail = events
