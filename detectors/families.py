@@ -70,13 +70,18 @@ class KernelFamily(Family):
     def plan(self, tag: np.ndarray) -> Any:
         """The kernel's whole-tick plan for a batch's int32 tag array when the array is frozen
         (a device's read plan, passed at every read), kept from its first batch; else None."""
-        return self._plans.get(self.kernel, tag)
+        return self._plans.plan(self.kernel, tag)
 
     def update(
         self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
     ) -> list[ConditionChange]:
         tag, value, ts, quality = as_batch(tag, value, ts, quality)
-        events = self.kernel.update(tag, value, ts, quality, self._plans.get(self.kernel, tag))
+        kernel, plan = self.kernel, None
+        if kernel.whole_ticks:
+            # Plans.plan's common case inline: at one tick per call the wrapper's cost is what counts
+            known = self._plans.get(id(tag))
+            plan = known[1] if known is not None and known[0] is tag else self._plans.plan(kernel, tag)
+        events = kernel.update(tag, value, ts, quality, plan)
         if events is None:
             return []
         idx, prev, new, detail = events

@@ -30,29 +30,22 @@ def frozen(tags: Any) -> bool:
     return type(base) is bytes
 
 
-class Plans:
-    """One family's plans, by tag array: at most MAX_PLANS (all dropped when full, as a plant's
-    read plans are few and fixed). Keyed by the array's id, holding a reference to the array so
-    that the id keeps naming it for as long as its plan is kept."""
+class Plans(dict[int, tuple[np.ndarray, Any]]):
+    """One family's plans: id(tag array) -> (the array, its plan), at most MAX_PLANS (all dropped
+    when full, as a plant's read plans are few and fixed). The reference to the array keeps its
+    id naming it for as long as its plan is kept. A caller may look an array up itself
+    (``known = plans.get(id(tag))``, valid when ``known[0] is tag``) before calling ``plan``."""
 
-    __slots__ = ("_known",)
-
-    def __init__(self) -> None:
-        self._known: dict[int, tuple[np.ndarray, Any]] = {}
-
-    def __len__(self) -> int:
-        return len(self._known)
-
-    def get(self, kernel: Any, tag: np.ndarray) -> Any:
+    def plan(self, kernel: Any, tag: np.ndarray) -> Any:
         """``kernel``'s plan for the int32 tag array ``tag`` when the array is frozen, worked
         out at its first batch; None for any other array (the kernel then checks its tags)."""
-        known = self._known.get(id(tag))
+        known = self.get(id(tag))
         if known is not None and known[0] is tag:
             return known[1]
         if not frozen(tag):
             return None
-        if len(self._known) >= MAX_PLANS:
-            self._known.clear()
+        if len(self) >= MAX_PLANS:
+            self.clear()
         plan = kernel.plan(tag)
-        self._known[id(tag)] = (tag, plan)
+        self[id(tag)] = (tag, plan)
         return plan

@@ -129,6 +129,7 @@ cdef class _Kernel:
     cdef Py_ssize_t n_map
     cdef public Py_ssize_t n_slots
     cdef public object level, pending, since
+    cdef readonly bint whole_ticks          # True: a whole-tick path, which takes plans (plan())
     # the owners of the memory the Events and Debounce structs point into
     cdef Py_ssize_t[::1] ev_idx
     cdef signed char[::1] ev_prev, ev_new, _lvl, _pend
@@ -280,6 +281,7 @@ cdef class _TickKernel(_Kernel):
         self.tag_of_slot = self._tag_of_slot = tag_of_slot
         self._tiled = n > 0 and bool((tag_of_slot >= 0).all())
         self.fast = fast
+        self.whole_ticks = True
         self._gate = np.zeros(n)
 
     cdef _delays(self, on_delay, off_delay):

@@ -487,7 +487,7 @@ def test_a_family_plans_a_frozen_tag_array_once(name):
     fam = FAMILIES[name](7, dict.fromkeys(range(6), QUIET[name]))
     tag = frozen_tags(np.tile([3, 4, 5], 2))
     plan = fam.plan(tag)
-    assert plan.ticks == 2 and plan.kernel is fam.kernel
+    assert fam.kernel.whole_ticks and plan.ticks == 2 and plan.kernel is fam.kernel
     assert fam.plan(tag) is plan
     # an equal array is another array: planned on its own
     again = frozen_tags(tag)
@@ -525,6 +525,7 @@ def test_families_without_a_whole_tick_path_have_no_plan():
     for cls, params in ((RocFamily, {"max_per_s": 1.0}), (RobustFamily, {}), (FlatlineFamily, {}),
                         (SensorFamily, {"lo": 0.0, "hi": 1.0})):
         fam = cls(2, dict.fromkeys(range(2), params))
+        assert not fam.kernel.whole_ticks
         assert fam.plan(tag) is None and fam.kernel.plan(tag) is None
 
 
