@@ -489,6 +489,8 @@ def test_a_family_plans_a_frozen_tag_array_once(name):
     plan = fam.plan(tag)
     assert fam.kernel.whole_ticks and plan.ticks == 2 and plan.kernel is fam.kernel
     assert fam.plan(tag) is plan
+    # a view of a frozen array is frozen too: one tick of the same run
+    assert fam.plan(tag[3:]).ticks == 1
     # an equal array is another array: planned on its own
     again = frozen_tags(tag)
     assert fam.plan(again) is not plan and fam.plan(again).ticks == 2
