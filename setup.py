@@ -5,16 +5,24 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# ext/*.h are the C helpers the kernels include: listed as dependencies so that editing one
-# rebuilds the extension and the sdist ships it. -ffp-contract=off: no fused multiply-adds, so
-# the kernels' vectorized whole-tick passes and their per-sample loops round identically on
-# FMA hardware too (AArch64 fuses by default; x86-64 without -march has no FMA anyway).
+# One extension per ext/*.pyx. The univariate kernels are one module, detectors._kernels: its
+# family groups (ext/_*.pxi) are included into ext/_kernels.pyx behind the declarations of
+# ext/_common.pxd rather than built as modules of their own, because ext is not a package (a
+# module cimporting another's .pxd would import it by a top-level name that does not exist at
+# run time), and because the generic loops must see every family's step to inline it.
+# _common.pxd declares only types and inline functions, so cimporting it imports nothing.
+# ext/*.h, .pxd and .pxi are listed as dependencies so that editing one rebuilds the extension
+# and the sdist ships it. -ffp-contract=off: no fused multiply-adds, so the kernels' vectorized
+# whole-tick passes and their per-sample loops round identically on FMA hardware too (AArch64
+# fuses by default; x86-64 without -march has no FMA anyway).
+SHARED = sorted(str(p) for pattern in ("*.h", "*.pxd", "*.pxi") for p in Path("ext").glob(pattern))
+
 extensions = [
     Extension(
         f"detectors.{pyx.stem}",
         [str(pyx)],
         include_dirs=[np.get_include(), "ext"],
-        depends=[str(h) for h in sorted(Path("ext").glob("*.h"))],
+        depends=SHARED,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3", "-ffp-contract=off"],
     )
@@ -24,6 +32,7 @@ extensions = [
 setup(
     ext_modules=cythonize(
         extensions,
+        include_path=["ext"],
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     )

@@ -247,8 +247,8 @@ static inline void settle(signed char r, double t, signed char *lvl, signed char
     *gate = *pend == *lvl ? (double)*lvl : NAN;
 }
 #define BLOCK 256 /* as the kernels: the per-sample logic runs over the flagged blocks only */
-/* tag_of_slot NULL: the tags are a read plan checked before, as the kernels keep the answer
- * for a frozen tag array */
+/* tag_of_slot NULL: the tags are a read plan checked before, as a family keeps its kernel's
+ * plan for a frozen tag array */
 static int whole(long n, const int *tag, const uint8_t *q, long m, const int *tag_of_slot) {
     return n % m == 0 && pw_max_quality(n, q) < 2 && (!tag_of_slot || pw_whole_ticks(n, tag, m, tag_of_slot));
 }
@@ -338,8 +338,8 @@ def batch(n_tags: int, ticks: int, rng: np.random.Generator, frozen: bool = True
     would hold pending on/off-delays open and send their tags through the per-sample logic).
 
     The tags are one frozen array per shape, as a driver passes its device's read plan at
-    every read (the kernels check such an array once); ``frozen=False`` gives a fresh writeable
-    array, which the kernels check at every batch."""
+    every read (a family has such an array's ticks checked once); ``frozen=False`` gives a
+    fresh writeable array, which the kernels check at every batch."""
     if not frozen:
         tag = np.tile(np.arange(n_tags, dtype=np.int32), ticks)
     elif (n_tags, ticks) in _plans:
@@ -458,8 +458,8 @@ def floor_ns(lib, name: str, n_tags: int, make, repeat: int, whole_ticks: bool =
     n = len(first[0])
     if whole_ticks and fn(*batch_args(first, n_tags, ptr(table))[1], *state) < 0:
         raise SystemExit(f"{name}: the benchmark batch is not whole ticks")
-    # the whole-tick floor is given the read plan as checked, as the kernels keep the answer
-    # for a frozen tag array
+    # the whole-tick floor is given the read plan as checked, as a family keeps its kernel's
+    # plan for a frozen tag array
     table_arg = None if whole_ticks else ptr(table)
     return best(lambda made: fn(*made[1], *state), repeat,
                 prepare=lambda: batch_args(make(), n_tags, table_arg)) / n * 1e9

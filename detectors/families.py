@@ -10,14 +10,14 @@ load, ``__init__`` packs the resolved parameters of all watched tags into per-sl
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from detectors import _kernels
-from detectors.base import ConditionChange, Family, Option
+from detectors.base import ConditionChange, Option
+from detectors.kernel import KernelFamily, column
 
 #: kernel level code -> level name for the limit family
 LIMIT_LEVELS = {2: "HH", 1: "H", -1: "L", -2: "LL"}
@@ -25,62 +25,6 @@ LIMIT_LEVELS = {2: "HH", 1: "H", -1: "L", -2: "LL"}
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def slot_map(n_tags: int, tags: list[int]) -> np.ndarray:
-    """int32[n_tags] giving each watched tag its slot (position in ``tags``), -1 elsewhere."""
-    slot = np.full(n_tags, -1, dtype=np.int32)
-    for i, t in enumerate(tags):
-        if not 0 <= t < n_tags:
-            raise ValueError(f"tag index {t} outside 0..{n_tags - 1}")
-        slot[t] = i
-    return slot
-
-
-def column(params: list[Mapping[str, Any]], key: str) -> np.ndarray:
-    """One parameter across slots as float64; None (unset) becomes NaN."""
-    return np.array([math.nan if p[key] is None else float(p[key]) for p in params], dtype=np.float64)
-
-
-def as_batch(
-    tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The batch as the contiguous typed arrays the kernels take (no copy when already so)."""
-    return (
-        np.ascontiguousarray(tag, dtype=np.int32),
-        np.ascontiguousarray(value, dtype=np.float64),
-        np.ascontiguousarray(ts, dtype=np.float64),
-        np.ascontiguousarray(quality, dtype=np.uint8),
-    )
-
-
-class KernelFamily(Family):
-    """A family whose state lives in one kernel object from ``detectors._kernels``."""
-
-    kernel: Any
-
-    def __init__(self, n_tags: int, params: Mapping[int, Mapping[str, Any]]):
-        super().__init__(n_tags, params)
-        #: watched tag indices in slot order
-        self.tags = sorted(self.params)
-        self.slot_of_tag = slot_map(n_tags, self.tags)
-
-    def update(
-        self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
-    ) -> list[ConditionChange]:
-        tag, value, ts, quality = as_batch(tag, value, ts, quality)
-        events = self.kernel.update(tag, value, ts, quality)
-        if events is None:
-            return []
-        idx, prev, new, detail = events
-        return [
-            self.change(int(tag[i]), int(p), int(n), float(value[i]), float(ts[i]), float(x))
-            for i, p, n, x in zip(idx.tolist(), prev.tolist(), new.tolist(), detail.tolist(), strict=True)
-        ]
-
-    @abstractmethod
-    def change(self, tag: int, prev: int, new: int, value: float, ts: float, detail: float) -> ConditionChange:
-        """Turn one kernel event (previous and new level codes, detail) into a ConditionChange."""
 
 
 class LimitFamily(KernelFamily):

@@ -24,7 +24,7 @@ from scipy import stats
 
 from detectors import _pca
 from detectors.base import ConditionChange, Family, ModelError, Option
-from detectors.families import as_batch
+from detectors.kernel import as_batch
 
 #: version of the .npz layout written by ``PcaModel.save``
 FORMAT_VERSION = 1

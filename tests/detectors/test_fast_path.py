@@ -19,7 +19,8 @@ from test_limit_family import edges, params_strategy
 
 from detectors import _kernels
 from detectors.base import BAD, COMM_FAIL, GOOD, UNCERTAIN
-from detectors.families import CusumFamily, EwmaFamily, LimitFamily, as_batch
+from detectors.families import CusumFamily, EwmaFamily, LimitFamily
+from detectors.kernel import as_batch
 from drivers.base import frozen_tags
 
 FAMILIES = {"limit": LimitFamily, "ewma": EwmaFamily, "cusum": CusumFamily}
@@ -43,9 +44,9 @@ def pair(name: str, params: list[dict]):
     return fast, loop
 
 
-def events(kernel, tag, value, ts, quality):
+def events(kernel, tag, value, ts, quality, plan=None):
     """The kernel's events as lists (detail floats as their bits, so NaN and -0.0 compare too)."""
-    got = kernel.update(*as_batch(tag, value, ts, quality))
+    got = kernel.update(*as_batch(tag, value, ts, quality), plan)
     if got is None:
         return []
     idx, prev, new, detail = got
@@ -350,10 +351,11 @@ LOUD = {  # parameters that raise and clear often on N(0, 2) values
 
 def judge_both(name, fast, loop, tag, value, ts, quality):
     """Feed one batch to both families: the same events and state, and the fast one judges
-    exactly the ticks the rule gives. Returns (those ticks, the number of events)."""
+    exactly the ticks the rule gives, with the plan its family keeps for a frozen tag array.
+    Returns (those ticks, the number of events)."""
     expected = whole_tick_count(fast.kernel, tag, quality)
     before = fast.kernel.fast_ticks
-    got = events(fast.kernel, tag, value, ts, quality)
+    got = events(fast.kernel, tag, value, ts, quality, fast.plan(tag))
     assert got == events(loop.kernel, tag, value, ts, quality)
     assert_same_state(name, fast.kernel, loop.kernel)
     assert fast.kernel.fast_ticks - before == expected
@@ -464,7 +466,9 @@ def test_a_writeable_tag_array_is_checked_at_every_batch(name):
         tag[:] = order
         value, ts, quality = rng.normal(0.0, 2.0, 3), np.full(3, float(step)), np.zeros(3, dtype=np.uint8)
         before = fast.kernel.fast_ticks
-        assert events(fast.kernel, tag, value, ts, quality) == events(loop.kernel, tag, value, ts, quality)
+        plan = fast.plan(tag)
+        assert plan is None
+        assert events(fast.kernel, tag, value, ts, quality, plan) == events(loop.kernel, tag, value, ts, quality)
         assert fast.kernel.fast_ticks - before == (order == [0, 1, 2])
         assert_same_state(name, fast.kernel, loop.kernel)
 
@@ -477,3 +481,65 @@ def test_a_frozen_plan_seen_during_warm_up_takes_the_fast_path_after_it(name):
     for step in range(5):
         fam.update(tag, rng.normal(0.0, 1.0, 6), np.full(6, float(step)), np.zeros(6, dtype=np.uint8))
     assert fam.kernel.fast_ticks == 4  # warm-up ends inside the third batch
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_family_plans_a_frozen_tag_array_once(name):
+    fam = FAMILIES[name](7, dict.fromkeys(range(6), QUIET[name]))
+    tag = frozen_tags(np.tile([3, 4, 5], 2))
+    plan = fam.plan(tag)
+    assert fam.kernel.whole_ticks and plan.ticks == 2 and plan.kernel is fam.kernel
+    assert fam.plan(tag) is plan
+    # a view of a frozen array is frozen too: one tick of the same run
+    assert fam.plan(tag[3:]).ticks == 1
+    # an equal array is another array: planned on its own
+    again = frozen_tags(tag)
+    assert fam.plan(again) is not plan and fam.plan(again).ticks == 2
+    # not whole ticks of a run of slots (6 is not watched): planned as such, and kept too
+    assert fam.plan(frozen_tags([0, 1, 6])).ticks == 0
+    assert fam.plan(frozen_tags([])).ticks == 0
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_family_keeps_no_plan_for_an_array_that_may_change(name):
+    fam = FAMILIES[name](3, dict.fromkeys(range(3), QUIET[name]))
+    writeable = np.array([0, 1, 2], dtype=np.int32)
+    read_only = writeable.view()
+    read_only.flags.writeable = False  # its base is writeable: it may still change
+    for tag in (writeable, read_only, np.frombuffer(bytearray(writeable.tobytes()), dtype=np.int32)):
+        assert fam.plan(tag) is None
+    assert len(fam._plans) == 0
+
+
+def test_a_family_keeps_at_most_64_plans():
+    fam = LimitFamily(3, dict.fromkeys(range(3), QUIET["limit"]))
+    plans = [frozen_tags([k % 3]) for k in range(64)]
+    kept = [fam.plan(tag) for tag in plans]
+    assert all(fam.plan(tag) is plan for tag, plan in zip(plans, kept, strict=True))
+    fam.plan(frozen_tags([0, 1]))
+    assert len(fam._plans) == 1  # full: started over
+    assert fam.plan(plans[0]) is not kept[0] and fam.plan(plans[0]).ticks == 1
+
+
+def test_families_without_a_whole_tick_path_have_no_plan():
+    from detectors.families import FlatlineFamily, RobustFamily, RocFamily, SensorFamily
+
+    tag = frozen_tags([0, 1])
+    for cls, params in ((RocFamily, {"max_per_s": 1.0}), (RobustFamily, {}), (FlatlineFamily, {}),
+                        (SensorFamily, {"lo": 0.0, "hi": 1.0})):
+        fam = cls(2, dict.fromkeys(range(2), params))
+        assert not fam.kernel.whole_ticks
+        assert fam.plan(tag) is None and fam.kernel.plan(tag) is None
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_kernel_takes_only_its_own_plan_for_the_batch(name):
+    fam, other = (FAMILIES[name](3, dict.fromkeys(range(3), QUIET[name])) for _ in range(2))
+    tag = frozen_tags(np.tile([0, 1, 2], 2))
+    value, ts, quality = np.zeros(6), np.zeros(6), np.zeros(6, dtype=np.uint8)
+    with pytest.raises(ValueError):
+        fam.kernel.update(tag, value, ts, quality, other.kernel.plan(tag))
+    with pytest.raises(ValueError):
+        fam.kernel.update(tag[:3], value[:3], ts[:3], quality[:3], fam.kernel.plan(tag))
+    fam.kernel.update(tag, value, ts, quality, fam.kernel.plan(tag))
+    assert fam.kernel.fast_ticks == 2
