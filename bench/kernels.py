@@ -50,279 +50,13 @@ FAMILIES = {
     "sensor": (SensorFamily, {"lo": -50.0, "hi": 50.0}),
 }
 
-# The floor: the same struct-of-arrays update as the kernels (slot map, quality and NaN skip,
-# the statistic, the limit test, the debounce state), with nothing else around it. Its CUSUM
-# takes max(x, 0) the way the kernel does (maxsd): fmax would be a libm call per sum on x86-64
-# and make the floor, not the kernel, the slow one.
-C_SOURCE = r"""
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-static inline double max0(double x) { return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(x), _mm_setzero_pd())); }
-#else
-static inline double max0(double x) { return fmax(x, 0.0); }
-#endif
-static inline int debounce(signed char raw, double t, signed char *lvl, signed char *pend,
-                           double *since, double on, double off) {
-    if (raw == *lvl) { *pend = raw; return 0; }
-    if (raw != *pend) { *pend = raw; *since = t; }
-    int a = raw > 0 ? raw : -raw, b = *lvl > 0 ? *lvl : -*lvl;
-    double d = (raw != 0 && (*lvl == 0 || (raw > 0) != (*lvl > 0) || a > b)) ? on : off;
-    if (t - *since >= d) { *lvl = raw; return 1; }
-    return 0;
-}
-/* the slot of sample i when the family watches its tag and the sample is usable (neither BAD
- * nor COMM_FAIL nor NaN), else -1 */
-static inline int usable(long i, const int *tag, const double *v, const uint8_t *q, long n_map,
-                         const int *slot) {
-    int t = tag[i];
-    if (t < 0 || t >= n_map) return -1;
-    int s = slot[t];
-    return s < 0 || q[i] >= 2 || isnan(v[i]) ? -1 : s;
-}
-static inline signed char limit_raw(double x, signed char rr, double hh, double h, double l,
-                                    double ll, double db) {
-    signed char hi = 0, lo = 0;
-    if (x >= hh || (rr >= 2 && x > hh - db)) hi = 2;
-    else if (x >= h || (rr >= 1 && x > h - db)) hi = 1;
-    if (x <= ll || (rr <= -2 && x < ll + db)) lo = -2;
-    else if (x <= l || (rr <= -1 && x < l + db)) lo = -1;
-    return (hi && lo) ? (rr > 0 ? lo : hi) : (hi ? hi : lo);
-}
-long ewma(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
-          long n_map, const int *slot, const double *lam, double *z, const double *ucl,
-          const double *lcl, signed char *lvl, signed char *pend, double *since) {
-    long ev = 0;
-    for (long i = 0; i < n; i++) {
-        int s = usable(i, tag, v, q, n_map, slot);
-        if (s < 0) continue;
-        double zz = lam[s] * v[i] + (1.0 - lam[s]) * z[s];
-        z[s] = zz;
-        signed char r = zz > ucl[s] ? 1 : (zz < lcl[s] ? -1 : 0);
-        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 0.0);
-    }
-    return ev;
-}
-long cusum(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
-           long n_map, const int *slot, const double *mean, const double *isig, const double *k,
-           const double *h, double *sp, double *sn, signed char *lvl, signed char *pend, double *since) {
-    long ev = 0;
-    for (long i = 0; i < n; i++) {
-        int s = usable(i, tag, v, q, n_map, slot);
-        if (s < 0) continue;
-        double x = (v[i] - mean[s]) * isig[s];
-        double p = sp[s] + x - k[s], m = sn[s] - x - k[s];
-        p = max0(p); m = max0(m);
-        signed char r = p > h[s] ? 1 : (m > h[s] ? -1 : 0);
-        if (r) { p = 0; m = 0; }
-        sp[s] = p; sn[s] = m;
-        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 10.0);
-    }
-    return ev;
-}
-long roc(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
-         long n_map, const int *slot, const double *mx, const double *win, double *av, double *at,
-         signed char *raw, signed char *lvl, signed char *pend, double *since) {
-    long ev = 0;
-    for (long i = 0; i < n; i++) {
-        int s = usable(i, tag, v, q, n_map, slot);
-        if (s < 0) continue;
-        if (isnan(av[s])) { av[s] = v[i]; at[s] = ts[i]; continue; }
-        double dt = ts[i] - at[s];
-        signed char r = raw[s];
-        if (dt > 0.0 && dt >= win[s]) {
-            double rate = (v[i] - av[s]) / dt;
-            r = rate > mx[s] ? 1 : (rate < -mx[s] ? -1 : 0);
-            raw[s] = r; av[s] = v[i]; at[s] = ts[i];
-        }
-        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 0.0);
-    }
-    return ev;
-}
-long flatline(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
-              long n_map, const int *slot, const double *eps, const double *dur, double *rv,
-              double *rt, signed char *lvl, signed char *pend, double *since) {
-    long ev = 0;
-    for (long i = 0; i < n; i++) {
-        int s = usable(i, tag, v, q, n_map, slot);
-        if (s < 0) continue;
-        signed char r = 0;
-        if (isnan(rv[s]) || fabs(v[i] - rv[s]) > eps[s]) { rv[s] = v[i]; rt[s] = ts[i]; }
-        else r = ts[i] - rt[s] >= dur[s];
-        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 0.0);
-    }
-    return ev;
-}
-long sensor(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
-            long n_map, const int *slot, const double *lo, const double *hi, signed char *lvl,
-            signed char *pend, double *since) {
-    long ev = 0;
-    for (long i = 0; i < n; i++) {
-        int t = tag[i];
-        if (t < 0 || t >= n_map) continue;
-        int s = slot[t];
-        if (s < 0 || q[i] >= 3) continue;
-        signed char r = isnan(v[i]) ? 2 : v[i] > hi[s] ? 1 : v[i] < lo[s] ? -1 : q[i] == 2 ? 2 : 0;
-        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 0.0);
-    }
-    return ev;
-}
-/* robust: the window kept as a ring and sorted, median by index, MAD by walking the
- * deviations outwards from the median, as the kernel does */
-static long first_ge(const double *a, long n, double x) {
-    long lo = 0, hi = n;
-    while (lo < hi) { long mid = (lo + hi) >> 1; if (a[mid] < x) lo = mid + 1; else hi = mid; }
-    return lo;
-}
-static double kth_dev(const double *a, long n, double m, long k) {
-    long left = first_ge(a, n, m) - 1, right = left + 1;
-    double d = 0.0;
-    for (long j = 0; j <= k; j++) {
-        double dl = left >= 0 ? m - a[left] : INFINITY, dr = right < n ? a[right] - m : INFINITY;
-        if (dl <= dr) { d = dl; left--; } else { d = dr; right++; }
-    }
-    return d;
-}
-long robust(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
-            long n_map, const int *slot, long w, const double *thr, const double *minmad, double *ring, double *sorted,
-            long *count, long *pos, signed char *lvl, signed char *pend, double *since) {
-    long ev = 0;
-    for (long i = 0; i < n; i++) {
-        int s = usable(i, tag, v, q, n_map, slot);
-        if (s < 0) continue;
-        double *srt = sorted + s * w, *rg = ring + s * w, x = v[i];
-        long c = count[s], j;
-        signed char r = 0;
-        if (c == w) {
-            long half = w >> 1;
-            double med = w & 1 ? srt[half] : 0.5 * (srt[half - 1] + srt[half]);
-            double mad = w & 1 ? kth_dev(srt, w, med, half)
-                               : 0.5 * (kth_dev(srt, w, med, half - 1) + kth_dev(srt, w, med, half));
-            double scale = 1.4826 * mad, z = 0.0;
-            if (scale < minmad[s]) scale = minmad[s];
-            if (scale > 0.0) z = (x - med) / scale;
-            else if (x != med) z = x > med ? INFINITY : -INFINITY;
-            r = z > thr[s] ? 1 : (z < -thr[s] ? -1 : 0);
-            j = first_ge(srt, c, rg[pos[s]]);
-            memmove(srt + j, srt + j + 1, (c - j - 1) * sizeof(double));
-            c--;
-        }
-        j = first_ge(srt, c, x);
-        memmove(srt + j + 1, srt + j, (c - j) * sizeof(double));
-        srt[j] = x;
-        count[s] = c + 1;
-        rg[pos[s]] = x;
-        pos[s] = pos[s] + 1 < w ? pos[s] + 1 : 0;
-        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 0.0, 0.0);
-    }
-    return ev;
-}
-long limit(long n, const int *tag, const double *v, const double *ts, const uint8_t *q,
-           long n_map, const int *slot, const double *hh, const double *h, const double *l,
-           const double *ll, const double *db, signed char *raw, signed char *lvl,
-           signed char *pend, double *since) {
-    long ev = 0;
-    for (long i = 0; i < n; i++) {
-        int s = usable(i, tag, v, q, n_map, slot);
-        if (s < 0) continue;
-        signed char r = limit_raw(v[i], raw[s], hh[s], h[s], l[s], ll[s], db[s]);
-        raw[s] = r;
-        ev += debounce(r, ts[i], &lvl[s], &pend[s], &since[s], 2.0, 5.0);
-    }
-    return ev;
-}
-"""
-
-
-# The floor of the whole-tick path: the kernels' vectorized passes (ext/_simd.h) called over
-# each whole tick from a plain C loop, the per-sample logic only for ticks a pass flags (rare
-# here), as the kernels do, without Python around it.
-C_TICKS_SOURCE = r"""
-#include "_simd.h"
-static inline void settle(signed char r, double t, signed char *lvl, signed char *pend, double *since,
-                          double *gate, double on, double off) {
-    debounce(r, t, lvl, pend, since, on, off);
-    *gate = *pend == *lvl ? (double)*lvl : NAN;
-}
-#define BLOCK 256 /* as the kernels: the per-sample logic runs over the flagged blocks only */
-/* tag_of_slot NULL: the tags are a read plan checked before, as a family keeps its kernel's
- * plan for a frozen tag array */
-static int whole(long n, const int *tag, const uint8_t *q, long m, const int *tag_of_slot) {
-    return n % m == 0 && pw_max_quality(n, q) < 2 && (!tag_of_slot || pw_whole_ticks(n, tag, m, tag_of_slot));
-}
-/* ewma's quiet band from the gate, as the kernel's _band */
-static void band(double g, double ucl, double lcl, double *qlo, double *qhi) {
-    if (g == 0.0) { *qlo = nextafter(lcl, -INFINITY); *qhi = nextafter(ucl, INFINITY); }
-    else if (g == 1.0) { *qlo = ucl; *qhi = INFINITY; }
-    else if (g == -1.0) { *qlo = -INFINITY; *qhi = lcl; }
-    else { *qlo = INFINITY; *qhi = -INFINITY; }
-}
-long ewma_ticks(long n, const int *tag, const double *v, const double *ts, const uint8_t *q, long m,
-                const int *tag_of_slot, const double *lam, long one_lambda, double *z, const double *ucl,
-                const double *lcl, double *qlo, double *qhi, double *gate, signed char *lvl,
-                signed char *pend, double *since) {
-    if (!whole(n, tag, q, m, tag_of_slot)) return -1;
-    for (long j = 0; j < n; j += m) for (long b = 0; b < m; b += BLOCK) {
-        long e = b + BLOCK < m ? b + BLOCK : m;
-        int dirty = one_lambda ? pw_ewma_tick1(e - b, v + j + b, lam[0], z + b, qlo + b, qhi + b)
-                               : pw_ewma_tick(e - b, v + j + b, lam + b, z + b, qlo + b, qhi + b);
-        if (!dirty) continue;
-        for (long s = b; s < e; s++) {
-            if (isnan(v[j + s])) continue;
-            signed char r = z[s] > ucl[s] ? 1 : (z[s] < lcl[s] ? -1 : 0);
-            if (r != gate[s]) {
-                settle(r, ts[j + s], &lvl[s], &pend[s], &since[s], &gate[s], 0.0, 0.0);
-                band(gate[s], ucl[s], lcl[s], &qlo[s], &qhi[s]);
-            }
-        }
-    }
-    return 0;
-}
-long cusum_ticks(long n, const int *tag, const double *v, const double *ts, const uint8_t *q, long m,
-                 const int *tag_of_slot, const double *mean, const double *isig, const double *k,
-                 const double *h, double *sp, double *sn, double *gate, signed char *lvl,
-                 signed char *pend, double *since) {
-    if (!whole(n, tag, q, m, tag_of_slot)) return -1;
-    for (long j = 0; j < n; j += m) for (long b = 0; b < m; b += BLOCK) {
-        long e = b + BLOCK < m ? b + BLOCK : m;
-        if (!pw_cusum_tick(e - b, v + j + b, mean + b, isig + b, k + b, h + b, sp + b, sn + b, gate + b)) continue;
-        for (long s = b; s < e; s++) {
-            if (isnan(v[j + s])) continue;
-            signed char r = sp[s] > h[s] ? 1 : (sn[s] > h[s] ? -1 : 0);
-            if (r) { sp[s] = 0; sn[s] = 0; }
-            if (r != gate[s]) settle(r, ts[j + s], &lvl[s], &pend[s], &since[s], &gate[s], 0.0, 10.0);
-        }
-    }
-    return 0;
-}
-long limit_ticks(long n, const int *tag, const double *v, const double *ts, const uint8_t *q, long m,
-                 const int *tag_of_slot, const double *hh, const double *h, const double *l,
-                 const double *ll, const double *db, const double *hi, const double *lo, double *gate,
-                 signed char *raw, signed char *lvl, signed char *pend, double *since) {
-    if (!whole(n, tag, q, m, tag_of_slot)) return -1;
-    for (long j = 0; j < n; j += m) for (long b = 0; b < m; b += BLOCK) {
-        long e = b + BLOCK < m ? b + BLOCK : m;
-        if (!pw_limit_tick(e - b, v + j + b, hi + b, lo + b, gate + b)) continue;
-        for (long s = b; s < e; s++) {
-            if (isnan(v[j + s])) continue;
-            signed char r = limit_raw(v[j + s], raw[s], hh[s], h[s], l[s], ll[s], db[s]);
-            raw[s] = r;
-            if (r != gate[s]) settle(r, ts[j + s], &lvl[s], &pend[s], &since[s], &gate[s], 2.0, 5.0);
-        }
-    }
-    return 0;
-}
-"""
 
 
 def build_floor() -> ctypes.CDLL:
     """Both floors in one library, built the way setup.py builds the kernels."""
     tmp = Path(tempfile.mkdtemp(prefix="pw-bench-"))
-    (tmp / "floor.c").write_text(C_SOURCE + C_TICKS_SOURCE)
     subprocess.run(["gcc", "-O3", "-ffp-contract=off", "-shared", "-fPIC", "-I", str(ROOT / "ext"),
-                    "-o", str(tmp / "floor.so"), str(tmp / "floor.c")], check=True)
+                    "-o", str(tmp / "floor.so"), str(ROOT / "bench" / "floors.c")], check=True)
     return ctypes.CDLL(str(tmp / "floor.so"))
 
 
@@ -407,8 +141,7 @@ def ewma_half_width() -> float:
 def floor_ns(lib, name: str, n_tags: int, make, repeat: int, whole_ticks: bool = False) -> float:
     """A floor on the benchmark's batches and parameters, best of ``repeat`` runs over fresh
     batches from ``make`` (a floor that re-read one cached batch would not be a fair floor):
-    the per-sample C loop (C_SOURCE), or with ``whole_ticks`` the whole-tick floor
-    (C_TICKS_SOURCE)."""
+    the per-sample C loop, or with ``whole_ticks`` the whole-tick floor (both in floors.c)."""
     table = np.arange(n_tags, dtype=np.int32)  # slot of each tag, or tag of each slot: the same here
     f = np.zeros
     given = FAMILIES[name][1]  # the family's parameters (mean 0 and sigma 1 for the charts)
@@ -552,6 +285,62 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, numpy {np.__version__}"
 
 
+def measure(name: str, n_tags: int, args: argparse.Namespace, rng: np.random.Generator, lib, per_round: int) -> str:
+    """One row of the table: the family ``name`` watching ``n_tags`` tags, every column."""
+    cls, params = FAMILIES[name]
+    ticks = max(1, args.samples // n_tags)
+    fam = cls(n_tags, dict.fromkeys(range(n_tags), params))
+    # warm-up on fresh values (repeating one batch would fill the robust windows with
+    # copies, MAD 0, and time alarm handling instead of the kernel)
+    for _ in range(32 // ticks + 1):
+        fam.update(*batch(n_tags, ticks, rng))
+
+    def make(frozen=True):
+        return batch(n_tags, ticks, rng, frozen)
+
+    def timed(repeat, frozen=True):
+        # fresh values for every timed run: re-feeding one batch would fill the robust
+        # windows with copies, whose median and MAD searches branch predictably
+        fresh = batches(lambda: make(frozen), repeat, args.cold)
+        return best(lambda b: fam.update(*b), repeat, prepare=fresh) / (n_tags * ticks) * 1e9
+
+    kernel = fam.kernel
+    has_ticks = hasattr(kernel, "fast_ticks")
+    # the columns take turns, ROUNDS times: on a shared machine slow spells last
+    # seconds, and a column timed all at once could fall into one where its floor did not
+    ns = checked = per_sample = c_ticks = c_loop = float("inf")
+    for _ in range(ROUNDS):
+        taken = kernel.fast_ticks if has_ticks else 0
+        ns = min(ns, timed(per_round))
+        if has_ticks and kernel.fast_ticks - taken != ticks * per_round:
+            raise SystemExit(f"{name}: the benchmark batches did not take the whole-tick path")
+        if has_ticks:
+            checked = min(checked, timed(per_round, frozen=False))
+            kernel.fast = False
+            per_sample = min(per_sample, timed(per_round))
+            kernel.fast = True
+            fresh = batches(make, per_round + 1, args.cold)  # one more for the check
+            c_ticks = min(c_ticks, floor_ns(lib, name, n_tags, fresh, per_round, whole_ticks=True))
+        fresh = batches(make, per_round + 1, args.cold)
+        c_loop = min(c_loop, floor_ns(lib, name, n_tags, fresh, per_round))
+    calls = max(1, min(20_000, args.samples // n_tags // 10))
+    one, plan = batch(n_tags, calls, rng), batch(n_tags, 1, rng)[0]
+    ticks_one = [(plan, *(a[k * n_tags:(k + 1) * n_tags] for a in one[1:])) for k in range(calls)]
+    per_call = best(lambda: [fam.update(*x) for x in ticks_one], 1)
+    ns_tick = per_call / (calls * n_tags) * 1e9
+    cells = [f"{name:<10}{n_tags:>8,}{ns:>8.2f}",
+             f"{checked:>8.2f}{per_sample:>11.2f}" if has_ticks else f"{'':>19}",
+             f"{ns_tick:>12.1f}"]
+    if has_ticks:
+        cells.append(f"{c_ticks:>8.2f}{c_loop:>8.2f}{ns / c_ticks:>7.2f}{per_sample / c_loop:>7.2f}")
+    else:  # a family without a whole-tick path: the batch is its per-sample loop
+        cells.append(f"{'':>8}{c_loop:>8.2f}{'':>7}{ns / c_loop:>7.2f}")
+    if name in ("ewma", "cusum"):
+        r, job = river_ns(name, n_tags, args.river_samples, args.river_repeat)
+        cells.append(f"{r:>7.0f}{r / ns:>6.0f}{job:>10.0f}{job / ns:>6.0f}")
+    return "".join(cells)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=200_000, help="samples per batch measurement")
@@ -570,60 +359,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{per_round * ROUNDS} ({ROUNDS} rounds of {per_round}, the columns taking turns)\n")
     print(f"{'family':<10}{'tags':>8}{'batch':>8}{'checked':>8}{'per-sample':>11}{'1 tick/call':>12}{'C ticks':>8}"
           f"{'C loop':>8}{'/ticks':>7}{'/loop':>7}{'river':>7}{'x':>6}{'river job':>10}{'x':>6}")
-    for name, (cls, params) in FAMILIES.items():
+    for name in FAMILIES:
         for n_tags in (10, 1_000, 100_000):
-            ticks = max(1, args.samples // n_tags)
-            fam = cls(n_tags, dict.fromkeys(range(n_tags), params))
-            # warm-up on fresh values (repeating one batch would fill the robust windows with
-            # copies, MAD 0, and time alarm handling instead of the kernel)
-            for _ in range(32 // ticks + 1):
-                fam.update(*batch(n_tags, ticks, rng))
-
-            def make(frozen=True, n_tags=n_tags, ticks=ticks):
-                return batch(n_tags, ticks, rng, frozen)
-
-            def timed(repeat, frozen=True, fam=fam, make=make, n=n_tags * ticks):
-                # fresh values for every timed run: re-feeding one batch would fill the robust
-                # windows with copies, whose median and MAD searches branch predictably
-                fresh = batches(lambda: make(frozen), repeat, args.cold)
-                return best(lambda b: fam.update(*b), repeat, prepare=fresh) / n * 1e9
-
-            kernel = fam.kernel
-            has_ticks = hasattr(kernel, "fast_ticks")
-            # the columns take turns, ROUNDS times: on a shared machine slow spells last
-            # seconds, and a column timed all at once could fall into one where its floor did not
-            ns = checked = per_sample = c_ticks = c_loop = float("inf")
-            for _ in range(ROUNDS):
-                taken = kernel.fast_ticks if has_ticks else 0
-                ns = min(ns, timed(per_round))
-                if has_ticks and kernel.fast_ticks - taken != ticks * per_round:
-                    raise SystemExit(f"{name}: the benchmark batches did not take the whole-tick path")
-                if has_ticks:
-                    checked = min(checked, timed(per_round, frozen=False))
-                    kernel.fast = False
-                    per_sample = min(per_sample, timed(per_round))
-                    kernel.fast = True
-                if has_ticks:
-                    fresh = batches(make, per_round + 1, args.cold)  # one more for the check
-                    c_ticks = min(c_ticks, floor_ns(lib, name, n_tags, fresh, per_round, whole_ticks=True))
-                fresh = batches(make, per_round + 1, args.cold)
-                c_loop = min(c_loop, floor_ns(lib, name, n_tags, fresh, per_round))
-            calls = max(1, min(20_000, args.samples // n_tags // 10))
-            one, plan = batch(n_tags, calls, rng), batch(n_tags, 1, rng)[0]
-            ticks_one = [(plan, *(a[k * n_tags:(k + 1) * n_tags] for a in one[1:])) for k in range(calls)]
-            per_call = best(lambda fam=fam, t=ticks_one: [fam.update(*x) for x in t], 1)
-            ns_tick = per_call / (calls * n_tags) * 1e9
-            cells = [f"{name:<10}{n_tags:>8,}{ns:>8.2f}",
-                     f"{checked:>8.2f}{per_sample:>11.2f}" if has_ticks else f"{'':>19}",
-                     f"{ns_tick:>12.1f}"]
-            if has_ticks:
-                cells.append(f"{c_ticks:>8.2f}{c_loop:>8.2f}{ns / c_ticks:>7.2f}{per_sample / c_loop:>7.2f}")
-            else:  # a family without a whole-tick path: the batch is its per-sample loop
-                cells.append(f"{'':>8}{c_loop:>8.2f}{'':>7}{ns / c_loop:>7.2f}")
-            if name in ("ewma", "cusum"):
-                r, job = river_ns(name, n_tags, args.river_samples, args.river_repeat)
-                cells.append(f"{r:>7.0f}{r / ns:>6.0f}{job:>10.0f}{job / ns:>6.0f}")
-            print("".join(cells), flush=True)
+            print(measure(name, n_tags, args, rng, lib, per_round), flush=True)
     print("\npca, 50 variables, 5 latent causes, batches of 20,000 ticks (one kernel call each):")
     for confidence in (0.9999, 0.99):
         rate, per_k = pca_ticks_per_s(50, 20_000, confidence, 7)
