@@ -108,7 +108,8 @@ def frozen_tags(tags) -> np.ndarray:
     """An int32 tag array that can never change: read-only, its memory an immutable bytes
     object (numpy refuses to make it, or any view of it, writeable again). Pass the same frozen
     array in every batch that lists the same tags in the same order (a device's read plan): the
-    detection kernels then check its tick structure once instead of at every batch."""
+    detector families then have its tick structure checked once and keep the plan, instead of
+    checking it at every batch."""
     return np.frombuffer(np.ascontiguousarray(tags, dtype=np.int32).tobytes(), dtype=np.int32)
 
 
