@@ -3,6 +3,7 @@ package imports something off its list (so a kept contract means something)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -57,3 +58,16 @@ def test_allow_list_breaks_on_an_import_off_the_list(tmp_path):
     result = lint(_package(tmp_path, "import numpy\nimport scipy\n"), tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "plant.proto -> scipy" in result.stdout
+
+
+PLUGIN_WORDS = re.compile(r"modbus|opc-?ua|opc\.tcp|asyncua|\bpca\b|\bsensor\b", re.IGNORECASE)
+
+
+def test_no_module_of_the_agent_names_a_builtin_plugin():
+    """The agent knows drivers and detector families only through their contracts and the
+    registry: a plugin's name in agent/ is a specific that belongs in the plugin."""
+    named = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for path in sorted((ROOT / "agent").rglob("*.py"))
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if PLUGIN_WORDS.search(line)]
+    assert not named, "\n".join(named)
