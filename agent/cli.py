@@ -88,8 +88,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
     from agent.provincial import Profile
 
     # a json-profile config is registered with the default field names and its tags' own codes
-    profile = cfg.provincial or Profile(enterprise_code=cfg.agent.plant, gateway_code="",
-                                        points={t.name: t.point for t in cfg.tags if t.point})
+    profile = cfg.provincial or Profile(
+        enterprise_code=cfg.agent.plant, gateway_code="", points={t.name: t.point for t in cfg.tags if t.point},
+        decimals_of={t.name: t.decimals for t in cfg.tags if t.decimals is not None},
+        switches=frozenset(t.name for t in cfg.tags if t.spec.type == "bool"))
     pts = registry.points(cfg.tags, profile)
     text = registry.to_csv(profile, pts) if args.format == "csv" else registry.to_json(profile, pts)
     sys.stdout.buffer.write(text.encode("utf-8"))  # UTF-8 whatever the locale: the platform reads it

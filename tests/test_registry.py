@@ -131,6 +131,20 @@ def test_data_message_each_point_with_its_own_time_decimals_and_switches_as_0_1(
     ]
 
 
+def test_alarm_values_follow_the_tags_decimals_and_switches():
+    from agent.alarms import AlarmManager, TagInfo
+    from detectors.base import ConditionChange
+
+    profile = parse(registry_config()).provincial
+    m = AlarmManager("640100000001", [TagInfo("R101.TI01", "r1-plc", "°C", "温度"), TagInfo("P101.RUN", "r1-plc", "", "运行")])
+    docs = m.on_changes([ConditionChange(0, "limit", "HH", True, 185.04321, 180.0, T0),
+                         ConditionChange(1, "flatline", "FLAT", True, 1.0, None, T0)])
+    for seq, doc in enumerate(docs, 1):
+        doc["seq"] = seq
+    assert [(a["cdbm"], a["cdz"], a["bjyz"]) for a in map(profile.alarm, docs)] == [
+        ("640100000001HZ01R101T01", "185.0", "180.0"), ("640100000001HZ01P101RUN", "1", "")]
+
+
 def test_late_mark_is_set_by_the_sender_and_survives_encryption(tmp_path):
     (tmp_path / "sm4.key").write_text(KEY_HEX)
     profile = parse(registry_config(sm4_key_file="sm4.key", fields={"late": "isResend"}), base=tmp_path).provincial
@@ -175,6 +189,14 @@ def test_registry_command_prints_csv_and_json(write_config):
     points = json.loads(result.stdout.decode("utf-8"))
     assert [p["cdbm"] for p in points] == [r[0] for r in rows[1:]]
     assert points[2]["ggbjz"] == "50.000"
+
+
+def test_registry_command_without_the_provincial_profile_registers_the_tags_by_name(write_config):
+    result = plantwatch("registry", str(write_config(config_dict())), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    points = json.loads(result.stdout)
+    assert [(p["cdbm"], p["wh"], p["qybm"], p["ggbjz"]) for p in points] == [
+        ("R101.TI01", "R101.TI01", "640100000001", "180.000"), ("R101.PI01", "R101.PI01", "640100000001", "")]
 
 
 def test_registry_command_refuses_a_bad_config(write_config):
