@@ -1,4 +1,4 @@
-"""The ``plantwatch`` command line: run, check, demo, receive, replay, train, probe."""
+"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, probe."""
 
 from __future__ import annotations
 
@@ -77,6 +77,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     for m in cfg.models:
         state = "trained" if m.file.is_file() else "NOT TRAINED (run plantwatch train)"
         print(f"  model {m.name}: {m.kind} over {len(m.tags)} tags, {m.file} {state}")
+    return EXIT_OK
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    from agent import registry
+    from agent.provincial import Profile
+
+    # a json-profile config is registered with the default field names and its tags' own codes
+    profile = cfg.provincial or Profile(
+        enterprise_code=cfg.agent.plant, gateway_code="", points={t.name: t.point for t in cfg.tags if t.point},
+        decimals_of={t.name: t.decimals for t in cfg.tags if t.decimals is not None},
+        switches=frozenset(t.name for t in cfg.tags if t.spec.type == "bool"))
+    pts = registry.points(cfg.tags, profile)
+    text = registry.to_csv(profile, pts) if args.format == "csv" else registry.to_json(profile, pts)
+    sys.stdout.buffer.write(text.encode("utf-8"))  # UTF-8 whatever the locale: the platform reads it
     return EXIT_OK
 
 
@@ -336,6 +354,12 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s = sub.add_parser("check", help="validate a config and print what it will do")
     s.add_argument("config")
     s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("registry", help="print the point registry (测点基础数据) for the platform's onboarding")
+    s.add_argument("config")
+    s.add_argument("--format", choices=("csv", "json"), default="csv",
+                   help="csv: a header row of the province's field names (UTF-8); json: an array")
+    s.set_defaults(func=cmd_registry)
 
     s = sub.add_parser("demo", help="a simulated plant, a broker, the agent and a receiver on loopback")
     s.add_argument("--seconds", type=float, default=60.0)

@@ -42,6 +42,20 @@ DEFAULT_FIELDS = {
     "quality": "zt",  # 数据状态
     "datas": "datas",  # 测点数据
     "online": "zxzt",  # 在线状态
+    "late": "bc",  # 补传标志: a data message sent after an outage
+    # the point registry (基础数据)
+    "hazard": "wxybm",  # 重大危险源编码
+    "equipment": "sbbm",  # 设备编码
+    "indicator": "zbbm",  # 指标编码
+    "position": "wh",  # 位号
+    "desc": "cdmc",  # 测点名称
+    "range_lo": "lcxx",  # 量程下限
+    "range_hi": "lcsx",  # 量程上限
+    "limit_ll": "ddbjz",  # 低低报警值
+    "limit_l": "dbjz",  # 低报警值
+    "limit_h": "gbjz",  # 高报警值
+    "limit_hh": "ggbjz",  # 高高报警值
+    "in_service": "sfty",  # 是否投用
 }
 #: limit level -> alarm type code; a detector family declares its kind's code (``alarm_code``)
 LEVEL_CODES = {"HH": "1", "H": "2", "L": "3", "LL": "4"}
@@ -52,7 +66,7 @@ DEFAULT_STATES = {  # message state -> code
     "suppressed": "5", "unsuppressed": "6", "out_of_service": "7", "in_service": "8",
 }
 DEFAULT_QUALITY = {"good": "0", "uncertain": "1", "bad": "2", "comm_fail": "3"}
-DEFAULT_TYPES = {"alarm": "alarm", "data": "data", "status": "status"}
+DEFAULT_TYPES = {"alarm": "alarm", "data": "data", "status": "status", "registry": "registry"}
 
 
 class ProvincialError(ValueError):
@@ -80,14 +94,26 @@ class Profile:
     quality: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_QUALITY))
     types: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TYPES))
     points: dict[str, str] = field(default_factory=dict)  # tag name -> point code
+    hazard_code: str = ""  # 重大危险源编码 of the points whose tag names none
+    decimals_of: dict[str, int] = field(default_factory=dict)  # tag name -> its own decimals
+    switches: frozenset[str] = frozenset()  # bool tags: values are "0" / "1"
 
     # --- formatting -----------------------------------------------------------------------------
 
     def local_time(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, ZoneInfo(self.timezone)).strftime(self.time_format)
 
-    def fixed(self, x: float | None) -> str:
-        return "" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{self.decimals}f}"
+    def fixed(self, x: float | None, decimals: int | None = None) -> str:
+        if x is None or (isinstance(x, float) and not math.isfinite(x)):
+            return ""
+        return f"{x:.{self.decimals if decimals is None else decimals}f}"
+
+    def value(self, tag: str | None, x: float | None) -> str:
+        """A tag's value as the province writes it: a switch point as "0" / "1", any other with
+        the tag's decimals (``[provincial] decimals`` unless the tag sets its own)."""
+        if tag in self.switches and x is not None and math.isfinite(x):
+            return "1" if x else "0"
+        return self.fixed(x, self.decimals_of.get(tag) if tag else None)
 
     def point(self, tag: str | None, fallback: str) -> str:
         return self.points.get(tag, tag) if tag else fallback
@@ -107,26 +133,46 @@ class Profile:
             f["seq"]: doc["seq"],
             f["point"]: self.point(doc["tag"], doc["device"]),
             f["time"]: self.local_time(parse_rfc3339(doc["ts"])),
-            f["value"]: self.fixed(doc["value"]),
-            f["limit"]: self.fixed(doc["limit"]),
+            f["value"]: self.value(doc["tag"], doc["value"]),
+            f["limit"]: self.value(doc["tag"], doc["limit"]),
             f["unit"]: doc["unit"],
             f["alarm_code"]: self.code(doc),
             f["state"]: self.states["repeat" if repeat else doc["state"]] if (repeat or doc["state"] in self.states) else doc["state"],
             f["message"]: doc["message"],
         }
 
-    def data(self, ts: float, samples: list[tuple[str, float | None, str]]) -> dict[str, Any]:
-        """The normal-state data message: every tag's (name, value, quality name). It is the
-        telemetry snapshot, sent every ``[uplink] telemetry_interval_s``."""
+    def data(self, ts: float, samples: Iterable[tuple], late: bool = False) -> dict[str, Any]:
+        """The normal-state data message, made from the telemetry snapshot every ``[uplink]
+        telemetry_interval_s``. ``samples`` are (tag name, value, quality name, sample time):
+        each point carries its own sample time; a sample without one (a 3-tuple, or None) takes
+        ``ts``, the message time. ``late`` is the 补传 mark (see ``mark_late``)."""
         f = self.fields
         return {
             f["enterprise"]: self.enterprise_code,
             f["gateway"]: self.gateway_code,
             f["type"]: self.types["data"],
             f["time"]: self.local_time(ts),
-            f["datas"]: [{f["point"]: self.point(name, name), f["value"]: self.fixed(v), f["quality"]: self.quality[q]}
-                         for name, v, q in samples],
+            f["late"]: "1" if late else "0",
+            f["datas"]: [self._sample(name, v, q, rest[0] if rest and rest[0] else ts) for name, v, q, *rest in samples],
         }
+
+    def _sample(self, name: str, v: float | None, q: str, ts: float) -> dict[str, Any]:
+        f = self.fields
+        return {f["point"]: self.point(name, name), f["time"]: self.local_time(ts), f["value"]: self.value(name, v),
+                f["quality"]: self.quality[q]}
+
+    def mark_late(self, doc: dict[str, Any], late: bool = True) -> dict[str, Any]:
+        """A data message with the 补传 mark set (``fields.late``, "1" late, "0" on time); any
+        other message as it is. Whether a row is late is the sender's to judge when it sends the
+        row (after an outage, the backlog); the core only writes the mark."""
+        f = self.fields
+        if doc.get(f["type"]) != self.types["data"]:
+            return doc
+        return {**doc, f["late"]: "1" if late else "0"}
+
+    def mark_late_payload(self, payload: bytes, late: bool = True) -> bytes:
+        """``mark_late`` on an encoded payload, as stored in the outbox."""
+        return self.encode(self.mark_late(self.decode(payload), late))
 
     def status(self, ts: float, online: bool) -> dict[str, Any]:
         f = self.fields

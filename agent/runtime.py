@@ -22,6 +22,7 @@ from agent.operators import Operators
 from agent.outbox import Outbox
 from agent.payloads import STATUS_SCHEMA, dumps, rfc3339
 from agent.pipeline import Pipeline, restore_grace
+from agent.registration import send_if_changed
 from agent.reminders import Reminders
 from agent.telemetry import Telemetry
 from agent.uplink import Uplink
@@ -142,6 +143,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         self.operators.loop = asyncio.get_running_loop()
         self.outbox_seq = self.outbox.last_seq()
+        send_if_changed(self.cfg, self.outbox, time.time())
         self.outbox_depth = self.outbox.depth()
         self.uplink.start()
         driver_objs = []

@@ -15,7 +15,7 @@ import numpy as np
 
 from agent.config import Config
 from agent.outbox import TELEMETRY, Outbox
-from agent.payloads import TELEMETRY_SCHEMA, dumps, number, rfc3339, topic
+from agent.payloads import TELEMETRY_SCHEMA, dumps, number, parse_rfc3339, rfc3339, topic
 from drivers.base import SampleBatch
 
 QUALITY_NAMES = ("good", "uncertain", "bad", "comm_fail")
@@ -50,7 +50,8 @@ class Telemetry:
             "plant": self.cfg.agent.plant,
             "ts": rfc3339(time.time()),
             "tags": {
-                t.name: {"v": number(self.last_value[t.index]), "q": QUALITY_NAMES[self.last_quality[t.index]]}
+                t.name: {"v": number(self.last_value[t.index]), "q": QUALITY_NAMES[self.last_quality[t.index]],
+                         "t": rfc3339(self.last_ts[t.index]) if self.last_ts[t.index] > 0 else None}
                 for t in tags
             },
         }
@@ -63,7 +64,7 @@ class Telemetry:
         profile = self.cfg.provincial
         if profile is None:
             return dumps(doc)
-        samples = [(name, t["v"], t["q"]) for name, t in doc["tags"].items()]
+        samples = [(name, t["v"], t["q"], t["t"] and parse_rfc3339(t["t"])) for name, t in doc["tags"].items()]
         return profile.encode(profile.data(time.time(), samples))
 
     async def run(self) -> None:

@@ -52,8 +52,9 @@ def test_fields_codes_and_decimals_are_configuration(tmp_path):
     assert out["enterpriseCode"] == "640100000001" and out["val"] == "185.0"
     assert out["bjlx"] == "A1" and out["bjzt"] == "ALARM" and out["cjsj"] == "20270115160000"
     data_msg = profile.data(1_800_000_000.0, [("R101.TI01", 120.25, "good"), ("R101.PI01", None, "comm_fail")])
-    assert data_msg["datas"] == [{"cdbm": "640100000001-R101-TI01", "val": "120.2", "zt": "0"},
-                                 {"cdbm": "R101.PI01", "val": "", "zt": "3"}]
+    # samples without a time of their own take the message's
+    assert data_msg["datas"] == [{"cdbm": "640100000001-R101-TI01", "cjsj": "20270115160000", "val": "120.2", "zt": "0"},
+                                 {"cdbm": "R101.PI01", "cjsj": "20270115160000", "val": "", "zt": "3"}]
 
 
 def test_sm4_payload_roundtrip_and_wrong_key(tmp_path):

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.config.schema import Key, Problems, between, non_negative, nonempty
+from agent.config.schema import Key, Problems, between, did_you_mean, item, non_negative, nonempty
 from agent.config.sections import AgentSection, UplinkSection
 from agent.config.tags import TagConfig
 from agent.provincial import (
@@ -21,6 +21,8 @@ from agent.provincial import (
     default_codes,
     read_sm4_key,
 )
+from agent.registry import CODE_PARTS, PART_KEYS, code_parts
+from agent.templates import placeholders, render, unknown
 
 PROVINCIAL_KEYS = {
     "enterprise_code": Key("str", "", shown="`agent.plant`", doc="企业编码"),
@@ -36,6 +38,13 @@ PROVINCIAL_KEYS = {
     "states": Key("table", {}, doc="alarm state codes"),
     "quality": Key("table", {}, doc="data quality codes"),
     "types": Key("table", {}, doc="message type values"),
+    "point_code": Key("str", "", shown="none",
+                      doc="template of the point codes of the tags without `point`: placeholders "
+                          + " ".join(f"`{{{n}}}`" for n in CODE_PARTS)
+                          + ", e.g. `{enterprise}{hazard}{equipment}{indicator}`; none: the tag name"),
+    "require_points": Key("bool", False, doc="every tag must have a point code: its `point`, or all the codes "
+                                             "`point_code` names"),
+    "hazard_code": Key("str", "", doc="重大危险源编码 of the tags that name no `hazard_code`"),
 }
 
 
@@ -69,12 +78,45 @@ def read_provincial(raw: Any, agent: AgentSection, uplink: UplinkSection, tags: 
     codes = default_codes(families.values())
     # `limit` is the fallback code of every limit level
     codes.update(p.names(v["codes"], "provincial.codes", [*codes, "limit"], _string))
+    enterprise = v["enterprise_code"] or agent.plant
+    tags = list(tags)
     return Profile(
-        enterprise_code=v["enterprise_code"] or agent.plant, gateway_code=v["gateway_code"], timezone=agent.timezone,
+        enterprise_code=enterprise, gateway_code=v["gateway_code"], timezone=agent.timezone,
         decimals=v["decimals"], time_format=v["time_format"], repeat_s=v["repeat_s"],
         sm4_key=_key(v["sm4_key_file"], base, p), fields=merged["fields"], codes=codes, states=merged["states"],
-        quality=merged["quality"], types=merged["types"], points={t.name: t.point for t in tags if t.point},
+        quality=merged["quality"], types=merged["types"], points=_point_codes(tags, v, enterprise, p),
+        hazard_code=v["hazard_code"], decimals_of={t.name: t.decimals for t in tags if t.decimals is not None},
+        switches=frozenset(t.name for t in tags if t.spec.type == "bool"),
     )
+
+
+def _point_codes(tags: list[TagConfig], v: dict[str, Any], enterprise: str, p: Problems) -> dict[str, str]:
+    """tag name -> point code: the tag's own `point`, else `point_code` composed from its codes.
+    A tag whose code cannot be made keeps its name, unless `require_points` refuses it."""
+    template = v["point_code"]
+    if bad := unknown(template, CODE_PARTS):
+        hints = "".join(did_you_mean(n, CODE_PARTS) for n in bad)
+        p.add("provincial.point_code", f"unknown placeholder {', '.join('{' + n + '}' for n in bad)}{hints}; "
+                                       f"known: {' '.join('{' + n + '}' for n in CODE_PARTS)}")
+        template = ""
+    codes: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for t in tags:
+        path = item("tags", t.index, {"name": t.name})
+        code, missing = t.point, []
+        if not code and template:
+            parts = code_parts(t, enterprise, v["hazard_code"])
+            missing = [n for n in placeholders(template) if not parts[n]]
+            code = "" if missing else render(template, parts)
+        if code:
+            if code in owner:
+                p.add(f"{path}.point", f"point code {code!r} is also {owner[code]}'s")
+            owner.setdefault(code, path)
+            codes[t.name] = code
+        elif v["require_points"]:
+            why = f"; or set {', '.join(PART_KEYS[n] for n in missing)} for provincial.point_code" if template else ""
+            p.add(f"{path}.point", f"required (provincial.require_points): this tag has no point code{why}")
+    return codes
 
 
 def _key(name: str | None, base: Path, p: Problems) -> bytes | None:

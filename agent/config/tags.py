@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from agent.config.schema import Key, Problems, item, key, keys_of, non_negative, nonempty
+from agent.config.schema import Key, Problems, between, item, key, keys_of, non_negative, nonempty
 from agent.presets import PRESETS
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DeviceSpec, TagSpec
 
@@ -63,7 +63,16 @@ class TagConfig:
     latch: bool = key(False, "a latching alarm whose condition clears before it is acknowledged stays `latched` "
                              "until acknowledged")
     preset: str = key("", _preset_doc(), choices=("", *PRESETS), shown="none")
-    point: str = key("", "point code in the provincial profile (测点编码)", shown="the tag name")
+    point: str = key("", "point code in the provincial profile (测点编码); without it `[provincial] point_code` "
+                         "composes one", shown="the tag name")
+    position: str = key("", "位号, the plant's own tag number, in the point registry", shown="the tag name")
+    hazard_code: str = key("", "重大危险源编码: the major hazard installation the point belongs to",
+                           shown="`[provincial] hazard_code`")
+    equipment_code: str = key("", "设备编码 of the equipment the point is on")
+    indicator_code: str = key("", "指标编码: what the point measures, in the province's indicator list")
+    in_service: bool = key(True, "the point is in service (投用); the point registry carries the flag")
+    decimals: int | None = key(None, "decimals of this tag's values in the provincial profile", kind="int",
+                               check=between(0, 9, "must be 0..9"), shown="`[provincial] decimals`")
     telemetry_deadband: float | None = key(
         None, "on-change telemetry: how far this tag must move (engineering units) to be sent between snapshots",
         kind="float", check=non_negative, shown="`[uplink] telemetry_deadband`")
