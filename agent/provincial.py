@@ -140,6 +140,19 @@ class Profile:
         return {f["enterprise"]: self.enterprise_code, f["gateway"]: self.gateway_code, f["type"]: self.types["status"],
                 f["time"]: self.local_time(ts), f["online"]: "1" if online else "0"}
 
+    def describe(self) -> str:
+        """One line for ``plantwatch check``: how payloads are sent, without the key, IV or secret."""
+        c = self.cipher
+        how = "JSON as it is" if c.name == "none" else (
+            f"{c.name} ({'random IV in front' if c.random_iv else 'fixed IV' if c.iv else 'no IV'}), {c.encoding}")
+        parts = [f"provincial {self.enterprise_code}/{self.gateway_code}: payload {how}",
+                 f"envelope {self.envelope}" if self.envelope else "no envelope"]
+        if self.appid:
+            parts.append(f"appid {self.appid}")
+        if self.appsecret:
+            parts.append("appsecret set")
+        return ", ".join(parts)
+
     # --- the wire ---------------------------------------------------------------------------------
 
     def encode(self, doc: dict[str, Any], *, now: float | None = None, message_id: str | None = None) -> bytes:
