@@ -377,3 +377,23 @@ def test_the_appsecret_is_read_and_never_shown(tmp_path):
     (tmp_path / "appsecret").write_text("  \n")
     assert problems_of(provincial_config(tmp_path, appsecret_file="appsecret"), tmp_path) == [
         f"provincial.appsecret_file: {tmp_path / 'appsecret'} is empty"]
+
+
+def test_the_worked_examples_of_provinces_md_decrypt_to_what_they_say():
+    from pathlib import Path
+
+    from agent.provincial import Profile
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "PROVINCES.md").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    status = json.loads(next(line for line in lines if line.startswith('{"qybm":')))
+    gongmao = Profile("640100000001", "GW-640100-01", envelope=GONGMAO, appid="GM-0001",
+                      cipher=PayloadCipher("sm4-cbc", bytes.fromhex(KEY_HEX), bytes.fromhex(IV_HEX), "HEX"))
+    body = next(line for line in lines if line.startswith('{"appid":"GM-0001"'))
+    assert gongmao.decode(body.encode()) == status
+    assert gongmao.encode(status).decode() == body
+    tcp = Profile("640100000001", "GW-640100-01", time_format="%Y%m%d%H%M%S", envelope="", appid="HG-0001",
+                  cipher=PayloadCipher("aes-128-cbc", bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")))
+    frame = json.loads(next(line for line in lines if line.startswith('{"appId":"HG-0001"')))
+    assert tcp.decode(frame["data"].encode()) == {**status, "cjsj": "20270115160000"}
+    assert frame["sendTime"] == "20270115160000"
