@@ -215,7 +215,8 @@ class Profile:
     def envelope_values(self, doc: dict[str, Any], *, now: float | None = None,
                         message_id: str | None = None) -> dict[str, str]:
         """The values of the envelope's placeholders (all but {payload}) for ``doc``; the
-        transport's header templates are rendered from the same values."""
+        transport's header templates are rendered from the same values. Without ``now``, {time14}
+        is read back from the document's time, and is "" when time_format cannot be read back."""
         when = self.local_time(now) if now is not None else str(doc.get(self.fields["time"], ""))
         return {
             "appid": self.appid, "uuid": message_id or str(uuid.uuid4()), "time": when,
@@ -227,10 +228,10 @@ class Profile:
     def _time14(self, now: float | None, when: str) -> str:
         if now is not None:
             return datetime.fromtimestamp(now, ZoneInfo(self.timezone)).strftime(TIME14)
-        try:  # the document's time was written with time_format (the config checks it reads back)
-            return datetime.strptime(when, self.time_format).strftime(TIME14)
+        try:  # the document's time, written with time_format: the config checks that it reads back
+            return datetime.strptime(when, self.time_format).strftime(TIME14)  # when an envelope uses {time14}
         except ValueError:
-            raise ProvincialError(f"the message time {when!r} does not read as time_format {self.time_format!r}") from None
+            return ""
 
 
 TIME14 = "%Y%m%d%H%M%S"  # yyyyMMddHHmmss

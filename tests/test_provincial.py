@@ -397,3 +397,16 @@ def test_the_worked_examples_of_provinces_md_decrypt_to_what_they_say():
     frame = json.loads(next(line for line in lines if line.startswith('{"appId":"HG-0001"')))
     assert tcp.decode(frame["data"].encode()) == {**status, "cjsj": "20270115160000"}
     assert frame["sendTime"] == "20270115160000"
+
+
+def test_a_time_format_that_cannot_be_read_back_is_refused_only_for_time14(tmp_path):
+    data = provincial_config(tmp_path, envelope='{"t":"{time14}","data":"{payload}"}', time_format="%d.%m. %Hh")
+    assert parse(data, base=tmp_path).provincial  # day, month and hour read back (into 1900)
+    data["provincial"]["time_format"] = "%s"  # epoch seconds: strftime only
+    assert problems_of(data, tmp_path) == ["provincial.time_format: must read back as a time for the envelope's {time14}"]
+    data["provincial"]["envelope"] = '{"t":"{time}","data":"{payload}"}'
+    profile = parse(data, base=tmp_path).provincial
+    doc = profile.status(1_800_000_000.0, True)
+    assert json.loads(profile.encode(doc))["t"] == doc["cjsj"]
+    assert profile.envelope_values(doc)["time14"] == ""
+    assert profile.envelope_values(doc, now=1_800_000_000.0)["time14"] == "20270115160000"
