@@ -1,4 +1,4 @@
-"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, probe."""
+"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, probe, provincial."""
 
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
     print(f"uplink {cfg.uplink.url} profile={cfg.uplink.profile} prefix={cfg.uplink.topic_prefix} mqtt {cfg.uplink.mqtt_version}"
           + (" user=" + cfg.uplink.username if cfg.uplink.username else "") + (" tls" if cfg.uplink.tls else ""))
+    if cfg.provincial is not None:
+        print(cfg.provincial.describe())
     print(f"data_dir {cfg.agent.data_dir}")
     print(f"{len(cfg.devices)} devices, {len(cfg.tags)} tags, {len(cfg.models)} models")
     for d in cfg.devices:
@@ -325,6 +327,18 @@ def cmd_operate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- provincial decrypt ----------------------------------------------------------------------------
+
+
+def cmd_provincial_decrypt(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    from agent.decrypt import run
+
+    return run(cfg, args.source)
+
+
 # --- demo ---------------------------------------------------------------------------------------
 
 
@@ -415,6 +429,13 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--cert-file")
     s.add_argument("--key-file")
     s.set_defaults(func=cmd_receive)
+
+    s = sub.add_parser("provincial", help="the provincial profile's tools")
+    tools = s.add_subparsers(dest="tool", required=True, metavar="TOOL")
+    s = tools.add_parser("decrypt", help="payloads as sent (one a line) opened with the config's key: one JSON a line")
+    s.add_argument("config")
+    s.add_argument("--in", dest="source", metavar="FILE", help="read the payloads from FILE (default: standard input)")
+    s.set_defaults(func=cmd_provincial_decrypt)
     core = set(sub.choices)
     if with_drivers:
         _add_driver_commands(sub)

@@ -3,28 +3,30 @@
 Provincial platforms (安全风险监测预警系统) each publish an access specification: enterprise
 code, gateway code, point codes, local time as ``yyyy-MM-dd HH:mm:ss``, values as
 fixed-decimal strings, numeric alarm codes, alarms repeated while active, a normal-state data
-data message, and sometimes SM4-CBC encryption of the payload. Every field name and code here is
-configuration (``[provincial]`` in the config) with a documented default, so a new province
+data message, and often an encrypted payload inside an envelope. Every field name and code here
+is configuration (``[provincial]`` in the config) with a documented default, so a new province
 is a config change, not a code change.
 
-Encrypted payloads are ``base64(iv || SM4-CBC(PKCS#7(json)))`` with a fresh random 16-byte IV
-per message; the key (16 bytes) comes from ``sm4_key_file`` as 32 hex characters.
+On the wire a document is JSON, then the province's cipher and encoding (``agent.ciphers``),
+then, when the spec wraps it, the envelope: a JSON template such as
+``{"appid":"{appid}","data":"{payload}"}`` whose ``{payload}`` string receives the ciphertext.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
-import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from agent.ciphers import CipherError, PayloadCipher
 from agent.payloads import parse_rfc3339
+from agent.templates import PLACEHOLDER, render, unknown
 
 DEFAULT_FIELDS = {
     "enterprise": "qybm",  # 企业编码
@@ -87,7 +89,12 @@ class Profile:
     decimals: int = 3
     time_format: str = "%Y-%m-%d %H:%M:%S"
     repeat_s: float = 0.0
-    sm4_key: bytes | None = field(default=None, repr=False)
+    cipher: PayloadCipher = field(default_factory=PayloadCipher)
+    envelope: str = ""  # a JSON template around the payload; "" = the payload alone
+    appid: str = ""
+    appsecret: str = field(default="", repr=False)  # for the transport's headers, never in a payload
+    district_code: str = ""
+    service_id: str = ""
     fields: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FIELDS))
     codes: dict[str, str] = field(default_factory=lambda: {**LEVEL_CODES, **SYSTEM_CODES})
     states: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STATES))
@@ -179,53 +186,136 @@ class Profile:
         return {f["enterprise"]: self.enterprise_code, f["gateway"]: self.gateway_code, f["type"]: self.types["status"],
                 f["time"]: self.local_time(ts), f["online"]: "1" if online else "0"}
 
+    def describe(self) -> str:
+        """One line for ``plantwatch check``: how payloads are sent, without the key, IV or secret."""
+        c = self.cipher
+        how = "JSON as it is" if c.name == "none" else (
+            f"{c.name} ({'random IV in front' if c.random_iv else 'fixed IV' if c.iv else 'no IV'}), {c.encoding}")
+        parts = [f"provincial {self.enterprise_code}/{self.gateway_code}: payload {how}",
+                 f"envelope {self.envelope}" if self.envelope else "no envelope"]
+        if self.appid:
+            parts.append(f"appid {self.appid}")
+        if self.appsecret:
+            parts.append("appsecret set")
+        return ", ".join(parts)
+
     # --- the wire ---------------------------------------------------------------------------------
 
-    def encode(self, doc: dict[str, Any]) -> bytes:
+    def encode(self, doc: dict[str, Any], *, now: float | None = None, message_id: str | None = None) -> bytes:
+        """A profile document as the platform takes it: JSON, then the cipher and its encoding,
+        then the envelope. ``now`` and ``message_id`` are the envelope's {time} and {uuid}
+        (default: the document's own time, a fresh UUID)."""
         raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-        if self.sm4_key is None:
-            return raw
-        return base64.b64encode(sm4_encrypt(self.sm4_key, raw))
+        text = self.cipher.encrypt(raw)
+        if not self.envelope:
+            return text.encode()
+        values = {**self.envelope_values(doc, now=now, message_id=message_id), "payload": text}
+        # every placeholder sits inside a JSON string (checked with the config): escape for one
+        return render(self.envelope, {k: json.dumps(v, ensure_ascii=False)[1:-1] for k, v in values.items()}).encode()
 
     def decode(self, payload: bytes) -> dict[str, Any]:
-        """What the platform does: decrypt (if keyed) and parse."""
-        raw = sm4_decrypt(self.sm4_key, base64.b64decode(payload, validate=True)) if self.sm4_key else payload
-        return json.loads(raw)
+        """What the platform does: open the envelope, decode, decrypt, parse. ProvincialError
+        says which step failed."""
+        _, text = self.unwrap(payload)
+        try:
+            raw = self.cipher.decrypt(text)
+        except CipherError as exc:
+            raise ProvincialError(f"payload: {exc}") from None
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProvincialError(f"decrypted payload is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ProvincialError(f"decrypted payload is JSON but not an object: {type(doc).__name__}")
+        return doc
+
+    def unwrap(self, payload: bytes | str) -> tuple[dict[str, Any], str]:
+        """The envelope's fields (empty without an envelope) and the payload text inside it."""
+        text = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else payload
+        if not self.envelope:
+            return {}, text
+        try:
+            outer = json.loads(text)
+        except ValueError as exc:
+            raise ProvincialError(f"envelope: not JSON: {exc}") from None
+        inner: Any = outer
+        for step in self.payload_path:
+            try:
+                inner = inner[step]
+            except (KeyError, IndexError, TypeError):
+                where = ".".join(str(s) for s in self.payload_path)
+                raise ProvincialError(f"envelope: no payload at {where}") from None
+        if not isinstance(inner, str):
+            raise ProvincialError(f"envelope: the payload is {type(inner).__name__}, not a string")
+        return (outer if isinstance(outer, dict) else {}), inner
+
+    @cached_property
+    def payload_path(self) -> tuple[str | int, ...]:
+        """Where the envelope holds the payload: the keys (and list indexes) down to the string
+        "{payload}" of the template."""
+        path = payload_path(self.envelope)
+        if path is None:
+            raise ProvincialError('envelope: no "{payload}" string value')
+        return path
+
+    def envelope_values(self, doc: dict[str, Any], *, now: float | None = None,
+                        message_id: str | None = None) -> dict[str, str]:
+        """The values of the envelope's placeholders (all but {payload}) for ``doc``; the
+        transport's header templates are rendered from the same values. Without ``now``, {time14}
+        is read back from the document's time, and is "" when time_format cannot be read back."""
+        when = self.local_time(now) if now is not None else str(doc.get(self.fields["time"], ""))
+        return {
+            "appid": self.appid, "uuid": message_id or str(uuid.uuid4()), "time": when,
+            "time14": self._time14(now, when) if when else "", "district": self.district_code, "service": self.service_id,
+            "enterprise": self.enterprise_code, "gateway": self.gateway_code,
+            "type": str(doc.get(self.fields["type"], "")),
+        }
+
+    def _time14(self, now: float | None, when: str) -> str:
+        if now is not None:
+            return datetime.fromtimestamp(now, ZoneInfo(self.timezone)).strftime(TIME14)
+        try:  # the document's time, written with time_format: the config checks that it reads back
+            return datetime.strptime(when, self.time_format).strftime(TIME14)  # when an envelope uses {time14}
+        except ValueError:
+            return ""
 
 
-def sm4_encrypt(key: bytes, plain: bytes, iv: bytes | None = None) -> bytes:
-    from cryptography.hazmat.primitives import padding
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    iv = os.urandom(16) if iv is None else iv
-    padder = padding.PKCS7(128).padder()
-    data = padder.update(plain) + padder.finalize()
-    enc = Cipher(algorithms.SM4(key), modes.CBC(iv)).encryptor()
-    return iv + enc.update(data) + enc.finalize()
+TIME14 = "%Y%m%d%H%M%S"  # yyyyMMddHHmmss
+#: the envelope's placeholders
+ENVELOPE_PLACEHOLDERS = ("payload", "appid", "uuid", "time", "time14", "district", "service", "enterprise",
+                         "gateway", "type")
 
 
-def sm4_decrypt(key: bytes, blob: bytes) -> bytes:
-    from cryptography.hazmat.primitives import padding
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+def payload_path(template: str) -> tuple[str | int, ...] | None:
+    """The path to the string "{payload}" in a JSON envelope template, or None."""
 
-    if len(blob) < 32 or len(blob) % 16:
-        raise ProvincialError("ciphertext is not iv + whole SM4 blocks")
-    dec = Cipher(algorithms.SM4(key), modes.CBC(blob[:16])).decryptor()
-    data = dec.update(blob[16:]) + dec.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
+    def find(node: Any, path: tuple[str | int, ...]) -> tuple[str | int, ...] | None:
+        if node == "{payload}":
+            return path
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            if (found := find(v, (*path, k))) is not None:
+                return found
+        return None
+
     try:
-        return unpadder.update(data) + unpadder.finalize()
+        return find(json.loads(template), ())
     except ValueError:
-        raise ProvincialError("bad padding: wrong key or damaged message") from None
+        return None
 
 
-def read_sm4_key(path: Path) -> bytes:
-    """16-byte SM4 key from a file holding 32 hex characters (whitespace ignored)."""
-    text = "".join(path.read_text(encoding="ascii").split())
+def envelope_problems(template: str) -> list[str]:
+    """What makes an envelope template unusable, each as a message (the caller adds the path)."""
+    wrong = [f"unknown placeholder {{{name}}} (known: {' '.join('{' + k + '}' for k in ENVELOPE_PLACEHOLDERS)})"
+             for name in unknown(template, ENVELOPE_PLACEHOLDERS)]
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ProvincialError("must hold 32 hexadecimal characters") from None
-    if len(key) != 16:
-        raise ProvincialError(f"must hold a 16-byte key (32 hex characters), not {len(key)} bytes")
-    return key
+        parsed = json.loads(template)
+    except ValueError as exc:
+        return [*wrong, f"must be JSON, with each placeholder inside a string: {exc}"]
+    if not isinstance(parsed, dict):
+        wrong.append("must be a JSON object")
+    elif payload_path(template) is None:
+        wrong.append('must hold the payload as a whole string value: "{payload}"')
+    elif PLACEHOLDER.findall(template).count("payload") > 1:
+        wrong.append("must name {payload} once")
+    return wrong

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
 import subprocess
 import sys
 
+from agent.ciphers import PayloadCipher
 from tests.modbus.server import start_server
 
 
@@ -77,3 +81,75 @@ def test_opcua_cert_then_probe_an_opcua_server(tmp_path):
         thread.join(10)
     assert result.returncode == 0, result.stderr
     assert "R101.TI01" in result.stdout and "Double" in result.stdout
+
+
+def _provincial_config(tmp_path, write_config, **section):
+    from tests.conftest import config_dict
+
+    (tmp_path / "sm4.key").write_text("0123456789abcdeffedcba9876543210\n")
+    (tmp_path / "sm4.iv").write_text("fedcba98765432100123456789abcdef\n")
+    (tmp_path / "appsecret").write_text("app-s3cr3t\n")
+    data = config_dict()
+    data["uplink"]["profile"] = "provincial"
+    data["provincial"] = {"gateway_code": "GW-1", "cipher": "sm4-cbc", "key_file": "sm4.key", "iv_file": "sm4.iv",
+                          "encoding": "HEX", "appid": "GM-0001", "appsecret_file": "appsecret",
+                          "envelope": '{"appid":"{appid}","data":"{payload}"}', **section}
+    return data, write_config(data)
+
+
+def test_provincial_decrypt_prints_each_payload_in_clear_and_names_the_lines_that_fail(tmp_path, write_config,
+                                                                                        capsys):
+    from agent.cli import main
+    from agent.config import load
+
+    data, path = _provincial_config(tmp_path, write_config)
+    profile = load(path).provincial
+    docs = [profile.status(1_800_000_000.0, True), profile.data(1_800_000_000.0, [("R101.TI01", 1.5, "good")])]
+    sent = [profile.encode(d).decode() for d in docs]
+    damaged = sent[1].replace('"data":"', '"data":"00')
+    other = dataclasses.replace(profile, cipher=PayloadCipher("sm4-cbc", bytes(16), profile.cipher.iv, "HEX"))
+    wrong_key = other.encode(docs[0]).decode()
+    (tmp_path / "payloads.txt").write_text(f"{sent[0]}\n\n not json\n{damaged}\n{wrong_key}\n{sent[1]}\r\n")
+    assert main(["provincial", "decrypt", str(path), "--in", str(tmp_path / "payloads.txt")]) == 1
+    out, err = capsys.readouterr()
+    assert [json.loads(line) for line in out.splitlines()] == docs
+    size = len(json.loads(damaged)["data"]) // 2
+    assert err.splitlines() == [
+        "line 3: envelope: not JSON: Expecting value: line 1 column 1 (char 0)",
+        f"line 4: payload: ciphertext of {size} bytes is not whole 16-byte blocks",
+        "line 5: payload: bad PKCS#7 padding after sm4-cbc decryption: wrong key or IV, or a damaged message",
+    ]
+    assert "0123456789abcdef" not in out + err
+
+
+def test_provincial_decrypt_reads_standard_input_and_refuses_a_config_it_cannot_use(tmp_path, write_config, capsys,
+                                                                                     monkeypatch):
+    from agent.cli import main
+    from agent.config import load
+
+    data, path = _provincial_config(tmp_path, write_config)
+    profile = load(path).provincial
+    doc = profile.status(1_800_000_000.0, False)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(profile.encode(doc) + b"\n")))
+    assert main(["provincial", "decrypt", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == doc
+
+    (tmp_path / "sm4.key").write_text("0123456789abcdef\n")
+    assert main(["provincial", "decrypt", str(path), "--in", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "provincial.key_file:" in err and "16-byte key" in err and "0123456789abcdef" not in err
+    data["uplink"]["profile"] = "json"
+    del data["provincial"]
+    assert main(["provincial", "decrypt", str(write_config(data, "json.toml"))]) == 2
+    assert 'uplink.profile is not "provincial"' in capsys.readouterr().err
+
+
+def test_check_shows_how_payloads_go_out_but_not_the_key_or_the_secret(tmp_path, write_config, capsys):
+    from agent.cli import main
+
+    _, path = _provincial_config(tmp_path, write_config)
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ('provincial 640100000001/GW-1: payload sm4-cbc (fixed IV), HEX, envelope {"appid":"{appid}",'
+            '"data":"{payload}"}, appid GM-0001, appsecret set') in out.splitlines()
+    assert "s3cr3t" not in out and "0123456789" not in out.replace("640100000001", "")

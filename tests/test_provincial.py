@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
+import re
 
 import pytest
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from agent.alarms import AlarmManager, TagInfo
+from agent.ciphers import PayloadCipher
 from agent.config import ConfigError, parse
-from agent.provincial import ProvincialError, sm4_decrypt, sm4_encrypt
+from agent.provincial import ProvincialError
 from detectors.base import ConditionChange
 from tests.conftest import config_dict
 
@@ -67,15 +73,22 @@ def test_sm4_payload_roundtrip_and_wrong_key(tmp_path):
     assert profile.decode(payload)["xh"] == 7
     # a fresh IV per message: equal messages encrypt differently
     assert payload != profile.encode(profile.alarm(alarm_doc()))
-    with pytest.raises(ProvincialError):
-        sm4_decrypt(bytes(16), blob)
+    wrong_key = dataclasses.replace(profile, cipher=PayloadCipher("sm4-cbc", bytes(16)))
+    with pytest.raises(ProvincialError, match="padding"):
+        wrong_key.decode(payload)
 
 
-def test_sm4_known_answer():
-    # GB/T 32907-2016 appendix A example 1: key = plaintext = 0123456789abcdeffedcba9876543210
-    key = bytes.fromhex(KEY_HEX)
-    blob = sm4_encrypt(key, key, iv=bytes(16))
-    assert blob[16:32].hex() == "681edf34d206965e86b3e94f536e4246"
+def test_sm4_key_file_keeps_the_format_it_always_had(tmp_path):
+    """``sm4_key_file`` alone: base64(iv ‖ SM4-CBC(PKCS#7(json))), read here with the primitive itself."""
+    (tmp_path / "sm4.key").write_text(KEY_HEX)
+    profile = parse(provincial_config(tmp_path, sm4_key_file="sm4.key"), base=tmp_path).provincial
+    assert (profile.cipher.name, profile.cipher.iv, profile.cipher.encoding) == ("sm4-cbc", None, "base64")
+    doc = profile.alarm(alarm_doc())
+    blob = base64.b64decode(profile.encode(doc), validate=True)
+    dec = Cipher(algorithms.SM4(bytes.fromhex(KEY_HEX)), modes.CBC(blob[:16])).decryptor()
+    unpadder = padding.PKCS7(128).unpadder()
+    plain = unpadder.update(dec.update(blob[16:]) + dec.finalize()) + unpadder.finalize()
+    assert plain == json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def test_provincial_config_problems_name_the_key_and_hide_the_key(tmp_path):
@@ -185,3 +198,216 @@ def test_default_codes_come_from_the_families_and_the_agents_own_kinds(tmp_path)
         "roc": "5", "ewma": "6", "cusum": "6", "robust": "6", "flatline": "7", "pca": "8",
         "sensor": "9", "comm": "10", "storage": "11",
     }
+
+
+# --- ciphers, encodings and envelopes from the config ------------------------------------------
+
+IV_HEX = "fedcba98765432100123456789abcdef"
+GONGMAO = '{"appid":"{appid}","data":"{payload}"}'
+TCP_ENVELOPE = ('{"appId":"{appid}","serviceId":"{service}","dataId":"{uuid}","districtCode":"{district}",'
+                '"time":"{time14}","data":"{payload}"}')
+
+
+def keyed_config(tmp_path, key_hex=KEY_HEX, iv_hex=None, **section):
+    (tmp_path / "payload.key").write_text(key_hex + "\n")
+    if iv_hex is not None:
+        (tmp_path / "payload.iv").write_text(iv_hex + "\n")
+        section["iv_file"] = "payload.iv"
+    return provincial_config(tmp_path, key_file="payload.key", **section)
+
+
+def problems_of(data, tmp_path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse(data, base=tmp_path)
+    return info.value.problems
+
+
+@pytest.mark.parametrize("encoding", ["base64", "hex", "HEX"])
+@pytest.mark.parametrize("cipher", ["sm4-cbc", "sm4-ecb", "aes-128-cbc", "aes-128-ecb"])
+@pytest.mark.parametrize("envelope", ["", TCP_ENVELOPE])
+def test_every_cipher_encoding_and_envelope_round_trips(tmp_path, cipher, encoding, envelope):
+    data = keyed_config(tmp_path, cipher=cipher, encoding=encoding, envelope=envelope, appid="A1",
+                        service_id="S1", district_code="640100")
+    profile = parse(data, base=tmp_path).provincial
+    doc = profile.alarm(alarm_doc())
+    payload = profile.encode(doc)
+    assert b"R101" not in payload
+    assert profile.decode(payload) == doc
+    if envelope:
+        outer = json.loads(payload)
+        assert (outer["appId"], outer["serviceId"], outer["districtCode"]) == ("A1", "S1", "640100")
+        assert outer["time"] == "20270115160000"  # the alarm's own time, yyyyMMddHHmmss
+        assert profile.unwrap(payload) == (outer, outer["data"])
+
+
+def test_gongmao_http_body_sm4_cbc_fixed_iv_upper_case_hex(tmp_path):
+    """The 工贸 modules' body: {"appid", "data"}, SM4-CBC with the issued key and IV, upper-case hex."""
+    data = keyed_config(tmp_path, iv_hex=IV_HEX, cipher="sm4-cbc", encoding="HEX", envelope=GONGMAO, appid="GM-0001")
+    profile = parse(data, base=tmp_path).provincial
+    doc = profile.alarm(alarm_doc())
+    body = profile.encode(doc)
+    assert body == profile.encode(doc)  # a fixed IV: the same message, the same body
+    outer = json.loads(body)
+    assert list(outer) == ["appid", "data"] and outer["appid"] == "GM-0001"
+    blob = bytes.fromhex(outer["data"])
+    assert outer["data"] == blob.hex().upper()
+    dec = Cipher(algorithms.SM4(bytes.fromhex(KEY_HEX)), modes.CBC(bytes.fromhex(IV_HEX))).decryptor()
+    unpadder = padding.PKCS7(128).unpadder()
+    plain = unpadder.update(dec.update(blob) + dec.finalize()) + unpadder.finalize()  # no IV in front
+    assert json.loads(plain) == doc
+
+
+def test_envelope_time_and_uuid_come_from_the_sender_when_it_gives_them(tmp_path):
+    data = keyed_config(tmp_path, cipher="aes-128-cbc", envelope=TCP_ENVELOPE.replace("{time14}", "{time}"),
+                        appid="A", service_id="S", district_code="D")
+    profile = parse(data, base=tmp_path).provincial
+    doc = profile.data(1_800_000_000.0, [("R101.TI01", 1.0, "good")])
+    outer = json.loads(profile.encode(doc, now=1_800_000_060.0, message_id="id-1"))
+    assert outer["dataId"] == "id-1" and outer["time"] == "2027-01-15 16:01:00"
+    first, second = (json.loads(profile.encode(doc))["dataId"] for _ in range(2))
+    assert first != second and len(first) == 36  # a fresh UUID per message
+    values = profile.envelope_values(doc, now=1_800_000_000.0, message_id="m")
+    assert values["time14"] == "20270115160000" and values["type"] == "data" and "appsecret" not in values
+
+
+def test_an_envelope_without_a_cipher_carries_the_json_as_a_string(tmp_path):
+    profile = parse(provincial_config(tmp_path, envelope='{"head":{"id":"{uuid}"},"body":["{payload}"]}'),
+                    base=tmp_path).provincial
+    doc = profile.alarm(alarm_doc())
+    outer = json.loads(profile.encode(doc))
+    assert json.loads(outer["body"][0]) == doc
+    assert profile.decode(profile.encode(doc)) == doc
+
+
+def test_decode_says_what_is_wrong(tmp_path):
+    profile = parse(keyed_config(tmp_path, cipher="sm4-ecb", encoding="hex", envelope=GONGMAO, appid="A"),
+                    base=tmp_path).provincial
+    good = json.loads(profile.encode(profile.alarm(alarm_doc())))
+    cases = {
+        b"not json": "envelope: not JSON",
+        b'{"appid":"A"}': "envelope: no payload at data",
+        b'{"appid":"A","data":7}': "the payload is int, not a string",
+        b'{"appid":"A","data":"zz"}': "payload: not hexadecimal",
+        b'{"appid":"A","data":"0011"}': "not whole 16-byte blocks",
+        json.dumps({"appid": "A", "data": good["data"][:-32]}).encode(): "padding",
+        json.dumps({"appid": "A", "data": profile.cipher.encrypt(b"[1,2]")}).encode(): "not an object",
+        json.dumps({"appid": "A", "data": profile.cipher.encrypt(b"{nope")}).encode(): "decrypted payload is not JSON",
+    }
+    for payload, reason in cases.items():
+        with pytest.raises(ProvincialError, match=re.escape(reason)):
+            profile.decode(payload)
+
+
+def test_an_unknown_placeholder_is_a_problem_listing_the_known_ones(tmp_path):
+    problems = problems_of(provincial_config(tmp_path, envelope='{"id":"{appId}","data":"{payload}"}'), tmp_path)
+    assert problems == ["provincial.envelope: unknown placeholder {appId} (known: {payload} {appid} {uuid} {time} "
+                        "{time14} {district} {service} {enterprise} {gateway} {type})"]
+
+
+@pytest.mark.parametrize(("envelope", "reason"), [
+    ('{"data":{payload}}', "must be JSON, with each placeholder inside a string"),
+    ('{"data":"x{payload}"}', 'must hold the payload as a whole string value: "{payload}"'),
+    ('["{payload}"]', "must be a JSON object"),
+    ('{"a":"{payload}","b":"{payload}"}', "must name {payload} once"),
+])
+def test_an_envelope_that_cannot_carry_the_payload_is_a_problem(tmp_path, envelope, reason):
+    problems = problems_of(provincial_config(tmp_path, envelope=envelope), tmp_path)
+    assert len(problems) == 1 and problems[0].startswith(f"provincial.envelope: {reason}"), problems
+
+
+def test_what_the_envelope_names_must_be_configured(tmp_path):
+    problems = problems_of(provincial_config(tmp_path, envelope=TCP_ENVELOPE, time_format="%H:%M"), tmp_path)
+    assert "provincial.appid: is required: the envelope names {appid}" in problems
+    assert "provincial.service_id: is required: the envelope names {service}" in problems
+    assert "provincial.district_code: is required: the envelope names {district}" in problems
+    assert "provincial.time_format: must read back as a time for the envelope's {time14}" not in problems  # %H:%M does
+
+
+def test_keys_and_ivs_that_cannot_be_used_are_problems_that_never_show_them(tmp_path):
+    cases = [
+        (dict(key_hex="abcdef0123", cipher="sm4-cbc"), "provincial.key_file", "must hold a 16-byte key (32 hex "
+                                                                                "characters), not 5 bytes"),
+        (dict(iv_hex="abcdef0123abcdef", cipher="aes-128-cbc"), "provincial.iv_file", "must hold a 16-byte IV"),
+        (dict(iv_hex=IV_HEX, cipher="sm4-ecb"), "provincial.iv_file", "sm4-ecb uses no IV"),
+        (dict(iv_hex=IV_HEX, cipher="aes-128-ecb"), "provincial.iv_file", "aes-128-ecb uses no IV"),
+        (dict(key_hex="0123456789abcdefXYZ3456789abcdef", cipher="sm4-cbc"), "provincial.key_file",
+         "must hold hexadecimal text (0-9, a-f) only"),
+        (dict(iv_hex="fedcba98765432100123456789abcde", cipher="sm4-cbc"), "provincial.iv_file",
+         "two characters a byte, not 31"),
+        (dict(cipher="none"), "provincial.key_file", 'a key with cipher = "none"'),
+        (dict(cipher="sm4-cbc", encoding="hexa"), "provincial.encoding", "did you mean 'hex'?"),
+    ]
+    for case, path, reason in cases:
+        problems = problems_of(keyed_config(tmp_path, **case), tmp_path)
+        assert len(problems) == 1 and problems[0].startswith(path + ": ") and reason in problems[0], (case, problems)
+        secret = (case.get("key_hex", KEY_HEX), case.get("iv_hex") or IV_HEX)
+        assert not any(s[:8].lower() in problems[0].lower() for s in secret), problems
+
+
+def test_a_cipher_without_a_key_and_an_encoding_without_a_cipher_are_problems(tmp_path):
+    assert problems_of(provincial_config(tmp_path, cipher="aes-128-ecb"), tmp_path) == [
+        'provincial.key_file: is required with cipher = \'aes-128-ecb\'']
+    assert problems_of(provincial_config(tmp_path, encoding="HEX"), tmp_path) == [
+        'provincial.encoding: has no use with cipher = "none": the payload is the JSON text itself']
+    problems = problems_of(provincial_config(tmp_path, cipher="sm4-cbc", key_file="missing.key"), tmp_path)
+    assert len(problems) == 1 and problems[0].startswith("provincial.key_file: cannot read")
+
+
+def test_sm4_key_file_is_the_older_name_of_key_file(tmp_path):
+    (tmp_path / "sm4.key").write_text(KEY_HEX)
+    both = keyed_config(tmp_path, sm4_key_file="sm4.key", cipher="sm4-cbc")
+    assert problems_of(both, tmp_path) == ["provincial.sm4_key_file: is the older name of key_file: set only key_file"]
+    aes = provincial_config(tmp_path, sm4_key_file="sm4.key", cipher="aes-128-cbc")
+    assert problems_of(aes, tmp_path) == [
+        'provincial.sm4_key_file: is an SM4-CBC key: with cipher = "aes-128-cbc" name the key in key_file']
+    (tmp_path / "sm4.iv").write_text(IV_HEX)
+    fixed = parse(provincial_config(tmp_path, sm4_key_file="sm4.key", iv_file="sm4.iv", encoding="HEX"),
+                  base=tmp_path).provincial
+    assert (fixed.cipher.name, fixed.cipher.iv, fixed.cipher.encoding) == ("sm4-cbc", bytes.fromhex(IV_HEX), "HEX")
+
+
+def test_the_appsecret_is_read_and_never_shown(tmp_path):
+    (tmp_path / "appsecret").write_text("s3cr3t-value\n")
+    profile = parse(provincial_config(tmp_path, appsecret_file="appsecret"), base=tmp_path).provincial
+    assert profile.appsecret == "s3cr3t-value"
+    assert "s3cr3t" not in repr(profile)
+    assert "s3cr3t" not in profile.encode(profile.alarm(alarm_doc())).decode()
+    (tmp_path / "appsecret").write_bytes(b"\xffs3cr3t")
+    problems = problems_of(provincial_config(tmp_path, appsecret_file="appsecret"), tmp_path)
+    assert problems == [f"provincial.appsecret_file: {tmp_path / 'appsecret'} is not UTF-8 text"]
+    (tmp_path / "appsecret").write_text("  \n")
+    assert problems_of(provincial_config(tmp_path, appsecret_file="appsecret"), tmp_path) == [
+        f"provincial.appsecret_file: {tmp_path / 'appsecret'} is empty"]
+
+
+def test_the_worked_examples_of_provinces_md_decrypt_to_what_they_say():
+    from pathlib import Path
+
+    from agent.provincial import Profile
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "PROVINCES.md").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    status = json.loads(next(line for line in lines if line.startswith('{"qybm":')))
+    gongmao = Profile("640100000001", "GW-640100-01", envelope=GONGMAO, appid="GM-0001",
+                      cipher=PayloadCipher("sm4-cbc", bytes.fromhex(KEY_HEX), bytes.fromhex(IV_HEX), "HEX"))
+    body = next(line for line in lines if line.startswith('{"appid":"GM-0001"'))
+    assert gongmao.decode(body.encode()) == status
+    assert gongmao.encode(status).decode() == body
+    tcp = Profile("640100000001", "GW-640100-01", time_format="%Y%m%d%H%M%S", envelope="", appid="HG-0001",
+                  cipher=PayloadCipher("aes-128-cbc", bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")))
+    frame = json.loads(next(line for line in lines if line.startswith('{"appId":"HG-0001"')))
+    assert tcp.decode(frame["data"].encode()) == {**status, "cjsj": "20270115160000"}
+    assert frame["sendTime"] == "20270115160000"
+
+
+def test_a_time_format_that_cannot_be_read_back_is_refused_only_for_time14(tmp_path):
+    data = provincial_config(tmp_path, envelope='{"t":"{time14}","data":"{payload}"}', time_format="%d.%m. %Hh")
+    assert parse(data, base=tmp_path).provincial  # day, month and hour read back (into 1900)
+    data["provincial"]["time_format"] = "%s"  # epoch seconds: strftime only
+    assert problems_of(data, tmp_path) == ["provincial.time_format: must read back as a time for the envelope's {time14}"]
+    data["provincial"]["envelope"] = '{"t":"{time}","data":"{payload}"}'
+    profile = parse(data, base=tmp_path).provincial
+    doc = profile.status(1_800_000_000.0, True)
+    assert json.loads(profile.encode(doc))["t"] == doc["cjsj"]
+    assert profile.envelope_values(doc)["time14"] == ""
+    assert profile.envelope_values(doc, now=1_800_000_000.0)["time14"] == "20270115160000"
