@@ -36,6 +36,11 @@ PROVINCIAL_KEYS = {
     "states": Key("table", {}, doc="alarm state codes"),
     "quality": Key("table", {}, doc="data quality codes"),
     "types": Key("table", {}, doc="message type values"),
+    "headers": Key("table", {}, doc="HTTP uplinks: request headers, name → template with `{appsecret}` `{appid}` "
+                                    "`{uuid}` `{time}`, e.g. `{ appsecret = \"{appsecret}\" }`"),
+    "success": Key("table", {}, shown="`{ status = 200 }`",
+                   doc="HTTP uplinks: the answer that means received: `status` and, optionally, a JSON `field` "
+                       "(dotted path) that `equals` a value; anything else is retried, a 4xx is dead-lettered"),
 }
 
 
