@@ -59,12 +59,9 @@ class Telemetry:
         return doc
 
     def encode(self, doc: dict[str, Any]) -> bytes:
-        """The payload in the configured profile: json as is, or the province's format."""
-        profile = self.cfg.provincial
-        if profile is None:
-            return dumps(doc)
-        samples = [(name, t["v"], t["q"]) for name, t in doc["tags"].items()]
-        return profile.encode(profile.data(time.time(), samples))
+        """The stored form: the json-profile document; each uplink encodes it in its own
+        profile at send time (agent.encoding)."""
+        return dumps(doc)
 
     async def run(self) -> None:
         """A snapshot of every tag each ``telemetry_interval_s``; between snapshots, every

@@ -10,7 +10,17 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.config.schema import Problems, at_least, between, item, key, keys_of, non_negative, nonempty, positive
+from agent.config.schema import (
+    Problems,
+    at_least,
+    between,
+    item,
+    key,
+    keys_of,
+    non_negative,
+    nonempty,
+    positive,
+)
 
 
 def _plant(v: str) -> str | None:
