@@ -264,3 +264,15 @@ def test_a_thread_safe_wake_reaches_every_uplink(tmp_path):
         platform.release.set()
         group.stop(0.5)
         platform.stop()
+
+
+def test_the_dead_letter_alarm_is_one_alarm_per_uplink_and_clears_when_the_table_is_emptied(tmp_path):
+    cfg = parse(http_config(tmp_path, "https://127.0.0.1:9/x"), base=tmp_path)
+    agent = Agent(cfg)
+    housekeeping, outbox = agent.housekeeping, agent.outbox
+    housekeeping.dead_letter_alarms({"default": 2})
+    housekeeping.dead_letter_alarms({"default": 3})  # more refused rows: still the one alarm
+    housekeeping.dead_letter_alarms({})
+    states = [(a["id"], a["state"], a["value"]) for a in outbox.alarms()]
+    assert states == [("uplink.default/storage", "active", 2.0), ("uplink.default/storage", "cleared", 0.0)]
+    outbox.close()
