@@ -106,7 +106,10 @@ class RequestUplink:
                 if failures:
                     delay = backoff_delay(failures, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
                     log.warning("uplink %s: %s; retry in %.1f s", self.name, self.last_error, delay)
-                    self._stop.wait(delay) if not stopping else time.sleep(min(delay, 0.2))
+                    if stopping:  # flushing: the deadline, not the backoff, bounds the retries
+                        time.sleep(min(delay, 0.2))
+                    else:
+                        self._stop.wait(delay)
         finally:
             self.connected.clear()
             self.transport.close()
