@@ -122,11 +122,18 @@ class RequestUplink:
             rows = outbox.pending(ALARM, 0, _ALARM_CHUNK, self.name)
             if not rows and not stopping:
                 rows = outbox.pending(TELEMETRY, 0, self.transport.batch(TELEMETRY), self.name)
-            encoded = [(r, self.rows(r.lane, r.seq, r.payload)) for r in rows]
-            skip = [r.id for r, payload in encoded if payload is None]
-            if not skip:
-                return [(r, payload) for r, payload in encoded if payload is not None]
-            outbox.mark_sent(skip, uplink=self.name)
+            encoded = []
+            for r in rows:
+                try:
+                    encoded.append((r, self.rows(r.lane, r.seq, r.payload)))
+                except Exception as exc:  # a row that cannot be encoded must not stop the uplink
+                    self._refuse(outbox, [r], f"cannot encode: {type(exc).__name__}: {exc}")
+                    break
+            else:
+                skip = [r.id for r, payload in encoded if payload is None]
+                if not skip:
+                    return [(r, payload) for r, payload in encoded if payload is not None]
+                outbox.mark_sent(skip, uplink=self.name)
 
     def _deliver(self, outbox: Outbox, rows: list[tuple[Row, bytes]]) -> bool:
         """Send ``rows`` (alarms one per request, telemetry as one batch); False when a request

@@ -55,7 +55,7 @@ class Uplink:
         self.cfg = cfg
         self.name = cfg.name
         self.rows = rows
-        self.dead_letters = 0  # a broker never refuses for good: an MQTT uplink dead-letters nothing
+        self.dead_letters = 0  # rows that could not be encoded (a broker never refuses a message for good)
         self.plant = plant
         self.outbox_path = outbox_path
         self.status = status
@@ -301,7 +301,13 @@ class Uplink:
         if not rows and not stopping:
             rows = outbox.pending(TELEMETRY, last[TELEMETRY], room, self.name)
         for row in rows:
-            payload = self.rows(row.lane, row.seq, row.payload)
+            try:
+                payload = self.rows(row.lane, row.seq, row.payload)
+            except Exception as exc:  # a row that cannot be encoded must not stop the uplink
+                outbox.dead_letter([row], f"cannot encode: {type(exc).__name__}: {exc}", uplink=self.name)
+                self.dead_letters += 1
+                last[row.lane] = row.id
+                continue
             if payload is None:  # not for this uplink's profile
                 last[row.lane] = row.id
                 outbox.mark_sent([row.id], uplink=self.name)

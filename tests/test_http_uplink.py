@@ -276,3 +276,22 @@ def test_the_dead_letter_alarm_is_one_alarm_per_uplink_and_clears_when_the_table
     states = [(a["id"], a["state"], a["value"]) for a in outbox.alarms()]
     assert states == [("uplink.default/storage", "active", 2.0), ("uplink.default/storage", "cleared", 0.0)]
     outbox.close()
+
+
+def test_a_row_the_profile_cannot_encode_is_dead_lettered_and_the_uplink_goes_on(tmp_path):
+    platform = Platform(tmp_path).start()
+    cfg = parse(http_config(tmp_path, platform.url, platform.ca.path), base=tmp_path)  # provincial
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    outbox.append(f"plantwatch/{PLANT}/telemetry", b'{"schema":"plantwatch.telemetry/1"}', lane=TELEMETRY)
+    outbox.append(f"plantwatch/{PLANT}/telemetry", dumps({"schema": "plantwatch.telemetry/1", "plant": PLANT,
+                  "ts": "2026-01-01T00:00:00.000Z", "tags": {"T1": {"v": 1.0, "q": "good"}}}), lane=TELEMETRY)
+    up = start(cfg, cfg.uplink, path)
+    try:
+        assert platform.wait(lambda p: len(p.accepted) >= 1, 20)
+    finally:
+        up.stop(1.0)
+        platform.stop()
+    assert json.loads(platform.accepted[0])["datas"][0]["cdbm"] == "T1"
+    dead = outbox.dead_letters()
+    assert len(dead) == 1 and dead[0]["reason"].startswith("cannot encode: KeyError")
