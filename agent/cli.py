@@ -60,8 +60,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     print(f"{args.config}: OK")
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
-    print(f"uplink {cfg.uplink.url} profile={cfg.uplink.profile} prefix={cfg.uplink.topic_prefix} mqtt {cfg.uplink.mqtt_version}"
-          + (" user=" + cfg.uplink.username if cfg.uplink.username else "") + (" tls" if cfg.uplink.tls else ""))
+    for u in cfg.uplinks:
+        named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
+        wire = f"mqtt {u.mqtt_version}" if u.transport == "mqtt" else f"http timeout {u.timeout_s:g} s batch {u.batch_max}"
+        print(f"{named} {u.url} profile={u.profile} prefix={u.topic_prefix} {wire}"
+              + (" user=" + u.username if u.username else "") + (" tls" if u.tls else ""))
     if cfg.provincial is not None:
         print(cfg.provincial.describe())
     print(f"data_dir {cfg.agent.data_dir}")

@@ -34,12 +34,17 @@ class Housekeeping:
         self.used_mb = 0.0
         storage = manager.alarms.get("gateway/storage")  # as restored from before a restart
         self.storage_active = bool(storage and storage.active)
+        # uplink name -> dead-lettered rows, as last seen (restored alarms count as seen)
+        self.dead: dict[str, int] = {a.device.removeprefix("uplink."): 1 for a in manager.alarms.values()
+                                     if a.kind == "storage" and a.device.startswith("uplink.") and a.active}
 
     def maintain(self, max_bytes: int) -> dict[str, Any]:
         """Runs in a worker thread, on a connection of its own (SQLite connections are per thread)."""
         outbox = Outbox(self.outbox_path, durable=False)
         try:
-            return outbox.maintain(max_bytes)
+            report = outbox.maintain(max_bytes)
+            report["dead_letters"] = outbox.dead_letter_counts()
+            return report
         finally:
             outbox.close()
 
@@ -50,6 +55,7 @@ class Housekeeping:
                 report = await asyncio.to_thread(self.maintain, self.max_bytes)
                 self.used_mb = round(report["used_bytes"] / 2**20, 3)
                 self.storage_alarm(report)
+                self.dead_letter_alarms(report["dead_letters"])
             except Exception:
                 # housekeeping failing must not stop the agent; the next pass tries again
                 log.exception("outbox housekeeping failed")
@@ -76,3 +82,19 @@ class Housekeeping:
         context = {"dropped": dict(report["dropped"]), "over": report["over"], "text": text}
         self.commit(self.manager.raise_system("storage", "gateway", bad, time.time(), context,
                                               value=round(used_mb, 3), limit=round(max_mb, 3), unit="MB"))
+
+    def dead_letter_alarms(self, counts: dict[str, int]) -> None:
+        """A ``storage`` alarm per uplink (device ``uplink.NAME``) while its platform has refused
+        rows for good: they sit in the outbox's dead-letter table until an operator deals with
+        them (docs/OPERATIONS.md), never dropped silently. Cleared when the table has none left."""
+        for name in sorted(set(counts) | set(self.dead)):
+            n = counts.get(name, 0)
+            was = self.dead.get(name, 0) > 0
+            self.dead[name] = n
+            if (n > 0) == was:
+                continue  # still active: one alarm, not one per refused row
+            text = (f"平台拒收 uplink {name}: the platform refused {n} message(s) for good; kept in the dead-letter "
+                    "table" if n else f"uplink {name}: no refused messages left in the dead-letter table")
+            self.commit(self.manager.raise_system("storage", f"uplink.{name}", n > 0, time.time(),
+                                                  {"uplink": name, "dead_letters": n, "text": text},
+                                                  value=float(n), limit=0.0, unit="messages"))

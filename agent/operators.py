@@ -88,14 +88,14 @@ class Operators:
             alarms = [alarm_view(a) for a in self.manager.alarms.values()]
             return 200, "application/json", dumps({"alarms": alarms})
         if path == "/status":
-            return 200, "application/json", dumps(self.agent.status(self.agent.uplink.connected.is_set()))
+            return 200, "application/json", dumps(self.agent.status(self.agent.uplinks.all_connected()))
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4", self.metrics().encode()
         return 404, "application/json", dumps({"error": f"no such resource {path}"})
 
     def metrics(self) -> str:
         """The Prometheus text exposition of the alarm-system KPIs, the uplink and the devices."""
-        agent, uplink = self.agent, self.agent.uplink
+        agent, uplinks = self.agent, self.agent.uplinks
         k = self.manager.kpis(time.time())
         depth = agent.outbox.depth()
         # one row per metric: (name, type, help, value) -- a table, read top to bottom
@@ -111,9 +111,9 @@ class Operators:
             ("plantwatch_alarm_floods_total", "counter", "alarm floods begun", k["floods"]),
             ("plantwatch_commands_rejected_total", "counter", "operator commands rejected", k["commands_rejected"]),
             ("plantwatch_alarm_seq", "counter", "last alarm seq committed", agent.outbox_seq),
-            ("plantwatch_uplink_sent_total", "counter", "messages acknowledged by the broker", uplink.sent_count),
-            ("plantwatch_uplink_connected", "gauge", "1 while connected to the broker",
-             int(uplink.connected.is_set())),
+            ("plantwatch_uplink_sent_total", "counter", "messages acknowledged by the platforms, all uplinks",
+             uplinks.sent_count),
+            ("plantwatch_uplink_connected", "gauge", "1 while every uplink is connected", int(uplinks.all_connected())),
             ("plantwatch_batches_total", "counter", "sample batches processed", agent.batches),
         ]
         out = []
@@ -121,7 +121,27 @@ class Operators:
             out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
         out += ["# HELP plantwatch_outbox_depth unsent messages per lane", "# TYPE plantwatch_outbox_depth gauge"]
         out += [f'plantwatch_outbox_depth{{lane="{lane}"}} {n}' for lane, n in depth.items()]
+        out += self.uplink_metrics()
         out += ["# HELP plantwatch_device_up 1 while the device answers", "# TYPE plantwatch_device_up gauge"]
         out += [f'plantwatch_device_up{{device="{d}"}} {int(s.get("state") == "ok")}'
                 for d, s in agent.device_state.items()]
         return "\n".join(out) + "\n"
+
+    def uplink_metrics(self) -> list[str]:
+        """Per uplink (label ``uplink``): connected, sent, dead-lettered, and what it has yet to deliver."""
+        view = self.agent.uplinks.view()
+        out = []
+        for name, kind, text, field in (
+            ("plantwatch_uplink_up", "gauge", "1 while this uplink's platform answers", "connected"),
+            ("plantwatch_uplink_delivered_total", "counter", "messages this uplink's platform acknowledged", "sent"),
+            ("plantwatch_uplink_dead_letters_total", "counter", "messages this uplink's platform refused for good",
+             "dead_letters"),
+        ):
+            out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            out += [f'{name}{{uplink="{u}",transport="{v["transport"]}"}} {int(v[field])}' for u, v in view.items()]
+        out += ["# HELP plantwatch_uplink_depth messages this uplink has yet to deliver, per lane",
+                "# TYPE plantwatch_uplink_depth gauge"]
+        for u in view:
+            out += [f'plantwatch_uplink_depth{{uplink="{u}",lane="{lane}"}} {n}'
+                    for lane, n in self.agent.outbox.depth(u).items()]
+        return out

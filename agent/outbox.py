@@ -2,8 +2,16 @@
 
 SQLite in WAL mode. An alarm message gets its per-plant ``seq`` inside the same transaction
 that stores it, and that transaction is fsynced before the message is published, so a seq
-that exists is never lost and never reused. A row is marked sent only after the broker's
-PUBACK. Each thread opens its own Outbox on the same file (SQLite connections are per thread).
+that exists is never lost and never reused. A row is marked sent only after the platform
+acknowledged it (the broker's PUBACK, the HTTP success rule). Each thread opens its own Outbox on
+the same file (SQLite connections are per thread).
+
+Several uplinks read the one outbox, each with its own cursor: ``delivered`` records, per
+uplink, the rows it has delivered, and a row becomes ``sent`` (for retention, depth and the size
+cap) only once every uplink named in ``uplinks`` has it. With one uplink a row is marked sent at
+once and ``delivered`` stays empty. A row a platform refuses for good is copied to
+``dead_letter`` (kept until an operator deals with it) and counts as done for that uplink, so it
+never holds the rows behind it.
 
 Retention: sent rows are kept ``keep_s`` (30 days); sent telemetry older than a day is thinned
 to one snapshot per bucket (15 min). A size cap is enforced by dropping telemetry only — sent,
@@ -25,7 +33,8 @@ from agent.payloads import dumps
 ALARM, TELEMETRY, STATUS = 0, 1, 2
 LANES = {ALARM: "alarm", TELEMETRY: "telemetry", STATUS: "status"}
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DEFAULT_UPLINK = "default"  # the name of the single [uplink], and of every row sent before schema 2
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -44,6 +53,24 @@ CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (lane, id) WHERE sent IS NULL
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_seq ON outbox (seq) WHERE seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outbox_lane_created ON outbox (lane, created);
 CREATE TABLE IF NOT EXISTS alarm_state (id TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS uplinks (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS delivered (
+    uplink TEXT    NOT NULL,
+    id     INTEGER NOT NULL,
+    PRIMARY KEY (uplink, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    uplink  TEXT    NOT NULL,
+    row_id  INTEGER NOT NULL,
+    lane    INTEGER NOT NULL,
+    topic   TEXT    NOT NULL,
+    payload BLOB    NOT NULL,
+    seq     INTEGER,
+    created REAL    NOT NULL,
+    failed  REAL    NOT NULL,
+    reason  TEXT    NOT NULL
+);
 """
 
 # the WAL is truncated back to this after a checkpoint, so it does not keep a burst's size
@@ -87,6 +114,11 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from None
         version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+        if version == 1:
+            # schema 1 had one uplink and the `sent` column only; its sent rows stay sent (the
+            # default uplink had them) and the tables of schema 2 were made above
+            self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+            version = SCHEMA_VERSION
         if version != SCHEMA_VERSION:
             raise OutboxError(f"{self.path}: outbox schema {version}, this version reads {SCHEMA_VERSION}")
 
@@ -162,32 +194,110 @@ class Outbox:
         row = self.db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
         return int(row[0]) if row else 0
 
-    def pending(self, lane: int, after: int = 0, limit: int = 100) -> list[Row]:
-        """Unsent rows of a lane with id > after, oldest first."""
+    def pending(self, lane: int, after: int = 0, limit: int = 100, uplink: str = DEFAULT_UPLINK) -> list[Row]:
+        """Rows of a lane with id > after that ``uplink`` has not delivered, oldest first."""
         cur = self.db.execute(
             "SELECT id, lane, topic, payload, qos, retain, seq FROM outbox"
-            " WHERE sent IS NULL AND lane=? AND id>? ORDER BY id LIMIT ?",
-            (lane, after, limit),
+            " WHERE sent IS NULL AND lane=? AND id>?"
+            " AND NOT EXISTS (SELECT 1 FROM delivered d WHERE d.uplink=? AND d.id=outbox.id) ORDER BY id LIMIT ?",
+            (lane, after, uplink, limit),
         )
         return [Row(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in cur]
 
-    def mark_sent(self, ids: Iterable[int], now: float | None = None) -> None:
+    # --- uplinks and their cursors ---------------------------------------------------------------
+
+    def uplinks(self) -> list[str]:
+        """The uplinks every row must reach before it counts as sent."""
+        return [r[0] for r in self.db.execute("SELECT name FROM uplinks ORDER BY name")] or [DEFAULT_UPLINK]
+
+    def set_uplinks(self, names: Sequence[str], now: float | None = None) -> None:
+        """The configured uplinks. An uplink no longer configured stops holding rows back (what
+        only it lacked becomes sent); a new one starts with the rows not yet sent everywhere."""
+        now = time.time() if now is None else now
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM uplinks")
+            db.executemany("INSERT INTO uplinks (name) VALUES (?)", [(n,) for n in names])
+            db.execute("DELETE FROM delivered WHERE uplink NOT IN (SELECT name FROM uplinks)")
+            self._complete(now, None)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _complete(self, now: float, ids: Sequence[int] | None) -> None:
+        """Mark sent the rows (of ``ids``, or all) that every uplink has delivered, inside the
+        caller's transaction; their cursor entries are no longer needed."""
+        n = len(self.uplinks())
+        where = "" if ids is None else f" AND id IN ({','.join('?' * len(ids))})"
+        args = [] if ids is None else list(ids)
+        self.db.execute(
+            "UPDATE outbox SET sent=? WHERE sent IS NULL" + where
+            + " AND (SELECT count(*) FROM delivered d JOIN uplinks u ON u.name=d.uplink WHERE d.id=outbox.id) >= ?",
+            [now, *args, n])
+        self.db.execute("DELETE FROM delivered WHERE id IN (SELECT id FROM outbox WHERE sent IS NOT NULL" + where + ")",
+                        args)
+
+    def mark_sent(self, ids: Iterable[int], now: float | None = None, uplink: str = DEFAULT_UPLINK) -> None:
+        """``uplink`` delivered these rows; each is sent once every uplink has it."""
         ids = list(ids)
         if not ids:
             return
         now = time.time() if now is None else now
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.executemany("UPDATE outbox SET sent=? WHERE id=?", [(now, i) for i in ids])
+            self._delivered(ids, now, uplink)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
 
-    def depth(self) -> dict[str, int]:
-        """Unsent messages per lane."""
+    def _delivered(self, ids: list[int], now: float, uplink: str) -> None:
+        if self.uplinks() == [uplink]:
+            self.db.executemany("UPDATE outbox SET sent=? WHERE id=?", [(now, i) for i in ids])
+            return
+        self.db.executemany("INSERT OR IGNORE INTO delivered (uplink, id) VALUES (?, ?)", [(uplink, i) for i in ids])
+        for start in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+            self._complete(now, ids[start:start + 500])
+
+    def dead_letter(self, rows: Sequence[Row], reason: str, uplink: str = DEFAULT_UPLINK,
+                    now: float | None = None) -> None:
+        """``uplink``'s platform refused these rows for good: keep a copy in ``dead_letter`` and
+        let the rows behind them go. In one transaction, so a row is never neither."""
+        if not rows:
+            return
+        now = time.time() if now is None else now
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT INTO dead_letter (uplink, row_id, lane, topic, payload, seq, created, failed, reason)"
+                " SELECT ?, id, lane, topic, payload, seq, created, ?, ? FROM outbox WHERE id=?",
+                [(uplink, now, reason, r.id) for r in rows])
+            self._delivered([r.id for r in rows], now, uplink)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def dead_letters(self, uplink: str | None = None) -> list[dict[str, Any]]:
+        """What the platforms refused, oldest first: uplink, row id, lane, seq, reason, payload."""
+        cur = self.db.execute(
+            "SELECT uplink, row_id, lane, seq, reason, failed, payload FROM dead_letter"
+            " WHERE ? IS NULL OR uplink=? ORDER BY id", (uplink, uplink))
+        keys = ("uplink", "row_id", "lane", "seq", "reason", "failed", "payload")
+        return [dict(zip(keys, (*r[:6], bytes(r[6])), strict=True)) for r in cur]
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT uplink, count(*) FROM dead_letter GROUP BY uplink").fetchall())
+
+    def depth(self, uplink: str | None = None) -> dict[str, int]:
+        """Unsent messages per lane: not yet delivered by every uplink, or (``uplink``) by that one."""
         out = {name: 0 for name in LANES.values()}
-        for lane, n in self.db.execute("SELECT lane, count(*) FROM outbox WHERE sent IS NULL GROUP BY lane"):
+        cur = self.db.execute(
+            "SELECT lane, count(*) FROM outbox WHERE sent IS NULL AND (? IS NULL OR NOT EXISTS"
+            " (SELECT 1 FROM delivered d WHERE d.uplink=? AND d.id=outbox.id)) GROUP BY lane", (uplink, uplink))
+        for lane, n in cur:
             out[LANES.get(lane, str(lane))] = n
         return out
 
@@ -258,5 +368,7 @@ class Outbox:
         thinned = self.downsample_telemetry(now, downsample_after_s, bucket_s)
         report = self.enforce_cap(max_bytes)
         report["pruned"], report["thinned"] = pruned, thinned
+        # cursor entries of rows the cap dropped
+        self.db.execute("DELETE FROM delivered WHERE id NOT IN (SELECT id FROM outbox WHERE sent IS NULL)")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return report

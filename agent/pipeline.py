@@ -92,10 +92,7 @@ class Pipeline:
         if messages:
             ids = dict.fromkeys(m["id"] for m in messages)
             states = [(i, self.manager.snapshot(i)) for i in ids]
-            self.outbox.append_alarms(self.alarm_topic, messages, encode=self.encode_alarm, states=states)
+            # stored as the json-profile document; each uplink encodes it in its own profile
+            # (agent.encoding)
+            self.outbox.append_alarms(self.alarm_topic, messages, encode=dumps, states=states)
         return messages
-
-    def encode_alarm(self, doc: dict[str, Any]) -> bytes:
-        """The payload in the configured profile: json as is, or the province's format."""
-        profile = self.cfg.provincial
-        return dumps(doc) if profile is None else profile.encode(profile.alarm(doc))

@@ -104,6 +104,7 @@ class Profile:
     hazard_code: str = ""  # 重大危险源编码 of the points whose tag names none
     decimals_of: dict[str, int] = field(default_factory=dict)  # tag name -> its own decimals
     switches: frozenset[str] = frozenset()  # bool tags: values are "0" / "1"
+    late_after_s: float = 300.0  # a data message sent this long after its time carries the 补传 mark
 
     # --- formatting -----------------------------------------------------------------------------
 
@@ -171,15 +172,12 @@ class Profile:
     def mark_late(self, doc: dict[str, Any], late: bool = True) -> dict[str, Any]:
         """A data message with the 补传 mark set (``fields.late``, "1" late, "0" on time); any
         other message as it is. Whether a row is late is the sender's to judge when it sends the
-        row (after an outage, the backlog); the core only writes the mark."""
+        row (after an outage, the backlog: ``late_after_s`` after the message's time); the core
+        only writes the mark."""
         f = self.fields
         if doc.get(f["type"]) != self.types["data"]:
             return doc
         return {**doc, f["late"]: "1" if late else "0"}
-
-    def mark_late_payload(self, payload: bytes, late: bool = True) -> bytes:
-        """``mark_late`` on an encoded payload, as stored in the outbox."""
-        return self.encode(self.mark_late(self.decode(payload), late))
 
     def status(self, ts: float, online: bool) -> dict[str, Any]:
         f = self.fields

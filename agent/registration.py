@@ -15,7 +15,7 @@ from pathlib import Path
 from agent import registry
 from agent.config import Config
 from agent.outbox import ALARM, Outbox
-from agent.payloads import topic
+from agent.payloads import dumps, topic
 
 DIGEST_FILE = "registry.sha256"
 
@@ -34,8 +34,9 @@ def send_if_changed(cfg: Config, outbox: Outbox, now: float) -> bool:
     path = cfg.agent.data_dir / DIGEST_FILE
     if _read(path) == digest:
         return False
-    outbox.append(topic(cfg.uplink.topic_prefix, cfg.agent.plant, "registry"), profile.encode(doc), lane=ALARM,
-                  now=now)
+    # stored in the province's fields (no json schema): a provincial uplink encodes it when it
+    # sends it, a json uplink passes it by
+    outbox.append(topic(cfg.uplink.topic_prefix, cfg.agent.plant, "registry"), dumps(doc), lane=ALARM, now=now)
     # after the append: a crash in between sends the same registry once more, never none
     _write(path, digest)
     log.info("point registry of %d points queued (%s)", len(pts), digest[:12])

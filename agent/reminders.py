@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.outbox import ALARM, Outbox
+from agent.payloads import dumps
 from agent.pipeline import Pipeline
 
 
@@ -39,6 +40,7 @@ class Reminders:
                 if seq is None:
                     continue
                 doc = {**manager.message(alarm, "active", alarm.ts), "seq": seq}
-                self.outbox.append(self.pipeline.alarm_topic, profile.encode(profile.alarm(doc, repeat=True)),
-                                   lane=ALARM)
+                # a row without a seq of its own: the provincial uplinks send it as a repeat,
+                # the json ones skip it (agent.encoding)
+                self.outbox.append(self.pipeline.alarm_topic, dumps(doc), lane=ALARM)
             self.wake()

@@ -20,12 +20,12 @@ from agent.config import Config
 from agent.housekeeping import Housekeeping
 from agent.operators import Operators
 from agent.outbox import Outbox
-from agent.payloads import STATUS_SCHEMA, dumps, rfc3339
+from agent.payloads import STATUS_SCHEMA, rfc3339
 from agent.pipeline import Pipeline, restore_grace
 from agent.registration import send_if_changed
 from agent.reminders import Reminders
 from agent.telemetry import Telemetry
-from agent.uplink import Uplink
+from agent.uplinks import Uplinks, build
 from drivers.base import SampleBatch, cancel_and_wait
 
 log = logging.getLogger("plantwatch.agent")
@@ -57,15 +57,19 @@ class Agent:
         self.batches = 0
         self.device_state: dict[str, dict[str, Any]] = {d.name: {"state": "starting"} for d in cfg.devices}
         self.operators = Operators(self)
-        profile = cfg.provincial
-        self.uplink = Uplink(
-            cfg.uplink, cfg.agent.plant, self.outbox_path, self.status,
-            encode=dumps if profile is None else lambda doc: profile.encode(profile.status(time.time(), doc["online"])),
-            on_command=self.operators.from_uplink if cfg.alarm_system.commands else None,
-        )
-        self.telemetry = Telemetry(cfg, self.outbox, self.uplink.wake)
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by run
+        on_command = self.operators.from_uplink if cfg.alarm_system.commands else None
+        # commands come from the first MQTT uplink only: one operator channel, not one per platform
+        first_mqtt = next((u.name for u in cfg.uplinks if u.transport == "mqtt"), None)
+        self.uplinks = Uplinks([
+            build(cfg, u, self.outbox_path, self.status, on_command if u.name == first_mqtt else None,
+                  self.refused)
+            for u in cfg.uplinks])
+        self.outbox.set_uplinks(self.uplinks.names)
+        self.uplink = self.uplinks.members[0]  # the first (or only) uplink
+        self.telemetry = Telemetry(cfg, self.outbox, self.uplinks.wake)
         self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit)
-        self.reminders = Reminders(self.pipeline, self.outbox, self.uplink.wake)
+        self.reminders = Reminders(self.pipeline, self.outbox, self.uplinks.wake)
         self.api: LocalApi | None = None
 
     def status(self, online: bool) -> dict[str, Any]:
@@ -79,10 +83,19 @@ class Agent:
             "version": agent_version(),
             "started": rfc3339(self.started),
             "devices": dict(self.device_state),
-            "outbox": {"last_seq": self.outbox_seq, "sent": self.uplink.sent_count, "depth": self.outbox_depth,
+            "outbox": {"last_seq": self.outbox_seq, "sent": self.uplinks.sent_count, "depth": self.outbox_depth,
                        "used_mb": self.housekeeping.used_mb, "storage_alarm": self.housekeeping.storage_active},
+            "uplinks": self.uplinks.view(),
             "alarms": self.alarm_counts,
         }
+
+    def refused(self, uplink: str, reason: str) -> None:
+        """On an uplink's thread: a platform refused rows for good; the loop raises the alarm."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.dead_letters)
+
+    def dead_letters(self) -> None:
+        self.housekeeping.dead_letter_alarms(self.outbox.dead_letter_counts())
 
     def commit(self, messages: list[dict[str, Any]]) -> None:
         """Make alarm messages durable, then let everyone else see them."""
@@ -97,7 +110,7 @@ class Agent:
         for m in messages:
             log.info("alarm seq=%s %s %s %s %s", m["seq"], m["id"], m["state"], m["level"], m["value"])
         self.alarm_counts = self.pipeline.manager.kpis(time.time())
-        self.uplink.wake()
+        self.uplinks.wake()
 
     def handle(self, batch: SampleBatch) -> None:
         now = time.time()
@@ -141,11 +154,12 @@ class Agent:
         return api
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.operators.loop = asyncio.get_running_loop()
+        self.operators.loop = self.loop = asyncio.get_running_loop()
         self.outbox_seq = self.outbox.last_seq()
         send_if_changed(self.cfg, self.outbox, time.time())
         self.outbox_depth = self.outbox.depth()
-        self.uplink.start()
+        self.dead_letters()  # refused rows from before a restart still want an operator
+        self.uplinks.start()
         driver_objs = []
         for d in self.cfg.devices:
             cls = drivers.load(d.driver)
@@ -167,6 +181,6 @@ class Agent:
             for drv in driver_objs:
                 with contextlib.suppress(Exception):
                     await drv.close()
-            await asyncio.to_thread(self.uplink.stop, 5.0)
+            await asyncio.to_thread(self.uplinks.stop, 5.0)
             self.outbox.close()
             log.info("plantwatch stopped")

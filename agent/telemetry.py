@@ -15,7 +15,7 @@ import numpy as np
 
 from agent.config import Config
 from agent.outbox import TELEMETRY, Outbox
-from agent.payloads import TELEMETRY_SCHEMA, dumps, number, parse_rfc3339, rfc3339, topic
+from agent.payloads import TELEMETRY_SCHEMA, dumps, number, rfc3339, topic
 from drivers.base import SampleBatch
 
 QUALITY_NAMES = ("good", "uncertain", "bad", "comm_fail")
@@ -60,12 +60,9 @@ class Telemetry:
         return doc
 
     def encode(self, doc: dict[str, Any]) -> bytes:
-        """The payload in the configured profile: json as is, or the province's format."""
-        profile = self.cfg.provincial
-        if profile is None:
-            return dumps(doc)
-        samples = [(name, t["v"], t["q"], t["t"] and parse_rfc3339(t["t"])) for name, t in doc["tags"].items()]
-        return profile.encode(profile.data(time.time(), samples))
+        """The stored form: the json-profile document; each uplink encodes it in its own
+        profile at send time (agent.encoding)."""
+        return dumps(doc)
 
     async def run(self) -> None:
         """A snapshot of every tag each ``telemetry_interval_s``; between snapshots, every

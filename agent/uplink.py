@@ -1,4 +1,4 @@
-"""The MQTT uplink: publishes the outbox to the platform, alarms first, in order, QoS 1.
+"""The MQTT transport: publishes the outbox to the platform, alarms first, in order, QoS 1.
 
 It runs in its own thread around one paho client per connection. A fresh client for every
 connection matters: paho re-sends its own in-flight messages on reconnect, and the outbox is
@@ -29,6 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.config import UplinkSection
+from agent.encoding import RowEncoder, json_rows
 from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox
 from agent.payloads import ALARM_SCHEMA, STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps, topic
 from drivers.base import backoff_delay
@@ -45,11 +46,16 @@ class Uplink:
         status: Callable[[bool], dict[str, Any]],
         encode: Callable[[dict[str, Any]], bytes] = dumps,
         on_command: Callable[[bytes], None] | None = None,
+        rows: RowEncoder = json_rows,
     ):
         """``status(online)`` returns the status document to publish (retained), ``encode``
-        turns it into the payload (the profile's). With ``on_command``, the uplink subscribes to
-        ``{prefix}/{plant}/cmd`` and hands every message's payload to it, on its own thread."""
+        turns it into the payload (the profile's), ``rows`` encodes a stored row in the profile.
+        With ``on_command``, the uplink subscribes to ``{prefix}/{plant}/cmd`` and hands every
+        message's payload to it, on its own thread."""
         self.cfg = cfg
+        self.name = cfg.name
+        self.rows = rows
+        self.dead_letters = 0  # rows that could not be encoded (a broker never refuses a message for good)
         self.plant = plant
         self.outbox_path = outbox_path
         self.status = status
@@ -69,7 +75,7 @@ class Uplink:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"uplink:{cfg.name}", daemon=True)
         self._password = cfg.password_file.read_text(encoding="utf-8").strip() if cfg.password_file else None
 
     # --- control (any thread) -----------------------------------------------------------------
@@ -269,14 +275,14 @@ class Uplink:
             if ud["acked"]:
                 acked, ud["acked"] = ud["acked"], []
                 ids = [inflight.pop(mid) for mid in acked if mid in inflight]
-                outbox.mark_sent(ids)
+                outbox.mark_sent(ids, uplink=self.name)
                 self.sent_count += len(ids)
             stopping = self._stop.is_set()
             room = window - len(inflight)
             if room > 0 and not self._publish_pending(client, outbox, room, last, inflight, props, stopping):
                 return
             if stopping:
-                pending_alarms = bool(inflight) or bool(outbox.pending(ALARM, last[ALARM], 1))
+                pending_alarms = bool(inflight) or bool(outbox.pending(ALARM, last[ALARM], 1, self.name))
                 if not pending_alarms or time.monotonic() > self._flush_until:
                     self._goodbye(client)
                     return
@@ -291,11 +297,22 @@ class Uplink:
                          inflight: dict[int, int], props: dict, stopping: bool) -> bool:
         """Up to ``room`` unsent rows, alarms before telemetry (none while stopping); False when
         a publish failed and the session must end."""
-        rows = outbox.pending(ALARM, last[ALARM], room)
+        rows = outbox.pending(ALARM, last[ALARM], room, self.name)
         if not rows and not stopping:
-            rows = outbox.pending(TELEMETRY, last[TELEMETRY], room)
+            rows = outbox.pending(TELEMETRY, last[TELEMETRY], room, self.name)
         for row in rows:
-            info = client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain, properties=props.get(row.lane))
+            try:
+                payload = self.rows(row.lane, row.seq, row.payload, time.time())
+            except Exception as exc:  # a row that cannot be encoded must not stop the uplink
+                outbox.dead_letter([row], f"cannot encode: {type(exc).__name__}: {exc}", uplink=self.name)
+                self.dead_letters += 1
+                last[row.lane] = row.id
+                continue
+            if payload is None:  # not for this uplink's profile
+                last[row.lane] = row.id
+                outbox.mark_sent([row.id], uplink=self.name)
+                continue
+            info = client.publish(row.topic, payload, qos=row.qos, retain=row.retain, properties=props.get(row.lane))
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self.last_error = f"publish failed: {info.rc}"
                 return False

@@ -72,7 +72,8 @@ BAD = [
     ("plant missing", drop("agent", "plant"), "agent.plant: is required"),
     ("plant with a topic wildcard", with_("agent", plant="64#01"), "agent.plant: must be 1-64 letters"),
     ("unknown time zone", with_("agent", timezone="Mars/Olympus"), "agent.timezone: unknown time zone"),
-    ("uplink not mqtt", with_("uplink", url="http://127.0.0.1:1883"), "uplink.url: must start with mqtt:// or mqtts://"),
+    ("uplink scheme unknown", with_("uplink", url="ftp://127.0.0.1:21"),
+     "uplink.url: must start with mqtt://, mqtts://, http://, https://"),
     ("mqtt version 4", with_("uplink", mqtt_version=4), "uplink.mqtt_version: must be one of 3, 5"),
     ("password file missing", with_("uplink", password_file="nope.txt"), "uplink.password_file: no such file"),
     ("unknown driver", device(driver="profibus"), "devices[0] (r1-plc).driver: unknown driver 'profibus'"),
@@ -287,3 +288,34 @@ def test_a_family_declares_options_or_defaults_and_gets_the_other():
     assert Plain.options == {"below": Option(0.0)}
     assert Declared.check({"above": "x", "hold": 1}) == [
         ("above", "must be a number, not 'x'"), ("hold", "unknown key (expected one of: above, hold_s)")]
+
+
+def test_several_uplinks_are_named_and_each_picks_its_transport(tmp_path):
+    data = config_dict()
+    data.pop("uplink")
+    data["uplinks"] = [{"name": "park", "url": "mqtt://127.0.0.1:1883"},
+                       {"name": "province", "url": "https://platform.example/api/push", "profile": "provincial"}]
+    data["provincial"] = {"gateway_code": "GW", "headers": {"appsecret": "{appsecret}"},
+                          "success": {"status": 200, "field": "code", "equals": "200"}}
+    cfg = parse(data, base=tmp_path)
+    assert [(u.name, u.transport, u.tls, u.port) for u in cfg.uplinks] == [
+        ("park", "mqtt", False, 1883), ("province", "http", True, 443)]
+    assert cfg.uplink is cfg.uplinks[0] and cfg.http.success.matches(200, b'{"code": 200}')
+    assert not cfg.http.success.matches(200, b'{"code": "500"}') and not cfg.http.success.matches(201, b'{"code":"200"}')
+    assert parse(config_dict(), base=tmp_path).uplinks[0].name == "default"
+
+
+def test_uplinks_and_http_rules_that_cannot_work_are_path_precise_problems(tmp_path):
+    data = config_dict()
+    data["uplinks"] = [{"url": "http://a/x"}, {"name": "b", "url": "https://b/x", "profile": "provincial"},
+                       {"name": "b", "url": "tcp://c:1"}]
+    data["provincial"] = {"gateway_code": "GW", "headers": {"X-Id": "{appkey}"}, "success": {"status": 700}}
+    problems = problems_of(data)
+    assert "uplinks: use [uplink] for one uplink or [[uplinks]] for several, not both" in problems
+    assert "uplinks[0].name: is required" in problems
+    assert "uplinks[2] (b).name: duplicate uplink name 'b'" in problems
+    assert any(p.startswith("uplinks[2] (b).url: must start with mqtt://") for p in problems)
+    assert "provincial.headers.X-Id: unknown placeholder {appkey} (known: appsecret, appid, uuid, time)" in problems
+    assert "provincial.success.status: an HTTP status is 100..599: 700 can never match" in problems
+    data["provincial"]["success"] = {"field": "code"}
+    assert "provincial.success.equals: is required with field" in problems_of(data)

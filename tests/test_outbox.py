@@ -177,3 +177,56 @@ def test_full_outbox_raises_a_storage_alarm_then_clears_it(tmp_path):
     assert alarms[0]["context"]["dropped"]["unsent_telemetry"] > 0
     for a in alarms:
         validator("alarm").validate(a)
+
+
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, lane INTEGER NOT NULL, topic TEXT NOT NULL,
+    payload BLOB NOT NULL, qos INTEGER NOT NULL DEFAULT 1, retain INTEGER NOT NULL DEFAULT 0, seq INTEGER,
+    created REAL NOT NULL, sent REAL);
+CREATE INDEX outbox_unsent ON outbox (lane, id) WHERE sent IS NULL;
+CREATE UNIQUE INDEX outbox_seq ON outbox (seq) WHERE seq IS NOT NULL;
+CREATE INDEX outbox_lane_created ON outbox (lane, created);
+CREATE TABLE alarm_state (id TEXT PRIMARY KEY, state TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema', 1), ('seq', 4);
+"""
+
+
+def test_a_schema_1_outbox_is_migrated_and_its_sent_rows_stay_sent(tmp_path):
+    path = tmp_path / "outbox.db"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA_1)
+    old.executemany("INSERT INTO outbox (lane, topic, payload, seq, created, sent) VALUES (0, ?, ?, ?, 1.0, ?)",
+                    [(TOPIC, dumps({"seq": s}), s, 2.0 if s <= 2 else None) for s in range(1, 5)])
+    old.commit()
+    old.close()
+    outbox = Outbox(path)
+    assert outbox.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == 2
+    assert outbox.last_seq() == 4 and outbox.append_alarms(TOPIC, alarm_docs(1)) == [5]
+    assert [r.seq for r in outbox.pending(ALARM)] == [3, 4, 5]  # what the default uplink had not sent
+    # a second uplink added later starts with the rows not yet sent everywhere, not the history
+    outbox.set_uplinks(["default", "province"])
+    assert [r.seq for r in outbox.pending(ALARM, uplink="province")] == [3, 4, 5]
+    outbox.close()
+    assert Outbox(path).depth() == {"alarm": 3, "telemetry": 0, "status": 0}
+
+
+def test_a_row_is_sent_only_when_every_uplink_has_it(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.set_uplinks(["park", "province"])
+    outbox.append_alarms(TOPIC, alarm_docs(3), now=1.0)
+    ids = [r.id for r in outbox.pending(ALARM, uplink="park")]
+    outbox.mark_sent(ids, now=2.0, uplink="park")
+    assert outbox.pending(ALARM, uplink="park") == []
+    assert outbox.depth()["alarm"] == 3 and outbox.depth("park")["alarm"] == 0 and outbox.depth("province")["alarm"] == 3
+    assert outbox.prune(now=1e9, keep_s=1.0) == 0  # unsent for the province: retention keeps them
+    outbox.mark_sent(ids[:2], now=3.0, uplink="province")
+    assert outbox.depth()["alarm"] == 1
+    outbox.dead_letter(outbox.pending(ALARM, uplink="province"), "HTTP 400", uplink="province", now=4.0)
+    assert outbox.depth()["alarm"] == 0 and outbox.dead_letter_counts() == {"province": 1}
+    assert outbox.db.execute("SELECT count(*) FROM delivered").fetchone()[0] == 0  # cursors of sent rows go
+    # an uplink dropped from the config no longer holds rows back
+    outbox.append_alarms(TOPIC, alarm_docs(1), now=5.0)
+    outbox.mark_sent([r.id for r in outbox.pending(ALARM, uplink="park")], uplink="park")
+    outbox.set_uplinks(["park"])
+    assert outbox.depth()["alarm"] == 0

@@ -12,6 +12,7 @@ from typing import Any
 import detectors
 from agent.config import sections
 from agent.config.devices import check_with_drivers, read_devices
+from agent.config.http import HttpRules, read_http
 from agent.config.models import ModelConfig, model_kinds, read_models
 from agent.config.provincial import read_provincial
 from agent.config.schema import ConfigError, Problems, did_you_mean
@@ -20,7 +21,7 @@ from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
 from agent.provincial import Profile
 from drivers.base import DeviceSpec
 
-SECTIONS = ("agent", "uplink", "devices", "tags", "detectors", "models", "alarm_system", "provincial")
+SECTIONS = ("agent", "uplink", "uplinks", "devices", "tags", "detectors", "models", "alarm_system", "provincial")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class Config:
     models: tuple[ModelConfig, ...]
     alarm_system: AlarmSystemSection = AlarmSystemSection()
     provincial: Profile | None = None
+    uplinks: tuple[UplinkSection, ...] = ()  # every uplink; ``uplink`` is the first (its settings are the agent's)
+    http: HttpRules = HttpRules()
+
+    def __post_init__(self) -> None:
+        if not self.uplinks:
+            object.__setattr__(self, "uplinks", (self.uplink,))
 
     def device_tags(self, device: str) -> list[TagConfig]:
         return [t for t in self.tags if t.device == device]
@@ -78,7 +85,8 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     if "agent" not in data:
         p.add("agent", "section is required")
     agent = sections.agent(data.get("agent", {}), base, p)
-    uplink = sections.uplink(data.get("uplink", {}), base, p)
+    uplinks = sections.uplinks(data.get("uplink"), data.get("uplinks"), base, p)
+    uplink = uplinks[0]
     alarm_system = sections.alarm_system(data.get("alarm_system", {}), base, p)
 
     families = registered_families()
@@ -88,11 +96,14 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     tags, tag_paths = read_tags(data.get("tags", []), devices, driver_of, roles, detector_params, p)
     check_with_drivers(devices, device_paths, driver_of, [t.spec for t in tags], tag_paths, p)
     models = read_models(data.get("models", []), [t.name for t in tags], agent.data_dir, model_kinds(families), p)
-    provincial = read_provincial(data.get("provincial"), agent, uplink, tags, families, base, p)
+    # one [provincial] table serves every uplink whose profile is provincial
+    speaks = next((u for u in uplinks if u.profile == "provincial"), uplink)
+    provincial = read_provincial(data.get("provincial"), agent, speaks, tags, families, base, p)
+    http = read_http(data.get("provincial"), p) if provincial is not None else HttpRules()
     if p:
         raise ConfigError(list(p))
     return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
-                  provincial)
+                  provincial, uplinks, http)
 
 
 def registered_families() -> dict[str, type]:

@@ -32,6 +32,9 @@ PROVINCIAL_KEYS = {
     "gateway_code": Key("str", "", shown="required", doc="网关编码"),
     "decimals": Key("int", 3, check=between(0, 9, "must be 0..9"), doc="values as fixed-decimal strings"),
     "time_format": Key("str", "%Y-%m-%d %H:%M:%S", check=nonempty, doc="in `agent.timezone` (local time)"),
+    "late_after_s": Key("float", 300.0, check=non_negative,
+                        doc="a data message sent this long after its time (the backlog after an outage) carries "
+                            "the 补传 mark (`fields.late`)"),
     "repeat_s": Key("float", 0.0, check=non_negative,
                     doc="every active alarm is sent again this often (same content and `seq`); 0 = off"),
     "sm4_key_file": Key("path", doc="the older name of `key_file` with `cipher = \"sm4-cbc\"`: payloads become "
@@ -61,6 +64,11 @@ PROVINCIAL_KEYS = {
     "require_points": Key("bool", False, doc="every tag must have a point code: its `point`, or all the codes "
                                              "`point_code` names"),
     "hazard_code": Key("str", "", doc="重大危险源编码 of the tags that name no `hazard_code`"),
+    "headers": Key("table", {}, doc="HTTP uplinks: request headers, name → template with `{appsecret}` `{appid}` "
+                                    "`{uuid}` `{time}`, e.g. `{ appsecret = \"{appsecret}\" }`"),
+    "success": Key("table", {}, shown="`{ status = 200 }`",
+                   doc="HTTP uplinks: the answer that means received: `status` and, optionally, a JSON `field` "
+                       "(dotted path) that `equals` a value; anything else is retried, a 4xx is dead-lettered"),
 }
 
 
@@ -98,7 +106,7 @@ def read_provincial(raw: Any, agent: AgentSection, uplink: UplinkSection, tags: 
     tags = list(tags)
     return Profile(
         enterprise_code=enterprise, gateway_code=v["gateway_code"], timezone=agent.timezone,
-        decimals=v["decimals"], time_format=v["time_format"], repeat_s=v["repeat_s"],
+        decimals=v["decimals"], time_format=v["time_format"], repeat_s=v["repeat_s"], late_after_s=v["late_after_s"],
         fields=merged["fields"], codes=codes, states=merged["states"],
         quality=merged["quality"], types=merged["types"], points=_point_codes(tags, v, enterprise, p),
         hazard_code=v["hazard_code"], decimals_of={t.name: t.decimals for t in tags if t.decimals is not None},

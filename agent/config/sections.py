@@ -1,5 +1,5 @@
-"""The single-table sections [agent], [uplink] and [alarm_system]: each key declared once, as a
-field of the section's dataclass, with its cross-checks beside it."""
+"""The single-table sections [agent], [uplink] (or the array [[uplinks]]) and [alarm_system]: each
+key declared once, as a field of the section's dataclass, with its cross-checks beside it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.config.schema import Problems, at_least, between, key, keys_of, non_negative, nonempty, positive
+from agent.config.schema import (
+    Problems,
+    at_least,
+    between,
+    item,
+    key,
+    keys_of,
+    non_negative,
+    nonempty,
+    positive,
+)
 
 
 def _plant(v: str) -> str | None:
@@ -26,15 +36,24 @@ def _timezone(v: str) -> str | None:
     return None
 
 
-def _mqtt_url(v: str) -> str | None:
+#: url scheme -> (transport, TLS, default port); the scheme of an uplink's url picks its transport
+SCHEMES = {"mqtt": ("mqtt", False, 1883), "mqtts": ("mqtt", True, 8883),
+           "http": ("http", False, 80), "https": ("http", True, 443)}
+
+
+def _uplink_url(v: str) -> str | None:
     parts = urlsplit(v)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        return f"must start with mqtt:// or mqtts://, not {v!r}"
+    if parts.scheme not in SCHEMES:
+        return f"must start with {', '.join(s + '://' for s in SCHEMES)}, not {v!r}"
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
         return f"bad port: {exc}"
     return None if parts.hostname else f"has no host: {v!r}"
+
+
+def _name(v: str) -> str | None:
+    return None if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v) else "must be 1-64 letters, digits, '_', '.' or '-'"
 
 
 def _topic_prefix(v: str) -> str | None:
@@ -54,13 +73,17 @@ class AgentSection:
 
 @dataclass(frozen=True)
 class UplinkSection:
-    url: str = key("mqtt://127.0.0.1:1883", "`mqtt://host:port` or `mqtts://host:port` (TLS)", check=_mqtt_url)
+    url: str = key("mqtt://127.0.0.1:1883", "the scheme picks the transport: `mqtt://host:port`, `mqtts://host:port` "
+                   "(TLS), `http://host:port/path` or `https://host:port/path` (POST, TLS)", check=_uplink_url)
+    name: str = key("default", "names the uplink in status, metrics and logs; unique, required in [[uplinks]]",
+                    check=_name)
     profile: str = key("json", "`json` (docs/PAYLOADS.md) or `provincial`", choices=("json", "provincial"))
     topic_prefix: str = key("plantwatch", "topics are `{prefix}/{plant}/alarm|telemetry|status`", check=_topic_prefix)
     client_id: str = key("", "MQTT client id", shown="`plantwatch-{plant}`")
     username: str = key("", "MQTT user name")
     password_file: Path | None = key(None, "file holding the MQTT password (first line); never logged", kind="path")
-    ca_file: Path | None = key(None, "CA bundle to verify the broker (mqtts)", kind="path")
+    ca_file: Path | None = key(None, "CA bundle to verify the broker or the HTTPS platform (a private CA)",
+                               kind="path")
     cert_file: Path | None = key(None, "client certificate for mutual TLS; with `key_file`", kind="path")
     key_file: Path | None = key(None, "client key for mutual TLS; with `cert_file`", kind="path")
     mqtt_version: int = key(3, "`3` (MQTT 3.1.1) or `5`", choices=(3, 5))
@@ -84,9 +107,19 @@ class UplinkSection:
     telemetry_deadband: float = key(
         0.0, "engineering units a tag must move, from the value it was last sent with, to be sent on change",
         check=non_negative)
+    timeout_s: float = key(10.0, "HTTP: how long a request may take (connect, send, answer) before it is retried",
+                           check=positive)
+    batch_max: int = key(1, "HTTP: telemetry rows per request; above 1 the body is a JSON array of up to this many "
+                         "payloads (only where the platform's spec allows); alarms are always one per request",
+                         check=between(1, 1000, "must be 1..1000"))
     max_outbox_mb: float = key(
         512.0, "size cap of `outbox.db`; when full, the oldest telemetry is dropped (sent first, then unsent) and a "
         "`storage` alarm is raised; alarms are never dropped (see docs/OPERATIONS.md)", check=at_least(1, " (MB)"))
+
+    @property
+    def transport(self) -> str:
+        """``mqtt`` or ``http``: the module that carries this uplink."""
+        return SCHEMES[urlsplit(self.url).scheme][0]
 
     @property
     def host(self) -> str:
@@ -94,12 +127,11 @@ class UplinkSection:
 
     @property
     def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        return urlsplit(self.url).port or SCHEMES[urlsplit(self.url).scheme][2]
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
+        return SCHEMES[urlsplit(self.url).scheme][1]
 
 
 @dataclass(frozen=True)
@@ -135,18 +167,40 @@ def agent(data: Any, base: Path, p: Problems) -> AgentSection:
     return AgentSection(**{**a, "plant": a["plant"] or ""})
 
 
-def uplink(data: Any, base: Path, p: Problems) -> UplinkSection:
-    u = read_section(UplinkSection, data, "uplink", base, p)
+def uplink(data: Any, base: Path, p: Problems, path: str = "uplink") -> UplinkSection:
+    u = read_section(UplinkSection, data, path, base, p)
     for k in ("password_file", "ca_file", "cert_file", "key_file"):
         if u[k] is not None and not u[k].is_file():
-            p.add(f"uplink.{k}", f"no such file: {u[k]}")
+            p.add(f"{path}.{k}", f"no such file: {u[k]}")
     if (u["cert_file"] is None) != (u["key_file"] is None):
-        p.add("uplink.key_file" if u["key_file"] is None else "uplink.cert_file", "cert_file and key_file go together")
-    if u["url"] and urlsplit(u["url"]).scheme != "mqtts" and any(u[k] for k in ("ca_file", "cert_file")):
-        p.add("uplink.url", "ca_file/cert_file are set but the url is not mqtts://")
+        p.add(f"{path}.key_file" if u["key_file"] is None else f"{path}.cert_file", "cert_file and key_file go together")
+    if u["url"] and not SCHEMES.get(urlsplit(u["url"]).scheme, (0, False))[1] and any(u[k] for k in ("ca_file", "cert_file")):
+        p.add(f"{path}.url", "ca_file/cert_file are set but the url is not mqtts:// or https://")
     if u["backoff_max_s"] < u["backoff_initial_s"]:
-        p.add("uplink.backoff_max_s", f"must be >= backoff_initial_s ({u['backoff_initial_s']})")
+        p.add(f"{path}.backoff_max_s", f"must be >= backoff_initial_s ({u['backoff_initial_s']})")
     return UplinkSection(**u)
+
+
+def uplinks(single: Any, array: Any, base: Path, p: Problems) -> tuple[UplinkSection, ...]:
+    """[uplink] (one uplink, named "default") or [[uplinks]] (several, each named), not both."""
+    if array is None:
+        return (uplink(single if single is not None else {}, base, p),)
+    if single is not None:
+        p.add("uplinks", "use [uplink] for one uplink or [[uplinks]] for several, not both")
+    if not isinstance(array, list) or not array:
+        p.add("uplinks", "must be a non-empty array of tables ([[uplinks]])")
+        return (UplinkSection(),)
+    out, seen = [], set()
+    for i, entry in enumerate(array):
+        path = item("uplinks", i, entry)
+        if isinstance(entry, dict) and "name" not in entry:
+            p.add(f"{path}.name", "is required")
+        section = uplink(entry, base, p, path)
+        if section.name in seen:
+            p.add(f"{path}.name", f"duplicate uplink name {section.name!r}")
+        seen.add(section.name)
+        out.append(section)
+    return tuple(out)
 
 
 def alarm_system(data: Any, base: Path, p: Problems) -> AlarmSystemSection:

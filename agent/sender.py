@@ -1,0 +1,174 @@
+"""The uplink loop of request/answer transports (HTTP today; a TCP transport plugs in the same
+way): one thread that sends the outbox to one platform, alarms first, in order, and marks a row
+sent only on the platform's success answer.
+
+The loop knows rows, order, backoff and the dead-letter table; a Transport knows the wire. Each
+request carries the oldest rows this uplink has not delivered: one alarm, or up to the
+transport's batch of telemetry. An answer that may succeed later (a 5xx, a timeout, a dropped
+connection, a success status with the wrong body) sends the same rows again after a backoff,
+so nothing behind them goes first. An answer that will never succeed (a 4xx) moves the rows to
+the dead-letter table and tells ``on_refused``, which raises the storage alarm: never dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.config import UplinkSection
+from agent.encoding import RowEncoder
+from agent.outbox import ALARM, TELEMETRY, Outbox, Row
+from drivers.base import backoff_delay
+
+log = logging.getLogger("plantwatch.uplink")
+
+SENT, RETRY, REFUSED = "sent", "retry", "refused"
+_ALARM_CHUNK = 64  # alarm rows read at once; each is still its own request, in order
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The outcome of one request: SENT, RETRY (may succeed later) or REFUSED (never will)."""
+
+    outcome: str
+    reason: str = ""
+
+
+class Transport(Protocol):
+    """The wire of one uplink. ``send`` is called with the encoded payloads of consecutive rows
+    of one lane (one alarm, or up to ``batch(lane)`` telemetry rows) and answers for all of them;
+    network errors are raised as OSError (retried). Called on the uplink's thread only."""
+
+    def batch(self, lane: int) -> int: ...
+
+    def send(self, lane: int, payloads: list[bytes]) -> Answer: ...
+
+    def close(self) -> None: ...
+
+
+class RequestUplink:
+    """An uplink over a request/answer Transport, on its own thread (the face the agent sees is
+    the MQTT uplink's: start, wake, stop, connected, sent_count, last_error)."""
+
+    def __init__(self, cfg: UplinkSection, outbox_path, transport: Transport, rows: RowEncoder,
+                 on_refused: Callable[[str, str], None] | None = None):
+        """``on_refused(uplink name, reason)`` is told, on this thread, of rows dead-lettered."""
+        self.cfg = cfg
+        self.name = cfg.name
+        self.outbox_path = outbox_path
+        self.transport = transport
+        self.rows = rows
+        self.on_refused = on_refused
+        self.connected = threading.Event()  # set while the platform's last answer was a success
+        self.sent_count = 0
+        self.dead_letters = 0
+        self.connect_failures = 0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._flush_until = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"uplink:{cfg.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, flush_s: float = 5.0) -> None:
+        """Send pending alarms for up to ``flush_s``, then stop."""
+        self._flush_until = time.monotonic() + flush_s
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(flush_s + self.cfg.timeout_s + 5)
+
+    def _run(self) -> None:
+        outbox = Outbox(self.outbox_path, durable=False)
+        failures = 0
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                if stopping and time.monotonic() > self._flush_until:
+                    return
+                rows = self._next(outbox, stopping)
+                if not rows:
+                    if stopping:
+                        return
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                failures = 0 if self._deliver(outbox, rows) else failures + 1
+                if failures:
+                    delay = backoff_delay(failures, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
+                    log.warning("uplink %s: %s; retry in %.1f s", self.name, self.last_error, delay)
+                    if stopping:  # flushing: the deadline, not the backoff, bounds the retries
+                        time.sleep(min(delay, 0.2))
+                    else:
+                        self._stop.wait(delay)
+        finally:
+            self.connected.clear()
+            self.transport.close()
+            outbox.close()
+
+    def _next(self, outbox: Outbox, stopping: bool) -> list[tuple[Row, bytes]]:
+        """The oldest undelivered rows with their payloads: alarms first; telemetry (not while
+        stopping) up to a batch. Rows this uplink's profile does not send are marked delivered."""
+        while True:
+            rows = outbox.pending(ALARM, 0, _ALARM_CHUNK, self.name)
+            if not rows and not stopping:
+                rows = outbox.pending(TELEMETRY, 0, self.transport.batch(TELEMETRY), self.name)
+            encoded = []
+            for r in rows:
+                try:
+                    encoded.append((r, self.rows(r.lane, r.seq, r.payload, time.time())))
+                except Exception as exc:  # a row that cannot be encoded must not stop the uplink
+                    self._refuse(outbox, [r], f"cannot encode: {type(exc).__name__}: {exc}")
+                    break
+            else:
+                skip = [r.id for r, payload in encoded if payload is None]
+                if not skip:
+                    return [(r, payload) for r, payload in encoded if payload is not None]
+                outbox.mark_sent(skip, uplink=self.name)
+
+    def _deliver(self, outbox: Outbox, rows: list[tuple[Row, bytes]]) -> bool:
+        """Send ``rows`` (alarms one per request, telemetry as one batch); False when a request
+        must be retried after a backoff. What succeeded is marked sent even then."""
+        groups = [[r] for r in rows] if rows[0][0].lane == ALARM else [rows]
+        done: list[int] = []
+        try:
+            for pairs in groups:
+                group = [r for r, _ in pairs]
+                payloads = [payload for _, payload in pairs]
+                try:
+                    answer = self.transport.send(group[0].lane, payloads)
+                except OSError as exc:
+                    answer = Answer(RETRY, f"{type(exc).__name__}: {exc}")
+                if answer.outcome == SENT:
+                    done += [r.id for r in group]
+                    self.connected.set()
+                    continue
+                self.last_error = answer.reason
+                if answer.outcome == REFUSED:
+                    self.connected.set()  # the platform answered; it will never take these rows
+                    self._refuse(outbox, group, answer.reason)
+                    continue
+                self.connected.clear()
+                self.connect_failures += 1
+                return False
+            return True
+        finally:
+            outbox.mark_sent(done, uplink=self.name)
+            self.sent_count += len(done)
+
+    def _refuse(self, outbox: Outbox, rows: list[Row], reason: str) -> None:
+        outbox.dead_letter(rows, reason, uplink=self.name)
+        self.dead_letters += len(rows)
+        log.error("uplink %s: the platform refused %d row(s) for good (%s); kept in the dead-letter table",
+                  self.name, len(rows), reason)
+        if self.on_refused is not None:
+            self.on_refused(self.name, reason)
