@@ -38,12 +38,14 @@ TCP_ENVELOPE = ('{"appId":"{appid}","serviceId":"{service}","dataId":"{uuid}","d
 NOW = 1_800_000_000.0
 
 
-def write_config(tmp_path: Path, **section) -> Path:
-    """A provincial config with its key (and IV) files; returns its path."""
+def write_config(tmp_path: Path, uplink: dict | None = None, device: dict | None = None, **section) -> Path:
+    """A provincial config with its key (and IV) files; ``uplink`` and ``device`` update those
+    of the base config. Returns its path."""
     (tmp_path / "payload.key").write_text(KEY_HEX + "\n")
     (tmp_path / "payload.iv").write_text(IV_HEX + "\n")
     data = config_dict()
-    data["uplink"]["profile"] = "provincial"
+    data["uplink"].update(profile="provincial", **(uplink or {}))
+    data["devices"][0].update(device or {})
     data["provincial"] = {"gateway_code": "GW-640100-01", "key_file": "payload.key", **section}
     data["tags"][0]["point"] = "640100000001-R101-TI01"
     path = tmp_path / "platform.toml"
@@ -123,6 +125,41 @@ def test_mqtt_provincial_messages_decoded_deduplicated_gaps_and_presence(mosquit
     assert any(line.startswith(f"ALARM {PLANT} seq=1 2027-01-15 16:00:00 640100000001-R101-TI01 active code=2 "
                                "value=161.000 °C |") for line in lines), lines
     assert [line.split()[2] for line in lines if line.startswith("STATUS")] == ["ONLINE", "OFFLINE"]
+
+
+def test_a_running_agents_provincial_messages_read_by_the_receiver(mosquitto, tmp_path):
+    """`plantwatch run` with SM4-CBC, the issued IV, upper-case hex and the 工贸 envelope, read
+    back by the receiver with the same config: registry, status, alarm, data, then offline."""
+    import signal
+
+    from tests.helpers import AgentProcess
+    from tests.modbus.server import start_server
+
+    with start_server() as plc:
+        plc.set_value(100, 120.0, type="float32")
+        path = write_config(tmp_path, uplink={"url": mosquitto.url, "telemetry_interval_s": 0.5},
+                            device={"url": plc.url, "interval_s": 0.1}, cipher="sm4-cbc", iv_file="payload.iv",
+                            encoding="HEX", envelope=GONGMAO, appid="GM-0001")
+        profile = load(path).provincial
+        lines: list[str] = []
+        r = Receiver(emit=lines.append, profile=profile)
+        client = connect(r, mosquitto.url, PLANT)
+        agent = AgentProcess(path, tmp_path / "agent.log").start()
+        try:
+            assert r.wait(lambda r: r.plants.get(PLANT) and r.plants[PLANT].online and r.registries, 20), \
+                (lines, agent.output())
+            plc.set_value(100, 185.0, type="float32")
+            assert r.wait(lambda r: r.alarms and r.telemetry, 20), (lines, agent.output())
+            assert agent.signal(signal.SIGTERM) == 0
+            assert r.wait(lambda r: r.plants[PLANT].online is False, 10), lines
+        finally:
+            agent.kill()
+            client.loop_stop()
+            client.disconnect()
+    assert r.invalid == []
+    assert r.alarms[0]["xh"] == 1 and r.alarms[0]["cdbm"] == "640100000001-R101-TI01"
+    assert r.plants[PLANT].missing() == []
+    assert any(line.startswith(f"REGISTRY {PLANT} 2 points") for line in lines)
 
 
 def test_receive_cli_decodes_the_profile_with_the_brokers_user_and_password_file(tmp_path):
