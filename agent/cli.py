@@ -303,7 +303,7 @@ def cmd_provincial_decrypt(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker)
+    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile)
 
 
 # --- entry --------------------------------------------------------------------------------------
@@ -337,6 +337,8 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--seconds", type=float, default=60.0)
     s.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
     s.add_argument("--embedded-broker", action="store_true", help="use the pure-Python broker even if mosquitto is installed")
+    s.add_argument("--profile", choices=("json", "provincial"), default="json",
+                   help="provincial: SM4-CBC, upper-case hex, in an {appid, data} envelope, decrypted by the platform")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")
