@@ -37,13 +37,14 @@ SCHEMES = ("http", "https", "tcp", "tls")
 DEFAULT_SUCCESS = {"code": "200", "msg": "ok"}
 FRAMINGS = ("delimiter", "length")
 MAX_FRAME = 16 * 1024 * 1024
-_MODE = re.compile(r"ok|wrong|stall|error:[1-5][0-9][0-9]")
+_MODE = re.compile(r"ok|wrong|stall|error:[45][0-9][0-9]")
 
 
 def check_mode(mode: str) -> str:
     """``mode`` if it is one of ok, wrong, stall, error:NNN; else ValueError."""
     if not _MODE.fullmatch(mode):
-        raise ValueError(f"unknown answer mode {mode!r}: ok, error:NNN (e.g. error:503), wrong or stall")
+        raise ValueError(f"unknown answer mode {mode!r}: ok, error:NNN (a 4xx or 5xx status, e.g. error:503), "
+                         "wrong or stall")
     return mode
 
 

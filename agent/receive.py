@@ -35,13 +35,14 @@ def add_parser(sub) -> None:
     s.add_argument("--cert-file", help="mqtts: the client certificate; https/tls listeners: the server's")
     s.add_argument("--key-file", help="the key of --cert-file")
     s.add_argument("--answer", default="ok", metavar="MODE",
-                   help="listeners: ok (default), error:NNN (e.g. error:503), wrong (2xx, a code that does not "
-                        "match) or stall (read, never answer)")
+                   help="listeners: ok (default), error:NNN (4xx or 5xx, e.g. error:503), wrong (2xx, a code "
+                        "that does not match) or stall (read, never answer)")
     s.add_argument("--success", default='{"code":"200","msg":"ok"}', metavar="JSON",
                    help="listeners: the document that answers a message taken")
     s.add_argument("--framing", choices=("delimiter", "length"), default="delimiter",
                    help="tcp/tls: frames end with --delimiter, or start with a 4-byte big-endian length")
-    s.add_argument("--delimiter", default="\\n", help='tcp/tls: the frame delimiter (default "\\n"; escapes as in JSON)')
+    s.add_argument("--delimiter", default="\\n",
+                   help='tcp/tls: the frame delimiter (default "\\n"; escapes as in JSON)')
     s.set_defaults(func=run)
 
 

@@ -94,8 +94,8 @@ class Receiver:
 
     def _alarm(self, doc: dict[str, Any]) -> None:
         value = "" if doc["value"] is None else f" value={doc['value']:g}{doc['unit'] and ' ' + doc['unit']}"
-        self._sequenced(doc["plant"], doc["seq"], doc,
-                        f"{doc['ts']} {doc['id']} {doc['state']} {doc['level']} p{doc['priority']}{value} | {doc['message']}")
+        text = f"{doc['ts']} {doc['id']} {doc['state']} {doc['level']} p{doc['priority']}{value} | {doc['message']}"
+        self._sequenced(doc["plant"], doc["seq"], doc, text)
 
     def _sequenced(self, plant: str, seq: int, doc: dict[str, Any], text: str) -> None:
         """The (plant, seq) bookkeeping of an alarm, whichever profile it came in."""
@@ -172,7 +172,7 @@ class Receiver:
             state = states.get(str(doc.get(f["state"])), f"state {doc.get(f['state'])!r}")
             unit = doc.get(f["unit"]) or ""
             self._sequenced(plant, seq, doc, f"{when} {doc.get(f['point'])} {state} code={doc.get(f['alarm_code'])} "
-                                             f"value={doc.get(f['value'])}{unit and ' ' + unit} | {doc.get(f['message'])}")
+                            f"value={doc.get(f['value'])}{unit and ' ' + unit} | {doc.get(f['message'])}")
         elif kind == "status":
             online = doc.get(f["online"])
             if online not in ("0", "1"):
