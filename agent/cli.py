@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -138,47 +137,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         await agent.run(stop)
 
     asyncio.run(main())
-    return EXIT_OK
-
-
-# --- receive ------------------------------------------------------------------------------------
-
-
-def cmd_receive(args: argparse.Namespace) -> int:
-    from agent.receiver import Receiver, connect
-
-    out = open(args.out, "a", encoding="utf-8") if args.out else None  # noqa: SIM115 - closed below
-    receiver = Receiver(emit=lambda line: print(line, flush=True), out=out)
-    try:
-        client = connect(receiver, args.broker, args.plant, args.prefix, group=args.group, client_id=args.client_id,
-                         ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file)
-    except (OSError, ConnectionError) as exc:
-        print(f"receive: cannot connect to {args.broker}: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    print(f"receiving from {args.broker} (plant {args.plant or 'any'}); Ctrl-C to stop", flush=True)
-    stop = False
-
-    def on_signal(signum, frame):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    deadline = time.monotonic() + args.seconds if args.seconds else None
-    try:
-        while not stop and (deadline is None or time.monotonic() < deadline):
-            if args.count and len(receiver.alarms) >= args.count:
-                break
-            time.sleep(0.1)
-    finally:
-        client.loop_stop()
-        client.disconnect()
-        if out is not None:
-            out.close()
-    for line in receiver.summary():
-        print(line, flush=True)
-    if args.strict and (receiver.invalid or any(t.missing() for t in receiver.plants.values())):
-        return EXIT_FAIL
     return EXIT_OK
 
 
@@ -348,7 +306,7 @@ def cmd_provincial_decrypt(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker)
+    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile)
 
 
 # --- entry --------------------------------------------------------------------------------------
@@ -382,6 +340,8 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--seconds", type=float, default=60.0)
     s.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
     s.add_argument("--embedded-broker", action="store_true", help="use the pure-Python broker even if mosquitto is installed")
+    s.add_argument("--profile", choices=("json", "provincial"), default="json",
+                   help="provincial: SM4-CBC, upper-case hex, in an {appid, data} envelope, decrypted by the platform")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")
@@ -418,20 +378,9 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
             s.add_argument("--for", dest="duration", type=float, help="seconds (at most alarm_system.max_shelve_s)")
         s.set_defaults(func=cmd_operate, op=op)
 
-    s = sub.add_parser("receive", help="the platform side: subscribe, validate, report gaps")
-    s.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
-    s.add_argument("--plant", help="only this plant (default: all)")
-    s.add_argument("--prefix", default="plantwatch")
-    s.add_argument("--out", help="append every unique alarm as a JSON line to this file")
-    s.add_argument("--strict", action="store_true", help="exit 1 on schema violations or gaps")
-    s.add_argument("--seconds", type=float, default=0.0, help="stop after this long (default: until Ctrl-C)")
-    s.add_argument("--count", type=int, default=0, help="stop after this many unique alarms")
-    s.add_argument("--group", help="share the subscription ($share/GROUP/...) with other receivers")
-    s.add_argument("--client-id", help="a persistent session under this client id")
-    s.add_argument("--ca-file")
-    s.add_argument("--cert-file")
-    s.add_argument("--key-file")
-    s.set_defaults(func=cmd_receive)
+    from agent import receive
+
+    receive.add_parser(sub)
 
     s = sub.add_parser("provincial", help="the provincial profile's tools")
     tools = s.add_subparsers(dest="tool", required=True, metavar="TOOL")

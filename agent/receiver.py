@@ -1,9 +1,12 @@
 """The reference platform receiver: subscribe, validate, de-duplicate, report gaps and presence.
 
 ``plantwatch receive`` is what a provincial platform must do with plantwatch messages, written
-down as code: every message is checked against the published schema, alarms are de-duplicated
-by (plant, seq), a jump in seq is reported as a gap (and closed when the missing seq arrives),
-and the retained status topic tells whether each plant's gateway is online.
+down as code: every message is checked against the published schema (json profile) or opened
+with the province's envelope, cipher and key and read back through its field names and codes
+(provincial profile), alarms are de-duplicated by (plant, seq), a jump in seq is reported as a
+gap (and closed when the missing seq arrives), and the status messages tell whether each
+plant's gateway is online. The MQTT subscriber here and the HTTP and TCP listeners
+(``agent.platform``) all feed one Receiver.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.payloads import topic, validator
+from agent.provincial import Profile, ProvincialError
 
 
 @dataclass
@@ -38,15 +42,20 @@ class PlantTrack:
 class Receiver:
     """Consumes messages (from MQTT or handed in by a test) and keeps the platform's view."""
 
-    def __init__(self, emit: Callable[[str], None] = print, out=None):
+    def __init__(self, emit: Callable[[str], None] = print, out=None, profile: Profile | None = None):
+        """With ``profile``, messages are the provincial profile's (``feed_payload``); else the
+        json profile's, checked against the schemas."""
         self.emit = emit
         self.out = out
+        self.profile = profile
         self.plants: dict[str, PlantTrack] = {}
         self.alarms: list[dict[str, Any]] = []  # unique alarms in arrival order
         self.arrivals: list[int] = []  # every alarm seq as it arrived, duplicates included
         self.invalid: list[str] = []
         self.status: dict[str, dict[str, Any]] = {}
         self.telemetry = 0
+        self.late = 0  # data messages with the 补传 mark
+        self.registries: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
 
@@ -55,10 +64,15 @@ class Receiver:
 
     def feed(self, topic: str, payload: bytes) -> None:
         kind = topic.rsplit("/", 1)[-1]
-        if kind not in ("alarm", "status", "telemetry"):
+        if kind not in ("alarm", "status", "telemetry", "registry"):
             return
         if kind == "status" and not payload:
             return  # a cleared retained message
+        if self.profile is not None:
+            self.feed_payload(payload, topic)
+            return
+        if kind == "registry":
+            return
         with self.changed:
             try:
                 doc = json.loads(payload)
@@ -79,7 +93,12 @@ class Receiver:
         self.emit(f"INVALID {topic}: {why}")
 
     def _alarm(self, doc: dict[str, Any]) -> None:
-        plant, seq = doc["plant"], doc["seq"]
+        value = "" if doc["value"] is None else f" value={doc['value']:g}{doc['unit'] and ' ' + doc['unit']}"
+        text = f"{doc['ts']} {doc['id']} {doc['state']} {doc['level']} p{doc['priority']}{value} | {doc['message']}"
+        self._sequenced(doc["plant"], doc["seq"], doc, text)
+
+    def _sequenced(self, plant: str, seq: int, doc: dict[str, Any], text: str) -> None:
+        """The (plant, seq) bookkeeping of an alarm, whichever profile it came in."""
         t = self.track(plant)
         self.arrivals.append(seq)
         if seq in t.seen:
@@ -93,18 +112,82 @@ class Receiver:
         t.seen.add(seq)
         t.highest = max(t.highest, seq)
         self.alarms.append(doc)
-        value = "" if doc["value"] is None else f" value={doc['value']:g}{doc['unit'] and ' ' + doc['unit']}"
-        self.emit(f"ALARM {plant} seq={seq} {doc['ts']} {doc['id']} {doc['state']} {doc['level']} p{doc['priority']}{value} | {doc['message']}")
+        self.emit(f"ALARM {plant} seq={seq} {text}")
         if self.out is not None:
             self.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
             self.out.flush()
 
     def _status(self, doc: dict[str, Any]) -> None:
-        t = self.track(doc["plant"])
-        self.status[doc["plant"]] = doc
-        if t.online != doc["online"]:
-            t.online = doc["online"]
-            self.emit(f"STATUS {doc['plant']} {'ONLINE' if doc['online'] else 'OFFLINE'} at {doc['ts']}")
+        self._presence(doc["plant"], doc["online"], doc["ts"], doc)
+
+    def _presence(self, plant: str, online: bool, ts: str, doc: dict[str, Any]) -> None:
+        t = self.track(plant)
+        self.status[plant] = doc
+        if t.online != online:
+            t.online = online
+            self.emit(f"STATUS {plant} {'ONLINE' if online else 'OFFLINE'} at {ts}")
+
+    # --- the provincial profile -------------------------------------------------------------------
+
+    def feed_payload(self, payload: bytes, where: str) -> str | None:
+        """One provincial-profile message as it came off the wire (envelope, cipher, encoding):
+        opened with the profile, read back and booked. Returns None when it was taken, else why
+        not (also counted in ``invalid``); never raises on what a sender put in it."""
+        assert self.profile is not None
+        with self.changed:
+            try:
+                doc = self.profile.decode(payload)
+                why = self._provincial(doc)
+            except ProvincialError as exc:
+                why = str(exc)
+            except (KeyError, TypeError, ValueError) as exc:
+                why = f"unreadable message: {type(exc).__name__}: {exc}"
+            if why is not None:
+                self._invalid(where, why)
+            self.changed.notify_all()
+            return why
+
+    def _provincial(self, doc: dict[str, Any]) -> str | None:
+        """Book a decoded document by its message type; the reason when it cannot be read back."""
+        p = self.profile
+        assert p is not None
+        f = p.fields
+        kinds = {code: kind for kind, code in p.types.items()}
+        kind = kinds.get(str(doc.get(f["type"])))
+        plant = doc.get(f["enterprise"])
+        if kind is None:
+            return f"{f['type']}: not a message type of the profile: {doc.get(f['type'])!r}"
+        if not isinstance(plant, str) or not plant:
+            return f"{f['enterprise']}: missing"
+        when = str(doc.get(f["time"], ""))
+        if kind == "alarm":
+            seq = doc.get(f["seq"])
+            if isinstance(seq, str) and seq.isdigit():
+                seq = int(seq)
+            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+                return f"{f['seq']}: not a sequence number: {seq!r}"
+            states = {}
+            for name, code in reversed(p.states.items()):  # a code shared by two states reads as the first
+                states[code] = name
+            state = states.get(str(doc.get(f["state"])), f"state {doc.get(f['state'])!r}")
+            unit = doc.get(f["unit"]) or ""
+            self._sequenced(plant, seq, doc, f"{when} {doc.get(f['point'])} {state} code={doc.get(f['alarm_code'])} "
+                            f"value={doc.get(f['value'])}{unit and ' ' + unit} | {doc.get(f['message'])}")
+        elif kind == "status":
+            online = doc.get(f["online"])
+            if online not in ("0", "1"):
+                return f"{f['online']}: must be \"0\" or \"1\", not {online!r}"
+            self._presence(plant, online == "1", when, doc)
+        elif kind == "data":
+            self.telemetry += 1
+            self.late += doc.get(f["late"]) == "1"
+        else:
+            datas = doc.get(f["datas"])
+            if not isinstance(datas, list):
+                return f"{f['datas']}: the registry's points must be a list"
+            self.registries.append(doc)
+            self.emit(f"REGISTRY {plant} {len(datas)} points at {when}")
+        return None
 
     def _telemetry(self, doc: dict[str, Any]) -> None:
         self.telemetry += 1
@@ -133,11 +216,12 @@ class Receiver:
 
 def connect(receiver: Receiver, broker: str, plant: str | None, prefix: str = "plantwatch", group: str | None = None,
             client_id: str | None = None, ca_file: str | None = None, cert_file: str | None = None,
-            key_file: str | None = None) -> mqtt.Client:
+            key_file: str | None = None, username: str | None = None, password: str | None = None) -> mqtt.Client:
     """Subscribe ``receiver`` to a broker URL (mqtt:// or mqtts://); returns the running client.
 
     With ``group``, alarm and telemetry subscriptions are shared (``$share/group/...``) so that
-    several receivers behind a broker cluster split the load.
+    several receivers behind a broker cluster split the load. ``username`` and ``password``
+    (as the agent's ``[uplink]`` has them) win over any in the URL.
     """
     parts = urlsplit(broker)
     # a named client keeps a persistent session: the broker queues alarms while it is away
@@ -146,8 +230,8 @@ def connect(receiver: Receiver, broker: str, plant: str | None, prefix: str = "p
     client.reconnect_delay_set(0.1, 5)
     if parts.scheme == "mqtts":
         client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
-    if parts.username:
-        client.username_pw_set(parts.username, parts.password)
+    if username or parts.username:
+        client.username_pw_set(username or parts.username, password if username else parts.password)
     who = plant or "+"
     subscribed = threading.Event()
 
@@ -160,6 +244,8 @@ def connect(receiver: Receiver, broker: str, plant: str | None, prefix: str = "p
             t = topic(prefix, who, kind)
             subs.append((f"$share/{group}/{t}" if group else t, 1))
         subs.append((topic(prefix, who, "status"), 1))
+        if receiver.profile is not None:
+            subs.append((topic(prefix, who, "registry"), 1))
         c.subscribe(subs)
 
     def on_subscribe(c, ud, mid, rcs, props):

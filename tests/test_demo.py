@@ -22,3 +22,18 @@ def test_demo_with_embedded_broker_delivers_alarms_without_gaps():
     summary = out.split("what the platform received:")[1]
     assert "no gaps" in summary and "0 duplicates" in summary
     assert "Traceback" not in result.stderr
+
+
+def test_demo_in_the_provincial_profile_is_decrypted_by_the_platform():
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "demo", "--seconds", "16", "--profile", "provincial"],
+        capture_output=True, text=True, timeout=120,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "payload sm4-cbc (fixed IV), HEX, envelope" in out
+    assert "REGISTRY 640100000001 6 points" in out
+    assert re.search(r"ALARM 640100000001 seq=\d+ [\d-]+ [\d:]+ R101\.TI01 active code=2 value=1\d\d\.\d{3} °C", out), out
+    assert "INVALID" not in out
+    summary = out.split("what the platform received:")[1]
+    assert "no gaps" in summary and "offline" in summary
