@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from agent.config import parse
 from agent.outbox import ALARM, TELEMETRY, Outbox
-from agent.payloads import dumps
+from agent.payloads import STATUS_SCHEMA, dumps
 from agent.runtime import Agent
 from agent.uplinks import Uplinks, build
 from tests.conftest import config_dict
@@ -197,11 +197,16 @@ def test_telemetry_is_batched_into_a_json_array_and_alarms_go_one_per_request(tm
     Burst(path, lambda: None, total=3, batch=3, pause=0.0).run()
     up = start(cfg, u, path)
     try:
-        assert platform.wait(lambda p: len(p.accepted) >= 6, 30)
+        assert platform.wait(lambda p: len(p.accepted) >= 7, 30)
     finally:
         up.stop(2.0)
         platform.stop()
     bodies = [json.loads(b) for b in platform.accepted]
+    # the status message (heartbeat) after the alarm backlog, online; the last one, at the stop, offline
+    status = [i for i, b in enumerate(bodies) if isinstance(b, dict) and b.get("schema") == STATUS_SCHEMA]
+    assert status == [3, len(bodies) - 1] and [bodies[i]["online"] for i in status] == [True, False]
+    assert up.heartbeats == 2
+    bodies = [b for i, b in enumerate(bodies) if i not in status]
     assert [b["seq"] for b in bodies[:3]] == [1, 2, 3]  # alarms first, one each
     assert [[d["i"] for d in b] for b in bodies[3:]] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
@@ -289,10 +294,11 @@ def test_a_row_the_profile_cannot_encode_is_dead_lettered_and_the_uplink_goes_on
                   "ts": "2026-01-01T00:00:00.000Z", "tags": {"T1": {"v": 1.0, "q": "good"}}}), lane=TELEMETRY)
     up = start(cfg, cfg.uplink, path)
     try:
-        assert platform.wait(lambda p: len(p.accepted) >= 1, 20)
+        assert platform.wait(lambda p: any(b'"datas"' in b for b in p.accepted), 20)
     finally:
         up.stop(1.0)
         platform.stop()
-    assert json.loads(platform.accepted[0])["datas"][0]["cdbm"] == "T1"
+    data = [json.loads(b) for b in platform.accepted if b'"datas"' in b]
+    assert data[0]["datas"][0]["cdbm"] == "T1"
     dead = outbox.dead_letters()
     assert len(dead) == 1 and dead[0]["reason"].startswith("cannot encode: KeyError")
