@@ -306,7 +306,8 @@ def cmd_provincial_decrypt(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile)
+    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile,
+                    transport=args.transport)
 
 
 # --- entry --------------------------------------------------------------------------------------
@@ -342,6 +343,9 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--embedded-broker", action="store_true", help="use the pure-Python broker even if mosquitto is installed")
     s.add_argument("--profile", choices=("json", "provincial"), default="json",
                    help="provincial: SM4-CBC, upper-case hex, in an {appid, data} envelope, decrypted by the platform")
+    s.add_argument("--transport", choices=("mqtt", "http", "tcp"), default="mqtt",
+                   help="http or tcp: the provincial profile straight to the reference platform on loopback "
+                   "(tcp: AES-128-CBC in a dataId envelope), no broker")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")
