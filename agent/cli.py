@@ -61,7 +61,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
     for u in cfg.uplinks:
         named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
-        wire = f"mqtt {u.mqtt_version}" if u.transport == "mqtt" else f"http timeout {u.timeout_s:g} s batch {u.batch_max}"
+        wire = {"mqtt": f"mqtt {u.mqtt_version}", "http": f"http timeout {u.timeout_s:g} s batch {u.batch_max}",
+                "tcp": f"tcp timeout {u.timeout_s:g} s framing {'length' if u.framing == 'length' else repr(u.delimiter)}"
+                       f" refused codes {','.join(u.refused_codes) or 'none'}"}[u.transport]
         print(f"{named} {u.url} profile={u.profile} prefix={u.topic_prefix} {wire}"
               + (" user=" + u.username if u.username else "") + (" tls" if u.tls else ""))
     if cfg.provincial is not None:

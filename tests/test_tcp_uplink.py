@@ -6,6 +6,7 @@ the park, TCP to the province) with the province down."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -14,9 +15,10 @@ from dataclasses import replace
 import pytest
 
 from agent.config import parse
-from agent.outbox import Outbox
+from agent.outbox import ALARM, Outbox
 from agent.platform import Platform
 from agent.receiver import Receiver, connect
+from agent.runtime import Agent
 from agent.uplinks import Uplinks, build
 from tests.conftest import config_dict
 from tests.faults.certs import CertificateAuthority
@@ -24,10 +26,12 @@ from tests.faults.helpers import PLANT, Burst, status_doc, wait_for
 from tests.test_platform import KEY_HEX, TCP_ENVELOPE, wrong_key
 
 
-def provincial_config(tmp_path, uplinks: list[dict] | None = None, **uplink):
+def provincial_config(tmp_path, uplinks: list[dict] | None = None, device_url: str | None = None, **uplink):
     """A config whose uplink (or ``uplinks``) speaks the TCP envelope with AES-128-CBC."""
     (tmp_path / "payload.key").write_text(KEY_HEX + "\n")
     data = config_dict()
+    if device_url:
+        data["devices"][0]["url"] = device_url
     fast = {"backoff_initial_s": 0.05, "backoff_max_s": 0.3, "timeout_s": 1.0}
     if uplinks is None:
         data["uplink"] = {"url": "tcp://127.0.0.1:1", "profile": "provincial", **fast, **uplink}
@@ -181,6 +185,36 @@ def test_a_wrong_key_is_never_marked_sent_it_is_dead_lettered_with_a_storage_ala
     assert [d["reason"][:22] for d in dead] == ["refused with code 400:"] * 3
     assert len(refused) == 3 and refused[0][0] == "default"  # told once per refusal: the agent's storage alarm
     assert Outbox(path).depth()["alarm"] == 0  # not pending and not sent: kept in the dead-letter table
+
+
+def test_a_running_agent_whose_platform_holds_another_key_raises_the_storage_alarm(tmp_path):
+    cfg = provincial_config(tmp_path)
+    r = Receiver(emit=lambda line: None, profile=wrong_key(cfg.provincial))
+    platform = Platform(r, "tcp://127.0.0.1:0").start()
+    cfg = provincial_config(tmp_path, url=platform.url, device_url="tcp://127.0.0.1:1")  # a comm alarm
+    agent = Agent(cfg)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if agent.pipeline.manager.alarms.get("uplink.default/storage") is not None:
+                break
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+
+    try:
+        asyncio.run(run())
+    finally:
+        platform.close()
+    storage = agent.pipeline.manager.alarms["uplink.default/storage"]
+    assert storage.active and storage.kind == "storage"
+    outbox = Outbox(cfg.agent.data_dir / "outbox.db")
+    dead = outbox.dead_letters()
+    assert any(d["lane"] == ALARM for d in dead) and all(d["reason"].startswith("refused with code 400") for d in dead)
+    assert r.alarms == [] and platform.taken == 0 and platform.requests >= 1
 
 
 def test_an_answer_for_another_data_id_is_skipped_and_the_heartbeat_goes_online_then_offline(tmp_path):
