@@ -1,4 +1,4 @@
-"""The uplink loop of request/answer transports (HTTP today; a TCP transport plugs in the same
+"""The uplink loop of request/answer transports (HTTP, TCP; another plugs in the same
 way): one thread that sends the outbox to one platform, alarms first, in order, and marks a row
 sent only on the platform's success answer.
 
@@ -6,9 +6,9 @@ The loop knows rows, order, backoff and the dead-letter table; a Transport knows
 request carries the oldest rows this uplink has not delivered: one alarm, or up to the
 transport's batch of telemetry. An answer that may succeed later (a 5xx, a timeout, a dropped
 connection, a success status with the wrong body) sends the same rows again after a backoff,
-so nothing behind them goes first. An answer that will never succeed (a 4xx) moves the rows to
-the dead-letter table and tells ``on_refused``, which raises the storage alarm: never dropped
-silently.
+so nothing behind them goes first. An answer that will never succeed (an HTTP 4xx, a TCP
+answer code in ``refused_codes``) moves the rows to the dead-letter table and tells
+``on_refused``, which raises the storage alarm: never dropped silently.
 
 The platform also hears from the agent when there is nothing to send: the status message
 (``heartbeat(online)``) once the alarm backlog is out after the start, then every
