@@ -61,7 +61,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
     for u in cfg.uplinks:
         named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
-        wire = f"mqtt {u.mqtt_version}" if u.transport == "mqtt" else f"http timeout {u.timeout_s:g} s batch {u.batch_max}"
+        wire = {"mqtt": f"mqtt {u.mqtt_version}", "http": f"http timeout {u.timeout_s:g} s batch {u.batch_max}",
+                "tcp": f"tcp timeout {u.timeout_s:g} s framing {'length' if u.framing == 'length' else repr(u.delimiter)}"
+                       f" refused codes {','.join(u.refused_codes) or 'none'}"}[u.transport]
         print(f"{named} {u.url} profile={u.profile} prefix={u.topic_prefix} {wire}"
               + (" user=" + u.username if u.username else "") + (" tls" if u.tls else ""))
     if cfg.provincial is not None:
@@ -306,7 +308,8 @@ def cmd_provincial_decrypt(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile)
+    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile,
+                    transport=args.transport)
 
 
 # --- entry --------------------------------------------------------------------------------------
@@ -342,6 +345,9 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--embedded-broker", action="store_true", help="use the pure-Python broker even if mosquitto is installed")
     s.add_argument("--profile", choices=("json", "provincial"), default="json",
                    help="provincial: SM4-CBC, upper-case hex, in an {appid, data} envelope, decrypted by the platform")
+    s.add_argument("--transport", choices=("mqtt", "http", "tcp"), default="mqtt",
+                   help="http or tcp: the provincial profile straight to the reference platform on loopback "
+                   "(tcp: AES-128-CBC in a dataId envelope), no broker")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")

@@ -6,7 +6,8 @@ while its cooling-water flow sags, a dust collector's PLC that drops off the net
 reaches the GB/T 50493 first-level alarm late in each cycle. This module holds only that model;
 agent/demo.toml says how each device is reached, and each device is its driver's simulator
 (``Driver.simulator``) serving the model's values. The receiver prints what the provincial
-platform would get.
+platform would get: over MQTT through a broker, or (``transport`` http or tcp) as the reference
+platform itself, listening on loopback and answering the agent's requests.
 """
 
 from __future__ import annotations
@@ -125,9 +126,20 @@ DEMO_PROVINCIAL = {"gateway_code": "GW-DEMO-01", "cipher": "sm4-cbc", "key_file"
                    "encoding": "HEX", "appid": "DEMO-0001", "envelope": '{"appid":"{appid}","data":"{payload}"}'}
 
 
+#: over TCP: a provincial 危化 platform's envelope with the message id it answers with, AES-128-CBC
+#: with a random IV in front, base64
+DEMO_TCP = {"gateway_code": "GW-DEMO-01", "cipher": "aes-128-cbc", "key_file": "demo.key", "encoding": "base64",
+            "appid": "DEMO-0001", "service_id": "realtime", "district_code": "640100",
+            "envelope": '{"appId":"{appid}","serviceId":"{service}","dataId":"{uuid}","districtCode":"{district}",'
+                        '"time":"{time14}","data":"{payload}"}'}
+#: the reference platform's success answer, as the HTTP and TCP uplinks judge it
+DEMO_SUCCESS = {"status": 200, "field": "code", "equals": "200"}
+
+
 def demo_config(ports: Mapping[str, int], broker_url: str, data_dir: Path, profile: str = "json") -> Config:
-    """agent/demo.toml with each device moved to its loopback port in ``ports`` (by name); with
-    ``profile`` "provincial", ``DEMO_PROVINCIAL`` and its key and IV files in ``data_dir``."""
+    """agent/demo.toml with each device moved to its loopback port in ``ports`` (by name) and
+    its uplink to ``broker_url``; with ``profile`` "provincial", ``DEMO_PROVINCIAL`` (over TCP,
+    ``DEMO_TCP``) and its key and IV files in ``data_dir``."""
     text = resources.files("agent").joinpath("demo.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text)
     data["agent"]["data_dir"] = str(data_dir)
@@ -136,7 +148,10 @@ def demo_config(ports: Mapping[str, int], broker_url: str, data_dir: Path, profi
         for name in ("demo.key", "demo.iv"):
             (data_dir / name).write_text(secrets.token_hex(16) + "\n", encoding="utf-8")
         data["uplink"]["profile"] = "provincial"
-        data["provincial"] = dict(DEMO_PROVINCIAL)
+        scheme = urlsplit(broker_url).scheme
+        data["provincial"] = dict(DEMO_TCP if scheme == "tcp" else DEMO_PROVINCIAL)
+        if scheme != "mqtt":
+            data["provincial"]["success"] = dict(DEMO_SUCCESS)
     data["alarm_system"] = {"api_port": 0}  # several demos may run side by side
     for dev in data["devices"]:
         url = urlsplit(dev["url"])
@@ -144,10 +159,15 @@ def demo_config(ports: Mapping[str, int], broker_url: str, data_dir: Path, profi
     return parse(data, base=data_dir)
 
 
-def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = False, profile: str = "json") -> int:
+def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = False, profile: str = "json",
+             transport: str = "mqtt") -> int:
+    """The demo; ``transport`` http or tcp speaks the provincial profile to the reference platform
+    on loopback instead of going through a broker."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    if transport != "mqtt":
+        return _run_platform(seconds, transport)
     started = None
     if broker is None:
         started = local_broker(prefer_mosquitto=not embedded)
@@ -157,15 +177,8 @@ def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = 
     with tempfile.TemporaryDirectory(prefix="plantwatch-demo-") as tmp:
         ports = {name: free_port() for name in ROLES}
         cfg = demo_config(ports, broker, Path(tmp), profile)
-        for name in {d.driver for d in cfg.devices}:  # the simulators' libraries too
-            for logger in drivers.load(name).loggers:
-                logging.getLogger(logger).setLevel(logging.CRITICAL)
-        receiver = Receiver(emit=lambda line: print(f"platform| {line}", flush=True), profile=cfg.provincial)
-        if cfg.provincial is not None:
-            print(f"demo: {cfg.provincial.describe()}; the platform decrypts with the same key", flush=True)
+        receiver = _receiver(cfg, seconds, ports)
         client = connect(receiver, broker, cfg.agent.plant, cfg.uplink.topic_prefix)
-        where = ", ".join(f"{ROLES[d.name]} :{ports[d.name]}" for d in cfg.devices)
-        print(f"demo: plant {cfg.agent.plant}, {where}, {seconds:g} s (temperature cycle {CYCLE_S:g} s)", flush=True)
         try:
             asyncio.run(_run(cfg, seconds))
             receiver.wait(lambda r: cfg.agent.plant in r.plants and r.plants[cfg.agent.plant].online is False, 5)
@@ -174,6 +187,40 @@ def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = 
             client.disconnect()
             if started is not None:
                 started.close()
+    return _summary(receiver)
+
+
+def _run_platform(seconds: float, transport: str) -> int:
+    from agent.platform import Platform
+
+    url = f"http://127.0.0.1:{free_port()}/api/push" if transport == "http" else f"tcp://127.0.0.1:{free_port()}"
+    with tempfile.TemporaryDirectory(prefix="plantwatch-demo-") as tmp:
+        ports = {name: free_port() for name in ROLES}
+        cfg = demo_config(ports, url, Path(tmp), "provincial")
+        receiver = _receiver(cfg, seconds, ports)
+        with Platform(receiver, url) as platform:
+            print(f"demo: the reference platform listens at {platform.url}", flush=True)
+            asyncio.run(_run(cfg, seconds))
+            receiver.wait(lambda r: cfg.agent.plant in r.plants and r.plants[cfg.agent.plant].online is False, 5)
+            print(f"demo: the platform answered {platform.requests} requests, took {platform.taken} messages",
+                  flush=True)
+    return _summary(receiver)
+
+
+def _receiver(cfg: Config, seconds: float, ports: Mapping[str, int]) -> Receiver:
+    """The platform's side, and the banner."""
+    for name in {d.driver for d in cfg.devices}:  # the simulators' libraries too
+        for logger in drivers.load(name).loggers:
+            logging.getLogger(logger).setLevel(logging.CRITICAL)
+    receiver = Receiver(emit=lambda line: print(f"platform| {line}", flush=True), profile=cfg.provincial)
+    if cfg.provincial is not None:
+        print(f"demo: {cfg.provincial.describe()}; the platform decrypts with the same key", flush=True)
+    where = ", ".join(f"{ROLES[d.name]} :{ports[d.name]}" for d in cfg.devices)
+    print(f"demo: plant {cfg.agent.plant}, {where}, {seconds:g} s (temperature cycle {CYCLE_S:g} s)", flush=True)
+    return receiver
+
+
+def _summary(receiver: Receiver) -> int:
     print("demo: what the platform received:")
     for line in receiver.summary():
         print(f"  {line}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import ssl
 import time
 import uuid
@@ -22,7 +21,7 @@ from urllib.parse import urlsplit
 from agent.config import UplinkSection
 from agent.config.http import HttpRules
 from agent.outbox import TELEMETRY
-from agent.payloads import rfc3339
+from agent.payloads import batch_body, rfc3339
 from agent.sender import REFUSED, RETRY, SENT, Answer
 from agent.templates import render
 
@@ -82,9 +81,7 @@ class HttpTransport:
     def body(self, lane: int, payloads: list[bytes]) -> bytes:
         if lane != TELEMETRY or self.cfg.batch_max <= 1:
             return payloads[0]
-        # a JSON array of the payloads; one that is not JSON itself (a bare ciphertext) is a string in it
-        items = [p if p[:1] in (b"{", b"[") else json.dumps(p.decode("ascii")).encode() for p in payloads]
-        return b"[" + b",".join(items) + b"]"
+        return batch_body(payloads)
 
     def send(self, lane: int, payloads: list[bytes]) -> Answer:
         body = self.body(lane, payloads)

@@ -70,3 +70,31 @@ def validator(name: str):
     cls = jsonschema.validators.validator_for(s)
     cls.check_schema(s)
     return cls(s, format_checker=cls.FORMAT_CHECKER)
+
+
+def batch_body(payloads: list[bytes]) -> bytes:
+    """Several messages in one request body (an HTTP batch): a JSON array of them, each message
+    that is JSON itself as it is, one that is not (a bare ciphertext) as a JSON string."""
+    items = [p if p.lstrip()[:1] in (b"{", b"[") else json.dumps(p.decode("ascii")).encode() for p in payloads]
+    return b"[" + b",".join(items) + b"]"
+
+
+def split_body(body: bytes) -> list[bytes]:
+    """A request body as its messages, the inverse of ``batch_body``: a JSON array is a batch
+    whose items come back byte for byte (a string item as its text); anything else is one message."""
+    try:
+        text = body.decode("utf-8")
+        parsed = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return [body]
+    if not isinstance(parsed, list):
+        return [body]
+    decoder, out = json.JSONDecoder(), []
+    i = text.index("[") + 1
+    for _ in parsed:
+        while text[i] in " \t\r\n,":
+            i += 1
+        item, end = decoder.raw_decode(text, i)
+        out.append(item.encode() if isinstance(item, str) else text[i:end].encode())
+        i = end
+    return out

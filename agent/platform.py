@@ -30,7 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.provincial import Profile, ProvincialError
+from agent.payloads import split_body
+from agent.provincial import Profile, ProvincialError, uuid_field
 from agent.receiver import Receiver
 
 SCHEMES = ("http", "https", "tcp", "tls")
@@ -54,26 +55,6 @@ def wrong_answer(success: dict[str, Any]) -> dict[str, Any]:
         return {"code": "500"}
     first = next(iter(success))
     return {**success, first: "500" if str(success[first]) != "500" else "501", "msg": "not accepted"}
-
-
-def uuid_field(envelope: str) -> str | None:
-    """The envelope template's top-level field that carries {uuid} (a TCP platform's dataId)."""
-    try:
-        outer = json.loads(envelope) if envelope else {}
-    except ValueError:
-        return None
-    return next((k for k, v in outer.items() if v == "{uuid}"), None) if isinstance(outer, dict) else None
-
-
-def split_body(body: bytes) -> list[bytes]:
-    """An HTTP body as its messages: a JSON array is a batch, anything else one message."""
-    try:
-        parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return [body]
-    if not isinstance(parsed, list):
-        return [body]
-    return [m.encode() if isinstance(m, str) else json.dumps(m, ensure_ascii=False).encode() for m in parsed]
 
 
 class Platform:

@@ -302,6 +302,16 @@ def payload_path(template: str) -> tuple[str | int, ...] | None:
         return None
 
 
+def uuid_field(envelope: str) -> str | None:
+    """The envelope template's top-level field that is exactly "{uuid}": the message id a TCP
+    platform echoes in its answer (its dataId)."""
+    try:
+        outer = json.loads(envelope) if envelope else {}
+    except ValueError:
+        return None
+    return next((k for k, v in outer.items() if v == "{uuid}"), None) if isinstance(outer, dict) else None
+
+
 def envelope_problems(template: str) -> list[str]:
     """What makes an envelope template unusable, each as a message (the caller adds the path)."""
     wrong = [f"unknown placeholder {{{name}}} (known: {' '.join('{' + k + '}' for k in ENVELOPE_PLACEHOLDERS)})"

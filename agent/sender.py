@@ -1,4 +1,4 @@
-"""The uplink loop of request/answer transports (HTTP today; a TCP transport plugs in the same
+"""The uplink loop of request/answer transports (HTTP, TCP; another plugs in the same
 way): one thread that sends the outbox to one platform, alarms first, in order, and marks a row
 sent only on the platform's success answer.
 
@@ -6,9 +6,14 @@ The loop knows rows, order, backoff and the dead-letter table; a Transport knows
 request carries the oldest rows this uplink has not delivered: one alarm, or up to the
 transport's batch of telemetry. An answer that may succeed later (a 5xx, a timeout, a dropped
 connection, a success status with the wrong body) sends the same rows again after a backoff,
-so nothing behind them goes first. An answer that will never succeed (a 4xx) moves the rows to
-the dead-letter table and tells ``on_refused``, which raises the storage alarm: never dropped
-silently.
+so nothing behind them goes first. An answer that will never succeed (an HTTP 4xx, a TCP
+answer code in ``refused_codes``) moves the rows to the dead-letter table and tells
+``on_refused``, which raises the storage alarm: never dropped silently.
+
+The platform also hears from the agent when there is nothing to send: the status message
+(``heartbeat(online)``) once the alarm backlog is out after the start, then every
+``heartbeat_s``, through the same transport and never ahead of a pending alarm; a clean stop
+sends it with ``online: false`` when the platform is reachable.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Protocol
 
 from agent.config import UplinkSection
 from agent.encoding import RowEncoder
-from agent.outbox import ALARM, TELEMETRY, Outbox, Row
+from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox, Row
 from drivers.base import backoff_delay
 
 log = logging.getLogger("plantwatch.uplink")
@@ -56,14 +61,18 @@ class RequestUplink:
     the MQTT uplink's: start, wake, stop, connected, sent_count, last_error)."""
 
     def __init__(self, cfg: UplinkSection, outbox_path, transport: Transport, rows: RowEncoder,
-                 on_refused: Callable[[str, str], None] | None = None):
-        """``on_refused(uplink name, reason)`` is told, on this thread, of rows dead-lettered."""
+                 on_refused: Callable[[str, str], None] | None = None,
+                 heartbeat: Callable[[bool], bytes] | None = None):
+        """``on_refused(uplink name, reason)`` is told, on this thread, of rows dead-lettered;
+        ``heartbeat(online)`` is the encoded status message (None: no heartbeat)."""
         self.cfg = cfg
         self.name = cfg.name
         self.outbox_path = outbox_path
         self.transport = transport
         self.rows = rows
         self.on_refused = on_refused
+        self.heartbeat = heartbeat
+        self.heartbeats = 0  # status messages the platform took
         self.connected = threading.Event()  # set while the platform's last answer was a success
         self.sent_count = 0
         self.dead_letters = 0
@@ -90,19 +99,29 @@ class RequestUplink:
     def _run(self) -> None:
         outbox = Outbox(self.outbox_path, durable=False)
         failures = 0
+        next_beat = time.monotonic()  # the first once the alarm backlog is out
         try:
             while True:
                 stopping = self._stop.is_set()
                 if stopping and time.monotonic() > self._flush_until:
                     return
                 rows = self._next(outbox, stopping)
-                if not rows:
+                beat_failed = False
+                if self.heartbeat and not stopping and time.monotonic() >= next_beat and \
+                        not (rows and rows[0][0].lane == ALARM):  # never ahead of a pending alarm
+                    if self._beat(True):
+                        failures, next_beat = 0, time.monotonic() + self.cfg.heartbeat_s
+                        rows = self._next(outbox, stopping)  # an alarm raised meanwhile goes first
+                    else:
+                        beat_failed, rows, failures = True, [], failures + 1
+                if not rows and not beat_failed:
                     if stopping:
                         return
-                    self._wake.wait(1.0)
+                    self._wake.wait(max(0.0, min(1.0, next_beat - time.monotonic())) if self.heartbeat else 1.0)
                     self._wake.clear()
                     continue
-                failures = 0 if self._deliver(outbox, rows) else failures + 1
+                if rows:
+                    failures = 0 if self._deliver(outbox, rows) else failures + 1
                 if failures:
                     delay = backoff_delay(failures, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
                     log.warning("uplink %s: %s; retry in %.1f s", self.name, self.last_error, delay)
@@ -111,9 +130,32 @@ class RequestUplink:
                     else:
                         self._stop.wait(delay)
         finally:
+            if self.heartbeat and self.connected.is_set() and self._stop.is_set():
+                self._beat(False)
             self.connected.clear()
             self.transport.close()
             outbox.close()
+
+    def _beat(self, online: bool) -> bool:
+        """Send the status message; False when it must be tried again after a backoff."""
+        try:
+            answer = self.transport.send(STATUS, [self.heartbeat(online)])
+        except OSError as exc:
+            answer = Answer(RETRY, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a status that cannot be encoded must not stop the uplink
+            log.error("uplink %s: cannot send the status message: %s: %s", self.name, type(exc).__name__, exc)
+            return True
+        if answer.outcome == SENT:
+            self.heartbeats += 1
+            self.connected.set()
+            return True
+        self.last_error = f"status message: {answer.reason}"
+        if answer.outcome == REFUSED:  # nothing to keep: the next heartbeat is the next try
+            log.warning("uplink %s: the platform refused the status message (%s)", self.name, answer.reason)
+            return True
+        self.connected.clear()
+        self.connect_failures += 1
+        return False
 
     def _next(self, outbox: Outbox, stopping: bool) -> list[tuple[Row, bytes]]:
         """The oldest undelivered rows with their payloads: alarms first; telemetry (not while

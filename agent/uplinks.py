@@ -3,7 +3,7 @@ cursor over the one outbox, the transport picked by the scheme of its url.
 
 A transport is one module: ``agent.uplink`` (MQTT: a streaming session with an in-flight window,
 status and will) or a Transport behind the request/answer loop of ``agent.sender``
-(``agent.http_transport``). Adding one is a module and an entry in ``build``.
+(``agent.http_transport``, ``agent.tcp_transport``). Adding one is a module and an entry in ``build``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from agent.config import Config, UplinkSection
 from agent.encoding import row_encoder
 from agent.payloads import dumps
+from agent.provincial import uuid_field
 from agent.sender import RequestUplink
 
 
@@ -25,6 +26,11 @@ def build(cfg: Config, u: UplinkSection, outbox_path, status: Callable[[bool], d
     """The uplink ``u`` of the agent configured by ``cfg``."""
     profile = cfg.provincial if u.profile == "provincial" else None
     rows = row_encoder(u.profile, profile)
+    encode = dumps if profile is None else lambda doc: profile.encode(profile.status(time.time(), doc["online"]))
+
+    def heartbeat(online: bool) -> bytes:
+        return encode(status(online))
+
     if u.transport == "http":
         from agent.http_transport import HttpTransport
 
@@ -32,10 +38,15 @@ def build(cfg: Config, u: UplinkSection, outbox_path, status: Callable[[bool], d
                   "appsecret": str(getattr(profile, "appsecret", "") or "")}
         local_time = profile.local_time if profile is not None else None
         transport = HttpTransport(u, cfg.http, values, **({"local_time": local_time} if local_time else {}))
-        return RequestUplink(u, outbox_path, transport, rows, on_refused)
+        return RequestUplink(u, outbox_path, transport, rows, on_refused, heartbeat=heartbeat)
+    if u.transport == "tcp":
+        from agent.tcp_transport import TcpTransport
+
+        id_field = uuid_field(profile.envelope if profile is not None else "") or ""
+        transport = TcpTransport(u, cfg.http.success, id_field)
+        return RequestUplink(u, outbox_path, transport, rows, on_refused, heartbeat=heartbeat)
     from agent.uplink import Uplink
 
-    encode = dumps if profile is None else lambda doc: profile.encode(profile.status(time.time(), doc["online"]))
     return Uplink(u, cfg.agent.plant, outbox_path, status, encode=encode, on_command=on_command, rows=rows)
 
 

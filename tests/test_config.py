@@ -305,10 +305,32 @@ def test_several_uplinks_are_named_and_each_picks_its_transport(tmp_path):
     assert parse(config_dict(), base=tmp_path).uplinks[0].name == "default"
 
 
+def test_tcp_uplinks_need_a_port_the_provincial_profile_and_an_envelope_with_uuid(tmp_path):
+    data = config_dict()
+    data.pop("uplink")
+    data["uplinks"] = [{"name": "park", "url": "tcp://c"}, {"name": "json", "url": "tcp://c:9000"},
+                       {"name": "province", "url": "tls://c:9001", "profile": "provincial", "framing": "lines",
+                        "delimiter": ""}]
+    data["provincial"] = {"gateway_code": "GW", "appid": "HG-1", "envelope": '{"appId":"{appid}","data":"{payload}"}'}
+    problems = problems_of(data)
+    assert "uplinks[0] (park).url: a tcp:// url needs a port: 'tcp://c'" in problems
+    assert any(p.startswith('uplinks[1] (json).profile: must be "provincial" for a tcp:// uplink') for p in problems)
+    assert any(p.startswith('provincial.envelope: uplinks[2] (province) is a tls:// uplink: the envelope needs a '
+                            'top-level field "{uuid}"') for p in problems)
+    assert any(p.startswith("uplinks[2] (province).framing:") for p in problems)
+    assert any(p.startswith("uplinks[2] (province).delimiter:") for p in problems)
+    data["uplinks"] = [{"name": "province", "url": "tls://c:9001", "profile": "provincial", "framing": "length",
+                        "refused_codes": ["400", "4001"]}]
+    data["provincial"]["envelope"] = '{"appId":"{appid}","dataId":"{uuid}","data":"{payload}"}'
+    u = parse(data, base=tmp_path).uplinks[0]
+    assert (u.transport, u.tls, u.port, u.framing, u.delimiter, u.refused_codes) == (
+        "tcp", True, 9001, "length", "\n", ("400", "4001"))
+
+
 def test_uplinks_and_http_rules_that_cannot_work_are_path_precise_problems(tmp_path):
     data = config_dict()
     data["uplinks"] = [{"url": "http://a/x"}, {"name": "b", "url": "https://b/x", "profile": "provincial"},
-                       {"name": "b", "url": "tcp://c:1"}]
+                       {"name": "b", "url": "udp://c:1"}]
     data["provincial"] = {"gateway_code": "GW", "headers": {"X-Id": "{appkey}"}, "success": {"status": 700}}
     problems = problems_of(data)
     assert "uplinks: use [uplink] for one uplink or [[uplinks]] for several, not both" in problems

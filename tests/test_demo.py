@@ -37,3 +37,20 @@ def test_demo_in_the_provincial_profile_is_decrypted_by_the_platform():
     assert "INVALID" not in out
     summary = out.split("what the platform received:")[1]
     assert "no gaps" in summary and "offline" in summary
+
+
+def test_demo_over_tcp_reaches_the_reference_platform_without_a_broker():
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "demo", "--seconds", "16", "--transport", "tcp"],
+        capture_output=True, text=True, timeout=120,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "broker" not in out.split("what the platform received:")[0]
+    assert re.search(r"the reference platform listens at tcp://127\.0\.0\.1:\d+", out), out
+    assert "payload aes-128-cbc (random IV in front), base64" in out and '"dataId":"{uuid}"' in out
+    assert "REGISTRY 640100000001 6 points" in out and "STATUS 640100000001 ONLINE" in out
+    assert re.search(r"ALARM 640100000001 seq=\d+ [\d-]+ [\d:]+ R101\.TI01 active code=2", out), out
+    assert "INVALID" not in out
+    summary = out.split("what the platform received:")[1]
+    assert "no gaps" in summary and "offline" in summary

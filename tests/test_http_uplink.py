@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from agent.config import parse
 from agent.outbox import ALARM, TELEMETRY, Outbox
-from agent.payloads import dumps
+from agent.payloads import STATUS_SCHEMA, dumps
 from agent.runtime import Agent
 from agent.uplinks import Uplinks, build
 from tests.conftest import config_dict
@@ -197,11 +197,16 @@ def test_telemetry_is_batched_into_a_json_array_and_alarms_go_one_per_request(tm
     Burst(path, lambda: None, total=3, batch=3, pause=0.0).run()
     up = start(cfg, u, path)
     try:
-        assert platform.wait(lambda p: len(p.accepted) >= 6, 30)
+        assert platform.wait(lambda p: len(p.accepted) >= 7, 30)
     finally:
         up.stop(2.0)
         platform.stop()
     bodies = [json.loads(b) for b in platform.accepted]
+    # the status message (heartbeat) after the alarm backlog, online; the last one, at the stop, offline
+    status = [i for i, b in enumerate(bodies) if isinstance(b, dict) and b.get("schema") == STATUS_SCHEMA]
+    assert status == [3, len(bodies) - 1] and [bodies[i]["online"] for i in status] == [True, False]
+    assert up.heartbeats == 2
+    bodies = [b for i, b in enumerate(bodies) if i not in status]
     assert [b["seq"] for b in bodies[:3]] == [1, 2, 3]  # alarms first, one each
     assert [[d["i"] for d in b] for b in bodies[3:]] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
@@ -289,10 +294,81 @@ def test_a_row_the_profile_cannot_encode_is_dead_lettered_and_the_uplink_goes_on
                   "ts": "2026-01-01T00:00:00.000Z", "tags": {"T1": {"v": 1.0, "q": "good"}}}), lane=TELEMETRY)
     up = start(cfg, cfg.uplink, path)
     try:
-        assert platform.wait(lambda p: len(p.accepted) >= 1, 20)
+        assert platform.wait(lambda p: any(b'"datas"' in b for b in p.accepted), 20)
     finally:
         up.stop(1.0)
         platform.stop()
-    assert json.loads(platform.accepted[0])["datas"][0]["cdbm"] == "T1"
+    data = [json.loads(b) for b in platform.accepted if b'"datas"' in b]
+    assert data[0]["datas"][0]["cdbm"] == "T1"
     dead = outbox.dead_letters()
     assert len(dead) == 1 and dead[0]["reason"].startswith("cannot encode: KeyError")
+
+
+# --- against the reference platform (agent.platform) ---------------------------------------------
+
+
+def gongmao_uplink(tmp_path, **uplink):
+    """A 工贸-style HTTP uplink: SM4-CBC with a fixed IV, upper-case hex, the appid/data envelope."""
+    from tests.test_platform import GONGMAO, IV_HEX, KEY_HEX
+
+    (tmp_path / "payload.key").write_text(KEY_HEX + "\n")
+    (tmp_path / "payload.iv").write_text(IV_HEX + "\n")
+    data = http_config(tmp_path, "http://127.0.0.1:1/api/push", **uplink)
+    data["provincial"].update(key_file="payload.key", iv_file="payload.iv", cipher="sm4-cbc", encoding="HEX",
+                              envelope=GONGMAO, appid="GM-0001")
+    return parse(data, base=tmp_path)
+
+
+def reference_platform(profile, path="/api/push"):
+    from agent.platform import Platform as Reference
+    from agent.receiver import Receiver
+
+    r = Receiver(emit=lambda line: None, profile=profile)
+    return Reference(r, f"http://127.0.0.1:0{path}").start(), r
+
+
+def test_the_reference_platform_reads_the_uplinks_batches_alarms_and_heartbeats(tmp_path):
+    cfg = gongmao_uplink(tmp_path, batch_max=4)
+    platform, r = reference_platform(cfg.provincial)
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path)
+    for i in range(10):
+        outbox.append(f"plantwatch/{PLANT}/telemetry", dumps({
+            "schema": "plantwatch.telemetry/1", "plant": PLANT, "ts": "2026-01-01T00:00:00.000Z",
+            "tags": {"T1": {"v": float(i), "q": "good"}}}), lane=TELEMETRY)
+    Burst(path, lambda: None, total=3, batch=3, pause=0.0).run()
+    up = start(cfg, replace(cfg.uplink, url=platform.url), path)
+    try:
+        assert r.wait(lambda r: r.telemetry >= 10, 20), r.summary()
+    finally:
+        up.stop(2.0)
+        platform.close()
+    assert [int(a[cfg.provincial.fields["seq"]]) for a in r.alarms] == [1, 2, 3] and r.invalid == []
+    assert r.late == 10  # sent long after their time: the 补传 mark
+    assert not r.plants[PLANT].online  # the heartbeat said online, the stop offline
+    assert up.heartbeats == 2
+    # 3 alarms, 2 status messages, 10 data rows in 3 requests of up to 4
+    assert (platform.requests, platform.taken) == (8, 15)
+    assert Outbox(path).depth() == {"alarm": 0, "telemetry": 0, "status": 0}
+
+
+def test_a_wrong_key_at_the_reference_platform_is_never_marked_sent(tmp_path):
+    cfg = gongmao_uplink(tmp_path)
+    c = cfg.provincial.cipher
+    from agent.ciphers import PayloadCipher
+
+    other = replace(cfg.provincial, cipher=PayloadCipher(c.name, key=bytes(16), iv=c.iv, encoding=c.encoding))
+    platform, r = reference_platform(other)
+    path = tmp_path / "outbox.db"
+    Burst(path, lambda: None, total=2, batch=2, pause=0.0).run()
+    refused: list[str] = []
+    up = start(cfg, replace(cfg.uplink, url=platform.url, heartbeat_s=3600.0), path,
+               lambda name, why: refused.append(why))
+    try:
+        assert wait_for(lambda: up.dead_letters == 2, 15)
+    finally:
+        up.stop(1.0)
+        platform.close()
+    assert r.alarms == [] and up.sent_count == 0 and len(refused) == 2
+    dead = Outbox(path).dead_letters()
+    assert len(dead) == 2 and all(d["reason"].startswith("HTTP 400:") for d in dead)

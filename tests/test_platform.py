@@ -22,7 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.alarms import AlarmManager, TagInfo
 from agent.ciphers import PayloadCipher
 from agent.config import load
-from agent.platform import Platform, split_body, wrong_answer
+from agent.payloads import batch_body, split_body
+from agent.platform import Platform, wrong_answer
 from agent.provincial import Profile
 from agent.receiver import Receiver, connect
 from detectors.base import ConditionChange
@@ -272,7 +273,11 @@ def test_http_platform_restarts_on_its_port_and_drops_connections_when_closed(tm
 def test_a_body_is_one_message_or_a_json_array_of_them():
     assert split_body(b'{"appid":"A","data":"00"}') == [b'{"appid":"A","data":"00"}']
     assert split_body(b"76D39D0D") == [b"76D39D0D"]
-    assert split_body(b'[{"appid":"A","data":"00"},"76D3"]') == [b'{"appid": "A", "data": "00"}', b"76D3"]
+    assert split_body(b'[{"appid":"A","data":"00"},"76D3"]') == [b'{"appid":"A","data":"00"}', b"76D3"]
+    # the HTTP transport's batch is read back as the very messages it was made of
+    sent = [b'{"appid":"A","data":"0A"}', b'{"b": [1, 2.50, "\xe5\x8f\x8d"]}', b"76D39D0D", b"dGVzdA=="]
+    assert split_body(batch_body(sent)) == sent
+    assert split_body(batch_body(sent[:1])) == sent[:1]
     assert wrong_answer({"code": "200", "msg": "ok"})["code"] != "200"
     assert wrong_answer({"status": "500"})["status"] != "500"
 

@@ -18,7 +18,7 @@ from agent.config.provincial import read_provincial
 from agent.config.schema import ConfigError, Problems, did_you_mean
 from agent.config.sections import AgentSection, AlarmSystemSection, UplinkSection
 from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
-from agent.provincial import Profile
+from agent.provincial import Profile, uuid_field
 from drivers.base import DeviceSpec
 
 SECTIONS = ("agent", "uplink", "uplinks", "devices", "tags", "detectors", "models", "alarm_system", "provincial")
@@ -100,10 +100,26 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     speaks = next((u for u in uplinks if u.profile == "provincial"), uplink)
     provincial = read_provincial(data.get("provincial"), agent, speaks, tags, families, base, p)
     http = read_http(data.get("provincial"), p) if provincial is not None else HttpRules()
+    _tcp_uplinks(uplinks, "uplinks" in data, provincial, p)
     if p:
         raise ConfigError(list(p))
     return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
                   provincial, uplinks, http)
+
+
+def _tcp_uplinks(uplinks: tuple[UplinkSection, ...], array: bool, provincial: Any, p: Problems) -> None:
+    """A TCP platform answers each message with its dataId: the envelope's top-level "{uuid}"
+    field, which a tcp:// uplink matches the answers by."""
+    for i, u in enumerate(uplinks):
+        if u.transport != "tcp":
+            continue
+        path = f"uplinks[{i}] ({u.name})" if array else "uplink"
+        if u.profile != "provincial":
+            p.add(f"{path}.profile", f'must be "provincial" for a {u.url.split(":")[0]}:// uplink: its envelope '
+                  "carries the message id the platform answers with")
+        elif provincial is not None and uuid_field(provincial.envelope) is None:
+            p.add("provincial.envelope", f'{path} is a {u.url.split(":")[0]}:// uplink: the envelope needs a '
+                  'top-level field "{uuid}" (the message id the platform answers with, e.g. "dataId":"{uuid}")')
 
 
 def registered_families() -> dict[str, type]:

@@ -38,7 +38,8 @@ def _timezone(v: str) -> str | None:
 
 #: url scheme -> (transport, TLS, default port); the scheme of an uplink's url picks its transport
 SCHEMES = {"mqtt": ("mqtt", False, 1883), "mqtts": ("mqtt", True, 8883),
-           "http": ("http", False, 80), "https": ("http", True, 443)}
+           "http": ("http", False, 80), "https": ("http", True, 443),
+           "tcp": ("tcp", False, 0), "tls": ("tcp", True, 0)}
 
 
 def _uplink_url(v: str) -> str | None:
@@ -49,7 +50,9 @@ def _uplink_url(v: str) -> str | None:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
         return f"bad port: {exc}"
-    return None if parts.hostname else f"has no host: {v!r}"
+    if not parts.hostname:
+        return f"has no host: {v!r}"
+    return None if SCHEMES[parts.scheme][2] or parts.port else f"a {parts.scheme}:// url needs a port: {v!r}"
 
 
 def _name(v: str) -> str | None:
@@ -74,7 +77,8 @@ class AgentSection:
 @dataclass(frozen=True)
 class UplinkSection:
     url: str = key("mqtt://127.0.0.1:1883", "the scheme picks the transport: `mqtt://host:port`, `mqtts://host:port` "
-                   "(TLS), `http://host:port/path` or `https://host:port/path` (POST, TLS)", check=_uplink_url)
+                   "(TLS), `http://host:port/path` or `https://host:port/path` (POST, TLS), `tcp://host:port` or "
+                   "`tls://host:port` (framed messages on a persistent connection, TLS)", check=_uplink_url)
     name: str = key("default", "names the uplink in status, metrics and logs; unique, required in [[uplinks]]",
                     check=_name)
     profile: str = key("json", "`json` (docs/PAYLOADS.md) or `provincial`", choices=("json", "provincial"))
@@ -82,13 +86,14 @@ class UplinkSection:
     client_id: str = key("", "MQTT client id", shown="`plantwatch-{plant}`")
     username: str = key("", "MQTT user name")
     password_file: Path | None = key(None, "file holding the MQTT password (first line); never logged", kind="path")
-    ca_file: Path | None = key(None, "CA bundle to verify the broker or the HTTPS platform (a private CA)",
+    ca_file: Path | None = key(None, "CA bundle to verify the broker or the HTTPS/TLS platform (a private CA)",
                                kind="path")
     cert_file: Path | None = key(None, "client certificate for mutual TLS; with `key_file`", kind="path")
     key_file: Path | None = key(None, "client key for mutual TLS; with `cert_file`", kind="path")
     mqtt_version: int = key(3, "`3` (MQTT 3.1.1) or `5`", choices=(3, 5))
     keepalive_s: float = key(30.0, "MQTT keepalive; a silent link is detected after 1.5 × this", check=positive)
-    heartbeat_s: float = key(60.0, "the retained status message is refreshed this often", check=positive)
+    heartbeat_s: float = key(60.0, "the status message is sent this often (MQTT: retained; HTTP and TCP: through the "
+                             "same transport, after any pending alarm)", check=positive)
     telemetry_interval_s: float = key(60.0, "periodic telemetry snapshot; `0` turns telemetry off",
                                       check=non_negative)
     inflight: int = key(100, "QoS 1 messages in flight before waiting for PUBACKs",
@@ -112,13 +117,22 @@ class UplinkSection:
     batch_max: int = key(1, "HTTP: telemetry rows per request; above 1 the body is a JSON array of up to this many "
                          "payloads (only where the platform's spec allows); alarms are always one per request",
                          check=between(1, 1000, "must be 1..1000"))
+    framing: str = key("delimiter", "TCP: how messages are cut on the stream: each followed by `delimiter`, or "
+                       "`length` (each preceded by its length, 4 bytes big-endian); answers come back the same way",
+                       choices=("delimiter", "length"))
+    delimiter: str = key("\n", "TCP: the bytes (UTF-8) that end each message with `framing = \"delimiter\"`",
+                         shown='`"\\n"`', check=nonempty)
+    refused_codes: tuple[str, ...] = key(
+        ("400",), "TCP: the platform's answer codes (the success rule's `field`, else `code`) that mean the message "
+        "will never be taken: its row is dead-lettered with a storage alarm; any other non-success answer is retried",
+        kind="list[str]", shown='`["400"]`')
     max_outbox_mb: float = key(
         512.0, "size cap of `outbox.db`; when full, the oldest telemetry is dropped (sent first, then unsent) and a "
         "`storage` alarm is raised; alarms are never dropped (see docs/OPERATIONS.md)", check=at_least(1, " (MB)"))
 
     @property
     def transport(self) -> str:
-        """``mqtt`` or ``http``: the module that carries this uplink."""
+        """``mqtt``, ``http`` or ``tcp``: the module that carries this uplink."""
         return SCHEMES[urlsplit(self.url).scheme][0]
 
     @property
@@ -175,9 +189,10 @@ def uplink(data: Any, base: Path, p: Problems, path: str = "uplink") -> UplinkSe
     if (u["cert_file"] is None) != (u["key_file"] is None):
         p.add(f"{path}.key_file" if u["key_file"] is None else f"{path}.cert_file", "cert_file and key_file go together")
     if u["url"] and not SCHEMES.get(urlsplit(u["url"]).scheme, (0, False))[1] and any(u[k] for k in ("ca_file", "cert_file")):
-        p.add(f"{path}.url", "ca_file/cert_file are set but the url is not mqtts:// or https://")
+        p.add(f"{path}.url", "ca_file/cert_file are set but the url is not mqtts://, https:// or tls://")
     if u["backoff_max_s"] < u["backoff_initial_s"]:
         p.add(f"{path}.backoff_max_s", f"must be >= backoff_initial_s ({u['backoff_initial_s']})")
+    u["refused_codes"] = tuple(str(c) for c in u["refused_codes"] or ())
     return UplinkSection(**u)
 
 
