@@ -45,3 +45,40 @@ class AgentProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def run_agent_until(agent, done, timeout_s: float = 10.0) -> None:
+    """Run an in-process ``agent.runtime.Agent`` on its own event loop until ``done()`` holds
+    (or ``timeout_s`` passed), give it a moment more, then stop it the way SIGTERM does."""
+    import asyncio
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        for _ in range(int(timeout_s / 0.05)):
+            await asyncio.sleep(0.05)
+            if done():
+                break
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+
+
+# a provincial platform's issued key and IV, and the two envelopes of docs/PROVINCES.md
+KEY_HEX = "0123456789abcdeffedcba9876543210"
+IV_HEX = "fedcba98765432100123456789abcdef"
+GONGMAO = '{"appid":"{appid}","data":"{payload}"}'
+TCP_ENVELOPE = ('{"appId":"{appid}","serviceId":"{service}","dataId":"{uuid}","districtCode":"{district}",'
+                '"time":"{time14}","data":"{payload}"}')
+
+
+def wrong_key(profile):
+    """The same profile with another key: what a platform holding the wrong key decrypts with."""
+    import dataclasses
+
+    from agent.ciphers import PayloadCipher
+
+    c = profile.cipher
+    return dataclasses.replace(profile, cipher=PayloadCipher(c.name, key=bytes(16), iv=c.iv, encoding=c.encoding))

@@ -4,7 +4,6 @@ that never answers, TLS verification, two uplinks with one down, and batching.""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -18,6 +17,7 @@ from agent.uplinks import Uplinks, build
 from tests.conftest import config_dict
 from tests.faults.certs import CertificateAuthority
 from tests.faults.helpers import PLANT, Burst, status_doc, wait_for
+from tests.helpers import run_agent_until
 from tests.http_platform import Platform
 
 SUCCESS = {"status": 200, "field": "code", "equals": "200"}
@@ -121,20 +121,8 @@ def test_a_platform_refusing_for_good_raises_a_storage_alarm_in_the_agent(tmp_pa
     data["devices"][0]["url"] = "tcp://127.0.0.1:1"  # nobody there: a comm alarm
     cfg = parse(data, base=tmp_path)
     agent = Agent(cfg)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if agent.pipeline.manager.alarms.get("uplink.default/storage") is not None:
-                break
-        await asyncio.sleep(0.2)
-        stop.set()
-        await task
-
     try:
-        asyncio.run(run())
+        run_agent_until(agent, lambda: agent.pipeline.manager.alarms.get("uplink.default/storage") is not None)
     finally:
         platform.stop()
     storage = agent.pipeline.manager.alarms["uplink.default/storage"]

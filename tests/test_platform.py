@@ -4,7 +4,6 @@ TLS listeners with both framings and the dataId echoed, and `plantwatch receive`
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import json
 import socket
@@ -20,7 +19,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.alarms import AlarmManager, TagInfo
-from agent.ciphers import PayloadCipher
 from agent.config import load
 from agent.payloads import batch_body, split_body
 from agent.platform import Platform, wrong_answer
@@ -29,13 +27,8 @@ from agent.receiver import Receiver, connect
 from detectors.base import ConditionChange
 from tests.conftest import config_dict, to_toml
 from tests.faults.certs import CertificateAuthority
-from tests.helpers import PLANT
+from tests.helpers import GONGMAO, IV_HEX, KEY_HEX, PLANT, TCP_ENVELOPE, wrong_key
 
-KEY_HEX = "0123456789abcdeffedcba9876543210"
-IV_HEX = "fedcba98765432100123456789abcdef"
-GONGMAO = '{"appid":"{appid}","data":"{payload}"}'
-TCP_ENVELOPE = ('{"appId":"{appid}","serviceId":"{service}","dataId":"{uuid}","districtCode":"{district}",'
-                '"time":"{time14}","data":"{payload}"}')
 NOW = 1_800_000_000.0
 
 
@@ -71,11 +64,6 @@ def alarm(profile: Profile, seq: int) -> dict:
     doc = m.on_changes([ConditionChange(0, "limit", "H", True, 161.0, 160.0, NOW)])[0]
     doc["seq"] = seq
     return profile.alarm(doc)
-
-
-def wrong_key(profile: Profile) -> Profile:
-    c = profile.cipher
-    return dataclasses.replace(profile, cipher=PayloadCipher(c.name, key=bytes(16), iv=c.iv, encoding=c.encoding))
 
 
 # --- MQTT ---------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ the park, TCP to the province) with the province down."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import threading
@@ -23,7 +22,7 @@ from agent.uplinks import Uplinks, build
 from tests.conftest import config_dict
 from tests.faults.certs import CertificateAuthority
 from tests.faults.helpers import PLANT, Burst, status_doc, wait_for
-from tests.test_platform import KEY_HEX, TCP_ENVELOPE, wrong_key
+from tests.helpers import KEY_HEX, TCP_ENVELOPE, run_agent_until, wrong_key
 
 
 def provincial_config(tmp_path, uplinks: list[dict] | None = None, device_url: str | None = None, **uplink):
@@ -193,20 +192,8 @@ def test_a_running_agent_whose_platform_holds_another_key_raises_the_storage_ala
     platform = Platform(r, "tcp://127.0.0.1:0").start()
     cfg = provincial_config(tmp_path, url=platform.url, device_url="tcp://127.0.0.1:1")  # a comm alarm
     agent = Agent(cfg)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if agent.pipeline.manager.alarms.get("uplink.default/storage") is not None:
-                break
-        await asyncio.sleep(0.2)
-        stop.set()
-        await task
-
     try:
-        asyncio.run(run())
+        run_agent_until(agent, lambda: agent.pipeline.manager.alarms.get("uplink.default/storage") is not None)
     finally:
         platform.close()
     storage = agent.pipeline.manager.alarms["uplink.default/storage"]
