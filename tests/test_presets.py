@@ -193,3 +193,18 @@ def test_shipped_configs_load(path):
 def test_every_preset_cites_its_standard():
     for preset in PRESETS.values():
         assert preset.standard == "GB/T 50493-2019" and preset.level_text and preset.grades
+
+
+def test_docs_gas_table_matches_the_presets_table():
+    """docs/CONFIG.md's OEL table states what the code uses: name, OEL, kind, molar mass and
+    the limits in ppm."""
+    text = (ROOT / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    block = text.split("<!-- gases -->")[1].split("<!-- /gases -->")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.strip().splitlines()[2:]]
+    assert [r[0].strip("`") for r in rows] == list(GASES)
+    for name, _desc, oel, kind, _twa, molar, ppm in rows:
+        g = GASES[name.strip("`")]
+        assert float(oel) == g.oel_mg_m3 and kind == g.kind
+        assert float(molar.split()[0]) == g.molar_mass
+        limits = parse(gas_tag(preset="gb50493-toxic", gas=g.name, unit="ppm")).tags[1].families["limit"]
+        assert [float(x) for x in ppm.split(" / ")] == [limits["h"], limits["hh"]]

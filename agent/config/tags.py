@@ -45,7 +45,7 @@ def _preset_doc() -> str:
         return f"`{p.name}`: {p.standard} — alarms {limits}, unit {unit}, priority {priority}"
 
     return ("; ".join(one(p) for p in PRESETS.values()) + "; a tag's own `alarms`, `unit` and `priority` override "
-            "them, its limits at most the preset's (docs/CONFIG.md, Gas presets)")
+            "them, its limits at most the preset's (see “Gas presets” below)")
 
 
 def _gas(v: str) -> str | None:
@@ -89,7 +89,7 @@ class TagConfig:
                              "until acknowledged")
     preset: str = key("", _preset_doc(), choices=("", *PRESETS), shown="none")
     gas: str = key("", "with `preset = \"gb50493-toxic\"`: the gas whose occupational exposure limit (GBZ 2.1-2019 "
-                       "table in docs/CONFIG.md) sets the limits", check=_gas, shown="none")
+                       "table under “Gas presets” below) sets the limits", check=_gas, shown="none")
     oel: float | None = key(None, "with `preset = \"gb50493-toxic\"` instead of `gas`: the occupational exposure "
                                   "limit in mg/m³ (the tag's unit then must be mg/m³)", kind="float", check=positive,
                             shown="none")
