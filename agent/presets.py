@@ -85,7 +85,8 @@ class Preset:
             out["oel_mg_m3"] = oel_mg_m3(gas, oel)
         return out
 
-    def limits(self, unit: str, gas: str = "", oel: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    def limits(self, unit: str, gas: str = "",
+               oel: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
         """The preset's alarm parameters and its maxima in ``unit`` (empty when they cannot be
         known: no OEL, or mg/m³ not convertible to ppm)."""
         if not self.toxic:
