@@ -37,7 +37,7 @@ class DiscreteFamily(KernelFamily):
         "desc": Option("", "the point's description (the tag's `desc`)"),
     }
     levels: ClassVar[tuple[str, ...]] = tuple(DISCRETE_LEVELS.values())
-    alarm_code: ClassVar[str] = "10"
+    alarm_code: ClassVar[str] = "12"
 
     @classmethod
     def default_params(cls, tag: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -110,7 +110,7 @@ class MismatchFamily(KernelFamily):
         "desc": Option("", "the command point's description (the tag's `desc`)"),
     }
     levels: ClassVar[tuple[str, ...]] = ("MISMATCH",)
-    alarm_code: ClassVar[str] = "10"
+    alarm_code: ClassVar[str] = "13"
 
     def __init__(self, n_tags: int, params: Mapping[int, Mapping[str, Any]]):
         super().__init__(n_tags, params)
