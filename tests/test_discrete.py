@@ -125,6 +125,15 @@ def test_command_and_feedback_may_arrive_in_separate_batches():
     assert [(m["id"], m["state"]) for m in sink.messages] == [("XV101.CMD/mismatch", "active")]
 
 
+def test_a_restored_mismatch_alarm_waits_for_mismatch_s():
+    from agent.alarms import Alarm
+    from agent.pipeline import restore_grace
+
+    cfg = config(*VALVE)
+    alarm = Alarm(id="XV101.CMD/mismatch", kind="mismatch", tag="XV101.CMD", device="r1-plc", active=True)
+    assert restore_grace(cfg, alarm) == 10.0 + 3 * cfg.devices[0].interval_s + 2.0
+
+
 def problems(*tags):
     with pytest.raises(ConfigError) as exc:
         config(*tags)
