@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from agent.config.discrete import DISCRETE_KEYS, check_discrete, link_feedback
 from agent.config.schema import (
     Key,
     Problems,
@@ -124,7 +125,7 @@ DETECTORS_KEY = Key("list[str]", [], doc="statistical detectors by name; paramet
                                          "in a table named like the detector, e.g. `ewma = { lambda_ = 0.1 }`")
 
 #: every core [[tags]] key; detector families and drivers add theirs
-TAG_KEYS = {**SPEC_KEYS, **keys_of(TagConfig), "detectors": DETECTORS_KEY}
+TAG_KEYS = {**SPEC_KEYS, **keys_of(TagConfig), "detectors": DETECTORS_KEY, **DISCRETE_KEYS}
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         if isinstance(dev, str) and dev not in device_names:
             p.add(f"{path}.device", f"unknown device {dev!r} (devices: {', '.join(sorted(device_names)) or 'none'})")
         t["range"] = _range(t["range"], path, p)
+        check_discrete(t, entry, path, p)
         if isinstance(t["priority"], dict):
             t["priority"] = p.names(t["priority"], f"{path}.priority", roles.priority_names(), lambda v: None)
         _apply_preset(t, entry, path, p)
@@ -181,6 +183,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         own = {k: t[k] for k in keys_of(TagConfig)}
         tags.append(TagConfig(spec, **own, families=families))
         paths.append(path)
+    link_feedback(raw, tags, paths, p)
     return tags, paths
 
 
