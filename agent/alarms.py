@@ -82,6 +82,8 @@ class TagInfo:
     priority: int | Mapping[str, int] = 2
     latch: bool = False
     preset: str = ""
+    gas: str = ""  # a toxic gas preset's gas and explicit OEL (mg/m³), for the alarm context
+    oel: float | None = None
 
 
 def level_priority(base: int | Mapping[str, int], level: str, kind: str = "limit") -> int:
@@ -362,7 +364,7 @@ class AlarmManager:
         context = dict(alarm.context)
         preset = PRESETS.get(info.preset) if info is not None else None
         if preset is not None and alarm.kind == "limit":
-            for key, value in preset.context(alarm.level).items():
+            for key, value in preset.context(alarm.level, info.gas, info.oel).items():
                 context.setdefault(key, value)
         if user:
             context["user"] = user

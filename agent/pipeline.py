@@ -42,7 +42,8 @@ def build_engine(cfg: Config) -> Engine:
 
 def build_manager(cfg: Config) -> AlarmManager:
     """The alarm manager for the config's tags, with the words of each family in use."""
-    infos = [TagInfo(t.name, t.device, t.unit, t.desc, t.priority, t.latch, t.preset) for t in cfg.tags]
+    infos = [TagInfo(t.name, t.device, t.unit, t.desc, t.priority, t.latch, t.preset, t.gas, t.oel)
+             for t in cfg.tags]
     describe = {name: cls.describe for name, cls in family_classes(cfg).items()}
     return AlarmManager(cfg.agent.plant, infos, cfg.alarm_system, describe)
 

@@ -211,7 +211,7 @@ def test_provincial_tables_name_only_known_names(tmp_path):
 
 def test_option_lists_never_offer_an_empty_choice():
     problems = problems_of(tag(0, preset="gb5049"))
-    assert problems == ["tags[0] (R101.TI01).preset: must be one of gb50493, not 'gb5049' (did you mean 'gb50493'?)"]
+    assert problems == ["tags[0] (R101.TI01).preset: must be one of gb50493, gb50493-toxic, not 'gb5049' (did you mean 'gb50493'?)"]
     assert parse(tag(0, preset="")).tags[0].preset == ""
 
 

@@ -8,8 +8,19 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from agent.config.discrete import DISCRETE_KEYS, check_discrete, link_feedback
-from agent.config.schema import Key, Problems, between, item, key, keys_of, non_negative, nonempty
-from agent.presets import PRESETS
+from agent.config.schema import (
+    Key,
+    Problems,
+    between,
+    did_you_mean,
+    item,
+    key,
+    keys_of,
+    non_negative,
+    nonempty,
+    positive,
+)
+from agent.presets import GASES, GRADE_WORDS, PRESETS, Preset
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DeviceSpec, TagSpec
 
 #: the agent's own alarm kinds, which a tag's priority table may also name
@@ -24,12 +35,26 @@ def _priority(v: Any) -> str | None:
 
 
 def _preset_doc() -> str:
-    def one(p: Any) -> str:
-        limits = ", ".join(f"{k} {v:g}" for k, v in p.alarms.items())
+    def one(p: Preset) -> str:
+        if p.toxic:
+            limits = ", ".join(f"{k} {f * 100:g} % OEL" for k, f in p.oel_factors.items())
+            unit = " or ".join(f"`{u}`" for u in p.units[:2])
+        else:
+            limits = ", ".join(f"{k} {v:g}" for k, v in p.alarms.items())
+            unit = f"`{p.unit}`"
         priority = " / ".join(f"{k} {v}" for k, v in p.priority.items())
-        return f"`{p.name}`: {p.standard} — alarms {limits}, unit `{p.unit}`, priority {priority}"
+        return f"`{p.name}`: {p.standard} — alarms {limits}, unit {unit}, priority {priority}"
 
-    return "; ".join(one(p) for p in PRESETS.values()) + "; a tag's own `alarms`, `unit` and `priority` override them"
+    return ("; ".join(one(p) for p in PRESETS.values()) + "; a tag's own `alarms`, `unit` and `priority` override "
+            "them, its limits at most the preset's (see “Gas presets” below)")
+
+
+def _gas(v: str) -> str | None:
+    if v in ("", *GASES):
+        return None
+    same = [g for g in GASES if g.lower() == v.lower()]
+    hint = f" (did you mean '{same[0]}'?)" if same else did_you_mean(v, GASES)
+    return f"unknown gas {v!r}{hint}; the table has {', '.join(GASES)}"
 
 
 _SPEC_DEFAULTS = {f.name: f.default for f in fields(TagSpec)}
@@ -64,6 +89,11 @@ class TagConfig:
     latch: bool = key(False, "a latching alarm whose condition clears before it is acknowledged stays `latched` "
                              "until acknowledged")
     preset: str = key("", _preset_doc(), choices=("", *PRESETS), shown="none")
+    gas: str = key("", "with `preset = \"gb50493-toxic\"`: the gas whose occupational exposure limit (GBZ 2.1-2019 "
+                       "table under “Gas presets” below) sets the limits", check=_gas, shown="none")
+    oel: float | None = key(None, "with `preset = \"gb50493-toxic\"` instead of `gas`: the occupational exposure "
+                                  "limit in mg/m³ (the tag's unit then must be mg/m³)", kind="float", check=positive,
+                            shown="none")
     point: str = key("", "point code in the provincial profile (测点编码); without it `[provincial] point_code` "
                          "composes one", shown="the tag name")
     position: str = key("", "位号, the plant's own tag number, in the point registry", shown="the tag name")
@@ -143,7 +173,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         check_discrete(t, entry, path, p)
         if isinstance(t["priority"], dict):
             t["priority"] = p.names(t["priority"], f"{path}.priority", roles.priority_names(), lambda v: None)
-        _apply_preset(t, entry)
+        _apply_preset(t, entry, path, p)
         families = _families(t, path, roles, detector_params, p)
         spec = TagSpec(
             index=i, name=t["name"] or f"tag{i}", device=dev if isinstance(dev, str) else "",
@@ -169,16 +199,53 @@ def _range(rng: list[float] | None, path: str, p: Problems) -> tuple[float, floa
     return float(rng[0]), float(rng[1])
 
 
-def _apply_preset(t: dict[str, Any], entry: Any) -> None:
-    """A standard's limits, unit and priorities, under whatever the tag sets itself."""
+def _apply_preset(t: dict[str, Any], entry: Any, path: str, p: Problems) -> None:
+    """A standard's limits, unit and priorities, under whatever the tag sets itself, and the
+    tag's own limits held to the standard's maxima."""
     preset = PRESETS.get(t["preset"])
+    given = {k for k in ("gas", "oel") if isinstance(entry, dict) and k in entry}
+    if preset is None or not preset.toxic:
+        for k in sorted(given):
+            p.add(f"{path}.{k}", 'only with a toxic gas preset (preset = "gb50493-toxic")')
     if preset is None:
         return
-    given = t.get("alarms")
-    t["alarms"] = {**preset.alarms, **(given if isinstance(given, dict) else {})}
-    t["unit"] = t["unit"] or preset.unit
+    unit = t["unit"] or preset.unit
+    _preset_unit(preset, unit, path, p)
+    if preset.toxic:
+        _oel_source(preset, given, unit, path, p)
+    own = t.get("alarms") if isinstance(t.get("alarms"), dict) else {}
+    defaults, maxima = preset.limits(unit, t["gas"], t["oel"])
+    t["alarms"] = {**defaults, **own}
+    t["unit"] = unit
     if "priority" not in entry and preset.priority:
         t["priority"] = dict(preset.priority)
+    for k, top in maxima.items():
+        v = own.get(k)
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > top * (1 + 1e-9):
+            basis = f" = {preset.oel_factors[k] * 100:g} % OEL" if preset.toxic else ""
+            of = f" of {t['gas']}" if preset.toxic and t["gas"] else ""
+            p.add(f"{path}.alarms.{k}",
+                  f"above {preset.standard}'s {GRADE_WORDS.get(k, k)} maximum ({top:g} {unit}{basis}{of})")
+
+
+def _preset_unit(preset: Preset, unit: str, path: str, p: Problems) -> None:
+    accepted = preset.units or (preset.unit,)
+    if unit not in accepted:
+        wanted = " or ".join(repr(u) for u in accepted[:2])
+        shown = f"{unit!r}" if unit else "none set"
+        p.add(f"{path}.unit", f"unit mismatch: preset {preset.name!r} needs unit {wanted}, not {shown}")
+
+
+def _oel_source(preset: Preset, given: set[str], unit: str, path: str, p: Problems) -> None:
+    """A toxic preset's OEL comes from exactly one of `gas` and `oel`; an explicit OEL is in
+    mg/m³, which converts to ppm only with a known gas's molar mass."""
+    if not given:
+        p.add(f"{path}.preset", f"{preset.name!r} needs `gas` (one of {', '.join(GASES)}) or `oel` (mg/m³)")
+    elif len(given) == 2:
+        p.add(f"{path}.oel", "give `gas` or `oel`, not both")
+    elif given == {"oel"} and unit == "ppm":
+        p.add(f"{path}.oel", 'an explicit oel is in mg/m³: with unit = "ppm" name the `gas` instead, or set '
+                             'unit = "mg/m³"')
 
 
 def _families(t: dict[str, Any], path: str, roles: FamilyRoles, detector_params: Mapping[str, Mapping],
