@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import ssl
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from agent.config import UplinkSection
 from agent.config.http import HttpRules
 from agent.outbox import TELEMETRY
 from agent.payloads import batch_body, rfc3339
-from agent.sender import REFUSED, RETRY, SENT, Answer
+from agent.sender import REFUSED, RETRY, SENT, Answer, tls_context
 from agent.templates import render
 
 #: 4xx answers that a later attempt may still pass: Request Timeout, Too Many Requests
@@ -40,18 +39,12 @@ class HttpTransport:
         self.local_time = local_time
         parts = urlsplit(cfg.url)
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.context = self._tls() if cfg.tls else None
+        self.context = tls_context(cfg) if cfg.tls else None
         self.conn: http.client.HTTPConnection | None = None
         self.auth = ""
         if cfg.username:
             secret = cfg.password_file.read_text(encoding="utf-8").strip() if cfg.password_file else ""
             self.auth = "Basic " + base64.b64encode(f"{cfg.username}:{secret}".encode()).decode()
-
-    def _tls(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None)
-        if self.cfg.cert_file and self.cfg.key_file:
-            ctx.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
-        return ctx
 
     def batch(self, lane: int) -> int:
         return self.cfg.batch_max if lane == TELEMETRY else 1

@@ -149,6 +149,13 @@ class Profile:
             f["message"]: doc["message"],
         }
 
+    def head(self, kind: str, ts: float) -> dict[str, Any]:
+        """What every message but an alarm begins with: enterprise, gateway, message type
+        (``types[kind]``) and the message time."""
+        f = self.fields
+        return {f["enterprise"]: self.enterprise_code, f["gateway"]: self.gateway_code, f["type"]: self.types[kind],
+                f["time"]: self.local_time(ts)}
+
     def data(self, ts: float, samples: Iterable[tuple], late: bool = False) -> dict[str, Any]:
         """The normal-state data message, made from the telemetry snapshot every ``[uplink]
         telemetry_interval_s``. ``samples`` are (tag name, value, quality name, sample time):
@@ -156,10 +163,7 @@ class Profile:
         ``ts``, the message time. ``late`` is the 补传 mark (see ``mark_late``)."""
         f = self.fields
         return {
-            f["enterprise"]: self.enterprise_code,
-            f["gateway"]: self.gateway_code,
-            f["type"]: self.types["data"],
-            f["time"]: self.local_time(ts),
+            **self.head("data", ts),
             f["late"]: "1" if late else "0",
             f["datas"]: [self._sample(name, v, q, rest[0] if rest and rest[0] else ts) for name, v, q, *rest in samples],
         }
@@ -180,9 +184,7 @@ class Profile:
         return {**doc, f["late"]: "1" if late else "0"}
 
     def status(self, ts: float, online: bool) -> dict[str, Any]:
-        f = self.fields
-        return {f["enterprise"]: self.enterprise_code, f["gateway"]: self.gateway_code, f["type"]: self.types["status"],
-                f["time"]: self.local_time(ts), f["online"]: "1" if online else "0"}
+        return {**self.head("status", ts), self.fields["online"]: "1" if online else "0"}
 
     def describe(self) -> str:
         """One line for ``plantwatch check``: how payloads are sent, without the key, IV or secret."""

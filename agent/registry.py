@@ -93,14 +93,7 @@ def entry(profile: Profile, p: Point) -> dict[str, str]:
 
 def message(profile: Profile, ts: float, pts: Sequence[Point]) -> dict[str, Any]:
     """The registry (base-data) message: every point, sent at start when it changed."""
-    f = profile.fields
-    return {
-        f["enterprise"]: profile.enterprise_code,
-        f["gateway"]: profile.gateway_code,
-        f["type"]: profile.types["registry"],
-        f["time"]: profile.local_time(ts),
-        f["datas"]: [entry(profile, p) for p in pts],
-    }
+    return {**profile.head("registry", ts), profile.fields["datas"]: [entry(profile, p) for p in pts]}
 
 
 def digest(profile: Profile, doc: Mapping[str, Any]) -> str:

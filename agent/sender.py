@@ -19,6 +19,7 @@ sends it with ``online: false`` when the platform is reachable.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,15 @@ class Answer:
 
     outcome: str
     reason: str = ""
+
+
+def tls_context(cfg: UplinkSection) -> ssl.SSLContext:
+    """The client TLS context of an https:// or tls:// uplink: the server verified against the
+    system's CAs or ``ca_file``, and the client certificate when one is configured."""
+    ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    if cfg.cert_file and cfg.key_file:
+        ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
+    return ctx
 
 
 class Transport(Protocol):

@@ -27,7 +27,7 @@ from typing import Any
 
 from agent.config import UplinkSection
 from agent.config.http import SuccessRule
-from agent.sender import REFUSED, RETRY, SENT, Answer
+from agent.sender import REFUSED, RETRY, SENT, Answer, tls_context
 
 log = logging.getLogger("plantwatch.uplink")
 
@@ -43,15 +43,9 @@ class TcpTransport:
         self.code_field = self.success.field
         self.refused = frozenset(cfg.refused_codes)
         self.delimiter = cfg.delimiter.encode("utf-8")
-        self.context = self._tls() if cfg.tls else None
+        self.context = tls_context(cfg) if cfg.tls else None
         self.sock: socket.socket | None = None
         self.buf = b""
-
-    def _tls(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None)
-        if self.cfg.cert_file and self.cfg.key_file:
-            ctx.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
-        return ctx
 
     def batch(self, lane: int) -> int:
         return 1  # one frame, one answer

@@ -137,11 +137,10 @@ class MismatchFamily(KernelFamily):
             return []
         tag, value, ts, quality = tag[mine], value[mine], ts[mine], quality[mine]
         usable = np.where((quality == BAD) | (quality == COMM_FAIL), math.nan, value)
-        ticks = np.unique(ts)
         out: list[ConditionChange] = []
         # one pass per tick of the batch (a device read is one tick), never per sample
-        for t in ticks.tolist() if len(ticks) > 1 else [float(ticks[0])]:
-            at = ts == t if len(ticks) > 1 else slice(None)
+        for t in np.unique(ts).tolist():
+            at = ts == t
             self.last[tag[at]] = usable[at]
             out.extend(self._judge(tag[at], t))
         return out
@@ -161,18 +160,19 @@ class MismatchFamily(KernelFamily):
         if events is None:
             return []
         idx, prev, new, _ = events
-        return [self._change(int(pairs[i]), int(nw), t) for i, nw in zip(idx.tolist(), new.tolist(), strict=True)]
-
-    def _change(self, pair: int, new: int, t: float) -> ConditionChange:
-        cmd, fb = int(self.command[pair]), int(self.feedback[pair])
-        return ConditionChange(
-            cmd, self.name, "MISMATCH", new != 0, float(self.last[cmd]), float(self.last[fb]), t,
-            {"feedback_value": float(self.last[fb]), "mismatch_s": float(self.params[cmd]["mismatch_s"]),
-             "desc": self.params[cmd]["desc"]},
-        )
+        cmd = self.command[pairs]
+        return [self.change(int(cmd[i]), int(p), int(nw), math.nan, t, math.nan)
+                for i, p, nw in zip(idx.tolist(), prev.tolist(), new.tolist(), strict=True)]
 
     def change(self, tag: int, prev: int, new: int, value: float, ts: float, detail: float) -> ConditionChange:
-        raise NotImplementedError("mismatch events are built by update")
+        """A mismatch event of command ``tag`` (its slot is its pair): the command's and the
+        feedback's last values, not the kernel's 0/1 signal."""
+        fb = int(self.feedback[self.slot_of_tag[tag]])
+        return ConditionChange(
+            tag, self.name, "MISMATCH", new != 0, float(self.last[tag]), float(self.last[fb]), ts,
+            {"feedback_value": float(self.last[fb]), "mismatch_s": float(self.params[tag]["mismatch_s"]),
+             "desc": self.params[tag]["desc"]},
+        )
 
     @classmethod
     def describe(cls, level: str, active: bool, value: float, limit: float,

@@ -228,7 +228,7 @@ class Driver(ABC):
         self.device = device
         self.tags = list(tags)
         #: the device's tags in read order, frozen: every batch of a whole read passes this array,
-        #: and the detection kernels check a frozen array's tick structure once, not per read
+        #: and the detector families have a frozen array's tick structure checked once, not per read
         self.tag_indices = frozen_tags([t.index for t in self.tags])
 
     @abstractmethod
