@@ -199,6 +199,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    from agent.history import run_query
+
+    return run_query(cfg, args)
+
+
 # --- probe ------------------------------------------------------------------------------------
 
 
@@ -366,6 +375,16 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--time-col")
     s.add_argument("--rate", type=float)
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("history", help="print one tag's recorded history (time, value, quality)")
+    s.add_argument("config")
+    s.add_argument("tag")
+    s.add_argument("--from", dest="start", metavar="T", help="RFC 3339, or YYYY-MM-DD HH:MM[:SS] in the plant's "
+                   "time zone ([agent] timezone); default: 24 hours before --to")
+    s.add_argument("--to", metavar="T", help="as --from; default: now")
+    s.add_argument("--csv", action="store_true", help="CSV (time in RFC 3339 UTC, TAG, quality) that "
+                   "`plantwatch replay` reads")
+    s.set_defaults(func=cmd_history)
 
     s = sub.add_parser("alarms", help="list the running agent's alarms (local API)")
     s.add_argument("config")
