@@ -1,4 +1,5 @@
-"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, probe, provincial."""
+"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, history, probe,
+provincial."""
 
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if cfg.provincial is not None:
         print(cfg.provincial.describe())
     print(f"data_dir {cfg.agent.data_dir}")
+    h = cfg.history
+    print(f"history {h.path(cfg.agent.data_dir)} {h.compression} {h.retention_days} days, max {h.max_mb:g} MB"
+          if h.enabled else "history off")
     print(f"{len(cfg.devices)} devices, {len(cfg.tags)} tags, {len(cfg.models)} models")
     for d in cfg.devices:
         tags = cfg.device_tags(d.name)
@@ -200,12 +204,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    cfg = _load_or_report(args.config)
-    if cfg is None:
-        return EXIT_CONFIG
-    from agent.history import run_query
+    from agent.history_query import run  # reads only the parts of the config it needs (see there)
 
-    return run_query(cfg, args)
+    return run(args, _load_or_report)
 
 
 # --- probe ------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""The history recorder of the live agent, its storage policy, and ``plantwatch history``.
+"""The history recorder of the live agent and its storage policy.
 
 Part of the shell. ``History.record`` runs on the event loop for every batch the agent
 handles: the compressor (agent.history_compress, one numpy pass) picks the points to archive
 and they are buffered in memory. Every ``flush_s`` a worker thread commits the buffer to the
 day files (agent.history_store); once a minute the same thread applies retention and the size
-policy, and the loop raises or clears the ``storage`` alarm ``history/storage`` through the
-alarm manager and the outbox, like the outbox's own storage alarm. History is not the alarm
+policy, and the loop raises or clears the ``storage`` alarms ``history/storage`` and
+``history.retention/storage`` through the alarm manager and the outbox, like the outbox's own
+storage alarm. History is not the alarm
 path: a crash loses at most ``flush_s`` of buffered points (and each tag's held sample, whose
 value lies within the deviation of the last archived segment).
 """
@@ -13,32 +14,25 @@ value lies within the deviation of the last archived segment).
 from __future__ import annotations
 
 import asyncio
-import csv
 import logging
 import math
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from agent.alarms import AlarmManager
 from agent.config import Config
-from agent.config.schema import did_you_mean
 from agent.history_compress import Compressor, Points
-from agent.history_store import DAY_S, Store, day_name, day_of, names, read
-from agent.payloads import rfc3339
+from agent.history_store import DAY_S, Store, day_name, day_of
 from drivers.base import SampleBatch
 
 log = logging.getLogger("plantwatch.history")
 
 MB = 2**20
-QUALITY_NAMES = ("good", "uncertain", "bad", "comm_fail")
 MAINTENANCE_S = 60.0
 
 
@@ -238,78 +232,4 @@ class History:
                    "dropped_days": [day_name(d) for d in p.cut] if p is not None else []}
         self.commit(self.manager.raise_system("storage", device, bad, time.time(), context,
                                               value=projected, limit=max_mb, unit="MB"))
-
-
-# --- plantwatch history ------------------------------------------------------------------------
-
-
-class QueryError(Exception):
-    """Bad arguments: exit 2."""
-
-
-def parse_time(text: str, tz: ZoneInfo) -> float:
-    """RFC 3339 (``2026-11-29T08:00:00Z``, ``…+08:00``), or ``YYYY-MM-DD[ HH:MM[:SS]]`` in the
-    plant's time zone."""
-    t = text.strip()
-    try:
-        dt = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise QueryError(f"{text!r} is not a time (RFC 3339, or YYYY-MM-DD HH:MM[:SS] in {tz.key})") from None
-    return (dt if dt.tzinfo is not None else dt.replace(tzinfo=tz)).timestamp()
-
-
-def window(args: Any, tz: ZoneInfo, now: float) -> tuple[float, float]:
-    """--from/--to: --to defaults to now, --from to 24 hours before --to."""
-    t1 = parse_time(args.to, tz) if args.to else now
-    t0 = parse_time(args.start, tz) if args.start else t1 - DAY_S
-    if t0 >= t1:
-        raise QueryError("--from must be before --to")
-    return t0, t1
-
-
-def run_query(cfg: Config, args: Any, out: Any = None) -> int:
-    """``plantwatch history CONFIG TAG``: 0 with the points printed, 1 without any history
-    recorded, 2 for an unknown tag or bad times."""
-    out = out or sys.stdout
-    tz = ZoneInfo(cfg.agent.timezone)
-    directory = cfg.history.path(cfg.agent.data_dir)
-    try:
-        t0, t1 = window(args, tz, time.time())
-    except QueryError as exc:
-        print(f"history: {exc}", file=sys.stderr)
-        return 2
-    configured = [t.name for t in cfg.tags]
-    if args.tag not in configured:
-        stored = names(directory)
-        if args.tag not in stored:
-            print(f"history: unknown tag {args.tag!r}{did_you_mean(args.tag, sorted(set(configured) | stored))}",
-                  file=sys.stderr)
-            return 2
-    if not directory.is_dir():
-        print(f"history: nothing recorded yet in {directory}", file=sys.stderr)
-        return 1
-    pts = read(directory, args.tag, t0, t1)
-    if args.csv:
-        write_csv(out, args.tag, pts)
-    else:
-        write_text(out, args.tag, pts, tz, t0, t1)
-    return 0
-
-
-def write_csv(out: Any, tag: str, pts: Points) -> None:
-    """``time,TAG,quality``: RFC 3339 UTC with milliseconds, the value (empty for none), the
-    quality's name. ``plantwatch replay`` reads it back (the column is named like the tag)."""
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(["time", tag, "quality"])
-    for ts, v, q in zip(pts.ts.tolist(), pts.value.tolist(), pts.quality.tolist(), strict=True):
-        w.writerow([rfc3339(ts), "" if math.isnan(v) else repr(v), QUALITY_NAMES[q] if q < 4 else str(q)])
-
-
-def write_text(out: Any, tag: str, pts: Points, tz: ZoneInfo, t0: float, t1: float) -> None:
-    def local(ts: float) -> str:
-        return datetime.fromtimestamp(ts, tz).isoformat(sep=" ", timespec="milliseconds")
-
-    out.write(f"# {tag} {local(t0)} .. {local(t1)} ({tz.key}): {len(pts)} points\n")
-    for ts, v, q in zip(pts.ts.tolist(), pts.value.tolist(), pts.quality.tolist(), strict=True):
-        out.write(f"{local(ts)}  {v:.10g}  {QUALITY_NAMES[q] if q < 4 else q}\n")
 

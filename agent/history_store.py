@@ -178,30 +178,30 @@ def read(directory: Path, name: str, t0: float, t1: float) -> Points:
     before ``t0`` (so a plot of the window starts at the right value), oldest first."""
     files = day_files(Path(directory))
     ms0, ms1 = int(round(t0 * 1000)), int(round(t1 * 1000))
-    rows: list[tuple[int, float | None, int]] = []
+    parts = []
     for day, path in files.items():
-        if day < ms0 // DAY_MS or day > ms1 // DAY_MS:
-            continue
-        rows += _rows(path, name, day, "ms >= ? AND ms <= ? ORDER BY ms", (ms0 - day * DAY_MS, ms1 - day * DAY_MS))
-    before: list[tuple[int, float | None, int]] = []
+        if ms0 // DAY_MS <= day <= ms1 // DAY_MS:
+            parts.append(_rows(path, name, day, "ms >= ? AND ms <= ? ORDER BY ms",
+                               (ms0 - day * DAY_MS, ms1 - day * DAY_MS)))
     for day in sorted((d for d in files if d <= ms0 // DAY_MS), reverse=True):
         before = _rows(files[day], name, day, "ms < ? ORDER BY ms DESC LIMIT 1", (ms0 - day * DAY_MS,))
-        if before:
+        if len(before):
+            parts.insert(0, before)
             break
-    rows = before + rows
-    return Points(np.zeros(len(rows), np.int32), np.array([r[0] for r in rows], dtype=np.float64) / 1000.0,
-                  np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64),
-                  np.array([r[2] for r in rows], dtype=np.uint8))
+    rows = np.concatenate(parts) if parts else np.zeros((0, 3))
+    return Points(np.zeros(len(rows), np.int32), rows[:, 0] / 1000.0, rows[:, 1], rows[:, 2].astype(np.uint8))
 
 
-def _rows(path: Path, name: str, day: int, where: str, args: tuple) -> list[tuple[int, float | None, int]]:
+def _rows(path: Path, name: str, day: int, where: str, args: tuple) -> np.ndarray:
+    """(ms since the epoch, value or NaN, quality) rows of one file."""
     db = _connect_ro(path)
     try:
         tag = _tag_id(db, name)
         if tag is None:
-            return []
-        base = day * DAY_MS
-        return [(ms + base, v, q) for ms, v, q in
-                db.execute(f"SELECT ms, value, quality FROM points WHERE tag = ? AND {where}", (tag, *args))]
+            return np.zeros((0, 3))
+        rows = db.execute(f"SELECT ms, value, quality FROM points WHERE tag = ? AND {where}", (tag, *args)).fetchall()
     finally:
         db.close()
+    out = np.array(rows, dtype=np.float64).reshape(-1, 3)  # NULL values become NaN
+    out[:, 0] += day * DAY_MS
+    return out

@@ -377,3 +377,33 @@ def test_agent_run_leaves_history_that_plantwatch_history_returns(tmp_path, writ
     assert len(rows) < 20, done.stdout
     assert "Traceback" not in agent.output()
     assert os.path.getsize(next(iter(day_files(tmp_path / "data" / "history").values()))) > 0
+
+
+def test_query_reads_the_config_like_the_full_load(tmp_path, write_config, capsys):
+    from agent.config import load
+    from agent.history_query import locate
+
+    for agent_keys, history_keys in (({}, {}), ({"data_dir": "rel/data", "timezone": "UTC"}, {}),
+                                     ({"data_dir": str(tmp_path / "abs")}, {"dir": "elsewhere/h"})):
+        data = config_dict()
+        data["agent"] = {"plant": "640100000001", **agent_keys}
+        if history_keys:
+            data["history"] = history_keys
+        path = write_config(data)
+        cfg, where = load(path), locate(path)
+        assert where.directory == cfg.history.path(cfg.agent.data_dir)
+        assert where.timezone == cfg.agent.timezone and where.tags == tuple(t.name for t in cfg.tags)
+    # a config the quick reading cannot take is loaded properly: a broken one exits 2 with its problems
+    data = config_dict()
+    data["agent"]["timezone"] = "Mars/Olympus"
+    assert main(["history", str(write_config(data)), "R101.TI01"]) == 2
+    assert "agent.timezone: unknown time zone 'Mars/Olympus'" in capsys.readouterr().err
+
+
+def test_a_tag_no_longer_configured_is_still_readable(tmp_path, write_config, capsys):
+    config, t0 = recorded(tmp_path, write_config)
+    store = Store(tmp_path / "data" / "history", ["R101.TI01", "R101.PI01", "OLD.FI09"])
+    store.write(Points(np.array([2], np.int32), np.array([T0 + 30.0]), np.array([4.5]), np.zeros(1, np.uint8)))
+    store.close()
+    assert main(["history", str(config), "OLD.FI09", "--from", "2025-11-29T00:00:00Z", "--csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["2025-11-29T00:00:30.000Z,4.5,good"]
