@@ -1,18 +1,19 @@
 """``plantwatch history CONFIG TAG [--from T] [--to T] [--csv]``: one tag's recorded history.
 
 Part of the shell. It reads the day files directly (read-only, beside a running agent). To
-answer within a second on a gateway whose config holds thousands of tags, it does not validate
-the whole config: it reads the TOML and takes only what it needs — ``[agent] data_dir`` and
-``timezone``, ``[history] dir`` and the tag names — with the defaults of their declarations
-(tests check both readings agree). Anything it cannot take that way (a missing or odd value, a
-tag it does not find) falls back to the full config load, which reports a broken config like
-every command does (exit 2).
+answer within a second on a gateway whose config holds thousands of tags, it does not read
+the whole config: it takes the ``[agent]`` and ``[history]`` tables out of the file (their
+``data_dir``, ``timezone`` and ``dir``, with the defaults of their declarations; tests check
+both readings agree) and looks the tag up in the day files. Anything it cannot take that way (a
+table it cannot read plainly, an odd value, a tag the files do not hold) falls back to the full
+config load, which reports a broken config like every command does (exit 2).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 import time
 import tomllib
@@ -26,7 +27,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from agent.history_compress import Points
-from agent.history_store import DAY_S, names, read
+from agent.history_store import DAY_S, has, names, read
 
 QUALITY_NAMES = ("good", "uncertain", "bad", "comm_fail")
 # the declared defaults of [agent] data_dir and timezone (agent/config/sections.py)
@@ -44,19 +45,48 @@ class Where:
 
     directory: Path
     timezone: str
-    tags: tuple[str, ...]
+
+
+_HEADER = re.compile(r"\s*(\[\[?)\s*([A-Za-z0-9_-]+(?:\s*\.\s*[A-Za-z0-9_-]+)*)\s*\]\]?\s*(#.*)?")
+
+
+def _sections(text: str) -> dict[str, Any] | None:
+    """The [agent] and [history] tables, read without parsing the (maybe 10,000) [[tags]]; None
+    when the file may define them in a way this does not follow (keys before the first table,
+    a table given twice, anything tomllib will not take)."""
+    picked: list[str] = []
+    keep, seen, started = False, set(), False
+    for line in text.splitlines():
+        m = _HEADER.fullmatch(line)
+        if m:
+            started = True
+            name = m.group(2).replace(" ", "")
+            keep = m.group(1) == "[" and name.split(".")[0] in ("agent", "history")
+            if keep and name in seen:
+                return None
+            seen.add(name)
+        elif not started and line.strip() and not line.lstrip().startswith("#"):
+            return None  # top-level keys (e.g. dotted `agent.data_dir = …`): read the whole file
+        if keep:
+            picked.append(line)
+    try:
+        return tomllib.loads("\n".join(picked))
+    except tomllib.TOMLDecodeError:
+        return None
 
 
 def locate(path: str | Path) -> Where | None:
-    """The history directory, time zone and tag names from the TOML alone; None when the file
-    does not give them plainly (the caller then loads the config properly)."""
+    """The history directory and time zone from the config's [agent] and [history] tables
+    alone; None when the file does not give them plainly (the caller then loads the config)."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = _sections(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
         return None
-    agent, history, tags = data.get("agent"), data.get("history", {}), data.get("tags", [])
-    if not (isinstance(agent, dict) and isinstance(history, dict) and isinstance(tags, list)):
+    if data is None:
+        return None
+    agent, history = data.get("agent"), data.get("history", {})
+    if not (isinstance(agent, dict) and isinstance(history, dict)):
         return None
     data_dir, tz, hdir = agent.get("data_dir", DEFAULT_DATA_DIR), agent.get("timezone", DEFAULT_TIMEZONE), \
         history.get("dir")
@@ -68,8 +98,7 @@ def locate(path: str | Path) -> Where | None:
     except (ValueError, KeyError):
         return None
     base = path.parent
-    directory = base / hdir if hdir is not None else base / data_dir / "history"
-    return Where(directory, tz, tuple(t["name"] for t in tags if isinstance(t, dict) and isinstance(t.get("name"), str)))
+    return Where(base / hdir if hdir is not None else base / data_dir / "history", tz)
 
 
 def parse_time(text: str, tz: ZoneInfo) -> float:
@@ -97,21 +126,19 @@ def run(args: Any, load: Callable[[str], Any], out: Any = None) -> int:
     times or a broken config. ``load`` is the full config load (None when it is broken)."""
     out = out or sys.stdout
     where = locate(args.config)
-    stored: set[str] | None = None
-    if where is not None and args.tag not in where.tags:
-        stored = names(where.directory)
-        if args.tag not in stored:
-            where = None  # not a plain tag of the file: the whole config decides (points lists, ...)
-    if where is None:
+    if where is None or not has(where.directory, args.tag):
+        # not plainly there: the whole config decides (a configured tag with no history yet,
+        # a tag from a points list, an unknown tag, a broken config)
         cfg = load(args.config)
         if cfg is None:
             return 2
-        where = Where(cfg.history.path(cfg.agent.data_dir), cfg.agent.timezone, tuple(t.name for t in cfg.tags))
-        if args.tag not in where.tags and args.tag not in (stored := stored or names(where.directory)):
+        where = Where(cfg.history.path(cfg.agent.data_dir), cfg.agent.timezone)
+        configured = [t.name for t in cfg.tags]
+        if args.tag not in configured and not has(where.directory, args.tag):
             from agent.config.schema import did_you_mean
 
-            print(f"history: unknown tag {args.tag!r}{did_you_mean(args.tag, sorted(set(where.tags) | stored))}",
-                  file=sys.stderr)
+            known = sorted(set(configured) | names(where.directory))
+            print(f"history: unknown tag {args.tag!r}{did_you_mean(args.tag, known)}", file=sys.stderr)
             return 2
     tz = ZoneInfo(where.timezone)
     try:

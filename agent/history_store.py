@@ -173,6 +173,18 @@ def names(directory: Path) -> set[str]:
     return out
 
 
+def has(directory: Path, name: str) -> bool:
+    """Whether any day file holds the tag."""
+    for path in reversed(day_files(Path(directory)).values()):
+        db = _connect_ro(path)
+        try:
+            if _tag_id(db, name) is not None:
+                return True
+        finally:
+            db.close()
+    return False
+
+
 def read(directory: Path, name: str, t0: float, t1: float) -> Points:
     """The archived points of tag ``name`` with ``t0 <= ts <= t1``, preceded by the last point
     before ``t0`` (so a plot of the window starts at the right value), oldest first."""

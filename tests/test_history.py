@@ -392,7 +392,7 @@ def test_query_reads_the_config_like_the_full_load(tmp_path, write_config, capsy
         path = write_config(data)
         cfg, where = load(path), locate(path)
         assert where.directory == cfg.history.path(cfg.agent.data_dir)
-        assert where.timezone == cfg.agent.timezone and where.tags == tuple(t.name for t in cfg.tags)
+        assert where.timezone == cfg.agent.timezone
     # a config the quick reading cannot take is loaded properly: a broken one exits 2 with its problems
     data = config_dict()
     data["agent"]["timezone"] = "Mars/Olympus"
@@ -407,3 +407,29 @@ def test_a_tag_no_longer_configured_is_still_readable(tmp_path, write_config, ca
     store.close()
     assert main(["history", str(config), "OLD.FI09", "--from", "2025-11-29T00:00:00Z", "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == ["2025-11-29T00:00:30.000Z,4.5,good"]
+
+
+def test_the_quick_reading_of_agent_and_history_tables(tmp_path):
+    from agent.history_query import _sections, locate
+
+    text = ('# plant\n\n[agent]   # the gateway\nplant = "1"\ndata_dir = "d"\n[[tags]]\nname = "A"\n'
+            'range = [\n  -50.0,\n  400.0,\n]\n[history]\ndir = "h"\n[tags.x]\n')
+    assert _sections(text) == {"agent": {"plant": "1", "data_dir": "d"}, "history": {"dir": "h"}}
+    assert _sections('agent.data_dir = "x"\n[agent]\nplant = "1"\n') is None  # dotted keys at the top
+    assert _sections('[agent]\nplant = "1"\n[history]\n[agent]\nname = "x"\n') is None  # given twice
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    assert locate(path).directory == tmp_path / "h"
+
+
+def test_a_configured_tag_without_history_yet(tmp_path, write_config, capsys):
+    config, t0 = recorded(tmp_path, write_config)
+    store = Store(tmp_path / "data" / "history", ["R101.TI01"])  # R101.PI01 never recorded
+    store.close()
+    for f in day_files(tmp_path / "data" / "history").values():  # files without the tag
+        import sqlite3
+
+        with sqlite3.connect(f) as db:
+            db.execute("DELETE FROM tags WHERE name = 'R101.PI01'")
+    assert main(["history", str(config), "R101.PI01", "--csv"]) == 0
+    assert capsys.readouterr().out == "time,R101.PI01,quality\n"
