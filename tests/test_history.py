@@ -433,3 +433,17 @@ def test_a_configured_tag_without_history_yet(tmp_path, write_config, capsys):
             db.execute("DELETE FROM tags WHERE name = 'R101.PI01'")
     assert main(["history", str(config), "R101.PI01", "--csv"]) == 0
     assert capsys.readouterr().out == "time,R101.PI01,quality\n"
+
+
+def test_history_off_and_check_says_where(tmp_path, write_config, capsys):
+    from agent.runtime import Agent
+
+    data = config_dict(history={"enabled": False})
+    data["agent"]["data_dir"] = str(tmp_path / "data")
+    agent = Agent(parse(data, base=tmp_path))
+    try:
+        assert agent.history is None
+    finally:
+        agent.outbox.close()
+    assert main(["check", str(write_config(config_dict(history={"compression": "deadband", "retention_days": 40})))]) == 0
+    assert f"history {tmp_path / 'data' / 'history'} deadband 40 days, max 2048 MB" in capsys.readouterr().out
