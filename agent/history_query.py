@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sqlite3
 import sys
 import time
 import tomllib
@@ -122,9 +123,17 @@ def window(start: str | None, to: str | None, tz: ZoneInfo, now: float) -> tuple
 
 
 def run(args: Any, load: Callable[[str], Any], out: Any = None) -> int:
-    """0 with the points printed, 1 without any history recorded, 2 for an unknown tag, bad
-    times or a broken config. ``load`` is the full config load (None when it is broken)."""
-    out = out or sys.stdout
+    """0 with the points printed, 1 without any history recorded or files that cannot be read,
+    2 for an unknown tag, bad times or a broken config. ``load`` is the full config load (None
+    when it is broken)."""
+    try:
+        return _run(args, load, out or sys.stdout)
+    except sqlite3.DatabaseError as exc:
+        print(f"history: cannot read the history files: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: Any, load: Callable[[str], Any], out: Any) -> int:
     where = locate(args.config)
     if where is None or not has(where.directory, args.tag):
         # not plainly there: the whole config decides (a configured tag with no history yet,

@@ -151,7 +151,18 @@ class Store:
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    """Read-only. Beside a running agent the WAL's files exist and are shared; with the agent
+    stopped they are gone, and a reader that may not create them (no write access to the
+    directory) opens the file as immutable instead — nothing writes it then."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=10.0)
+    try:
+        db.execute("SELECT 1 FROM tags LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        db.close()
+        if (path.parent / (path.name + "-wal")).exists():
+            raise
+        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
     db.execute("PRAGMA query_only=1")
     return db
 

@@ -447,3 +447,26 @@ def test_history_off_and_check_says_where(tmp_path, write_config, capsys):
         agent.outbox.close()
     assert main(["check", str(write_config(config_dict(history={"compression": "deadband", "retention_days": 40})))]) == 0
     assert f"history {tmp_path / 'data' / 'history'} deadband 40 days, max 2048 MB" in capsys.readouterr().out
+
+
+def test_history_reads_from_a_read_only_directory(tmp_path, write_config, capsys):
+    """An operator without write access to the history (here: a read-only mount) reads it
+    while the agent is stopped, when SQLite cannot create the WAL's shared-memory file."""
+    config, t0 = recorded(tmp_path, write_config)
+    hist = tmp_path / "data" / "history"
+    subprocess.run(["mount", "--bind", "-o", "ro", str(hist), str(hist)], check=True)
+    try:
+        assert main(["history", str(config), "R101.TI01", "--from", "2025-11-29T00:00:00Z", "--to",
+                     "2025-11-29T00:01:00Z", "--csv"]) == 0
+        assert capsys.readouterr().out.splitlines()[1:] == ["2025-11-29T00:00:00.000Z,100.0,good",
+                                                            "2025-11-29T00:01:00.000Z,100.0,good"]
+    finally:
+        subprocess.run(["umount", str(hist)], check=True)
+
+
+def test_a_damaged_day_file_is_an_error_not_a_traceback(tmp_path, write_config, capsys):
+    config, t0 = recorded(tmp_path, write_config)
+    first = next(iter(day_files(tmp_path / "data" / "history").values()))
+    first.write_bytes(b"not a database" * 100)
+    assert main(["history", str(config), "R101.TI01", "--from", "2025-11-29T00:00:00Z", "--csv"]) == 1
+    assert "history: cannot read the history files: file is not a database" in capsys.readouterr().err
