@@ -15,6 +15,7 @@ A ``Store`` is used by one thread at a time (its lock enforces it).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
@@ -115,12 +116,14 @@ class Store:
                 value = pts.value[sel]
                 rows = zip(ids[pts.tag[sel]].tolist(), (ms[sel] - day * DAY_MS).tolist(),
                            np.where(np.isnan(value), None, value).tolist(), pts.quality[sel].tolist(), strict=True)
-                db.execute("BEGIN")
                 try:
+                    db.execute("BEGIN")
                     db.executemany("INSERT OR REPLACE INTO points (tag, ms, value, quality) VALUES (?, ?, ?, ?)", rows)
                     db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    self._close(int(day))  # the next commit opens the day's file afresh
                     raise
             return len(pts)
 

@@ -22,7 +22,7 @@ from agent.cli import main
 from agent.config import ConfigError, parse
 from agent.history import MB, History, deviations, plan
 from agent.history_compress import Compressor, Points, reconstruct
-from agent.history_store import DAY_S, Store, day_files, day_of
+from agent.history_store import DAY_S, Store, day_files, day_of, read
 from agent.pipeline import build_manager
 from tests.conftest import config_dict
 from tests.helpers import AgentProcess
@@ -470,3 +470,27 @@ def test_a_damaged_day_file_is_an_error_not_a_traceback(tmp_path, write_config, 
     first.write_bytes(b"not a database" * 100)
     assert main(["history", str(config), "R101.TI01", "--from", "2025-11-29T00:00:00Z", "--csv"]) == 1
     assert "history: cannot read the history files: file is not a database" in capsys.readouterr().err
+
+
+def test_a_damaged_day_file_raises_the_loss_alarm_and_a_new_file_takes_over(tmp_path):
+    cfg, h, sent = history_for(tmp_path)
+    now = T0 + 3600
+    assert h.write(day_of_points(T0, n=10), now, maintain=False)["error"] is None
+    path = next(iter(day_files(h.dir).values()))
+    h.store.close()
+    path.write_bytes(b"not a database" * 500)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    report = h.write(day_of_points(T0 + 600, n=10), now, maintain=False)
+    assert "file is not a database" in report["error"]
+    h.after(report)
+    assert [(m["id"], m["state"]) for m in sent] == [("history.retention/storage", "active")]
+    assert "history write failed" in sent[0]["message"]
+    path.rename(tmp_path / "damaged.db")  # what the operator does
+    assert h.write(day_of_points(T0 + 1200, n=10), now, maintain=False)["error"] is None
+    h.after(h.write(Points.empty(), now, maintain=True))  # reports the 20 points lost since the last pass
+    assert len(sent) == 1 and h.active["history.retention"]
+    h.after(h.write(Points.empty(), now + 60, maintain=True))  # a pass that lost nothing
+    assert [(m["id"], m["state"]) for m in sent[1:]] == [("history.retention/storage", "cleared")]
+    assert len(read(h.dir, "R101.TI01", T0, T0 + DAY_S)) == 10
+    h.store.close()
