@@ -195,6 +195,12 @@ class Driver(ABC):
         return []
 
     @classmethod
+    def default_type(cls, address: str) -> str | None:
+        """The value type of a tag at ``address`` whose config names no ``type`` (bool at a
+        Modbus coil, say); None leaves the common default (``TagSpec.type``, float32)."""
+        return None
+
+    @classmethod
     def plan(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[str]:
         """Human-readable lines describing what the driver will request (``plantwatch check``)."""
         return [f"{len(tags)} tags"]

@@ -29,6 +29,7 @@ from drivers.modbus.address import (
     Endpoint,
     Point,
     make_point,
+    parse_address,
     parse_url,
 )
 from drivers.modbus.decode import Decoder
@@ -101,6 +102,15 @@ class ModbusDriver(PollingDriver):
             _, tag_problems = make_point(tag.address, tag.type, tag.order)
             problems.extend(Problem(k, m, tag) for k, m in tag_problems)
         return problems
+
+    @classmethod
+    def default_type(cls, address: str) -> str | None:
+        """A coil, a discrete input and a register bit (``hr:N.B``) hold one bit: bool."""
+        try:
+            area, _, bit = parse_address(address)
+        except ValueError:
+            return None  # check() reports it
+        return "bool" if area in BIT_AREAS or bit >= 0 else None
 
     @classmethod
     def check_devices(cls, devices: Sequence[DeviceSpec]) -> list[tuple[DeviceSpec, Problem]]:

@@ -11,21 +11,40 @@ import re
 import numpy as np
 
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DriverError
-from drivers.modbus.address import AREA_FC, BIT_AREAS, MAX_BITS, MAX_REGISTERS, WIDTH, parse_url
+from drivers.modbus.address import (
+    AREA_FC,
+    BIT_AREAS,
+    MAX_BITS,
+    MAX_REGISTERS,
+    WIDTH,
+    modicon,
+    parse_modicon,
+    parse_url,
+)
 from drivers.modbus.decode import DTYPES, byte_permutation
 from drivers.modbus.driver import exception_text
 from drivers.modbus.link import LinkPool
 
 _SPEC = re.compile(r"^(co|di|ir|hr):(\d+)(?:-(\d+))?$")
+_MODICON_SPEC = re.compile(r"^(\d{5,6})(?:-(\d{5,6}))?$")
 
 
 def parse_spec(spec: str) -> tuple[str, int, int]:
-    """``"hr:0-20"`` -> ("hr", 0, 21): area, first address, count (the range is inclusive)."""
-    m = _SPEC.match(spec.strip())
-    if not m:
-        raise ValueError(f"{spec!r} is not a range: expected e.g. hr:0-20, ir:100, co:0-15")
-    area, first = m.group(1), int(m.group(2))
-    last = int(m.group(3)) if m.group(3) is not None else first
+    """``"hr:0-20"`` or, in Modicon references, ``"40001-40021"`` -> ("hr", 0, 21): area, first
+    address (0-based), count (the range is inclusive)."""
+    text = spec.strip()
+    m = _SPEC.match(text)
+    if m:
+        area, first = m.group(1), int(m.group(2))
+        last = int(m.group(3)) if m.group(3) is not None else first
+    elif mm := _MODICON_SPEC.match(text):
+        area, first = parse_modicon(mm.group(1))
+        end_area, last = parse_modicon(mm.group(2)) if mm.group(2) else (area, first)
+        if end_area != area:
+            raise ValueError(f"{spec!r}: both ends must be in one area ({area} and {end_area} differ)")
+    else:
+        raise ValueError(f"{spec!r} is not a range: expected e.g. hr:0-20, ir:100, co:0-15 (0-based) "
+                         f"or 40001-40021, 300101 (Modicon, 1-based)")
     if last < first or last > 65535:
         raise ValueError(f"{spec!r}: the range must go upwards and stay within 0..65535")
     return area, first, last - first + 1
@@ -88,7 +107,9 @@ async def _values(link, unit, timeout, area, first, count, type_, order) -> list
             continue
         data = resp.bits[:n] if area in BIT_AREAS else resp.registers
         words.update(zip(range(start, start + n), (int(v) for v in data), strict=False))
-    lines = [f"{area}:{first}-{first + count - 1} as {type_} {order if type_ != 'bool' else ''}".rstrip()]
+    last = first + count - 1
+    lines = [f"{area}:{first}-{last} (Modicon {modicon(area, first)}-{modicon(area, last)}) as {type_} "
+             f"{order if type_ != 'bool' else ''}".rstrip()]
     width = 1 if area in BIT_AREAS or type_ == "bool" else WIDTH[type_]
     for addr in range(first, first + count - width + 1, width):
         span = [words.get(a) for a in range(addr, addr + width)]
