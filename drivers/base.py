@@ -266,6 +266,14 @@ async def cancel_and_wait(tasks) -> None:
         _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
+def error_text(exc: BaseException) -> str:
+    """A failed read as the comm alarm says it: a plain DriverError is the driver's own sentence
+    and stands alone; anything else is prefixed with its type (``TimeoutError``)."""
+    if type(exc) is DriverError and str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class PollingDriver(Driver):
     """A driver that reads the whole device every ``interval_s``.
 
@@ -316,7 +324,7 @@ class PollingDriver(Driver):
                     failures = 0
                 except (DriverError, OSError, TimeoutError) as exc:
                     failures += 1
-                    self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    self._last_error = error_text(exc)
                     if connected:
                         with contextlib.suppress(Exception):
                             await self.disconnect()

@@ -21,6 +21,7 @@ from drivers.base import (
     Simulator,
     TagSpec,
 )
+from drivers.modbus import diagnose
 from drivers.modbus.address import (
     BIT_AREAS,
     MAX_BITS,
@@ -33,7 +34,7 @@ from drivers.modbus.address import (
     parse_url,
 )
 from drivers.modbus.decode import Decoder
-from drivers.modbus.link import Link, LinkPool
+from drivers.modbus.link import ConnectFailed, Link, LinkPool, NoAnswer
 from drivers.modbus.planner import AREA_ORDER, Limits, Request, plan_points, split
 
 EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
@@ -205,6 +206,8 @@ class ModbusDriver(PollingDriver):
             self.backoff_initial_s = self.shared_backoff_initial_s
         self._set_plan(plan_points(self.points, self.limits))
         self._link: Link | None = None
+        self._connected_once = False  # the connection opened at least once since start
+        self._answered_once = False  # the unit answered at least once since start
 
     def _set_plan(self, requests: list[Request]) -> None:
         self.requests = requests
@@ -216,10 +219,21 @@ class ModbusDriver(PollingDriver):
         link = LinkPool.acquire(self.endpoint, self.device.timeout_s, self.frame_gap)
         try:
             await link.connect()
+        except ConnectFailed as exc:
+            LinkPool.release(link)
+            if self._connected_once:
+                raise
+            raise DriverError(diagnose.never_connected(exc.endpoint, exc.cause, exc.timeout_s, self.device.name)) \
+                from None
         except BaseException:
             LinkPool.release(link)
             raise
+        self._connected_once = True
         self._link = link
+
+    def _silent(self, what: str) -> DriverError:
+        """The error of a unit that did not answer, with what to check if it never has."""
+        return DriverError(diagnose.unit_silent(self.endpoint, self.device.unit, what, self._answered_once))
 
     async def disconnect(self) -> None:
         if self._link is not None:
@@ -241,16 +255,20 @@ class ModbusDriver(PollingDriver):
             queue = deque(self.requests)
             while queue:
                 req = queue.popleft()
-                resp = await link.read(req.fc, req.start, req.count, unit, timeout)
+                try:
+                    resp = await link.read(req.fc, req.start, req.count, unit, timeout)
+                except NoAnswer as exc:
+                    raise self._silent(str(exc)) from None
+                code = int(getattr(resp, "exception_code", 0)) if resp.isError() else 0
+                if code in _NO_ANSWER:
+                    raise self._silent(exception_text(code))
+                self._answered_once = True
                 if not resp.isError():
                     data = resp.bits if req.area in BIT_AREAS else resp.registers
                     if len(data) < req.count:
                         raise DriverError(f"short answer to {req.describe()}: {len(data)} values")
                     answers.append((req, data, None))
                     continue
-                code = int(getattr(resp, "exception_code", 0))
-                if code in _NO_ANSWER:
-                    raise DriverError(f"unit {unit}: {exception_text(code)}")
                 if code in _SPLIT_ON and (halves := split(req, self.points)):
                     queue.extendleft(reversed(halves))
                     split_any = True

@@ -11,6 +11,7 @@ import re
 import numpy as np
 
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DriverError
+from drivers.modbus import diagnose
 from drivers.modbus.address import (
     AREA_FC,
     BIT_AREAS,
@@ -23,7 +24,7 @@ from drivers.modbus.address import (
 )
 from drivers.modbus.decode import DTYPES, byte_permutation
 from drivers.modbus.driver import exception_text
-from drivers.modbus.link import LinkPool
+from drivers.modbus.link import ConnectFailed, LinkPool, NoAnswer
 
 _SPEC = re.compile(r"^(co|di|ir|hr):(\d+)(?:-(\d+))?$")
 _MODICON_SPEC = re.compile(r"^(\d{5,6})(?:-(\d{5,6}))?$")
@@ -70,7 +71,11 @@ async def probe(url: str, spec: str = "hr:0-20", type: str = "uint16", order: st
     link = LinkPool.acquire(endpoint, timeout)
     lines = [f"{endpoint.describe()} unit {unit}"]
     try:
-        await link.connect()
+        try:
+            await link.connect()
+        except ConnectFailed as exc:
+            why = diagnose.reason(exc.cause, exc.timeout_s)
+            raise DriverError(f"{exc} — {diagnose.connect_advice(endpoint, why)}") from None
         async with link.lock:
             lines += await _identity(link, unit, timeout)
             lines += await _values(link, unit, timeout, area, first, count, type, order)
@@ -101,9 +106,15 @@ async def _values(link, unit, timeout, area, first, count, type_, order) -> list
     failed: list[str] = []
     for start in range(first, first + count, size):
         n = min(size, first + count - start)
-        resp = await link.read(AREA_FC[area], start, n, unit, timeout)
+        try:
+            resp = await link.read(AREA_FC[area], start, n, unit, timeout)
+        except NoAnswer as exc:
+            raise DriverError(f"unit {unit} did not answer ({exc}) — {diagnose.unit_advice(link.endpoint, unit)}; "
+                              f"?unit=N in the URL selects the unit") from None
         if resp.isError():
-            failed.append(f"{area}:{start}-{start + n - 1}: {exception_text(int(resp.exception_code))}")
+            code = int(resp.exception_code)
+            hint = f" — {diagnose.unit_advice(link.endpoint, unit, gateway=True)}" if code in (10, 11) else ""
+            failed.append(f"{area}:{start}-{start + n - 1}: {exception_text(code)}{hint}")
             continue
         data = resp.bits[:n] if area in BIT_AREAS else resp.registers
         words.update(zip(range(start, start + n), (int(v) for v in data), strict=False))
