@@ -114,6 +114,41 @@ def frozen_tags(tags) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """One tag read once, for commissioning (``plantwatch check --connect``): the value as the
+    agent would see it and what the device actually sent, so a wrong address or word order
+    shows before the plant goes live."""
+
+    tag: TagSpec
+    value: float  # engineering units (scale and offset applied); NaN when not read
+    quality: int  # Quality
+    raw: str = ""  # what the device sent, in its own terms: "0x4148 0x0000", "1", "Double 12.5"
+    #: the value the same raw words give in the other byte orders (multi-register values)
+    alternatives: Mapping[str, float] = field(default_factory=dict)
+    error: str | None = None  # why the tag has no good value, None when it has one
+
+    @property
+    def good(self) -> bool:
+        return self.quality == GOOD and self.error is None
+
+
+def readings_of(batch: SampleBatch, tags: Sequence[TagSpec]) -> list[Reading]:
+    """One Reading per tag from a SampleBatch; a tag absent from the batch has no value."""
+    at = {int(t): i for i, t in enumerate(batch.tag)}
+    out = []
+    for tag in tags:
+        i = at.get(tag.index)
+        if i is None:
+            out.append(Reading(tag, float("nan"), COMM_FAIL if batch.error else BAD,
+                               error=batch.error or "no value received"))
+            continue
+        q = int(batch.quality[i])
+        error = None if q == GOOD else (batch.error or Quality(q).name)
+        out.append(Reading(tag, float(batch.value[i]), q, error=error))
+    return out
+
+
+@dataclass(frozen=True)
 class Problem:
     """A config problem found by a driver, as (path, message) like every config problem.
     ``tag`` is None for the device itself, else the TagSpec concerned; ``path`` is relative
@@ -218,6 +253,26 @@ class Driver(ABC):
         ``options`` holds the parsed probe options by name (``timeout`` among them). Raises
         ValueError for bad options and DriverError (or OSError) when the device cannot be read."""
         raise ValueError(f"the {cls.name} driver has no probe")
+
+    @classmethod
+    async def read_once(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Reading]:
+        """Read every tag once, read-only as always, for ``plantwatch check --connect``: one
+        Reading per tag, in order; never raises for device faults (the readings carry the
+        error). This default takes the first batch a driver yields; drivers override it to
+        show the raw data as well."""
+        driver = cls(device, tags)
+        batches = driver.batches()
+        wait = max(10.0, 4 * device.timeout_s)
+        try:
+            batch = await asyncio.wait_for(anext(batches), wait)
+        except TimeoutError:
+            batch = SampleBatch.failed(device.name, driver.tag_indices, time.time(), f"no data within {wait:g} s")
+        finally:
+            if (aclose := getattr(batches, "aclose", None)) is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(aclose(), wait)
+            await driver.close()
+        return readings_of(batch, driver.tags)
 
     @classmethod
     def commands(cls) -> Sequence[Command]:

@@ -17,6 +17,7 @@ from drivers.base import (
     DriverError,
     PollingDriver,
     Problem,
+    Reading,
     SampleBatch,
     Simulator,
     TagSpec,
@@ -154,6 +155,12 @@ class ModbusDriver(PollingDriver):
                            order=options.get("order") or "ABCD", timeout=options.get("timeout") or 2.0)
 
     @classmethod
+    async def read_once(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Reading]:
+        from drivers.modbus.commission import read_once
+
+        return await read_once(cls(device, tags))
+
+    @classmethod
     def simulator(cls, device: DeviceSpec, tags: Sequence[TagSpec],
                   values: Callable[[], Mapping[str, float]]) -> Simulator:
         from drivers.modbus.simulator import ModbusSimulator
@@ -284,10 +291,12 @@ class ModbusDriver(PollingDriver):
         dec = self.decoder
         failed: list[int] = []
         errors: list[str] = []
+        self.request_errors: dict[int, str] = {}  # request index -> its exception, this poll
         for r, (req, data, err) in enumerate(answers):
             if data is None:
                 failed.append(r)
                 errors.append(err)  # type: ignore[arg-type]
+                self.request_errors[r] = err  # type: ignore[assignment]
                 continue
             off = dec.reg_offsets[r]
             if req.area in BIT_AREAS:

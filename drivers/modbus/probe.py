@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DriverError
 from drivers.modbus import diagnose
 from drivers.modbus.address import (
@@ -22,7 +20,7 @@ from drivers.modbus.address import (
     parse_modicon,
     parse_url,
 )
-from drivers.modbus.decode import DTYPES, byte_permutation
+from drivers.modbus.decode import decode_words
 from drivers.modbus.driver import exception_text
 from drivers.modbus.link import ConnectFailed, LinkPool, NoAnswer
 
@@ -134,8 +132,7 @@ async def _values(link, unit, timeout, area, first, count, type_, order) -> list
         if type_ == "bool":
             shown = f"{int(span[0] != 0)}  bits {span[0]:016b}"
         else:  # exact, also for 64-bit integers the float64 samples would round
-            sent = b"".join(w.to_bytes(2, "big") for w in span)
-            value = np.frombuffer(bytes(sent[i] for i in byte_permutation(order, width)), dtype=DTYPES[type_])[0]
-            shown = f"{float(value):.7g}" if type_.startswith("float") else str(int(value))
+            value = decode_words(span, type_, order)
+            shown = f"{value:.7g}" if type_.startswith("float") else str(value)
         lines.append(f"  {area}:{addr:<6} {raw:<20} {shown}")
     return lines + failed
