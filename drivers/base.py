@@ -236,6 +236,12 @@ class Driver(ABC):
         return None
 
     @classmethod
+    def show_address(cls, address: str) -> str:
+        """A tag address as the sign-off table shows it (``plantwatch check --points``): every
+        notation an engineer may compare it with. Default: as written."""
+        return address
+
+    @classmethod
     def plan(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[str]:
         """Human-readable lines describing what the driver will request (``plantwatch check``)."""
         return [f"{len(tags)} tags"]

@@ -31,6 +31,7 @@ from drivers.modbus.address import (
     Endpoint,
     Point,
     make_point,
+    modicon,
     parse_address,
     parse_url,
 )
@@ -113,6 +114,16 @@ class ModbusDriver(PollingDriver):
         except ValueError:
             return None  # check() reports it
         return "bool" if area in BIT_AREAS or bit >= 0 else None
+
+    @classmethod
+    def show_address(cls, address: str) -> str:
+        """Both notations, 0-based and Modicon: ``hr:100 = 40101``."""
+        try:
+            area, addr, bit = parse_address(address)
+        except ValueError:
+            return address
+        b = f".{bit}" if bit >= 0 else ""
+        return f"{area}:{addr}{b} = {modicon(area, addr)}{b}"
 
     @classmethod
     def check_devices(cls, devices: Sequence[DeviceSpec]) -> list[tuple[DeviceSpec, Problem]]:
