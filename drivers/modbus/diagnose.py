@@ -95,7 +95,8 @@ def unit_advice(endpoint: Endpoint, unit: int, gateway: bool = False) -> str:
     if endpoint.scheme == "rtu+tcp" or gateway:
         return (f"check the unit id ({unit}), the gateway's serial settings against the device's, "
                 f"and the serial wiring behind the gateway")
-    return f"check the unit id ({unit}): the device at {place(endpoint)} accepts the connection but not this unit"
+    return (f"check the unit id ({unit}): the device at {place(endpoint)} accepts the connection but does not answer "
+            f"this unit (is it the Modbus TCP server meant?)")
 
 
 def unit_silent(endpoint: Endpoint, unit: int, what: str, answered_before: bool) -> str:

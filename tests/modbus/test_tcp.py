@@ -151,7 +151,7 @@ def test_timeout_gives_comm_fail_then_recovers(server):
     # a unit silent from the start: the text says it never answered and what to check
     assert batches[0].error == ("unit 1 did not answer (no response within 0.2 s) — never answered since start; "
                                 f"check the unit id (1): the device at 127.0.0.1:{server.port} accepts the "
-                                "connection but not this unit")
+                                "connection but does not answer this unit (is it the Modbus TCP server meant?)")
     assert (batches[0].quality == COMM_FAIL).all() and np.isnan(batches[0].value).all()
     assert batches[-1].error is None and (batches[-1].quality == GOOD).all()
 
