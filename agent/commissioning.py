@@ -72,15 +72,15 @@ def _quality(q: int) -> str:
         return str(q)
 
 
-def _type(r: Reading) -> str:
-    kind, scale = signoff.decoding(r.tag)
+def _type(r: Reading, typed: bool) -> str:
+    kind, scale = signoff.decoding(r.tag, typed)
     return f"{kind} {scale}".strip()
 
 
 def _last(r: Reading) -> str:
     if r.error is not None:
         return r.error
-    return "  ".join(f"{order} {v:.7g}" for order, v in r.alternatives.items())
+    return ", ".join(f"{order} {v:.7g}" for order, v in r.alternatives.items())
 
 
 def connect_lines(cfg: Config, results: Sequence[tuple[DeviceSpec, list[Reading]]]) -> list[str]:
@@ -92,9 +92,10 @@ def connect_lines(cfg: Config, results: Sequence[tuple[DeviceSpec, list[Reading]
     spans = []
     for device, readings in results:
         start = len(cells)
-        show = _address_shower(drivers, device.driver)
+        cls = _driver(drivers, device.driver)
+        show, typed = (cls.show_address, cls.typed_by_config) if cls else (lambda a: a, True)
         for r in readings:
-            cells.append([r.tag.name, show(r.tag.address), _type(r), _value(r, units.get(r.tag.name, "")),
+            cells.append([r.tag.name, show(r.tag.address), _type(r, typed), _value(r, units.get(r.tag.name, "")),
                           _quality(r.quality), r.raw or "-", _last(r) or "-"])
         spans.append((device, sum(r.good for r in readings), start, len(cells)))
     lines = signoff.aligned(cells)
@@ -105,11 +106,12 @@ def connect_lines(cfg: Config, results: Sequence[tuple[DeviceSpec, list[Reading]
     return out
 
 
-def _address_shower(drivers: Any, name: str):
+def _driver(drivers: Any, name: str):
+    """The driver class, or None when it does not load (check has reported it)."""
     try:
-        return drivers.load(name).show_address
+        return drivers.load(name)
     except Exception:
-        return lambda address: address
+        return None
 
 
 def connect_json(results: Sequence[tuple[DeviceSpec, list[Reading]]]) -> str:
@@ -138,8 +140,17 @@ def points(cfg: Config, fmt: str = "text") -> int:
     """Print the sign-off table."""
     import drivers
 
-    shown = {d.name: _address_shower(drivers, d.driver) for d in cfg.devices}
-    rows = signoff.rows(cfg, lambda spec: shown.get(spec.device, lambda a: a)(spec.address))
+    classes = {d.name: _driver(drivers, d.driver) for d in cfg.devices}
+
+    def address_of(spec):
+        cls = classes.get(spec.device)
+        return cls.show_address(spec.address) if cls else spec.address
+
+    def typed(spec):
+        cls = classes.get(spec.device)
+        return cls.typed_by_config if cls else True
+
+    rows = signoff.rows(cfg, address_of, typed)
     if fmt == "csv":
         text = signoff.to_csv(rows)
     elif fmt == "json":

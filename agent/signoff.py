@@ -45,9 +45,10 @@ def profile_for(cfg: Config) -> Profile:
         switches=frozenset(t.name for t in cfg.tags if t.spec.type == "bool"))
 
 
-def decoding(spec: TagSpec) -> tuple[str, str]:
-    """The type (with its byte order where it matters) and the scale/offset in words."""
-    kind = f"{spec.type} {spec.order}" if spec.type in _MULTI_WORD else spec.type
+def decoding(spec: TagSpec, typed: bool = True) -> tuple[str, str]:
+    """The type (with its byte order where it matters; ``(server)`` when the protocol carries
+    typed values, ``typed`` False) and the scale/offset in words."""
+    kind = "(server)" if not typed else f"{spec.type} {spec.order}" if spec.type in _MULTI_WORD else spec.type
     scale = []
     if spec.scale != 1.0:
         scale.append(f"×{spec.scale:g}")
@@ -83,16 +84,18 @@ def discrete(tag: TagConfig, names: Mapping[int, str]) -> str:
     return "; ".join(parts)
 
 
-def rows(cfg: Config, address_of: Callable[[TagSpec], str] | None = None) -> list[dict[str, str]]:
+def rows(cfg: Config, address_of: Callable[[TagSpec], str] | None = None,
+         typed: Callable[[TagSpec], bool] | None = None) -> list[dict[str, str]]:
     """One row per tag, every column of COLUMNS as text (empty when not set). ``address_of``
-    shows an address in its driver's words (e.g. both Modbus notations)."""
+    shows an address in its driver's words (e.g. both Modbus notations); ``typed`` says whether
+    the tag's driver decodes by the configured type (see ``Driver.typed_by_config``)."""
     profile = profile_for(cfg)
     points = {p.tag: p for p in registry.points(cfg.tags, profile)}
     names = {t.index: t.name for t in cfg.tags}
     out = []
     for t in cfg.tags:
         p = points[t.name]
-        kind, scale = decoding(t.spec)
+        kind, scale = decoding(t.spec, typed(t.spec) if typed else True)
         preset = t.preset + (f" {t.gas}" if t.gas else f" oel {t.oel:g}" if t.oel else "") if t.preset else ""
         out.append({
             "tag": t.name, "device": t.device,

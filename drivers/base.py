@@ -217,6 +217,9 @@ class Driver(ABC):
     loggers: ClassVar[Mapping[str, int]] = {}
     #: what ``plantwatch probe URL`` does for this driver's URLs, for the command's help
     probe_summary: ClassVar[str] = ""
+    #: whether a tag's ``type`` and ``order`` say how to decode it (False: the protocol carries
+    #: typed values, as OPC-UA does, and the sign-off shows the type as the server's)
+    typed_by_config: ClassVar[bool] = True
 
     @classmethod
     def check(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Problem]:

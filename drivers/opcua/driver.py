@@ -33,6 +33,7 @@ class OpcUaDriver(Driver):
     # asyncua logs a traceback every second while a server is away; the comm alarm says it once
     loggers = {"asyncua": logging.CRITICAL}
     probe_summary = "browse an OPC-UA server"
+    typed_by_config = False  # the server sends typed values
 
     @classmethod
     def check(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Problem]:

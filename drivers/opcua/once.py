@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
+import socket
 import time
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from drivers.base import COMM_FAIL, GOOD, DeviceSpec, Reading, TagSpec
 from drivers.opcua import config
@@ -25,6 +28,18 @@ def connect_advice(opts: config.DeviceOptions, device: str) -> str:
     return f"check the endpoint URL of device {device!r} ({opts.url}), that the server is on, {security}"
 
 
+def failure(exc: BaseException, opts: config.DeviceOptions) -> str:
+    """Why the session did not open: the socket's own words where the socket failed."""
+    where = urlsplit(opts.url)
+    if isinstance(exc, socket.gaierror):
+        return f"cannot connect to {where.hostname}:{where.port} (host name not found)"
+    if isinstance(exc, TimeoutError):
+        return f"cannot connect to {where.hostname}:{where.port} (no answer within {max(opts.timeout_s, 5.0) * 2:g} s)"
+    if isinstance(exc, OSError) and exc.errno:
+        return f"cannot connect to {where.hostname}:{where.port} ({os.strerror(exc.errno).lower()})"
+    return error_text(exc)
+
+
 async def read_once(device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Reading]:
     """One Reading per tag; a session that does not open gives every tag its error."""
     opts, problems = config.parse(device, tags)
@@ -39,7 +54,7 @@ async def read_once(device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Reading
             now = time.time()
             dvs = await read_nodes(session.client, [t.node_id for t in opts.tags], opts.batch_size, wait)
         except CONNECT_ERRORS as exc:
-            text = f"{error_text(exc)} — {connect_advice(opts, device.name)}"
+            text = f"{failure(exc, opts)} — {connect_advice(opts, device.name)}"
             return [Reading(t, math.nan, COMM_FAIL, error=text) for t in tags]
     finally:
         with contextlib.suppress(Exception):
