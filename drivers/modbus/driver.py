@@ -240,7 +240,7 @@ class ModbusDriver(PollingDriver):
         except ConnectFailed as exc:
             LinkPool.release(link)
             if self._connected_once:
-                raise
+                raise DriverError(str(exc)) from None
             raise DriverError(diagnose.never_connected(exc.endpoint, exc.cause, exc.timeout_s, self.device.name)) \
                 from None
         except BaseException:

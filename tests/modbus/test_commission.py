@@ -132,3 +132,24 @@ def test_probe_of_a_closed_port_and_of_a_silent_unit_say_what_to_check():
         with pytest.raises(Exception, match=r"unit 2 did not answer \(no response within 0.3 s\) — check the unit id "
                                             r"\(2\).*\?unit=N in the URL selects the unit"):
             asyncio.run(probe(srv.url + "?unit=2", "hr:0", timeout=0.3))
+
+
+def test_a_device_that_was_connected_before_drops_the_never_connected_advice():
+    srv = start_server(holding={0: 42})
+    port = srv.port
+
+    async def run():
+        drv = ModbusDriver(device(srv.url, interval_s=0.05), [tag(0, "hr:0")])
+        errors = []
+        async for batch in drv.batches():
+            if batch.error is None:
+                srv.stop()
+            else:
+                errors.append(batch.error)
+            if any(e.startswith("cannot connect") for e in errors):
+                break
+        await drv.close()
+        return errors
+    errors = asyncio.run(run())
+    assert errors[-1] == f"cannot connect to 127.0.0.1:{port} (connection refused)"
+    assert not any("never" in e for e in errors), errors
