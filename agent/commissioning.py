@@ -31,7 +31,7 @@ CONNECT_COLUMNS = ("tag", "address", "type", "value", "quality", "raw", "other o
 
 def device_bound(device: DeviceSpec) -> float:
     """How long one device's read may take in all (connect, session, reads): its own timeout
-    several times over, and never less than 10 s (an OPC-UA session takes a few round trips)."""
+    several times over, and never less than 10 s (opening a secure session takes a few round trips)."""
     return max(10.0, 6 * device.timeout_s)
 
 

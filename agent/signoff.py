@@ -13,6 +13,7 @@ import csv
 import io
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import TYPE_CHECKING
 
 from agent import registry
@@ -28,8 +29,6 @@ COLUMNS = ("tag", "device", "address", "type", "scale", "unit", "range", "LL", "
            "priority", "discrete", "detectors", "point", "position", "desc")
 #: the types whose byte order matters (more than one register or word)
 _MULTI_WORD = ("int32", "uint32", "float32", "int64", "uint64", "float64")
-#: families shown in their own columns, not under detectors
-_SHOWN_ELSEWHERE = ("limit", "discrete", "mismatch")
 
 
 def number(v: float | None) -> str:
@@ -57,6 +56,24 @@ def decoding(spec: TagSpec, typed: bool = True) -> tuple[str, str]:
     return kind, " ".join(scale)
 
 
+@cache
+def _own_columns() -> frozenset[str]:
+    """The families shown in columns of their own rather than under ``detectors``: the limits,
+    and the families a core tag key configures (the range's plausibility check, discrete and
+    command/feedback alarms)."""
+    from agent.config.loader import registered_families
+    from agent.config.tags import TAG_KEYS
+
+    return frozenset({registry.LIMIT_FAMILY} | {f.name for f in registered_families().values()
+                                                if getattr(f, "tag_key", None) in TAG_KEYS})
+
+
+def detectors(tag: TagConfig) -> list[str]:
+    """The detector families watching the tag beyond its limits and discrete alarms."""
+    own = _own_columns()
+    return [f for f in tag.families if f not in own]
+
+
 def priorities(tag: TagConfig, limits: Mapping[str, float | None]) -> str:
     """The priority of every alarm level the tag can raise: ``HH 1, H 2``."""
     levels = [lv for lv in ("HH", "H", "L", "LL") if limits.get(lv) is not None]
@@ -65,9 +82,8 @@ def priorities(tag: TagConfig, limits: Mapping[str, float | None]) -> str:
         kinds["discrete"] = ["ON" if tag.families["discrete"].get("alarm_on", True) else "OFF"]
     if "mismatch" in tag.families:
         kinds["mismatch"] = ["MISMATCH"]
-    for fam in tag.families:
-        if fam not in kinds and fam != "sensor":
-            kinds[fam] = [fam]
+    for fam in detectors(tag):
+        kinds[fam] = [fam]
     return ", ".join(f"{lv} {level_priority(tag.priority, lv, kind)}" for kind, lvs in kinds.items() for lv in lvs)
 
 
@@ -87,7 +103,7 @@ def discrete(tag: TagConfig, names: Mapping[int, str]) -> str:
 def rows(cfg: Config, address_of: Callable[[TagSpec], str] | None = None,
          typed: Callable[[TagSpec], bool] | None = None) -> list[dict[str, str]]:
     """One row per tag, every column of COLUMNS as text (empty when not set). ``address_of``
-    shows an address in its driver's words (e.g. both Modbus notations); ``typed`` says whether
+    shows an address in its driver's words (e.g. both notations of a register); ``typed`` says whether
     the tag's driver decodes by the configured type (see ``Driver.typed_by_config``)."""
     profile = profile_for(cfg)
     points = {p.tag: p for p in registry.points(cfg.tags, profile)}
@@ -104,7 +120,7 @@ def rows(cfg: Config, address_of: Callable[[TagSpec], str] | None = None,
             "range": f"{t.range[0]:g}..{t.range[1]:g}" if t.range else "",
             **{lv: number(p.limits[lv]) for lv in ("LL", "L", "H", "HH")},
             "preset": preset, "priority": priorities(t, p.limits), "discrete": discrete(t, names),
-            "detectors": " ".join(f for f in t.families if f not in _SHOWN_ELSEWHERE and f != "sensor"),
+            "detectors": " ".join(detectors(t)),
             "point": p.code, "position": p.position, "desc": t.desc,
         })
     return out

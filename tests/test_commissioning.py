@@ -166,6 +166,7 @@ def test_connect_reads_an_opcua_device_once_and_names_a_missing_node(write_confi
 
 def test_points_table_shows_limits_in_force_priorities_and_point_codes(write_config, capsys):
     data = registry_config()
+    data["tags"][0]["detectors"] = ["ewma"]
     data["tags"].append({"name": "GD202.H2S", "device": "r1-plc", "address": "30011", "type": "int16", "scale": 0.1,
                          "preset": "gb50493-toxic", "gas": "H2S", "unit": "ppm", "equipment_code": "GD202",
                          "indicator_code": "H2S"})
@@ -177,7 +178,8 @@ def test_points_table_shows_limits_in_force_priorities_and_point_codes(write_con
     ti = rows["R101.TI01"]
     assert (ti["address"], ti["type"], ti["LL"], ti["L"], ti["H"], ti["HH"]) == \
         ("hr:100 = 40101", "float32 ABCD", "10", "20", "160", "180")
-    assert ti["priority"] == "HH 1, H 2, L 2, LL 1" and ti["point"] == "640100000001HZ01R101T01"
+    assert ti["priority"] == "HH 1, H 2, L 2, LL 1, ewma 2" and ti["point"] == "640100000001HZ01R101T01"
+    assert ti["detectors"] == "ewma" and ti["range"] == "-50..400"
     assert ti["position"] == "TI-101"
     # a combustible preset: its HH and unit filled in, the tag's own H, its own point code
     ch4 = rows["GD201.CH4"]

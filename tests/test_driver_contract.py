@@ -211,7 +211,7 @@ def test_probe_dispatches_by_scheme_with_the_drivers_own_options(capsys):
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
-    assert out[-2:] == ["hr:0-1 as float32 CDAB", "  hr:0      8000 432C            172.5"]
+    assert out[-2:] == ["hr:0-1 (Modicon 40001-40002) as float32 CDAB", "  hr:0      8000 432C            172.5"]
 
 
 def test_a_drivers_commands_are_plantwatch_subcommands(tmp_path, capsys):
