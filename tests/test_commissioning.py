@@ -242,3 +242,25 @@ def test_the_comm_alarm_says_a_connection_never_opened_and_the_live_device_alarm
     assert stored["DC1.SPARK/discrete"]["state"] == "active" and stored["DC1.SPARK/discrete"]["level"] == "ON"
     assert any("device plc1: cannot connect to" in r.getMessage() and "never connected since start" in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.mark.parametrize("mode", ["subscribe", "poll"])
+def test_an_opcua_session_that_never_opened_says_what_to_check(mode):
+    from agent.broker import free_port
+
+    url = f"opc.tcp://127.0.0.1:{free_port()}/plc"
+    driver = OpcUaDriver(DeviceSpec("al-plc", "opcua", url, interval_s=0.1, options={"mode": mode}),
+                         [TagSpec(0, "CAST.TI01", "al-plc", "ns=2;s=CAST.TI01")])
+
+    async def first_error() -> str | None:
+        try:
+            async for batch in driver.batches():
+                return batch.error
+        finally:
+            await driver.close()
+        return None
+
+    assert asyncio.run(first_error()) == (
+        f"cannot connect to 127.0.0.1:{url.split(':')[2].split('/')[0]} (connection refused) — never connected "
+        f"since start; check the endpoint URL of device 'al-plc' ({url}), that the server is on, that the server "
+        "allows security None")

@@ -7,37 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import socket
 import time
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 from drivers.base import COMM_FAIL, GOOD, DeviceSpec, Reading, TagSpec
 from drivers.opcua import config
 from drivers.opcua.buffer import Stats
-from drivers.opcua.decode import columns, error_text, quality_of, status_name
+from drivers.opcua.decode import columns, quality_of, status_name
+from drivers.opcua.diagnose import connect_advice, failure
 from drivers.opcua.poll import read_nodes
 from drivers.opcua.session import CONNECT_ERRORS, Session
-
-
-def connect_advice(opts: config.DeviceOptions, device: str) -> str:
-    """What to check when the session did not open."""
-    security = (f"that the server offers {opts.security_policy}/{opts.security_mode} and trusts the gateway's "
-                f"certificate, and the trust list" if opts.secure else "that the server allows security None")
-    return f"check the endpoint URL of device {device!r} ({opts.url}), that the server is on, {security}"
-
-
-def failure(exc: BaseException, opts: config.DeviceOptions) -> str:
-    """Why the session did not open: the socket's own words where the socket failed."""
-    where = urlsplit(opts.url)
-    if isinstance(exc, socket.gaierror):
-        return f"cannot connect to {where.hostname}:{where.port} (host name not found)"
-    if isinstance(exc, TimeoutError):
-        return f"cannot connect to {where.hostname}:{where.port} (no answer within {max(opts.timeout_s, 5.0) * 2:g} s)"
-    if isinstance(exc, OSError) and exc.errno:
-        return f"cannot connect to {where.hostname}:{where.port} ({os.strerror(exc.errno).lower()})"
-    return error_text(exc)
 
 
 async def read_once(device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Reading]:

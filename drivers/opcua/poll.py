@@ -11,6 +11,7 @@ import numpy as np
 from asyncua import ua
 
 from drivers.base import DeviceSpec, DriverError, PollingDriver, SampleBatch, TagSpec
+from drivers.opcua import diagnose
 from drivers.opcua.buffer import SampleBuffer, Stats
 from drivers.opcua.config import DeviceOptions
 from drivers.opcua.decode import columns, error_text
@@ -58,9 +59,11 @@ class Poller(PollingDriver):
         self.lost_reason = None
         try:
             await self.session.open()
-        except (ua.UaError, ConnectionError) as exc:
+        except (ua.UaError, OSError, TimeoutError) as exc:
             # PollingDriver retries on DriverError; asyncua's protocol errors are device faults too
-            raise DriverError(error_text(exc)) from None
+            text = error_text(exc) if self.session.stats.connects else \
+                diagnose.never_connected(exc, self.opts, self.device.name)
+            raise DriverError(text) from None
 
     async def disconnect(self) -> None:
         await self.session.close()
