@@ -55,6 +55,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
+    if args.format != "text" and not (args.points or args.connect):
+        print("check: --format goes with --points or --connect", file=sys.stderr)
+        return EXIT_CONFIG
     if args.points or args.connect:
         from agent import commissioning
 

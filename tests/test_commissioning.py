@@ -112,6 +112,8 @@ def test_check_options_that_do_not_go_together_are_usage_errors(write_config, ca
     path = write_config(config_dict())
     assert main(["check", str(path), "--connect", "--format", "csv"]) == 2
     assert main(["check", str(path), "--connect", "--points", "--format", "json"]) == 2
+    assert main(["check", str(path), "--format", "csv"]) == 2
+    assert "--format goes with --points or --connect" in capsys.readouterr().err
     capsys.readouterr()
 
 

@@ -5,12 +5,14 @@ the other byte orders, and failures that say what to check."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 
 import pytest
 
 from drivers.base import BAD, COMM_FAIL, GOOD
-from drivers.modbus import ModbusDriver
-from drivers.modbus.address import modicon, parse_address
+from drivers.modbus import ModbusDriver, diagnose
+from drivers.modbus.address import modicon, parse_address, parse_url
 from drivers.modbus.probe import parse_spec, probe
 from tests.modbus.helpers import device, tag
 from tests.modbus.server import start_server
@@ -153,3 +155,34 @@ def test_a_device_that_was_connected_before_drops_the_never_connected_advice():
     errors = asyncio.run(run())
     assert errors[-1] == f"cannot connect to 127.0.0.1:{port} (connection refused)"
     assert not any("never" in e for e in errors), errors
+
+
+@pytest.mark.parametrize(("url", "exc", "reason", "advice"), [
+    ("tcp://10.0.0.5:502", ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), "connection refused",
+     "check the address and port of device 'plc1', that the PLC's Modbus TCP server is on, and the firewall"),
+    ("tcp://10.0.0.5:502", None, "no answer within 1 s", "check the address and port of device 'plc1'"),
+    ("tcp://10.0.0.5:502", asyncio.CancelledError(), "no answer within 1 s", "and the firewall"),
+    ("tcp://10.0.0.5:502", OSError(errno.EHOSTUNREACH, "No route to host"), "host unreachable", "the firewall"),
+    ("tcp://plc.invalid:502", socket.gaierror(-2, "Name or service not known"), "host name not found",
+     "check the host name in the url of device 'plc1' and the gateway's DNS"),
+    ("rtu+tcp://10.0.0.9:4001", ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "connection refused",
+     "that the serial gateway is on"),
+    ("rtu:///dev/ttyUSB0", PermissionError(errno.EACCES, "Permission denied"), "permission denied",
+     "check that the user running plantwatch may open /dev/ttyUSB0 (group dialout, or the udev rule of the adapter)"),
+    ("rtu:///dev/ttyUSB0", OSError(errno.EBUSY, "busy"), "in use by another program",
+     "check that no other program holds /dev/ttyUSB0"),
+])
+def test_what_each_connection_failure_says(url, exc, reason, advice):
+    endpoint, _ = parse_url(url)
+    text = diagnose.never_connected(endpoint, exc, 1.0, "plc1")
+    assert f"({reason}) — never connected since start; " in text and advice in text, text
+
+
+def test_a_silent_rtu_unit_points_at_the_unit_id_the_serial_settings_and_the_wiring():
+    endpoint, _ = parse_url("rtu:///dev/ttyUSB0?baud=19200&parity=E")
+    assert diagnose.unit_silent(endpoint, 7, "no response within 1 s", answered_before=False) == (
+        "unit 7 did not answer (no response within 1 s) — never answered since start; check the unit id (7), the "
+        "serial settings (19200 baud, parity E, 1 stop bit) against the device's, and the wiring (A/B swapped? "
+        "termination?)")
+    assert diagnose.unit_silent(endpoint, 7, "no response within 1 s", answered_before=True) == \
+        "unit 7: no response within 1 s"
