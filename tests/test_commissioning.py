@@ -266,3 +266,15 @@ def test_an_opcua_session_that_never_opened_says_what_to_check(mode):
         f"cannot connect to 127.0.0.1:{url.split(':')[2].split('/')[0]} (connection refused) — never connected "
         f"since start; check the endpoint URL of device 'al-plc' ({url}), that the server is on, that the server "
         "allows security None")
+
+
+def test_probe_of_an_opcua_endpoint_nobody_serves_says_what_to_check():
+    from agent.broker import free_port
+    from drivers.base import DriverError
+    from drivers.opcua.probe import probe
+
+    port = free_port()
+    with pytest.raises(DriverError) as info:
+        asyncio.run(probe(f"opc.tcp://127.0.0.1:{port}/plc", timeout=1.0))
+    assert str(info.value) == f"cannot connect to 127.0.0.1:{port} (connection refused) — check the endpoint URL, " \
+                              "that the server is on"
