@@ -75,16 +75,27 @@ def detectors(tag: TagConfig) -> list[str]:
 
 
 def priorities(tag: TagConfig, limits: Mapping[str, float | None]) -> str:
-    """The priority of every alarm level the tag can raise: ``HH 1, H 2``."""
-    levels = [lv for lv in ("HH", "H", "L", "LL") if limits.get(lv) is not None]
-    kinds = {"limit": levels}
-    if "discrete" in tag.families:
-        kinds["discrete"] = ["ON" if tag.families["discrete"].get("alarm_on", True) else "OFF"]
-    if "mismatch" in tag.families:
-        kinds["mismatch"] = ["MISMATCH"]
-    for fam in detectors(tag):
-        kinds[fam] = [fam]
-    return ", ".join(f"{lv} {level_priority(tag.priority, lv, kind)}" for kind, lvs in kinds.items() for lv in lvs)
+    """The priority of every alarm the tag can raise, as the alarm manager sets it: each limit
+    level (``HH 1, H 2``), the discrete level, and each other family by name, per level where
+    its levels differ (``roc 2``, ``ewma H 1, ewma L 2``)."""
+    from agent.config.loader import registered_families
+
+    out = [f"{lv} {level_priority(tag.priority, lv)}" for lv in ("HH", "H", "L", "LL") if limits.get(lv) is not None]
+    d = tag.families.get("discrete")
+    if d is not None:
+        lv = "ON" if d.get("alarm_on", True) else "OFF"
+        out.append(f"{lv} {level_priority(tag.priority, lv, 'discrete')}")
+    families = registered_families()
+    for fam in tag.families:
+        if fam in (registry.LIMIT_FAMILY, "discrete") or fam not in families:
+            continue
+        levels = families[fam].levels or (fam,)
+        each = {lv: level_priority(tag.priority, lv, fam) for lv in levels}
+        if len(set(each.values())) == 1:
+            out.append(f"{fam} {next(iter(each.values()))}")
+        else:
+            out += [f"{fam} {lv} {prio}" for lv, prio in each.items()]
+    return ", ".join(out)
 
 
 def discrete(tag: TagConfig, names: Mapping[int, str]) -> str:

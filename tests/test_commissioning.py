@@ -169,6 +169,7 @@ def test_connect_reads_an_opcua_device_once_and_names_a_missing_node(write_confi
 def test_points_table_shows_limits_in_force_priorities_and_point_codes(write_config, capsys):
     data = registry_config()
     data["tags"][0]["detectors"] = ["ewma"]
+    data["tags"][1].update(priority={"H": 1, "L": 3}, roc={"max_per_s": 0.5})
     data["tags"].append({"name": "GD202.H2S", "device": "r1-plc", "address": "30011", "type": "int16", "scale": 0.1,
                          "preset": "gb50493-toxic", "gas": "H2S", "unit": "ppm", "equipment_code": "GD202",
                          "indicator_code": "H2S"})
@@ -180,21 +181,23 @@ def test_points_table_shows_limits_in_force_priorities_and_point_codes(write_con
     ti = rows["R101.TI01"]
     assert (ti["address"], ti["type"], ti["LL"], ti["L"], ti["H"], ti["HH"]) == \
         ("hr:100 = 40101", "float32 ABCD", "10", "20", "160", "180")
-    assert ti["priority"] == "HH 1, H 2, L 2, LL 1, ewma 2" and ti["point"] == "640100000001HZ01R101T01"
+    assert ti["priority"] == "HH 1, H 2, L 2, LL 1, ewma 2, sensor 2" and ti["point"] == "640100000001HZ01R101T01"
     assert ti["detectors"] == "ewma" and ti["range"] == "-50..400"
     assert ti["position"] == "TI-101"
+    # a priority table: each family's levels as the alarm manager looks them up
+    assert rows["R101.PI01"]["priority"].startswith("roc H 1, roc L 3, ")
     # a combustible preset: its HH and unit filled in, the tag's own H, its own point code
     ch4 = rows["GD201.CH4"]
     assert (ch4["H"], ch4["HH"], ch4["unit"], ch4["preset"], ch4["priority"], ch4["point"]) == \
-        ("20", "50", "%LEL", "gb50493", "HH 1, H 2", "640100000001-GD201")
+        ("20", "50", "%LEL", "gb50493", "HH 1, H 2, sensor 2", "640100000001-GD201")
     # a toxic preset: both limits from the gas table (100 % and 200 % OEL of H2S in ppm)
     h2s = rows["GD202.H2S"]
     assert (h2s["address"], h2s["type"], h2s["scale"], h2s["H"], h2s["HH"], h2s["preset"]) == \
         ("ir:10 = 30011", "int16", "×0.1", "7", "14", "gb50493-toxic H2S")
     assert h2s["point"] == "640100000001HZ01GD202H2S"
     spark = rows["DC1.SPARK"]
-    assert (spark["type"], spark["discrete"], spark["priority"]) == ("bool", "alarm on true, on delay 2 s", "ON 1")
-    assert rows["P101.RUN"]["H"] == "" and rows["P101.RUN"]["priority"] == ""
+    assert (spark["type"], spark["discrete"], spark["priority"]) == ("bool", "alarm on true, on delay 2 s", "ON 1, sensor 1")
+    assert rows["P101.RUN"]["H"] == "" and rows["P101.RUN"]["priority"] == "sensor 2"
     assert main(["check", str(path), "--points"]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[0].split()[:4] == ["tag", "device", "address", "type"]
