@@ -55,6 +55,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
+    if args.format != "text" and not (args.points or args.connect):
+        print("check: --format goes with --points or --connect", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.points or args.connect:
+        from agent import commissioning
+
+        if args.points and args.connect and args.format != "text":
+            print("check: --points and --connect together print text only", file=sys.stderr)
+            return EXIT_CONFIG
+        if args.connect and args.format == "csv":
+            print("check: --connect prints text or json", file=sys.stderr)
+            return EXIT_CONFIG
+        code = commissioning.points(cfg, args.format) if args.points else EXIT_OK
+        return commissioning.connect(cfg, args.format) if args.connect else code
     import drivers
 
     print(f"{args.config}: OK")
@@ -91,13 +105,10 @@ def cmd_registry(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     from agent import registry
-    from agent.provincial import Profile
+    from agent.signoff import profile_for
 
     # a json-profile config is registered with the default field names and its tags' own codes
-    profile = cfg.provincial or Profile(
-        enterprise_code=cfg.agent.plant, gateway_code="", points={t.name: t.point for t in cfg.tags if t.point},
-        decimals_of={t.name: t.decimals for t in cfg.tags if t.decimals is not None},
-        switches=frozenset(t.name for t in cfg.tags if t.spec.type == "bool"))
+    profile = profile_for(cfg)
     pts = registry.points(cfg.tags, profile)
     text = registry.to_csv(profile, pts) if args.format == "csv" else registry.to_json(profile, pts)
     sys.stdout.buffer.write(text.encode("utf-8"))  # UTF-8 whatever the locale: the platform reads it
@@ -331,6 +342,13 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
 
     s = sub.add_parser("check", help="validate a config and print what it will do")
     s.add_argument("config")
+    s.add_argument("--connect", action="store_true",
+                   help="read every point once from its device (read-only) and print value, quality and raw data; "
+                   "exit 1 when a point is not GOOD")
+    s.add_argument("--points", action="store_true",
+                   help="print the per-tag sign-off table: address, decoding, limits and priorities in force, codes")
+    s.add_argument("--format", choices=("text", "csv", "json"), default="text",
+                   help="with --points: text, csv or json; with --connect: text or json")
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("registry", help="print the point registry (测点基础数据) for the platform's onboarding")

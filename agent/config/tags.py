@@ -65,7 +65,10 @@ SPEC_KEYS = {
     "device": Key("str", required=True, doc="a `[[devices]]` name"),
     "address": Key("str", required=True, check=nonempty,
                    doc="where the driver reads the value, in its driver's syntax (docs/DRIVERS.md)"),
-    "type": Key("str", _SPEC_DEFAULTS["type"], choices=VALUE_TYPES, doc="value type"),
+    "type": Key("str", _SPEC_DEFAULTS["type"], choices=VALUE_TYPES,
+                doc="value type; without it a tag at a single-bit address (a coil, discrete input or register "
+                    "bit) is `bool`, every other tag `float32`",
+                shown="`float32`, `bool` at a bit address"),
     "order": Key("str", _SPEC_DEFAULTS["order"], choices=BYTE_ORDERS, doc="word/byte order of multi-register values"),
     "scale": Key("float", _SPEC_DEFAULTS["scale"], doc="engineering value = raw × scale + offset"),
     "offset": Key("float", _SPEC_DEFAULTS["offset"], doc="see `scale`"),
@@ -169,6 +172,8 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
             names.setdefault(t["name"], path)
         if isinstance(dev, str) and dev not in device_names:
             p.add(f"{path}.device", f"unknown device {dev!r} (devices: {', '.join(sorted(device_names)) or 'none'})")
+        if cls is not None and isinstance(entry, dict) and "type" not in entry and t["address"]:
+            t["type"] = cls.default_type(t["address"]) or t["type"]  # e.g. bool at a coil
         t["range"] = _range(t["range"], path, p)
         check_discrete(t, entry, path, p)
         if isinstance(t["priority"], dict):
