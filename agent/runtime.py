@@ -123,6 +123,8 @@ class Agent:
         elif old.get("state") != "ok":
             self.device_state[batch.device] = {"state": "ok"}
         self.telemetry.record(batch)
+        if self.pipeline.derived is not None:  # the computed tags the batch moved
+            self.telemetry.record(self.pipeline.derived)
 
     async def _device_loop(self, driver) -> None:
         async for batch in driver.batches():
