@@ -21,7 +21,7 @@ from agent.payloads import dumps, topic
 from detectors.base import ConditionChange, Family
 from detectors.engine import Engine
 from detectors.expr import Evaluator, merged
-from drivers.base import BAD, Quality, SampleBatch
+from drivers.base import BAD, Quality, SampleBatch, frozen_tags
 
 #: the ``device`` of a computed tag's samples and alarms: none reads it
 COMPUTED_DEVICE = ""
@@ -87,6 +87,7 @@ class Pipeline:
         #: the computed samples the last batch made (telemetry records them), or None
         self.derived: SampleBatch | None = None
         self._computed = frozenset(plan.sources or ())
+        self._plans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def process(self, batch: SampleBatch, now: float) -> list[dict[str, Any]]:
         """Judge a batch; commit the resulting alarm messages (fsync) and return them. ``now``
@@ -109,10 +110,24 @@ class Pipeline:
         if out is None:
             return self.engine.process(tag, value, ts, quality)
         self.derived = SampleBatch(COMPUTED_DEVICE, *out[:4])
-        changes = self.engine.process(*merged((tag, value, ts, quality), out))
+        both = merged((tag, value, ts, quality), out)
+        changes = self.engine.process(self._frozen(tag, out[0], both[0]), *both[1:])
         q = self.evaluator.last_quality
         return [self._reason(c) if c.active and c.tag in self._computed and q[c.tag] >= BAD else c
                 for c in changes]
+
+    def _frozen(self, tag: np.ndarray, computed: np.ndarray, both: np.ndarray) -> np.ndarray:
+        """The tags of a device read with its computed samples as one frozen array, the same
+        object while the read plan and the computed tags it moves stay the same, so that the
+        families keep their plan for it (drivers.base.frozen_tags)."""
+        if tag.flags.writeable:
+            return both
+        known = self._plans.get(id(tag))
+        if known is None or known[0] is not tag or not np.array_equal(known[1], computed):
+            if len(self._plans) > 4 * len(self.cfg.devices) + 16:  # plans of arrays gone
+                self._plans.clear()
+            known = self._plans[id(tag)] = (tag, computed.copy(), frozen_tags(both))
+        return known[2] if np.array_equal(known[2], both) else both
 
     def _reason(self, c: ConditionChange) -> ConditionChange:
         """An alarm a computed tag of bad quality raises says why: its inputs of BAD or

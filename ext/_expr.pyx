@@ -11,6 +11,7 @@ up to MAX_WINDOW_SAMPLES, past which the oldest sample is dropped.
 
 from libc.math cimport NAN, fabs, isfinite, isnan
 from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memmove
 
 import numpy as np
 
@@ -26,6 +27,7 @@ cdef enum:
     Q_NEVER = 255  # no sample yet: a program reading such a tag writes nothing
 
 MAX_WINDOW_SAMPLES = 65536
+cdef Py_ssize_t SUM_EVERY = 4096
 cdef Py_ssize_t _MAX_CAP = MAX_WINDOW_SAMPLES
 
 
@@ -33,48 +35,72 @@ cdef struct Ring:
     double seconds
     double* t
     double* v
-    Py_ssize_t head, count, cap  # cap: a power of two
+    double* s  # the values in ascending order (median, max, min), else NULL
+    double sum  # of the values (mean), recomputed exactly every SUM_EVERY pushes
+    Py_ssize_t head, count, cap, pushes  # cap: a power of two
+
+
+cdef int _none_i = 0
+cdef double _none_d = 0.0
+
+
+cdef int* _ip(a):
+    cdef int[::1] m = a
+    return &m[0] if m.shape[0] else &_none_i
+
+
+cdef double* _dp(a):
+    cdef double[::1] m = a
+    return &m[0] if m.shape[0] else &_none_d
 
 
 cdef inline double _truth(double x) nogil:
     return 1.0 if x != 0.0 else 0.0
 
 
-cdef double _select(double* a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    """Wirth's selection: a[k] ends up in place, no larger value before it, no smaller after."""
-    cdef Py_ssize_t lo = 0, hi = n - 1, i, j
-    cdef double x, w
+cdef void _insert(double* s, Py_ssize_t n, double x) noexcept nogil:
+    """Insert x into the ascending s[0:n] (room for n + 1)."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
     while lo < hi:
-        x = a[k]
-        i = lo
-        j = hi
-        while True:
-            while a[i] < x:
-                i += 1
-            while x < a[j]:
-                j -= 1
-            if i <= j:
-                w = a[i]; a[i] = a[j]; a[j] = w
-                i += 1
-                j -= 1
-            if i > j:
-                break
-        if j < k:
-            lo = i
-        if k < i:
-            hi = j
-    return a[k]
+        mid = (lo + hi) >> 1
+        if s[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    memmove(s + lo + 1, s + lo, (n - lo) * sizeof(double))
+    s[lo] = x
+
+
+cdef void _remove(double* s, Py_ssize_t n, double x) noexcept nogil:
+    """Remove one x (present) from the ascending s[0:n]."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if s[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    memmove(s + lo, s + lo + 1, (n - lo - 1) * sizeof(double))
 
 
 cdef class ExprKernel:
-    cdef Py_ssize_t n_tags, n_prog, n_win, depth, scratch_cap, n_out, out_cap, n_pending, first_pending, at
-    cdef int[::1] _op, _arg, _start, _out, _in_start, _in_tag, _cons_start, _cons_prog
-    cdef double[::1] _const, _lv
-    cdef unsigned char[::1] _lq
+    cdef Py_ssize_t n_tags, n_prog, n_win, depth, n_out, out_cap, n_pending, first_pending, at
+    # the arrays, kept alive by ``_keep``, and raw pointers into them for the nogil loops
+    cdef object _keep
+    cdef int* _op
+    cdef int* _arg
+    cdef int* _start
+    cdef int* _out
+    cdef int* _in_start
+    cdef int* _in_tag
+    cdef int* _cons_start
+    cdef int* _cons_prog
+    cdef double* _const
+    cdef double* _lv
+    cdef unsigned char* _lq
     cdef public object last_value, last_quality
     cdef Ring* rings
     cdef double* stack
-    cdef double* scratch
     cdef unsigned char* pending
     cdef int* o_tag
     cdef Py_ssize_t* o_pos
@@ -84,7 +110,7 @@ cdef class ExprKernel:
 
     def __cinit__(self):
         self.rings = NULL
-        self.stack = self.scratch = NULL
+        self.stack = NULL
         self.pending = NULL
         self.o_tag = NULL
         self.o_pos = NULL
@@ -99,20 +125,23 @@ cdef class ExprKernel:
         starting at window_cap[w] samples (rounded up to a power of two)."""
         cdef Py_ssize_t w, c
         self.n_tags, self.n_prog, self.depth = n_tags, len(out), max(depth, 1)
-        self._op = np.ascontiguousarray(op, dtype=np.int32)
-        self._arg = np.ascontiguousarray(arg, dtype=np.int32)
-        self._const = np.ascontiguousarray(constants, dtype=np.float64)
-        self._start = np.ascontiguousarray(start, dtype=np.int32)
-        self._out = np.ascontiguousarray(out, dtype=np.int32)
-        self._in_start = np.ascontiguousarray(in_start, dtype=np.int32)
-        self._in_tag = np.ascontiguousarray(in_tag, dtype=np.int32)
-        self._cons_start = np.ascontiguousarray(cons_start, dtype=np.int32)
-        self._cons_prog = np.ascontiguousarray(cons_prog, dtype=np.int32)
-        if self._cons_start.shape[0] != n_tags + 1 or self._start.shape[0] != self.n_prog + 1:
+        ints = [np.ascontiguousarray(a, dtype=np.int32) for a in
+                (op, arg, start, out, in_start, in_tag, cons_start, cons_prog)]
+        consts = np.ascontiguousarray(constants, dtype=np.float64)
+        if ints[6].shape[0] != n_tags + 1 or ints[2].shape[0] != self.n_prog + 1:
             raise ValueError("cons_start needs n_tags + 1 entries and start one more than out")
+        if consts.shape[0] != ints[0].shape[0] or ints[1].shape[0] != ints[0].shape[0]:
+            raise ValueError("op, arg and constants must have the same length")
         self.last_value = np.full(n_tags, np.nan)
         self.last_quality = np.full(n_tags, Q_NEVER, dtype=np.uint8)
-        self._lv, self._lq = self.last_value, self.last_quality
+        self._keep = (ints, consts)
+        self._op, self._arg, self._start, self._out = _ip(ints[0]), _ip(ints[1]), _ip(ints[2]), _ip(ints[3])
+        self._in_start, self._in_tag = _ip(ints[4]), _ip(ints[5])
+        self._cons_start, self._cons_prog = _ip(ints[6]), _ip(ints[7])
+        self._const = _dp(consts)
+        self._lv = _dp(self.last_value)
+        cdef unsigned char[::1] lq = self.last_quality
+        self._lq = &lq[0]
         self.n_win = len(window_seconds)
         self.rings = <Ring*>malloc(max(self.n_win, 1) * sizeof(Ring))
         self.stack = <double*>malloc(self.depth * sizeof(double))
@@ -121,7 +150,6 @@ cdef class ExprKernel:
             raise MemoryError()
         for w in range(self.n_prog):
             self.pending[w] = 0
-        self.scratch_cap = 0
         for w in range(self.n_win):
             c = 8
             while c < min(int(window_cap[w]), _MAX_CAP):
@@ -133,15 +161,22 @@ cdef class ExprKernel:
             self.rings[w].v = <double*>malloc(c * sizeof(double))
             if self.rings[w].t == NULL or self.rings[w].v == NULL:
                 raise MemoryError()
-            self.scratch_cap = max(self.scratch_cap, c)
-        self.scratch = <double*>malloc(max(self.scratch_cap, 1) * sizeof(double))
+            self.rings[w].sum = 0.0
+            self.rings[w].pushes = 0
+            self.rings[w].s = NULL
+        for w in range(len(ints[0])):  # the windows whose function reads the values in order
+            if ints[0][w] in (OP_RMEDIAN, OP_RMAX, OP_RMIN):
+                c = ints[1][w]
+                self.rings[c].s = <double*>malloc(self.rings[c].cap * sizeof(double))
+                if self.rings[c].s == NULL:
+                    raise MemoryError()
         self.out_cap = max(self.n_prog, 16)
         self.o_tag = <int*>malloc(self.out_cap * sizeof(int))
         self.o_pos = <Py_ssize_t*>malloc(self.out_cap * sizeof(Py_ssize_t))
         self.o_val = <double*>malloc(self.out_cap * sizeof(double))
         self.o_ts = <double*>malloc(self.out_cap * sizeof(double))
         self.o_q = <unsigned char*>malloc(self.out_cap)
-        if self.scratch == NULL or self.o_tag == NULL or self.o_pos == NULL or self.o_val == NULL or self.o_ts == NULL or self.o_q == NULL:
+        if self.o_tag == NULL or self.o_pos == NULL or self.o_val == NULL or self.o_ts == NULL or self.o_q == NULL:
             raise MemoryError()
         self.n_pending = 0
         self.first_pending = self.n_prog
@@ -152,9 +187,9 @@ cdef class ExprKernel:
             for w in range(self.n_win):
                 free(self.rings[w].t)
                 free(self.rings[w].v)
+                free(self.rings[w].s)
             free(self.rings)
         free(self.stack)
-        free(self.scratch)
         free(self.pending)
         free(self.o_tag)
         free(self.o_pos)
@@ -322,78 +357,94 @@ cdef class ExprKernel:
         return s[0]
 
     cdef double _window(self, int o, Ring* r, double t, double x) noexcept nogil:
-        cdef Py_ssize_t mask, i, k, newest
-        cdef double acc, lo
+        cdef Py_ssize_t mask, newest, k
         if not isnan(x) and self._push(r, t, x) < 0:
             return NAN
         mask = r.cap - 1
         while r.count > 0 and r.t[r.head] < t - r.seconds:
-            r.head = (r.head + 1) & mask
-            r.count -= 1
+            self._drop_oldest(r)
         if r.count == 0:
             return NAN
-        newest = (r.head + r.count - 1) & mask
         if o == OP_RATE:
+            newest = (r.head + r.count - 1) & mask
             if r.count < 2 or not r.t[newest] > r.t[r.head]:
                 return NAN
             return (r.v[newest] - r.v[r.head]) / (r.t[newest] - r.t[r.head])
-        acc = r.v[r.head]
-        if o == OP_RMEDIAN:
-            for i in range(r.count):
-                self.scratch[i] = r.v[(r.head + i) & mask]
-            k = (r.count - 1) // 2
-            acc = _select(self.scratch, r.count, k)
-            if r.count % 2 == 0:
-                lo = self.scratch[k + 1]
-                for i in range(k + 2, r.count):
-                    if self.scratch[i] < lo:
-                        lo = self.scratch[i]
-                acc = 0.5 * (acc + lo)
-            return acc
-        for i in range(1, r.count):
-            x = r.v[(r.head + i) & mask]
-            if o == OP_RMEAN:
-                acc += x
-            elif o == OP_RMAX:
-                if x > acc:
-                    acc = x
-            elif x < acc:
-                acc = x
-        return acc / r.count if o == OP_RMEAN else acc
+        if o == OP_RMEAN:
+            return r.sum / r.count
+        if o == OP_RMAX:
+            return r.s[r.count - 1]
+        if o == OP_RMIN:
+            return r.s[0]
+        k = (r.count - 1) // 2
+        return r.s[k] if r.count % 2 else 0.5 * (r.s[k] + r.s[k + 1])
+
+    cdef void _drop_oldest(self, Ring* r) noexcept nogil:
+        cdef double x = r.v[r.head]
+        if r.s != NULL:
+            _remove(r.s, r.count, x)
+        r.sum -= x
+        r.head = (r.head + 1) & (r.cap - 1)
+        r.count -= 1
+        if r.count == 0:
+            r.sum = 0.0
 
     cdef int _push(self, Ring* r, double t, double x) noexcept nogil:
-        cdef Py_ssize_t mask = r.cap - 1, newest, i, cap
-        cdef double* nt
-        cdef double* nv
+        cdef Py_ssize_t mask = r.cap - 1, newest, i
+        cdef double old
         if r.count > 0:
             newest = (r.head + r.count - 1) & mask
             if r.t[newest] == t:  # evaluated again in the same tick: the later value counts
+                old = r.v[newest]
                 r.v[newest] = x
+                r.sum += x - old
+                if r.s != NULL:
+                    _remove(r.s, r.count, old)
+                    _insert(r.s, r.count - 1, x)
                 return 0
         if r.count == r.cap:
             if r.cap >= _MAX_CAP:
-                r.head = (r.head + 1) & mask
-                r.count -= 1
-            else:
-                cap = r.cap * 2
-                nt = <double*>malloc(cap * sizeof(double))
-                nv = <double*>malloc(cap * sizeof(double))
-                if cap > self.scratch_cap:
-                    self.scratch = <double*>realloc(self.scratch, cap * sizeof(double))
-                    self.scratch_cap = cap
-                if nt == NULL or nv == NULL or self.scratch == NULL:
-                    return -1
-                for i in range(r.count):
-                    nt[i] = r.t[(r.head + i) & mask]
-                    nv[i] = r.v[(r.head + i) & mask]
-                free(r.t)
-                free(r.v)
-                r.t, r.v, r.head, r.cap = nt, nv, 0, cap
-                mask = cap - 1
+                self._drop_oldest(r)
+            elif self._grow(r) < 0:
+                return -1
+            mask = r.cap - 1
+        if r.s != NULL:
+            _insert(r.s, r.count, x)
         i = (r.head + r.count) & mask
         r.t[i] = t
         r.v[i] = x
         r.count += 1
+        r.pushes += 1
+        if r.pushes % SUM_EVERY == 0:  # a running sum drifts: start again from the values
+            r.sum = 0.0
+            for i in range(r.count):
+                r.sum += r.v[(r.head + i) & mask]
+        else:
+            r.sum += x
+        return 0
+
+    cdef int _grow(self, Ring* r) noexcept nogil:
+        cdef Py_ssize_t cap = r.cap * 2, mask = r.cap - 1, i
+        cdef double* nt = <double*>malloc(cap * sizeof(double))
+        cdef double* nv = <double*>malloc(cap * sizeof(double))
+        cdef double* ns = NULL
+        if r.s != NULL:
+            ns = <double*>realloc(r.s, cap * sizeof(double))
+            if ns == NULL:
+                free(nt)
+                free(nv)
+                return -1
+            r.s = ns
+        if nt == NULL or nv == NULL:
+            free(nt)
+            free(nv)
+            return -1
+        for i in range(r.count):
+            nt[i] = r.t[(r.head + i) & mask]
+            nv[i] = r.v[(r.head + i) & mask]
+        free(r.t)
+        free(r.v)
+        r.t, r.v, r.head, r.cap = nt, nv, 0, cap
         return 0
 
 

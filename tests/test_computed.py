@@ -283,3 +283,24 @@ def test_replay_computes_from_the_inputs_like_the_live_pipeline(tmp_path):
     table = read_table(csv, [t.name for t in cfg.tags], None, None, None)
     assert brief(replay(cfg, table).messages) == want  # the CW.DF01 column is ignored
     np.testing.assert_allclose(computed_columns(cfg, table)["CW.DF01"], 100.0 - fi2.round(3))
+
+
+def test_long_windows_in_one_batch_of_many_ticks_keep_at_most_the_documented_samples():
+    from detectors.expr import MAX_WINDOW_SAMPLES
+
+    index = {"A": 0, "M": 1, "X": 2, "N": 3}
+    programs = [compile_expr(parse_expr(e), index, i + 1)
+                for i, e in enumerate(["rolling_mean(A, 1e9)", "rolling_max(A, 1e9)", "rolling_min(A, 5000)"])]
+    ev = Evaluator(4, programs, intervals=[1.0] * 3)
+    n = MAX_WINDOW_SAMPLES + 4000
+    vals = np.random.default_rng(2).normal(size=n)
+    vals[10] = 99.0  # the maximum, dropped from the full window later
+    out = ev.evaluate(np.zeros(n, np.int32), vals, T0 + np.arange(n, dtype=float), np.zeros(n, np.uint8))
+    assert ev.kernel.window_samples() == [MAX_WINDOW_SAMPLES, MAX_WINDOW_SAMPLES, 5001]
+    by = {t: (out[1][out[0] == t], out[4][out[0] == t]) for t in (1, 2, 3)}
+    assert (by[1][1] == np.arange(1, n + 1)).all()  # each at the end of its tick
+    last = vals[-MAX_WINDOW_SAMPLES:]
+    assert by[1][0][-1] == pytest.approx(last.mean(), rel=1e-9, abs=1e-12)
+    assert by[1][0][4095] == pytest.approx(vals[:4096].mean(), rel=1e-9, abs=1e-12)
+    assert by[2][0][MAX_WINDOW_SAMPLES - 1] == 99.0 and by[2][0][-1] == last.max()
+    assert by[3][0][-1] == vals[-5001:].min()
