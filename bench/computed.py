@@ -1,6 +1,6 @@
 """Computed tags: the cost of evaluating them, per computed tag per tick.
 
-    .venv/bin/python bench/computed.py [--computed 1000] [--ticks 2000] [--repeat 5]
+    .venv/bin/python bench/computed.py [--computed 1000] [--ticks 2000] [--repeat 5] [--kinds]
 
 N computed tags over 2N read tags, a mix as a plant config has them: 50 % differences and
 sums of two tags, 20 % comparisons and and/or (bool), 10 % mean/min/max of four tags, and 20 %
@@ -63,6 +63,34 @@ def config(n: int, computed: bool):
                   "tags": tags})
 
 
+KINDS = {"a - b": "{a} - {b}", "a > 1 and not b < -1": "{a} > 1 and not {b} < -1",
+         "mean(a, b, c, d)": "mean({a}, {b}, {c}, {d})", "rate(a, 60)": "rate({a}, 60)",
+         "rolling_mean(a, 60)": "rolling_mean({a}, 60)", "rolling_max(a, 60)": "rolling_max({a}, 60)",
+         "rolling_median(a, 60)": "rolling_median({a}, 60)", "rolling_median(a, 600)": "rolling_median({a}, 600)"}
+
+
+def by_kind(n: int, ticks: int, repeat: int) -> None:
+    """The kernel on n computed tags all of one kind, each kind in turn."""
+    from agent.expressions import compile_expr
+    from agent.expressions import parse as parse_expr
+
+    index = {f"R{i}": i for i in range(2 * n)}
+    tag = frozen_tags(np.arange(2 * n))
+    q = np.zeros(2 * n, dtype=np.uint8)
+    values = np.random.default_rng(1).normal(size=(ticks, 2 * n))
+    stamps = [np.full(2 * n, T0 + k) for k in range(ticks)]
+    for kind, text in KINDS.items():
+        exprs = [text.format(**{k: f"R{(2 * i + j) % (2 * n)}" for j, k in enumerate("abcd")}) for i in range(n)]
+        programs = [compile_expr(parse_expr(e), index, 2 * n + i) for i, e in enumerate(exprs)]
+
+        def run(programs=programs):
+            ev = Evaluator(3 * n, programs)
+            for k in range(ticks):
+                ev.evaluate(tag, values[k], stamps[k], q)
+
+        print(f"  {kind:24} {best(run, repeat) * 1e9 / (ticks * n):8.1f} ns per computed tag per tick")
+
+
 def best(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -77,6 +105,7 @@ def main() -> None:
     ap.add_argument("--computed", type=int, default=1000)
     ap.add_argument("--ticks", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--kinds", action="store_true", help="also each kind of expression on its own")
     args = ap.parse_args()
     n, ticks = args.computed, args.ticks
     rng = np.random.default_rng(1)
@@ -113,6 +142,9 @@ def main() -> None:
     print(f"pipeline, one tick per call: {with_computed - without:8.1f} ns per computed tag per tick "
           f"(judge {with_computed * n / 1e3:.1f} µs per tick with, {without * n / 1e3:.1f} µs without)")
     print(f"kernel, {ticks} ticks per call: {batch:8.1f} ns per computed tag per tick")
+    if args.kinds:
+        print(f"kernel, one tick per call, {n} computed tags of one kind (inputs sampled every second):")
+        by_kind(n, min(ticks, 1000), args.repeat)
 
 
 if __name__ == "__main__":
