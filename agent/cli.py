@@ -196,11 +196,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from zoneinfo import ZoneInfo
 
-    from agent.replay import ReplayError, read_table, train
+    from agent.replay import ReplayError, columns_needed, read_table, train
 
     try:
         model = next((m for m in cfg.models if m.name == args.model), None)
-        tags = list(model.tags) if model else []
+        tags = columns_needed(cfg, model.tags) if model else []
         table = read_table(args.csv, tags or [t.name for t in cfg.tags], args.time_col, args.rate or 1.0,
                            ZoneInfo(cfg.agent.timezone))
         _, lines = train(cfg, args.model, table)

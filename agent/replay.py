@@ -190,6 +190,15 @@ def computed_names(cfg: Config) -> list[str]:
     return [t.name for t in cfg.tags if t.expr]
 
 
+def columns_needed(cfg: Config, names: Sequence[str]) -> list[str]:
+    """The CSV columns that give these tags: a read tag's own, a computed tag's inputs'."""
+    index, out = cfg.tag_index(), []
+    for name in names:
+        sources = cfg.computed.source_tags(index[name]) if cfg.tags[index[name]].expr else (index[name],)
+        out += [cfg.tags[s].name for s in sources if cfg.tags[s].name not in out]
+    return out
+
+
 def computed_columns(cfg: Config, table: Table) -> dict[str, np.ndarray]:
     """Each computed tag's value per row, computed from the table's columns with the live
     evaluator (NaN where it has none: an input not yet seen, a window without enough samples)."""

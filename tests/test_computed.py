@@ -17,7 +17,7 @@ from agent.payloads import parse_rfc3339
 from agent.pipeline import Pipeline
 from agent.replay import computed_columns, read_table, replay
 from detectors.expr import Evaluator
-from drivers.base import BAD, COMM_FAIL, GOOD, UNCERTAIN, SampleBatch
+from drivers.base import BAD, COMM_FAIL, GOOD, UNCERTAIN, SampleBatch, frozen_tags
 from tests.conftest import config_dict, to_toml
 
 T0 = 1_800_000_000.0
@@ -220,15 +220,19 @@ class Sink:
             self.messages.append(d)
 
 
-def live(cfg, rows, quality=None):
-    """Rows of {tag: value} at 1 s ticks through a live Pipeline, one device batch per row."""
+def live(cfg, rows, quality=None, frozen=False):
+    """Rows of {tag: value} at 1 s ticks through a live Pipeline, one device batch per row;
+    ``frozen``: the tags as one frozen array per set of names, as a driver's read plan."""
     sink, index = Sink(), cfg.tag_index()
     pipeline = Pipeline(cfg, sink)
+    plans = {}
     for i, row in enumerate(rows):
-        names = list(row)
+        names = tuple(row)
         q = 0 if quality is None else quality[i]
-        pipeline.process(SampleBatch.build("r1-plc", [index[n] for n in names], [float(row[n]) for n in names],
-                                           T0 + i, q), T0 + i)
+        batch = SampleBatch.build("r1-plc", [index[n] for n in names], [float(row[n]) for n in names], T0 + i, q)
+        if frozen:
+            batch.tag = plans.setdefault(names, frozen_tags(batch.tag))
+        pipeline.process(batch, T0 + i)
     return sink.messages, pipeline
 
 
@@ -277,6 +281,9 @@ def test_replay_computes_from_the_inputs_like_the_live_pipeline(tmp_path):
     rows = [{"CW.FI01": 100.0, "CW.FI02": round(float(v), 3)} for v in fi2]
     want = brief(live(cfg, rows)[0])
     assert {g[1] for g in want} >= {"CW.DF01/limit", "CW.DR/limit", "CW.MED/discrete"}
+    messages, pipeline = live(cfg, rows, frozen=True)
+    assert brief(messages) == want
+    assert len(pipeline._plans) == 1  # the read plan with its computed samples, kept frozen
     csv = tmp_path / "h.csv"
     lines = ["ts,CW.FI01,CW.FI02,CW.DF01"] + [f"{T0 + i},{r['CW.FI01']},{r['CW.FI02']},999" for i, r in enumerate(rows)]
     csv.write_text("\n".join(lines) + "\n")
@@ -304,3 +311,61 @@ def test_long_windows_in_one_batch_of_many_ticks_keep_at_most_the_documented_sam
     assert by[1][0][4095] == pytest.approx(vals[:4096].mean(), rel=1e-9, abs=1e-12)
     assert by[2][0][MAX_WINDOW_SAMPLES - 1] == 99.0 and by[2][0][-1] == last.max()
     assert by[3][0][-1] == vals[-5001:].min()
+
+
+def test_a_model_over_a_computed_tag_trains_and_alarms_in_replay(write_config, tmp_path):
+    from tests.test_cli import plantwatch
+    from tests.test_replay import correlated_csv
+
+    data = config_dict(models=[{"name": "reactor", "kind": "pca", "tags": ["R101.TI01", "R101.PT", "R101.FI01"],
+                                "file": "models/reactor.npz", "confidence": 0.999}])
+    data["tags"] += [{"name": "R101.FI01", "device": "r1-plc", "address": "hr:104", "unit": "m³/h"},
+                     {"name": "R101.PT", "expr": "R101.PI01 * 1000", "unit": "kPa"}]
+    config = write_config(data)
+    trained = plantwatch("train", str(config), "--csv", str(correlated_csv(tmp_path / "n.csv", 600, 1)),
+                         "--model", "reactor")
+    assert trained.returncode == 0, trained.stderr
+    assert "model reactor: 3 tags, 600 rows (0 with empty cells dropped)" in trained.stdout
+    out = tmp_path / "pca.jsonl"
+    replayed = plantwatch("replay", str(config), "--csv", str(correlated_csv(tmp_path / "f.csv", 300, 2, break_at=150)),
+                          "--out", str(out))
+    assert replayed.returncode == 0, replayed.stderr
+    import json
+
+    pca = [json.loads(line) for line in out.read_text().splitlines() if '"kind":"pca"' in line]
+    assert pca and pca[0]["state"] == "active"
+    assert pca[0]["context"]["top_tags"][0] == "R101.PT"
+    assert parse_rfc3339(pca[0]["ts"]) - T0 >= 150
+
+
+def test_restore_grace_of_a_computed_tag_uses_its_fastest_input():
+    from agent.alarms import Alarm
+    from agent.pipeline import restore_grace
+
+    data = flow_config(dict(DIFF, alarms={"h": 5.0, "on_delay_s": 4.0}))
+    data["devices"].append({"name": "slow", "driver": "modbus", "url": "tcp://127.0.0.1:5021", "interval_s": 10.0})
+    data["tags"][1]["device"] = "slow"
+    cfg = parse(data)
+    assert cfg.interval_of(cfg.tags[2]) == 0.2
+    alarm = Alarm(id="CW.DF01/limit", kind="limit", tag="CW.DF01", device="")
+    assert restore_grace(cfg, alarm) == pytest.approx(4.0 + 3 * 0.2 + 2.0)
+
+
+def test_a_computed_tag_is_a_provincial_point_with_its_expression_in_the_registry():
+    from agent import registry
+
+    data = flow_config(DIFF, {"name": "CW.LEAK", "expr": "CW.DF01 > 5", "equipment_code": "CW1", "point": "P-LEAK"})
+    data["uplink"]["profile"] = "provincial"
+    data["provincial"] = {"gateway_code": "GW-01", "hazard_code": "HZ01"}
+    cfg = parse(data)
+    rows = [registry.entry(cfg.provincial, p) for p in registry.points(cfg.tags, cfg.provincial)]
+    assert [(r["cdbm"], r["cdmc"], r["gbjz"]) for r in rows[2:]] == [
+        ("CW.DF01", "回水流量差 flow difference", "5.000"), ("P-LEAK", "计算点 computed: CW.DF01 > 5", "")]
+    messages, pipeline = live(cfg, [{"CW.FI01": 100.0, "CW.FI02": 93.5}])
+    d = pipeline.derived
+    samples = [(cfg.tags[t].name, v, "good", ts)
+               for t, v, ts in zip(d.tag.tolist(), d.value.tolist(), d.ts.tolist(), strict=True)]
+    doc = cfg.provincial.data(T0, samples)
+    assert [(x["cdbm"], x["cdz"], x["zt"]) for x in doc["datas"]] == [("CW.DF01", "6.500", "0"), ("P-LEAK", "1", "0")]
+    alarm = cfg.provincial.alarm({**messages[0], "seq": 1})
+    assert (alarm["cdbm"], alarm["cdz"], alarm["bjyz"]) == ("CW.DF01", "6.500", "5.000")
