@@ -6,7 +6,10 @@ update the last value and quality of their tag, and at each change of timestamp 
 programs that read a tag updated in that tick run, in dependency order, each writing its tag
 (which may make later programs run in the same tick). Window functions keep a ring buffer of
 (time, value) per window in the kernel object; a ring starts at the capacity given and doubles
-up to MAX_WINDOW_SAMPLES, past which the oldest sample is dropped.
+up to MAX_WINDOW_SAMPLES, past which the oldest sample is dropped. rate reads the ring's ends;
+rolling_mean keeps a running sum (recomputed from the values every SUM_EVERY samples);
+rolling_median, rolling_max and rolling_min keep a sorted copy of the values (binary search and
+memmove per sample in, per sample out).
 """
 
 from libc.math cimport NAN, fabs, isfinite, isnan
@@ -394,7 +397,7 @@ cdef class ExprKernel:
         cdef double old
         if r.count > 0:
             newest = (r.head + r.count - 1) & mask
-            if r.t[newest] == t:  # evaluated again in the same tick: the later value counts
+            if r.t[newest] >= t:  # the same tick again (or a clock step back): the later value counts
                 old = r.v[newest]
                 r.v[newest] = x
                 r.sum += x - old

@@ -274,13 +274,15 @@ def test_a_computed_bool_raises_a_discrete_alarm_with_its_delay():
 
 def test_replay_computes_from_the_inputs_like_the_live_pipeline(tmp_path):
     cfg = parse(flow_config(DIFF, {"name": "CW.DR", "expr": "rate(CW.DF01, 3)", "alarms": {"h": 0.8}},
-                            {"name": "CW.MED", "expr": "rolling_median(CW.FI02, 5) < 96", "alarm_on": True}),
+                            {"name": "CW.MED", "expr": "rolling_median(CW.FI02, 5) < 96", "alarm_on": True},
+                            {"name": "CW.SUM", "expr": "CW.FI01 + CW.FI02", "detectors": ["cusum"],
+                             "cusum": {"mean": 199.0, "sigma": 0.5, "k": 0.5, "h": 5.0}}),
                 base=tmp_path)
     rng = np.random.default_rng(5)
     fi2 = 99 - np.clip(np.cumsum(rng.normal(0.3, 1.0, 60)), 0, None)
     rows = [{"CW.FI01": 100.0, "CW.FI02": round(float(v), 3)} for v in fi2]
     want = brief(live(cfg, rows)[0])
-    assert {g[1] for g in want} >= {"CW.DF01/limit", "CW.DR/limit", "CW.MED/discrete"}
+    assert {g[1] for g in want} >= {"CW.DF01/limit", "CW.DR/limit", "CW.MED/discrete", "CW.SUM/cusum"}
     messages, pipeline = live(cfg, rows, frozen=True)
     assert brief(messages) == want
     assert len(pipeline._plans) == 1  # the read plan with its computed samples, kept frozen
