@@ -86,7 +86,8 @@ class Pipeline:
         self.evaluator = Evaluator(len(cfg.tags), plan.programs, plan.intervals) if plan else None
         #: the computed samples the last batch made (telemetry records them), or None
         self.derived: SampleBatch | None = None
-        self._computed = frozenset(plan.sources or ())
+        # computed tag -> the tags whose quality explains its own: its inputs, read and computed
+        self._computed = {p.out: tuple(dict.fromkeys((*plan.source_tags(p.out), *p.inputs))) for p in plan.programs}
         self._plans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def process(self, batch: SampleBatch, now: float) -> list[dict[str, Any]]:
@@ -130,12 +131,12 @@ class Pipeline:
         return known[2] if np.array_equal(known[2], both) else both
 
     def _reason(self, c: ConditionChange) -> ConditionChange:
-        """An alarm a computed tag of bad quality raises says why: its inputs of BAD or
-        COMM_FAIL quality, or that its value is not finite."""
+        """An alarm a computed tag of bad quality raises says why: its inputs (read tags, and
+        computed tags it reads) of BAD or COMM_FAIL quality, or that its value is not finite."""
         assert self.evaluator is not None
         q = self.evaluator.last_quality
         names = [t.name for t in self.cfg.tags]
-        bad = {names[s]: Quality(int(q[s])).name for s in self.cfg.computed.source_tags(c.tag) if BAD <= q[s] <= 3}
+        bad = {names[s]: Quality(int(q[s])).name for s in self._computed[c.tag] if BAD <= q[s] <= 3}
         why = {"inputs": bad} if bad else {"reason": "the expression's value is not finite (a division by zero?)"}
         return replace(c, context={**c.context, **why})
 

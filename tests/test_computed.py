@@ -371,3 +371,12 @@ def test_a_computed_tag_is_a_provincial_point_with_its_expression_in_the_registr
     assert [(x["cdbm"], x["cdz"], x["zt"]) for x in doc["datas"]] == [("CW.DF01", "6.500", "0"), ("P-LEAK", "1", "0")]
     alarm = cfg.provincial.alarm({**messages[0], "seq": 1})
     assert (alarm["cdbm"], alarm["cdz"], alarm["bjyz"]) == ("CW.DF01", "6.500", "5.000")
+
+
+def test_a_bad_computed_input_is_named_and_a_division_by_zero_says_so():
+    cfg = parse(flow_config({"name": "R", "expr": "CW.FI01 / CW.FI02", "alarms": {"h": 1e6}},
+                            {"name": "R2", "expr": "R * 2 + CW.FI01"}))
+    messages, _ = live(cfg, [{"CW.FI01": 1.0, "CW.FI02": 2.0}, {"CW.FI01": 1.0, "CW.FI02": 0.0}])
+    bad = {m["tag"]: m["context"] for m in messages if m["level"] == "BAD"}
+    assert bad["R"]["reason"].startswith("the expression's value is not finite")
+    assert bad["R2"]["inputs"] == {"R": "BAD"}
