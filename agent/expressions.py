@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from detectors.expr import FUNCTIONS, OPS, WINDOW_FUNCTIONS
 
@@ -287,13 +287,13 @@ class Plan:
 
     programs: tuple[Program, ...] = ()
     intervals: tuple[float, ...] = ()
-    sources: Mapping[int, tuple[int, ...]] = None  # type: ignore[assignment]
+    sources: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.programs)
 
     def source_tags(self, tag: int) -> tuple[int, ...]:
-        return (self.sources or {}).get(tag, ())
+        return self.sources.get(tag, ())
 
 
 def plan(exprs: Mapping[str, Expr], index: Mapping[str, int], interval_of: Mapping[str, float]
