@@ -89,6 +89,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  device {d.name}: {d.driver} {d.url} unit={d.unit} every {d.interval_s:g} s, timeout {d.timeout_s:g} s, {len(tags)} tags")
         for line in drivers.load(d.driver).plan(d, [t.spec for t in tags]):
             print(f"    {line}")
+    _print_computed(cfg)
     families: dict[str, int] = {}
     for t in cfg.tags:
         for fam in t.families:
@@ -98,6 +99,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         state = "trained" if m.file.is_file() else "NOT TRAINED (run plantwatch train)"
         print(f"  model {m.name}: {m.kind} over {len(m.tags)} tags, {m.file} {state}")
     return EXIT_OK
+
+
+def _print_computed(cfg: Config) -> None:
+    """The computed tags in the order they are evaluated, each with its expression."""
+    if not cfg.computed:
+        return
+    print(f"  computed: {len(cfg.computed.programs)} tags, evaluated each tick in this order")
+    for prog in cfg.computed.programs:
+        t = cfg.tags[prog.out]
+        print(f"    {t.name} = {t.expr}" + (" (bool)" if t.spec.type == "bool" else ""))
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
@@ -177,6 +188,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     write_jsonl(result.messages, args.out)
+    for name in (n for n in table.columns if cfg.tags[cfg.tag_index()[n]].expr):
+        print(f"{args.csv}: column {name!r} ignored: {name} is a computed tag, computed from its inputs")
     span = result.ts[-1] - result.ts[0] if result.rows > 1 else 0.0
     print(f"{args.csv}: {result.rows} rows over {span:.0f} s, {len(result.tags)} tags -> "
           f"{len(result.messages)} alarm messages in {args.out}")
@@ -194,11 +207,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from zoneinfo import ZoneInfo
 
-    from agent.replay import ReplayError, read_table, train
+    from agent.replay import ReplayError, columns_needed, read_table, train
 
     try:
         model = next((m for m in cfg.models if m.name == args.model), None)
-        tags = list(model.tags) if model else []
+        tags = columns_needed(cfg, model.tags) if model else []
         table = read_table(args.csv, tags or [t.name for t in cfg.tags], args.time_col, args.rate or 1.0,
                            ZoneInfo(cfg.agent.timezone))
         _, lines = train(cfg, args.model, table)

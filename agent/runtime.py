@@ -127,6 +127,8 @@ class Agent:
                 log.info("device %s: answers again", batch.device)
             self.device_state[batch.device] = {"state": "ok"}
         self.telemetry.record(batch)
+        if self.pipeline.derived is not None:  # the computed tags the batch moved
+            self.telemetry.record(self.pipeline.derived)
 
     async def _device_loop(self, driver) -> None:
         async for batch in driver.batches():
