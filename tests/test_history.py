@@ -344,6 +344,7 @@ def test_agent_run_leaves_history_that_plantwatch_history_returns(tmp_path, writ
         data["devices"][0].update(url=plc.url, interval_s=0.1)
         data["agent"]["data_dir"] = str(tmp_path / "data")
         data["history"] = {"flush_s": 0.5}
+        data["tags"].append({"name": "R101.DT01", "expr": "R101.TI01 - 100.0", "unit": "°C"})  # a computed tag
         config = write_config(data)
         started = time.time()
         agent = AgentProcess(config, tmp_path / "agent.log").start()
@@ -371,6 +372,11 @@ def test_agent_run_leaves_history_that_plantwatch_history_returns(tmp_path, writ
     values = [float(v) for _, v, _ in rows]
     assert values[0] == 120.0 and values[-1] == 150.5  # the held last sample was written at SIGTERM
     assert 150.0 in values and all(q == "good" for _, _, q in rows)
+    computed = subprocess.run([sys.executable, "-m", "agent.cli", "history", str(config), "R101.DT01", "--csv"],
+                              capture_output=True, text=True, timeout=30)
+    assert computed.returncode == 0, computed.stderr
+    derived = [float(line.split(",")[1]) for line in computed.stdout.splitlines()[1:]]
+    assert derived[0] == 20.0 and derived[-1] == 50.5 and 50.0 in derived, computed.stdout
     first = datetime.fromisoformat(rows[0][0].replace("Z", "+00:00")).timestamp()
     assert rows[0][0].endswith("Z") and started < first < started + 30
     # 0.1 s polling of a flat value: a handful of points, not one per poll
