@@ -143,11 +143,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     _setup_logging(cfg.agent.log_level, [d.driver for d in cfg.devices])
     from agent.outbox import OutboxError
-    from agent.runtime import Agent
+    from agent.runtime import Agent, DataDirError
     from detectors.base import ModelError
 
     try:
         agent = Agent(cfg)
+    except DataDirError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ModelError as exc:
         print(f"{args.config}: model: {exc}", file=sys.stderr)
         return EXIT_CONFIG

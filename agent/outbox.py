@@ -93,6 +93,16 @@ class OutboxError(Exception):
     pass
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back what is left of a failed transaction. SQLite may have rolled it back itself
+    (disk full, I/O error): a ROLLBACK then would raise and hide the error that matters."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
 class Outbox:
     def __init__(self, path: str | Path, *, durable: bool = True):
         """``durable`` = fsync every commit (the writer of alarms); readers marking rows sent
@@ -172,7 +182,9 @@ class Outbox:
                                [(i, json.dumps(st, ensure_ascii=False)) for i, st in states])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
+            for doc in docs:  # not stored: the seqs were not taken
+                doc.pop("seq", None)
             raise
         return seqs
 
@@ -189,6 +201,13 @@ class Outbox:
     def alarm_states(self) -> list[dict[str, Any]]:
         """The alarm states saved with the last message of each alarm."""
         return [json.loads(r[0]) for r in self.db.execute("SELECT state FROM alarm_state ORDER BY id")]
+
+    def last_seqs(self) -> dict[str, int]:
+        """Alarm id -> the seq of its last stored message (the rows retention has kept)."""
+        cur = self.db.execute(
+            "SELECT json_extract(CAST(payload AS TEXT), '$.id'), max(seq) FROM outbox"
+            " WHERE lane=? AND seq IS NOT NULL AND json_valid(CAST(payload AS TEXT)) GROUP BY 1", (ALARM,))
+        return {i: int(s) for i, s in cur if i is not None}
 
     def last_seq(self) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
