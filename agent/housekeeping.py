@@ -2,7 +2,7 @@
 
 Part of the shell: once a minute, in a worker thread, the outbox applies retention, thins old
 telemetry and keeps under ``max_outbox_mb``; when that cap costs unsent data, an alarm about
-the gateway itself says so. Every few seconds the free space of ``data_dir``'s file system is
+the gateway itself says so. Every 2 s the free space of ``data_dir``'s file system is
 looked at: below ``min_free_mb`` the same alarm is raised, before a full disk can stop alarms
 being stored, and the cap shrinks (the oldest telemetry goes) to give the space back.
 """
@@ -38,7 +38,7 @@ class Housekeeping:
         self.commit = commit
         self.health = health or LoopHealth()
         self.maintenance_s = 60.0
-        self.disk_check_s = 5.0
+        self.disk_check_s = 2.0
         self.used_mb = 0.0
         self.free_mb: float | None = None
         self.last_report: dict[str, Any] | None = None
@@ -77,7 +77,9 @@ class Housekeeping:
                 free = await asyncio.to_thread(self.free_bytes)
                 self.free_mb = round(free / 2**20, 3)
                 low = free < self.min_free
-                if loop.time() >= next_maintenance or (low and not self.storage_active):
+                # while the disk is low or the alarm stands, every pass: a checkpoint gives the
+                # WAL's space back, and the alarm clears on a fresh report
+                if loop.time() >= next_maintenance or low or self.storage_active:
                     next_maintenance = loop.time() + self.maintenance_s
                     report = await asyncio.to_thread(self.maintain, self.max_bytes)
                     self.used_mb = round(report["used_bytes"] / 2**20, 3)
@@ -92,7 +94,9 @@ class Housekeeping:
         (only alarms are left, which are never dropped), or the file system has less than
         ``min_free_mb`` free; cleared once none of these holds. Dropping old *sent* telemetry
         is routine."""
-        low = free is not None and free < self.min_free
+        # raised below min_free_mb, cleared only 10 % above it: no flapping
+        margin = self.min_free // 10 if self.storage_active else 0
+        low = free is not None and free < self.min_free + margin
         bad = report["over"] or report["dropped"]["unsent_telemetry"] > 0 or low
         if bad and not self.storage_active:
             log.warning("outbox storage: %.1f of %.1f MB used, dropped %s, %s MB free on the disk",
