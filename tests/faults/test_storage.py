@@ -218,3 +218,51 @@ def test_a_write_lock_held_past_the_busy_timeout_loses_no_alarm(tmp_path, mosqui
             holder.kill()
         plant.close()
     assert len(seqs) > 4 * TAGS
+
+
+def test_beyond_max_pending_alarms_the_newest_are_counted_lost_and_their_state_kept(small_disk):
+    """The queue's bound with a real full disk, in process: what fits waits and lands in order
+    with contiguous seqs; what does not is counted, and its alarm's latest state is still saved."""
+    import asyncio
+
+    from agent.alarms import AlarmManager, TagInfo
+    from agent.outbox import Outbox
+    from agent.pending import Committer
+    from detectors.base import ConditionChange
+
+    outbox = Outbox(small_disk / "outbox.db")
+    committer = Committer(outbox, small_disk / "outbox.db", limit=4)
+    faults: list[tuple[bool, int]] = []
+    landed: list[dict] = []
+    committer.on_fault = lambda failing: faults.append((failing, committer.lost))
+    committer.on_committed = landed.extend
+    manager = AlarmManager(PLANT, [TagInfo(f"T{i}", "plc", "°C", f"{i}#温度") for i in range(2)])
+
+    def commit(active: bool) -> list[int]:
+        msgs = manager.on_changes([ConditionChange(i, "limit", "H", active, 170.0 if active else 150.0, 160.0, 1.0)
+                                   for i in range(2)])
+        return committer.append_alarms("t/alarm", msgs, states=[(m["id"], manager.snapshot(m["id"])) for m in msgs])
+
+    assert commit(True) == [1, 2]
+    filler = small_disk / "filler"
+    fill(filler)
+    for active in (False, True, False):  # 6 messages: the first 4 wait, the last 2 are lost
+        assert commit(active) == []
+    assert (committer.queued, committer.lost, faults) == (4, 2, [(True, 0)])
+    filler.unlink()
+
+    async def drain() -> None:
+        task = asyncio.create_task(committer.run())
+        while committer.queue or committer.since is not None:
+            await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(drain(), 30))
+    assert [m["seq"] for m in landed] == [3, 4, 5, 6]
+    assert [(m["id"], m["state"]) for m in landed] == [("T0/limit", "cleared"), ("T1/limit", "cleared"),
+                                                       ("T0/limit", "active"), ("T1/limit", "active")]
+    assert faults == [(True, 0), (False, 2)]  # the recovery says how many were lost
+    assert outbox.last_seq() == 6
+    # the lost transitions (cleared) are what the manager knew last: that is the state on disk
+    assert {s["id"]: s["active"] for s in outbox.alarm_states()} == {"T0/limit": False, "T1/limit": False}
+    outbox.close()
