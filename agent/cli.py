@@ -70,10 +70,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(cfg.provincial.describe())
     print(f"data_dir {cfg.agent.data_dir}")
     print(f"{len(cfg.devices)} devices, {len(cfg.tags)} tags, {len(cfg.models)} models")
+    classes: dict[str, type] = {}
     for d in cfg.devices:
         tags = cfg.device_tags(d.name)
         print(f"  device {d.name}: {d.driver} {d.url} unit={d.unit} every {d.interval_s:g} s, timeout {d.timeout_s:g} s, {len(tags)} tags")
-        for line in drivers.load(d.driver).plan(d, [t.spec for t in tags]):
+        if d.driver not in classes:  # loading a driver reads the entry points: once per driver, not per device
+            classes[d.driver] = drivers.load(d.driver)
+        for line in classes[d.driver].plan(d, [t.spec for t in tags]):
             print(f"    {line}")
     families: dict[str, int] = {}
     for t in cfg.tags:
@@ -101,6 +104,21 @@ def cmd_registry(args: argparse.Namespace) -> int:
     pts = registry.points(cfg.tags, profile)
     text = registry.to_csv(profile, pts) if args.format == "csv" else registry.to_json(profile, pts)
     sys.stdout.buffer.write(text.encode("utf-8"))  # UTF-8 whatever the locale: the platform reads it
+    return EXIT_OK
+
+
+def cmd_export_points(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    from agent.config.loader import export_points
+
+    data = export_points(cfg).encode("utf-8-sig")  # with the BOM Excel needs to read it as UTF-8
+    if args.out:
+        with open(args.out, "wb") as f:
+            f.write(data)
+    else:
+        sys.stdout.buffer.write(data)
     return EXIT_OK
 
 
@@ -338,6 +356,12 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--format", choices=("csv", "json"), default="csv",
                    help="csv: a header row of the province's field names (UTF-8); json: an array")
     s.set_defaults(func=cmd_registry)
+
+    s = sub.add_parser("export-points", help="write the config's tags as a point list (位号表) CSV, "
+                                             "the format of [agent] points_file")
+    s.add_argument("config")
+    s.add_argument("--out", metavar="FILE", help="write to FILE (default: standard output)")
+    s.set_defaults(func=cmd_export_points)
 
     s = sub.add_parser("demo", help="a simulated plant, a broker, the agent and a receiver on loopback")
     s.add_argument("--seconds", type=float, default=60.0)
