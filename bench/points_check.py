@@ -76,7 +76,7 @@ def main() -> None:
         times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "agent.cli", "check", str(config)], env=env,
+            done = subprocess.run([sys.executable, "-m", "agent.cli", "check", str(config)], env=env, cwd=ROOT,
                                   capture_output=True, text=True)
             times.append(time.perf_counter() - start)
             if done.returncode != 0:
