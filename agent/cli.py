@@ -70,13 +70,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(cfg.provincial.describe())
     print(f"data_dir {cfg.agent.data_dir}")
     print(f"{len(cfg.devices)} devices, {len(cfg.tags)} tags, {len(cfg.models)} models")
-    classes: dict[str, type] = {}
     for d in cfg.devices:
         tags = cfg.device_tags(d.name)
         print(f"  device {d.name}: {d.driver} {d.url} unit={d.unit} every {d.interval_s:g} s, timeout {d.timeout_s:g} s, {len(tags)} tags")
-        if d.driver not in classes:  # loading a driver reads the entry points: once per driver, not per device
-            classes[d.driver] = drivers.load(d.driver)
-        for line in classes[d.driver].plan(d, [t.spec for t in tags]):
+        for line in drivers.load(d.driver).plan(d, [t.spec for t in tags]):
             print(f"    {line}")
     families: dict[str, int] = {}
     for t in cfg.tags:
