@@ -199,3 +199,31 @@ def test_ten_thousand_rows_load(tmp_path, write_config):
     assert (last.name, last.index, last.spec.address, last.desc) == ("U09.TI999", 10_001, "hr:19998", "9999#反应釜温度")
     assert sum("ewma" in t.families for t in cfg.tags) == 2_500
     assert len(cfg.device_tags("r1-plc")) == 10_002
+
+
+def test_a_drivers_own_tag_keys_are_columns_of_the_configs_drivers(tmp_path, write_config):
+    data = config_dict()
+    data["devices"].append({"name": "scada", "driver": "opcua", "url": "opc.tcp://127.0.0.1:4840/plant"})
+    data["agent"]["points_file"] = "points.csv"
+    (tmp_path / "points.csv").write_text("name,device,address,sampling_interval_ms,deadband_abs\n"
+                                         "CW.PI01,scada,ns=2;s=CW.PI01,500,0.5\n"
+                                         "CW.PI02,scada,ns=2;s=CW.PI02,,\n", encoding="utf-8")
+    cfg = load(write_config(data))
+    assert cfg.tags[2].spec.options == {"sampling_interval_ms": 500, "deadband_abs": 0.5}
+    assert cfg.tags[3].spec.options == {} and cfg.tags[3].spec.address == "ns=2;s=CW.PI02"
+
+
+@pytest.mark.parametrize(("kind", "text", "value"), [
+    ("float", "-1.5e3", -1500.0), ("float", "nan", None), ("float", "1_000", None), ("float", "inf", None),
+    ("int", "3", 3), ("int", "3.0", 3), ("int", "3.5", None), ("bool", "是", True), ("bool", "No", False),
+    ("bool", "2", None), ("list[float]", "-50; 400", [-50.0, 400.0]), ("list[str]", "ewma;;cusum", ["ewma", "cusum"]),
+    ("str", "0012", "0012"), ("number", "30", 30), ("any", "500", 500), ("any", "true", True), ("any", "ns=2", "ns=2"),
+])
+def test_a_cell_converts_by_its_keys_type(kind, text, value):
+    from agent.config.points import cell, convert
+
+    got, error = convert(kind, text)
+    assert got == value and type(got) is type(value)
+    assert (error is None) == (value is not None)
+    if value is not None and kind != "str":
+        assert convert(kind, cell(got))[0] == got  # what export-points writes reads back
