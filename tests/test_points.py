@@ -21,7 +21,7 @@ HEADER = "name,device,address,type,unit,desc,hh,h,l,ll\r\n"
 
 
 def reactor_with_points(tmp_path: Path) -> Path:
-    """configs/chemical-reactor.toml (7 [[tags]]) with the example point list beside it."""
+    """configs/chemical-reactor.toml (9 [[tags]]) with the example point list beside it."""
     shutil.copy(EXAMPLE, tmp_path / "points.csv")
     text = (ROOT / "configs" / "chemical-reactor.toml").read_text(encoding="utf-8")
     text = text.replace('data_dir = "/var/lib/plantwatch"', 'data_dir = "data"\npoints_file = "points.csv"')
@@ -49,9 +49,10 @@ def test_the_example_point_list_loads_with_its_bom_chinese_text_and_every_kind_o
     assert EXAMPLE.read_bytes().startswith(b"\xef\xbb\xbf")  # as Excel's "CSV UTF-8" writes it
     cfg = load(reactor_with_points(tmp_path))
     tags = {t.name: t for t in cfg.tags}
-    assert [t.name for t in cfg.tags[:8]] == ["R101.TI01", "R101.PI01", "R101.FI01", "R101.LI01", "R101.AGITATOR",
-                                             "GD101.LEL", "GD102.H2S", "CW.PI01"]  # TOML tags first, then the rows
-    assert [t.index for t in cfg.tags] == list(range(14))
+    assert [t.name for t in cfg.tags[:10]] == ["R101.TI01", "R101.PI01", "R101.FI01", "R101.LI01", "R101.AGITATOR",
+                                              "R101.TI01.RATE", "R101.COOLING.LOSS", "GD101.LEL", "GD102.H2S",
+                                              "CW.PI01"]  # TOML tags first, then the rows
+    assert [t.index for t in cfg.tags] == list(range(16))
     pi = tags["CW.PI01"]
     assert (pi.spec.device, pi.spec.address, pi.unit, pi.range) == ("r1-plc", "hr:200", "MPa", (0.0, 1.6))
     assert pi.desc == "循环水供水压力 cooling water supply pressure"
@@ -76,7 +77,7 @@ def test_check_counts_the_rows_with_the_toml_tags_and_plans_their_reads(tmp_path
     code = main(["check", str(reactor_with_points(tmp_path))])
     out = capsys.readouterr().out
     assert code == 0
-    assert "2 devices, 14 tags, 0 models" in out
+    assert "2 devices, 16 tags, 0 models" in out
     assert "device r1-plc: modbus tcp://192.168.10.21:502 unit=1 every 1 s, timeout 1 s, 10 tags" in out
     assert "hr 200-220 (21 regs, 5 tags)" in out
 
@@ -108,7 +109,12 @@ def test_a_semicolon_separated_file_and_spreadsheet_friendly_cells_are_read(tmp_
 
 BAD = [
     ("missing required column", "name,device,unit\r\nCW.PI01,r1-plc,MPa\r\nCW.PI02,r1-plc,MPa\r\n",
-     ["points.csv:1: column address: is required: the header has no such column"]),
+     ["points.csv:1: column address: is required (or `expr` for a computed tag): the header has no such column "
+      "(rows at lines 2, 3)"]),
+    ("missing name column", "device,address\r\nr1-plc,hr:200\r\n",
+     ["points.csv:1: column name: is required: the header has no such column"]),
+    ("an empty required cell, told once", "name,device,address\r\nCW.PI01,r1-plc,hr:200\r\nCW.PI02,r1-plc,\r\n",
+     ["points.csv:3: column address: is required (or `expr` for a computed tag)"]),
     ("duplicate tag in the file", HEADER + "CW.PI01,r1-plc,hr:200,,,,,,,\r\nCW.PI01,r1-plc,hr:202,,,,,,,\r\n",
      ["points.csv:3: column name: duplicate tag name 'CW.PI01' (also points.csv:2)"]),
     ("duplicate of a [[tags]] entry", HEADER + "CW.PI01,r1-plc,hr:200,,,,,,,\r\nR101.PI01,r1-plc,hr:202,,,,,,,\r\n",
@@ -141,7 +147,7 @@ BAD = [
      ["points.csv:2: a value in column 4, which the header does not name: '3'"]),
     ("the driver's check of an address", "name,device,address\r\nCW.PI01,r1-plc,hr:x\r\n",
      ["points.csv:2: column address: 'hr:x' is not a Modbus address: expected co:N, di:N, ir:N, hr:N or hr:N.B "
-      "(0-based)"]),
+      "(0-based), or a Modicon reference such as 40001 (= hr:0) or 400001"]),
 ]
 
 
@@ -176,7 +182,7 @@ def test_export_points_reads_back_into_the_same_tags(tmp_path, capsys):
     data = (tmp_path / "all.csv").read_bytes()
     assert data.startswith(b"\xef\xbb\xbf")  # Excel opens it as UTF-8
     header, *rows = data.decode("utf-8-sig").split("\r\n")
-    assert header.startswith("name,device,address,type,order,scale,unit,desc,range,priority,priority.HH,preset,gas")
+    assert header.startswith("name,device,address,type,order,scale,expr,unit,desc,range,priority,priority.HH,preset")
     assert "hh,h,l,ll,alarms.deadband" in header and header.endswith("ewma.lambda_")
     nh3 = next(r for r in rows if r.startswith("GD202.NH3,"))
     assert nh3.split(",")[header.split(",").index("hh")] == ""  # the preset's limits stay the preset's
@@ -227,3 +233,19 @@ def test_a_cell_converts_by_its_keys_type(kind, text, value):
     assert (error is None) == (value is not None)
     if value is not None and kind != "str":
         assert convert(kind, cell(got))[0] == got  # what export-points writes reads back
+
+
+def test_computed_tags_are_rows_too_and_need_no_device_or_address_columns(tmp_path, write_config, capsys):
+    path = points_config(tmp_path, write_config, "name,expr,unit,desc,h\r\n"
+                                                 "R101.DT,R101.TI01 - 20,°C,温差 temperature difference,30\r\n"
+                                                 'R101.HOT,R101.TI01 > 150,,"过热 overheated",\r\n')
+    cfg = load(path)
+    dt, hot = cfg.tags[2], cfg.tags[3]
+    assert (dt.expr, dt.spec.type, dt.families["limit"]) == ("R101.TI01 - 20", "float64", {"h": 30})
+    assert (hot.expr, hot.spec.type) == ("R101.TI01 > 150", "bool")
+    (tmp_path / "points.csv").write_text("name,expr,address\nR101.DT,R101.TI01 - 20,hr:9\nR101.X,R101.NOPE + 1,\n",
+                                         encoding="utf-8")
+    code, problems = check(path, capsys)
+    assert code == 2
+    assert problems[0] == "points.csv:2: column address: not with expr: a computed tag is read from no device"
+    assert problems[1].startswith("points.csv:3: column expr: ") and "R101.NOPE" in problems[1]

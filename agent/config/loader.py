@@ -12,6 +12,7 @@ from typing import Any
 
 import detectors
 from agent.config import points, sections
+from agent.config.computed import read_computed
 from agent.config.devices import check_with_drivers, read_devices
 from agent.config.http import HttpRules, read_http
 from agent.config.models import ModelConfig, model_kinds, read_models
@@ -19,6 +20,7 @@ from agent.config.provincial import read_provincial
 from agent.config.schema import ConfigError, Problems, did_you_mean
 from agent.config.sections import AgentSection, AlarmSystemSection, UplinkSection
 from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
+from agent.expressions import Plan
 from agent.provincial import Profile, uuid_field
 from drivers.base import DeviceSpec
 
@@ -38,21 +40,33 @@ class Config:
     provincial: Profile | None = None
     uplinks: tuple[UplinkSection, ...] = ()  # every uplink; ``uplink`` is the first (its settings are the agent's)
     http: HttpRules = HttpRules()
+    computed: Plan = Plan()  # the computed tags ([[tags]] with expr), compiled in dependency order
 
     def __post_init__(self) -> None:
         if not self.uplinks:
             object.__setattr__(self, "uplinks", (self.uplink,))
 
     def device_tags(self, device: str) -> list[TagConfig]:
+        """The tags a device reads (never a computed tag)."""
         return list(self._by_device.get(device, ()))
 
     @cached_property
     def _by_device(self) -> dict[str, list[TagConfig]]:
-        """The tags of each device, grouped once (a scan of every tag per device is quadratic)."""
+        """The tags each device reads, grouped once (a scan of every tag per device is quadratic)."""
         out: dict[str, list[TagConfig]] = {}
         for t in self.tags:
-            out.setdefault(t.device, []).append(t)
+            if not t.expr:
+                out.setdefault(t.device, []).append(t)
         return out
+
+    def interval_of(self, tag: TagConfig) -> float:
+        """How often the tag has a new sample: its device's interval; a computed tag's is its
+        fastest input's."""
+        if tag.expr:
+            i = next((k for k, p in enumerate(self.computed.programs) if p.out == tag.index), None)
+            return self.computed.intervals[i] if i is not None else 1.0
+        device = next((d for d in self.devices if d.name == tag.device), None)
+        return device.interval_s if device else 1.0
 
     def tag_index(self) -> dict[str, int]:
         return {t.name: t.index for t in self.tags}
@@ -105,6 +119,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     raw_tags, sheet = tag_tables(data, agent, roles, driver_of, p)
     tags, tag_paths = read_tags(raw_tags, devices, driver_of, roles, detector_params, p)
     check_with_drivers(devices, device_paths, driver_of, [t.spec for t in tags], tag_paths, p)
+    computed = read_computed(raw_tags if isinstance(raw_tags, list) else [], tags, tag_paths, devices, p)
     models = read_models(data.get("models", []), [t.name for t in tags], agent.data_dir, model_kinds(families), p)
     # one [provincial] table serves every uplink whose profile is provincial
     speaks = next((u for u in uplinks if u.profile == "provincial"), uplink)
@@ -114,7 +129,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     if p:
         raise ConfigError(sheet.relocate(p) if sheet is not None else list(p))
     return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
-                  provincial, uplinks, http)
+                  provincial, uplinks, http, computed)
 
 
 def tag_tables(data: Mapping[str, Any], agent: AgentSection, roles: FamilyRoles, driver_of: Mapping[str, type],

@@ -132,14 +132,18 @@ class Sheet:
     rows: list[dict[str, Any]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # "alarms.hh" -> "hh" where the column is named otherwise
+    given: set[str] = field(default_factory=set)  # the keys the header has a column for ("alarms.hh")
     missing: frozenset[str] = frozenset()  # required columns the header lacks (reported once, not per row)
+    header_line: int = 1
 
     def relocate(self, problems: Iterable[str]) -> list[str]:
         """The problems, those of this file's rows at ``FILE:LINE: column C`` instead of
         ``tags[i] (NAME).key``, and rows named in messages by ``FILE:LINE``."""
         others, here = [], []
+        absent: dict[tuple[str, str], list[int]] = {}  # (column, message) -> the lines of the rows it is about
+        unset: set[tuple[int, str]] = set()  # (row, key) required and not given: no further problems of it
         for text in problems:
-            moved = self._moved(text)
+            moved = self._moved(text, absent, unset)
             if moved is None:
                 continue
             line = moved[len(self.shown) + 1:].split(":", 1)[0] if moved.startswith(f"{self.shown}:") else ""
@@ -147,9 +151,16 @@ class Sheet:
                 here.append((int(line), moved))
             else:
                 others.append(moved)
+        for (column, message), lines in absent.items():
+            shown = ", ".join(map(str, lines[:5])) + (f" … ({len(lines)} rows)" if len(lines) > 5 else "")
+            here.append((self.header_line, f"{self.shown}:{self.header_line}: column {column}: {message}: the header "
+                                           f"has no such column (rows at lines {shown})"))
         return others + [text for _, text in sorted(here, key=lambda x: x[0])]
 
-    def _moved(self, text: str) -> str | None:
+    def _moved(self, text: str, absent: dict[tuple[str, str], list[int]], unset: set[tuple[int, str]]) -> str | None:
+        """The problem at its place in the file; None when it is told once for every row (a key
+        required of some rows, ``device`` unless ``expr``, whose column the header lacks) or
+        follows from a required key not given (the driver's "'' is not an address")."""
         m = _TAG.match(text)
         i = int(m[1]) - self.first if m else -1
         prefix = item("tags", self.first + i, self.rows[i]) if 0 <= i < len(self.rows) else None
@@ -161,8 +172,13 @@ class Sheet:
             return f"{where}: {self._mention(rest[2:])}"
         key, _, message = rest[1:].partition(": ")
         key = _INDEX.sub("", key)
-        if key in self.missing:  # reported once, at the header
+        if key in self.missing or (i, key) in unset:  # reported once, at the header; or follows from it
             return None
+        if message.startswith("is required"):
+            unset.add((i, key))
+            if key not in self.given:
+                absent.setdefault((key, message), []).append(self.lines[i])
+                return None
         table = self.rows[i].get(key)
         names = [f"{key}.{sub}" for sub in table] if isinstance(table, dict) and "." not in key else [key]
         column = ", ".join(self.headers.get(n, n) for n in names)
@@ -219,6 +235,7 @@ def parse(text: str, shown: str, first: int, cols: Mapping[str, Column], p: Prob
         if header is None:
             p.add(shown, "empty: the first line names the columns ([[tags]] keys)")
             return None
+        sheet.header_line = reader.line_num
         columns = _header(header, sheet, reader.line_num, cols, p)
         end = reader.line_num
         for cells in reader:
@@ -248,6 +265,7 @@ def _header(header: Sequence[str], sheet: Sheet, line: int, cols: Mapping[str, C
             col = None
         elif col is not None:
             seen[col.path] = name
+            sheet.given.add(".".join(col.path))
             if name != ".".join(col.path):
                 sheet.headers[".".join(col.path)] = name
         out.append(col)
