@@ -1,4 +1,5 @@
-"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, probe, provincial."""
+"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, history, probe,
+provincial."""
 
 from __future__ import annotations
 
@@ -83,6 +84,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if cfg.provincial is not None:
         print(cfg.provincial.describe())
     print(f"data_dir {cfg.agent.data_dir}")
+    h = cfg.history
+    print(f"history {h.path(cfg.agent.data_dir)} {h.compression} {h.retention_days} days, max {h.max_mb:g} MB"
+          if h.enabled else "history off")
     print(f"{len(cfg.devices)} devices, {len(cfg.tags)} tags, {len(cfg.models)} models")
     for d in cfg.devices:
         tags = cfg.device_tags(d.name)
@@ -236,6 +240,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from agent.history_query import run  # reads only the parts of the config it needs (see there)
+
+    return run(args, _load_or_report)
 
 
 # --- probe ------------------------------------------------------------------------------------
@@ -418,6 +428,16 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--time-col")
     s.add_argument("--rate", type=float)
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("history", help="print one tag's recorded history (time, value, quality)")
+    s.add_argument("config")
+    s.add_argument("tag")
+    s.add_argument("--from", dest="start", metavar="T", help="RFC 3339, or YYYY-MM-DD HH:MM[:SS] in the plant's "
+                   "time zone ([agent] timezone); default: 24 hours before --to")
+    s.add_argument("--to", metavar="T", help="as --from; default: now")
+    s.add_argument("--csv", action="store_true", help="CSV (time in RFC 3339 UTC, TAG, quality) that "
+                   "`plantwatch replay` reads")
+    s.set_defaults(func=cmd_history)
 
     s = sub.add_parser("alarms", help="list the running agent's alarms (local API)")
     s.add_argument("config")
