@@ -57,7 +57,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     import drivers
 
-    print(f"{args.config}: OK")
+    strict = getattr(args, "strict", False) and cfg.warnings
+    print(f"{args.config}: {'refused (--strict): warnings' if strict else 'OK'}", file=sys.stderr if strict else sys.stdout)
+    for line in cfg.warnings:
+        print(f"warning: {line}", file=sys.stderr if strict else sys.stdout)
+    if strict:
+        return EXIT_CONFIG
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
     for u in cfg.uplinks:
         named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
@@ -116,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     _setup_logging(cfg.agent.log_level, [d.driver for d in cfg.devices])
+    for line in cfg.warnings:
+        logging.getLogger("agent").warning("%s", line)
     from agent.outbox import OutboxError
     from agent.runtime import Agent
     from detectors.base import ModelError
@@ -331,6 +338,7 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
 
     s = sub.add_parser("check", help="validate a config and print what it will do")
     s.add_argument("config")
+    s.add_argument("--strict", action="store_true", help="warnings (a secret file others can read) refuse the config")
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("registry", help="print the point registry (测点基础数据) for the platform's onboarding")
