@@ -10,8 +10,9 @@ NODE_DIR := tests/opcua_interop
 
 .PHONY: demo test bench build venv system-deps node lint docs clean lock wheelhouse
 
-# what the tests need from the OS: a real broker, a libmodbus server, a virtual serial cable
-APT_NEEDS := mosquitto:mosquitto socat:socat pkg-config:pkg-config
+# what the tests need from the OS: a real broker, a libmodbus server, a virtual serial cable,
+# systemd-analyze to judge the unit (tests/test_systemd.py)
+APT_NEEDS := mosquitto:mosquitto socat:socat pkg-config:pkg-config systemd-analyze:systemd
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
