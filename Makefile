@@ -97,4 +97,4 @@ docs: $(STAMP)
 	$(BIN)/python -m agent.config.docs --write
 
 clean:
-	rm -rf build $(VENV) detectors/*.so ext/*.c
+	rm -rf build dist $(VENV) detectors/*.so ext/*.c
