@@ -46,6 +46,11 @@ MAX_PLANTS = 100_000  # plants tracked; a message of one more is refused
 KEEP = 10_000  # alarms, arrivals, refusals and registries kept in memory (the --out file has every alarm)
 
 
+class OutputError(Exception):
+    """Writing the receiver's own output (its lines, the --out file) failed: an error of the
+    receiver's, not of the message; the original exception is its ``__cause__``."""
+
+
 class Refused(Exception):
     """A message the receiver will not take: ``reason`` is the count it goes into."""
 
@@ -233,13 +238,26 @@ class Receiver:
         self.invalid.append(f"{where}: {why}")
         _keep(self.invalid)
         self.refused[reason] += 1
-        self.emit(f"INVALID {where}: {why}")
+        self._say(f"INVALID {where}: {why}")
+
+    def _say(self, line: str) -> None:
+        try:
+            self.emit(line)
+        except Exception as exc:
+            raise OutputError(str(exc)) from exc
 
     def _failed(self, where: str, exc: Exception) -> None:
+        if isinstance(exc, OutputError) and isinstance(exc.__cause__, Exception):
+            exc = exc.__cause__
         with self.changed:
-            self.errors += 1
-            self.refused["receiver error"] += 1
+            self._error(where, exc)
             self.changed.notify_all()
+
+    def _error(self, where: str, exc: Exception) -> None:
+        """An exception in the receiver's own handling (the lock held): counted, logged with its
+        traceback, one ERROR line; the message is dropped and the next one read as usual."""
+        self.errors += 1
+        self.refused["receiver error"] += 1
         log.error("receiver: %s: message dropped: %s: %s", where, type(exc).__name__, exc, exc_info=exc)
         try:
             self.emit(f"ERROR {where}: {type(exc).__name__}: {exc} (message dropped; the receiver goes on)")
@@ -261,19 +279,22 @@ class Receiver:
         self.arrivals.append(seq)
         _keep(self.arrivals)
         if outcome == "duplicate":
-            self.emit(f"duplicate {plant} seq={seq} (ignored)")
+            self._say(f"duplicate {plant} seq={seq} (ignored)")
             return
         if outcome == "gap":
-            self.emit(f"GAP {plant}: seq {before + 1}..{seq - 1} missing before seq={seq}")
+            self._say(f"GAP {plant}: seq {before + 1}..{seq - 1} missing before seq={seq}")
         elif outcome == "late":
-            self.emit(f"late {plant} seq={seq} fills a gap")
+            self._say(f"late {plant} seq={seq} fills a gap")
         self.alarms.append(doc)
         _keep(self.alarms)
         self.accepted += 1
-        self.emit(f"ALARM {plant} seq={seq} {text}")
+        self._say(f"ALARM {plant} seq={seq} {text}")
         if self.out is not None:
-            self.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
-            self.out.flush()
+            try:
+                self.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                self.out.flush()
+            except Exception as exc:
+                raise OutputError(f"--out: {exc}") from exc
 
     def _status(self, doc: dict[str, Any]) -> None:
         self._presence(doc["plant"], doc["online"], doc["ts"], doc)
@@ -283,7 +304,7 @@ class Receiver:
         self.status[plant] = doc
         if t.online != online:
             t.online = online
-            self.emit(f"STATUS {plant} {'ONLINE' if online else 'OFFLINE'} at {ts}")
+            self._say(f"STATUS {plant} {'ONLINE' if online else 'OFFLINE'} at {ts}")
 
     # --- the provincial profile -------------------------------------------------------------------
 
@@ -303,12 +324,20 @@ class Receiver:
                 why = self._provincial(doc, plant)
             except Refused as exc:
                 why, reason = str(exc), exc.reason
+            except OutputError as exc:
+                self._error(where, exc.__cause__ if isinstance(exc.__cause__, Exception) else exc)
+                self.changed.notify_all()
+                return f"receiver error: {type(exc.__cause__).__name__}"
             except ProvincialError as exc:
                 why = str(exc)
             except RecursionError:
                 why, reason = f"nested more than {MAX_DEPTH} deep", "too deep"
             except (KeyError, TypeError, ValueError) as exc:
                 why = f"unreadable message: {type(exc).__name__}: {str(exc)[:200]}"
+            except Exception as exc:  # an error of ours: the listener or subscriber goes on
+                self._error(where, exc)
+                self.changed.notify_all()
+                return f"receiver error: {type(exc).__name__}"
             if why is not None:
                 self._invalid(where, why, reason)
             self.changed.notify_all()
@@ -356,7 +385,7 @@ class Receiver:
             if not isinstance(datas, list):
                 return f"{f['datas']}: the registry's points must be a list"
             self.registries.append(doc)
-            self.emit(f"REGISTRY {plant} {len(datas)} points at {when}")
+            self._say(f"REGISTRY {plant} {len(datas)} points at {when}")
         return None
 
     def _telemetry(self, doc: dict[str, Any]) -> None:

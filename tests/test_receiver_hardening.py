@@ -137,6 +137,32 @@ def test_fuzzed_messages_are_taken_or_refused_never_fatal(tmp_path):
     with_rig(tmp_path, body)
 
 
+def test_fuzzed_provincial_messages_are_taken_or_refused_never_fatal(tmp_path):
+    profile = parse(config_dict(uplink={"url": "mqtt://127.0.0.1:1883", "profile": "provincial"},
+                                provincial={"gateway_code": "GW01"}), base=tmp_path).provincial
+    f = profile.fields
+    codes = st.sampled_from([*profile.types.values(), *profile.states.values(), "1", "0", PLANT])
+    docs = st.dictionaries(st.sampled_from(sorted(f.values())), json_values | codes, max_size=12)
+    provincial = st.one_of(payloads, docs.map(lambda d: profile.encode({f["enterprise"]: PLANT, **d})))
+
+    def body(rig: Rig) -> None:
+        @settings(max_examples=40, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(st.lists(st.tuples(st.sampled_from(["alarm", "status", "telemetry", "registry"]), provincial),
+                        min_size=1, max_size=6))
+        def fuzz(batch):
+            rig.send([(f"{TOPIC}/{kind}", payload) for kind, payload in batch])
+            one_line_refusals(rig)
+
+        fuzz()
+        before = rig.receiver.handled
+        r = rig.send([(f"{TOPIC}/alarm", profile.encode(profile.alarm(VALID)))])  # still subscribed, reading
+        assert r.handled == before + 1 and r.errors == 0
+        assert r.refused["unreadable"] and r.refused["too deep"]
+
+    with_rig(tmp_path, body, profile=profile)
+
+
 # --- each rule ----------------------------------------------------------------------------------
 
 
@@ -251,3 +277,16 @@ def test_receive_command_prints_refusals_and_counts_never_a_traceback(tmp_path):
     assert "Traceback" not in output
     assert "3 messages refused (1 plant mismatch, 1 too deep, 1 too large)" in output
     assert f"plant {PLANT}: 1 alarms, seq 1..1, no gaps, 0 duplicates, unknown" in output
+
+
+def test_a_failing_output_on_a_listener_is_an_error_of_ours_not_an_unreadable_message(tmp_path):
+    profile = parse(config_dict(uplink={"url": "mqtt://127.0.0.1:1883", "profile": "provincial"},
+                                provincial={"gateway_code": "GW01"}), base=tmp_path).provincial
+    out = open(tmp_path / "alarms.jsonl", "w")  # noqa: SIM115 - closed at once: writing to it fails
+    out.close()
+    r = Receiver(emit=lambda line: None, profile=profile, out=out)
+    why = r.feed_payload(profile.encode(profile.alarm(json.loads(alarm(1)))), "http POST")
+    assert why == "receiver error: ValueError"
+    assert r.errors == 1 and r.refused == {"receiver error": 1}  # not counted as the sender's fault
+    r.out = None
+    assert r.feed_payload(profile.encode(profile.alarm(json.loads(alarm(2)))), "http POST") is None
