@@ -33,7 +33,7 @@ WHEELHOUSE ?= dist/wheelhouse
 lock: $(BIN)/python
 	$(BIN)/python -m pip install -q uv
 	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
-		--python-platform x86_64-manylinux_2_28 --no-header -q -o $(LOCK)
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -q -o $(LOCK)
 
 # Every wheel an offline gateway needs, in one folder and one archive: the locked dependencies
 # (downloaded, checked against the lock's hashes) and plantwatch itself with its compiled kernels
