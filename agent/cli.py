@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from agent.config import Config
     from drivers.base import Driver
 
+from agent.version import VersionAction
+
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
@@ -350,36 +352,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- entry --------------------------------------------------------------------------------------
 
 
-def version_lines() -> list[str]:
-    """The package's version, the Python it runs on and the build of each compiled kernel module."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    import detectors
-
-    try:
-        own = version("plantwatch")
-    except PackageNotFoundError:
-        own = "(not installed)"
-    lines = [f"plantwatch {own}", f"python {platform.python_version()} {platform.machine()}"]
-    for name, build in detectors.kernels_build().items():
-        if isinstance(build, str):
-            lines.append(f"{name}: {build}")
-        else:
-            lines.append(f"{name}: Cython {build['cython']}, numpy {build['numpy']}, {build['compiler']}, "
-                         f"{build['flags']}, built {build['built']} ({build['file']})")
-    return lines
-
-
-class _Version(argparse.Action):
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, help="print the version and the kernels' build, then exit")
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print("\n".join(version_lines()))
-        parser.exit()
-
-
 def build_parser() -> argparse.ArgumentParser:
     return _parser(with_drivers=True)[0]
 
@@ -388,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     """The parser, and the names of the commands that need no driver."""
     p = argparse.ArgumentParser(prog="plantwatch", description="Edge agent for plants under hazard supervision.")
-    p.add_argument("--version", action=_Version)
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("run", help="run the agent in the foreground")
