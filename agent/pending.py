@@ -11,8 +11,8 @@ does that), so a seq that reaches the platform is always on disk: none is consum
 none skipped, whatever fails and whenever the agent is killed.
 
 The queue is bounded (``[uplink] max_pending_alarms`` messages). Beyond it the newest
-transitions are not kept: they are counted, their alarms' latest state is still saved when the
-queue lands, and the ``outbox/storage`` alarm says how many were lost. While the queue is not
+transitions are not kept: they are counted, their alarms' latest state is saved with the last
+message kept before them, and the ``outbox/storage`` alarm says how many were lost. While the queue is not
 empty that alarm is active (it lands, numbered, in order behind the messages it is about) and
 the status message carries ``outbox.storage`` from memory, which every uplink publishes at once.
 """
@@ -20,6 +20,7 @@ the status message carries ``outbox.storage`` from memory, which every uplink pu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +57,6 @@ class Committer:
         self.queue: list[Entry] = []
         self.queued = 0  # messages in the queue
         self.lost = 0  # transitions not kept because the queue was full (since the fault began)
-        self.lost_states: dict[str, dict[str, Any]] = {}
         self.error = ""
         self.since: float | None = None  # when the current fault began
         self.attempts = 0
@@ -88,7 +88,8 @@ class Committer:
     def _enqueue(self, entry: Entry) -> None:
         if self.queued + len(entry.docs) > self.limit and self.queue:
             self.lost += len(entry.docs)
-            self.lost_states.update(entry.states)
+            # what the manager knows now is saved with the last message kept before them
+            self.queue[-1].states.extend(entry.states)
             log.error("outbox: %d alarm transition(s) lost: %d are already waiting in memory (max_pending_alarms)",
                       len(entry.docs), self.queued)
             return
@@ -125,8 +126,15 @@ class Committer:
                 delay = _RETRY_FIRST_S
                 continue
             entries = list(self.queue)
+            job = asyncio.ensure_future(asyncio.to_thread(self._store, entries))
             try:
-                stored = await asyncio.to_thread(self._store, entries)
+                stored = await asyncio.shield(job)
+            except asyncio.CancelledError:
+                # the thread goes on regardless: what it stores must leave the queue before the
+                # stop's last attempt (flush_now), or it would be stored twice
+                with contextlib.suppress(Exception):
+                    self._landed(entries, await job)
+                raise
             except Exception as exc:
                 self.attempts += 1
                 self._failed(exc)
@@ -142,17 +150,18 @@ class Committer:
         done = 0
         try:
             while done < len(entries):
-                chunk, n = [], 0
-                while done + len(chunk) < len(entries) and (not chunk or n + len(entries[done + len(chunk)].docs) <= _CHUNK):
-                    chunk.append(entries[done + len(chunk)])
-                    n += len(chunk[-1].docs)
-                states = dict(s for e in chunk for s in e.states)
-                if done + len(chunk) == len(entries):
-                    states.update(self.lost_states)  # what the lost transitions left behind
+                # consecutive entries of one topic, up to _CHUNK messages: one transaction
+                chunk, n = [entries[done]], len(entries[done].docs)
+                while done + len(chunk) < len(entries):
+                    nxt = entries[done + len(chunk)]
+                    if nxt.topic != chunk[0].topic or n + len(nxt.docs) > _CHUNK:
+                        break
+                    chunk.append(nxt)
+                    n += len(nxt.docs)
+                states = dict(s for e in chunk for s in e.states)  # the latest of each alarm
                 try:
-                    for topic in dict.fromkeys(e.topic for e in chunk):
-                        docs = [d for e in chunk if e.topic == topic for d in e.docs]
-                        outbox.append_alarms(topic, docs, states=list(states.items()))
+                    outbox.append_alarms(chunk[0].topic, [d for e in chunk for d in e.docs],
+                                         states=list(states.items()))
                 except Exception:
                     if done:
                         return done
@@ -164,6 +173,8 @@ class Committer:
 
     def _landed(self, entries: list[Entry], stored: int) -> None:
         """On the loop: the first ``stored`` entries are on disk, numbered."""
+        if not stored:
+            return
         landed = entries[:stored]
         del self.queue[:stored]
         self.queued -= sum(len(e.docs) for e in landed)
@@ -174,7 +185,7 @@ class Committer:
         if not self.queue:
             self.on_fault(False)  # may queue the storage alarm's clear: it goes through append_alarms
             if not self.queue:
-                self.since, self.error, self.lost, self.lost_states = None, "", 0, {}
+                self.since, self.error, self.lost = None, "", 0
 
     def flush_now(self) -> None:
         """At shutdown: one last attempt, on this thread; what still cannot be stored is lost."""
