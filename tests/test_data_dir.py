@@ -50,3 +50,19 @@ def test_a_data_dir_that_cannot_be_written_exits_2_before_polling(read_only_dir,
         result.stderr
     assert requests == set()
     assert list(read_only_dir.iterdir()) == []
+
+
+def test_a_data_dir_on_a_full_disk_exits_2_before_polling(tmp_path, write_config):
+    from tests.faults.test_storage import fill
+
+    path = tmp_path / "full"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], check=True)
+    try:
+        fill(path / "filler")
+        result, requests = run_with_data_dir(write_config, path)
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+    assert result.returncode == 2, result.stderr
+    assert "cannot be created or written: No space left on device" in result.stderr, result.stderr
+    assert requests == set()
