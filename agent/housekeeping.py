@@ -58,9 +58,11 @@ class Housekeeping:
         thread). With less than ``min_free_mb`` free, the cap is what would leave it free."""
         outbox = Outbox(self.outbox_path, durable=False)
         try:
+            cap = max_bytes
             if self.min_free:
-                max_bytes = min(max_bytes, max(0, outbox.used_bytes() + self.free_bytes() - self.min_free))
-            report = outbox.maintain(max_bytes)
+                cap = min(max_bytes, max(0, outbox.used_bytes() + self.free_bytes() - self.min_free))
+            report = outbox.maintain(cap)
+            report["shrunk"] = cap < max_bytes  # by the free-disk watch
             report["dead_letters"] = outbox.dead_letter_counts()
             return report
         finally:
@@ -77,9 +79,10 @@ class Housekeeping:
                 free = await asyncio.to_thread(self.free_bytes)
                 self.free_mb = round(free / 2**20, 3)
                 low = free < self.min_free
-                # while the disk is low or the alarm stands, every pass: a checkpoint gives the
-                # WAL's space back, and the alarm clears on a fresh report
-                if loop.time() >= next_maintenance or low or self.storage_active:
+                # while the disk is low, every check (a checkpoint gives the WAL's space back),
+                # and once more after, for a report under the cap of a disk that is not low
+                last = self.last_report or {}
+                if loop.time() >= next_maintenance or low or (last.get("over") and last.get("shrunk")):
                     next_maintenance = loop.time() + self.maintenance_s
                     report = await asyncio.to_thread(self.maintain, self.max_bytes)
                     self.used_mb = round(report["used_bytes"] / 2**20, 3)
