@@ -1,4 +1,4 @@
-"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, probe, provincial."""
+"""The ``plantwatch`` command line: run, check, registry, demo, init, receive, replay, train, probe, provincial."""
 
 from __future__ import annotations
 
@@ -309,7 +309,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
     return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile,
-                    transport=args.transport)
+                    transport=args.transport, plant=args.plant)
+
+
+# --- init ---------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from agent import plants
+
+    if args.list:
+        for name, summary in plants.TEMPLATES.items():
+            print(f"{name:22} {summary}")
+        return EXIT_OK
+    if not args.template:
+        print(f"init: name a template with --template NAME (--list shows them): {', '.join(plants.TEMPLATES)}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    from agent.scaffold import Exists, install
+
+    try:
+        written = install(args.template, args.out, force=args.force)
+    except plants.UnknownTemplate as exc:
+        print(f"init: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exists as exc:
+        print(f"init: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: fill in the addresses and limits, then `plantwatch check {written[0]}`")
+    return EXIT_OK
 
 
 # --- entry --------------------------------------------------------------------------------------
@@ -348,7 +378,16 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--transport", choices=("mqtt", "http", "tcp"), default="mqtt",
                    help="http or tcp: the provincial profile straight to the reference platform on loopback "
                    "(tcp: AES-128-CBC in a dataId envelope), no broker")
+    s.add_argument("--plant", metavar="NAME", help="run an industry template against its fault scenario: "
+                   "al-casting, dust-collector, steel-gas, chemical-major-hazard (see `plantwatch init --list`)")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("init", help="write an industry template's config and an empty point list to fill in")
+    s.add_argument("--template", metavar="NAME", help="the template (--list shows them)")
+    s.add_argument("--out", default="plantwatch.toml", help="the config to write; the point list goes next to it")
+    s.add_argument("--force", action="store_true", help="overwrite the files if they exist")
+    s.add_argument("--list", action="store_true", help="list the templates, one line each")
+    s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")
     s.add_argument("config")

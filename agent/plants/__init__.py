@@ -1,0 +1,45 @@
+"""Industry templates for ``plantwatch init --template NAME``: one commented config per kind of
+plant (``agent/plants/NAME.toml``), with the points a standard mandates for it, and the header
+of the empty point list written next to it. ``plantwatch demo --plant NAME`` runs a template
+against the scenario of agent/plants/scenarios.py."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from agent.config.schema import did_you_mean
+
+#: template name -> what it covers, one line for ``plantwatch init --list``
+TEMPLATES: dict[str, str] = {
+    "al-casting": "aluminium deep-well casting (铝加工深井铸造): mould cooling water, runner levels, "
+                  "cut-off and drain valves, tilting furnace, emergency water",
+    "dust-collector": "dust collectors, dry and wet (粉尘涉爆): hopper temperature, differential pressure, "
+                      "airlock, spark, venting, isolation, water level and flow",
+    "steel-gas": "steelworks gas areas (煤气区域): fixed CO detectors at 24 / 160 ppm, combustible gas",
+    "chemical-major-hazard": "chemical major hazard installation (危险化学品重大危险源): tank and reactor "
+                             "level, temperature, pressure, interlocks, combustible and toxic gas",
+}
+
+#: the columns of the point list (位号表); each row is one more [[tags]] entry
+POINT_COLUMNS = ("name", "device", "address", "type", "order", "scale", "offset", "unit", "desc",
+                 "ll", "l", "h", "hh", "deadband", "priority")
+
+
+class UnknownTemplate(ValueError):
+    """A template name that is not one of ``TEMPLATES``; the message lists them."""
+
+    def __init__(self, name: str):
+        super().__init__(f"unknown template {name!r}{did_you_mean(name, TEMPLATES)}; "
+                         f"templates: {', '.join(TEMPLATES)}")
+
+
+def text(name: str) -> str:
+    """The template's config, as shipped (commented TOML)."""
+    if name not in TEMPLATES:
+        raise UnknownTemplate(name)
+    return resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
+
+
+def points_header() -> str:
+    """The empty point list: its header row."""
+    return ",".join(POINT_COLUMNS) + "\n"
