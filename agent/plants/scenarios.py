@@ -47,9 +47,9 @@ class Scenario:
 
 class Player:
     """A scenario playing: the values of every point now, and the lines of the story whose time
-    has come since the last call. The cycle starts at the first read of a device (a Modbus
-    simulator asks at each request), so the agent's own start-up takes none of the story. One
-    player serves all the plant's devices (each simulator picks its own tags)."""
+    has come since the last call. The cycle starts at the first read of a device (a polled
+    device's simulator asks at each request), so the agent's own start-up takes none of the
+    story. One player serves all the plant's devices (each simulator picks its own tags)."""
 
     def __init__(self, scenario: Scenario):
         self.scenario = scenario
