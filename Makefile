@@ -60,6 +60,7 @@ test: build system-deps node
 bench: build
 	PLANTWATCH_BENCH=1 $(BIN)/python -m pytest -q tests/bench --benchmark-only --benchmark-columns=min,median,mean,ops
 	$(BIN)/python bench/kernels.py
+	$(BIN)/python bench/computed.py --kinds
 	$(BIN)/python bench/skab.py
 	@echo "driver and alarm-path benchmarks (minutes each): see docs/PERFORMANCE.md"
 

@@ -9,15 +9,22 @@ messages itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
+
+import numpy as np
 
 import detectors
 from agent.alarms import Alarm, AlarmManager, TagInfo
 from agent.config import Config
 from agent.payloads import dumps, topic
-from detectors.base import Family
+from detectors.base import ConditionChange, Family
 from detectors.engine import Engine
-from drivers.base import SampleBatch
+from detectors.expr import Evaluator, merged
+from drivers.base import BAD, Quality, SampleBatch, frozen_tags
+
+#: the ``device`` of a computed tag's samples and alarms: none reads it
+COMPUTED_DEVICE = ""
 
 
 class AlarmSink(Protocol):
@@ -54,8 +61,7 @@ def restore_grace(cfg: Config, alarm: Alarm) -> float:
     tag = next((t for t in cfg.tags if t.name == alarm.tag), None)
     if tag is None:
         return 0.0
-    device = next((d for d in cfg.devices if d.name == tag.device), None)
-    interval = device.interval_s if device else 1.0
+    interval = cfg.interval_of(tag)
     params: Mapping[str, Any] = tag.families.get(alarm.kind, {})
     if "model" in alarm.context:  # a model's alarm: its delays are the model's options
         model = next((m for m in cfg.models if m.name == alarm.context["model"]), None)
@@ -76,6 +82,13 @@ class Pipeline:
         self.manager = build_manager(cfg)
         self.outbox = outbox
         self.alarm_topic = topic(cfg.uplink.topic_prefix, cfg.agent.plant, "alarm")
+        plan = cfg.computed
+        self.evaluator = Evaluator(len(cfg.tags), plan.programs, plan.intervals) if plan else None
+        #: the computed samples the last batch made (telemetry records them), or None
+        self.derived: SampleBatch | None = None
+        # computed tag -> the tags whose quality explains its own: its inputs, read and computed
+        self._computed = {p.out: tuple(dict.fromkeys((*plan.source_tags(p.out), *p.inputs))) for p in plan.programs}
+        self._plans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def process(self, batch: SampleBatch, now: float) -> list[dict[str, Any]]:
         """Judge a batch; commit the resulting alarm messages (fsync) and return them. ``now``
@@ -84,10 +97,48 @@ class Pipeline:
         if batch.error is not None or len(batch):
             ts = float(batch.ts[0]) if len(batch) else now
             messages += self.manager.on_device(batch.device, batch.error, ts)
+        self.derived = None
         if len(batch):
-            changes = self.engine.process(batch.tag, batch.value, batch.ts, batch.quality)
+            changes = self.judge(batch.tag, batch.value, batch.ts, batch.quality)
             messages += self.manager.on_changes(changes)
         return self.commit(messages)
+
+    def judge(self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray) -> list[ConditionChange]:
+        """The engine over a batch (time-ordered) and the computed samples it makes, each
+        computed sample judged at the end of its tick; ``derived`` holds those samples."""
+        self.derived = None
+        out = self.evaluator.evaluate(tag, value, ts, quality) if self.evaluator is not None else None
+        if out is None:
+            return self.engine.process(tag, value, ts, quality)
+        self.derived = SampleBatch(COMPUTED_DEVICE, *out[:4])
+        both = merged((tag, value, ts, quality), out)
+        changes = self.engine.process(self._frozen(tag, out[0], both[0]), *both[1:])
+        q = self.evaluator.last_quality
+        return [self._reason(c) if c.active and c.tag in self._computed and q[c.tag] >= BAD else c
+                for c in changes]
+
+    def _frozen(self, tag: np.ndarray, computed: np.ndarray, both: np.ndarray) -> np.ndarray:
+        """The tags of a device read with its computed samples as one frozen array, the same
+        object while the read plan and the computed tags it moves stay the same, so that the
+        families keep their plan for it (drivers.base.frozen_tags)."""
+        if tag.flags.writeable:
+            return both
+        known = self._plans.get(id(tag))
+        if known is None or known[0] is not tag or not np.array_equal(known[1], computed):
+            if len(self._plans) > 4 * len(self.cfg.devices) + 16:  # plans of arrays gone
+                self._plans.clear()
+            known = self._plans[id(tag)] = (tag, computed.copy(), frozen_tags(both))
+        return known[2] if np.array_equal(known[2], both) else both
+
+    def _reason(self, c: ConditionChange) -> ConditionChange:
+        """An alarm a computed tag of bad quality raises says why: its inputs (read tags, and
+        computed tags it reads) of BAD or COMM_FAIL quality, or that its value is not finite."""
+        assert self.evaluator is not None
+        q = self.evaluator.last_quality
+        names = [t.name for t in self.cfg.tags]
+        bad = {names[s]: Quality(int(q[s])).name for s in self._computed[c.tag] if BAD <= q[s] <= 3}
+        why = {"inputs": bad} if bad else {"reason": "the expression's value is not finite (a division by zero?)"}
+        return replace(c, context={**c.context, **why})
 
     def commit(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Make alarm messages durable (seq assigned, fsync) before anyone else sees them."""

@@ -64,12 +64,18 @@ def limits_in_force(tag: TagConfig) -> dict[str, float | None]:
     return out
 
 
+def computed_desc(tag: TagConfig) -> str:
+    """What a computed tag without a ``desc`` is registered as: its expression (it has no
+    address a platform could look up)."""
+    return f"计算点 computed: {tag.expr}" if tag.expr else ""
+
+
 def points(tags: Iterable[TagConfig], profile: Profile) -> list[Point]:
     """Every tag as a registered point, in config order."""
     return [
         Point(tag=t.name, code=profile.point(t.name, t.name), enterprise=profile.enterprise_code,
               hazard=t.hazard_code or profile.hazard_code, equipment=t.equipment_code, indicator=t.indicator_code,
-              position=t.position or t.name, desc=t.desc, unit=t.unit, range=t.range, limits=limits_in_force(t),
+              position=t.position or t.name, desc=t.desc or computed_desc(t), unit=t.unit, range=t.range, limits=limits_in_force(t),
               in_service=t.in_service)
         for t in tags
     ]

@@ -25,6 +25,7 @@ import detectors
 from agent.config import Config
 from agent.payloads import dumps
 from agent.pipeline import Pipeline
+from detectors.expr import Evaluator
 from drivers.base import frozen_tags
 
 TIME_COLUMNS = ("ts", "time", "timestamp", "datetime", "date_time", "Time", "Timestamp", "DateTime")
@@ -146,7 +147,8 @@ def replay(cfg: Config, table: Table) -> ReplayResult:
     recorder = _Recorder()
     pipeline = Pipeline(cfg, recorder)
     index = cfg.tag_index()
-    names = list(table.columns)
+    # a computed tag is computed from its inputs' columns, as live; a column of its name is ignored
+    names = [n for n in table.columns if n not in computed_names(cfg)]
     tag_ids = np.array([index[n] for n in names], dtype=np.int32)
     values = np.column_stack([table.columns[n] for n in names])  # rows x tags
     n_rows = len(table.ts)
@@ -165,7 +167,7 @@ def replay(cfg: Config, table: Table) -> ReplayResult:
         else:
             tag = np.broadcast_to(tag_ids, block.shape)[ok]
         ts = table.ts[rows_idx[ok]]
-        changes = pipeline.engine.process(
+        changes = pipeline.judge(
             np.ascontiguousarray(tag), np.ascontiguousarray(block[ok]), np.ascontiguousarray(ts),
             np.zeros(tag.shape[0], dtype=np.uint8),
         )
@@ -181,6 +183,43 @@ def replay(cfg: Config, table: Table) -> ReplayResult:
             (active.add if m["active"] else active.discard)(m["id"])
         alarm_rows[cursor:stop] = bool(active)
     return ReplayResult(recorder.messages, n_rows, names, alarm_rows, table.ts)
+
+
+def computed_names(cfg: Config) -> list[str]:
+    """The computed tags of the config, whose CSV columns replay ignores."""
+    return [t.name for t in cfg.tags if t.expr]
+
+
+def columns_needed(cfg: Config, names: Sequence[str]) -> list[str]:
+    """The CSV columns that give these tags: a read tag's own, a computed tag's inputs'."""
+    index, out = cfg.tag_index(), []
+    for name in names:
+        sources = cfg.computed.source_tags(index[name]) if cfg.tags[index[name]].expr else (index[name],)
+        out += [cfg.tags[s].name for s in sources if cfg.tags[s].name not in out]
+    return out
+
+
+def computed_columns(cfg: Config, table: Table) -> dict[str, np.ndarray]:
+    """Each computed tag's value per row, computed from the table's columns with the live
+    evaluator (NaN where it has none: an input not yet seen, a window without enough samples)."""
+    if not cfg.computed:
+        return {}
+    ev = Evaluator(len(cfg.tags), cfg.computed.programs, cfg.computed.intervals)
+    index = cfg.tag_index()
+    names = [n for n in table.columns if n not in computed_names(cfg)]
+    block = np.column_stack([table.columns[n] for n in names]) if names else np.empty((len(table.ts), 0))
+    ok = ~np.isnan(block)
+    tag = np.broadcast_to(np.array([index[n] for n in names], dtype=np.int32), block.shape)[ok]
+    rows = np.broadcast_to(np.arange(len(table.ts))[:, None], block.shape)[ok]
+    out = ev.evaluate(tag, block[ok], table.ts[rows], np.zeros(tag.shape[0], dtype=np.uint8))
+    columns = {n: np.full(len(table.ts), np.nan) for n in computed_names(cfg)}
+    if out is not None:
+        row = np.searchsorted(table.ts, out[2], side="right") - 1
+        for i, n in enumerate(t.name for t in cfg.tags):
+            if n in columns:
+                mine = out[0] == i
+                columns[n][row[mine]] = out[1][mine]
+    return columns
 
 
 def _ts(message: dict[str, Any]) -> float:
@@ -236,6 +275,7 @@ def train(cfg: Config, model_name: str, table: Table) -> tuple[Path, list[str]]:
     if model is None:
         known = ", ".join(m.name for m in cfg.models) or "none"
         raise ReplayError(f"no model {model_name!r} in the config (models: {known})")
+    table.columns.update({k: v for k, v in computed_columns(cfg, table).items() if k in model.tags})
     missing = [t for t in model.tags if t not in table.columns]
     if missing:
         raise ReplayError(f"{table.path}: no column for the model's tags {missing}")

@@ -118,11 +118,17 @@ class Agent:
         self.batches += 1
         old = self.device_state[batch.device]
         if batch.error is not None:
+            if old.get("state") != "comm_fail":
+                log.warning("device %s: %s", batch.device, batch.error)
             since = old["since"] if old.get("state") == "comm_fail" else rfc3339(now)
             self.device_state[batch.device] = {"state": "comm_fail", "error": batch.error, "since": since}
         elif old.get("state") != "ok":
+            if old.get("state") == "comm_fail":
+                log.info("device %s: answers again", batch.device)
             self.device_state[batch.device] = {"state": "ok"}
         self.telemetry.record(batch)
+        if self.pipeline.derived is not None:  # the computed tags the batch moved
+            self.telemetry.record(self.pipeline.derived)
 
     async def _device_loop(self, driver) -> None:
         async for batch in driver.batches():

@@ -114,6 +114,41 @@ def frozen_tags(tags) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """One tag read once, for commissioning (``plantwatch check --connect``): the value as the
+    agent would see it and what the device actually sent, so a wrong address or word order
+    shows before the plant goes live."""
+
+    tag: TagSpec
+    value: float  # engineering units (scale and offset applied); NaN when not read
+    quality: int  # Quality
+    raw: str = ""  # what the device sent, in its own terms: "0x4148 0x0000", "1", "Double 12.5"
+    #: the value the same raw words give in the other byte orders (multi-register values)
+    alternatives: Mapping[str, float] = field(default_factory=dict)
+    error: str | None = None  # why the tag has no good value, None when it has one
+
+    @property
+    def good(self) -> bool:
+        return self.quality == GOOD and self.error is None
+
+
+def readings_of(batch: SampleBatch, tags: Sequence[TagSpec]) -> list[Reading]:
+    """One Reading per tag from a SampleBatch; a tag absent from the batch has no value."""
+    at = {int(t): i for i, t in enumerate(batch.tag)}
+    out = []
+    for tag in tags:
+        i = at.get(tag.index)
+        if i is None:
+            out.append(Reading(tag, float("nan"), COMM_FAIL if batch.error else BAD,
+                               error=batch.error or "no value received"))
+            continue
+        q = int(batch.quality[i])
+        error = None if q == GOOD else (batch.error or Quality(q).name)
+        out.append(Reading(tag, float(batch.value[i]), q, error=error))
+    return out
+
+
+@dataclass(frozen=True)
 class Problem:
     """A config problem found by a driver, as (path, message) like every config problem.
     ``tag`` is None for the device itself, else the TagSpec concerned; ``path`` is relative
@@ -182,6 +217,9 @@ class Driver(ABC):
     loggers: ClassVar[Mapping[str, int]] = {}
     #: what ``plantwatch probe URL`` does for this driver's URLs, for the command's help
     probe_summary: ClassVar[str] = ""
+    #: whether a tag's ``type`` and ``order`` say how to decode it (False: the protocol carries
+    #: typed values, as OPC-UA does, and the sign-off shows the type as the server's)
+    typed_by_config: ClassVar[bool] = True
 
     @classmethod
     def check(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Problem]:
@@ -193,6 +231,18 @@ class Driver(ABC):
         """Cross-checks between this driver's devices (e.g. two devices claiming one unit id on
         one serial line); each problem is reported against the device given."""
         return []
+
+    @classmethod
+    def default_type(cls, address: str) -> str | None:
+        """The value type of a tag at ``address`` whose config names no ``type`` (bool at a
+        Modbus coil, say); None leaves the common default (``TagSpec.type``, float32)."""
+        return None
+
+    @classmethod
+    def show_address(cls, address: str) -> str:
+        """A tag address as the sign-off table shows it (``plantwatch check --points``): every
+        notation an engineer may compare it with. Default: as written."""
+        return address
 
     @classmethod
     def plan(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[str]:
@@ -212,6 +262,26 @@ class Driver(ABC):
         ``options`` holds the parsed probe options by name (``timeout`` among them). Raises
         ValueError for bad options and DriverError (or OSError) when the device cannot be read."""
         raise ValueError(f"the {cls.name} driver has no probe")
+
+    @classmethod
+    async def read_once(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Reading]:
+        """Read every tag once, read-only as always, for ``plantwatch check --connect``: one
+        Reading per tag, in order; never raises for device faults (the readings carry the
+        error). This default takes the first batch a driver yields; drivers override it to
+        show the raw data as well."""
+        driver = cls(device, tags)
+        batches = driver.batches()
+        wait = max(10.0, 4 * device.timeout_s)
+        try:
+            batch = await asyncio.wait_for(anext(batches), wait)
+        except TimeoutError:
+            batch = SampleBatch.failed(device.name, driver.tag_indices, time.time(), f"no data within {wait:g} s")
+        finally:
+            if (aclose := getattr(batches, "aclose", None)) is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(aclose(), wait)
+            await driver.close()
+        return readings_of(batch, driver.tags)
 
     @classmethod
     def commands(cls) -> Sequence[Command]:
@@ -258,6 +328,14 @@ async def cancel_and_wait(tasks) -> None:
         for t in pending:
             t.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.5)
+
+
+def error_text(exc: BaseException) -> str:
+    """A failed read as the comm alarm says it: a plain DriverError is the driver's own sentence
+    and stands alone; anything else is prefixed with its type (``TimeoutError``)."""
+    if type(exc) is DriverError and str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class PollingDriver(Driver):
@@ -310,7 +388,7 @@ class PollingDriver(Driver):
                     failures = 0
                 except (DriverError, OSError, TimeoutError) as exc:
                     failures += 1
-                    self._last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    self._last_error = error_text(exc)
                     if connected:
                         with contextlib.suppress(Exception):
                             await self.disconnect()

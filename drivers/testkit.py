@@ -26,6 +26,7 @@ from drivers.base import (
     Driver,
     Problem,
     Quality,
+    Reading,
     SampleBatch,
     TagSpec,
     cancel_and_wait,
@@ -109,4 +110,20 @@ async def check_driver(cls: type[Driver], device: DeviceSpec, tags: Sequence[Tag
     finally:
         await cancel_and_wait([task])
         await driver.close()
+    out += await _check_read_once(cls, device, tags, timeout_s)
     return out
+
+
+async def _check_read_once(cls: type[Driver], device: DeviceSpec, tags: Sequence[TagSpec],
+                           timeout_s: float) -> list[str]:
+    """``read_once`` (``plantwatch check --connect``): one Reading per tag, in the tags' order."""
+    try:
+        readings = await asyncio.wait_for(cls.read_once(device, tags), timeout_s)
+    except Exception as exc:
+        return [f"read_once() raised {type(exc).__name__}: {exc} (it must report device faults in the readings)"]
+    if not (isinstance(readings, list) and all(isinstance(r, Reading) for r in readings)):
+        return ["read_once() must return a list of drivers.base.Reading"]
+    if [r.tag.index for r in readings] != [t.index for t in tags]:
+        return ["read_once() must return one Reading per tag, in the tags' order"]
+    return [f"read_once(): {r.tag.name} is GOOD with a NaN value" for r in readings
+            if r.quality == GOOD and r.value != r.value]

@@ -211,7 +211,7 @@ def test_probe_dispatches_by_scheme_with_the_drivers_own_options(capsys):
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
-    assert out[-2:] == ["hr:0-1 as float32 CDAB", "  hr:0      8000 432C            172.5"]
+    assert out[-2:] == ["hr:0-1 (Modicon 40001-40002) as float32 CDAB", "  hr:0      8000 432C            172.5"]
 
 
 def test_a_drivers_commands_are_plantwatch_subcommands(tmp_path, capsys):
@@ -225,3 +225,31 @@ def test_a_drivers_commands_are_plantwatch_subcommands(tmp_path, capsys):
     out = capsys.readouterr()
     assert "--days must be >= 1, not 0" in out.err
     assert out.out.startswith(f"certificate {tmp_path}/")
+
+
+# --- the commissioning hooks --------------------------------------------------------------------
+
+
+def test_a_plugin_gets_read_once_from_its_first_batch_and_the_plain_defaults():
+    class Counter(PollingDriver):
+        name = "counter"
+        fail = False
+
+        async def connect(self):
+            if self.fail:
+                raise OSError("no route to the counter")
+
+        async def read(self):
+            values = [float(t.index) * 10 for t in self.tags]
+            quality = [0] * (len(self.tags) - 1) + [2]  # the last tag BAD
+            return SampleBatch.build(self.device.name, self.tag_indices, values, 1.8e9, quality)
+
+    tags = [TagSpec(0, "A", "d", "a"), TagSpec(1, "B", "d", "b"), TagSpec(2, "C", "d", "c")]
+    readings = asyncio.run(Counter.read_once(DeviceSpec("d", "counter", "x://", timeout_s=0.2), tags))
+    assert [(r.tag.name, r.value, r.quality, r.error, r.good) for r in readings] == [
+        ("A", 0.0, 0, None, True), ("B", 10.0, 0, None, True), ("C", 20.0, 2, "BAD", False)]
+    Counter.fail = True
+    readings = asyncio.run(Counter.read_once(DeviceSpec("d", "counter", "x://", timeout_s=0.2), tags))
+    assert all(r.quality == 3 and r.error == "OSError: no route to the counter" for r in readings)
+    assert Counter.show_address("DB1.DBD0") == "DB1.DBD0" and Counter.default_type("DB1.DBX0.0") is None
+    assert Counter.typed_by_config is True

@@ -11,6 +11,7 @@ from typing import Any
 
 import detectors
 from agent.config import sections
+from agent.config.computed import read_computed
 from agent.config.devices import check_with_drivers, read_devices
 from agent.config.http import HttpRules, read_http
 from agent.config.models import ModelConfig, model_kinds, read_models
@@ -18,6 +19,7 @@ from agent.config.provincial import read_provincial
 from agent.config.schema import ConfigError, Problems, did_you_mean
 from agent.config.sections import AgentSection, AlarmSystemSection, UplinkSection
 from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
+from agent.expressions import Plan
 from agent.provincial import Profile, uuid_field
 from drivers.base import DeviceSpec
 
@@ -37,13 +39,24 @@ class Config:
     provincial: Profile | None = None
     uplinks: tuple[UplinkSection, ...] = ()  # every uplink; ``uplink`` is the first (its settings are the agent's)
     http: HttpRules = HttpRules()
+    computed: Plan = Plan()  # the computed tags ([[tags]] with expr), compiled in dependency order
 
     def __post_init__(self) -> None:
         if not self.uplinks:
             object.__setattr__(self, "uplinks", (self.uplink,))
 
     def device_tags(self, device: str) -> list[TagConfig]:
-        return [t for t in self.tags if t.device == device]
+        """The tags a device reads (never a computed tag)."""
+        return [t for t in self.tags if t.device == device and not t.expr]
+
+    def interval_of(self, tag: TagConfig) -> float:
+        """How often the tag has a new sample: its device's interval; a computed tag's is its
+        fastest input's."""
+        if tag.expr:
+            i = next((k for k, p in enumerate(self.computed.programs) if p.out == tag.index), None)
+            return self.computed.intervals[i] if i is not None else 1.0
+        device = next((d for d in self.devices if d.name == tag.device), None)
+        return device.interval_s if device else 1.0
 
     def tag_index(self) -> dict[str, int]:
         return {t.name: t.index for t in self.tags}
@@ -95,6 +108,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     detector_params = _detector_tables(data.get("detectors", {}), roles, p)
     tags, tag_paths = read_tags(data.get("tags", []), devices, driver_of, roles, detector_params, p)
     check_with_drivers(devices, device_paths, driver_of, [t.spec for t in tags], tag_paths, p)
+    computed = read_computed(data.get("tags", []), tags, tag_paths, devices, p)
     models = read_models(data.get("models", []), [t.name for t in tags], agent.data_dir, model_kinds(families), p)
     # one [provincial] table serves every uplink whose profile is provincial
     speaks = next((u for u in uplinks if u.profile == "provincial"), uplink)
@@ -104,7 +118,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     if p:
         raise ConfigError(list(p))
     return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
-                  provincial, uplinks, http)
+                  provincial, uplinks, http, computed)
 
 
 def _tcp_uplinks(uplinks: tuple[UplinkSection, ...], array: bool, provincial: Any, p: Problems) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from agent.config.computed import EXPR_DOC, check_entry
 from agent.config.discrete import DISCRETE_KEYS, check_discrete, link_feedback
 from agent.config.schema import (
     Key,
@@ -62,10 +63,15 @@ _SPEC_DEFAULTS = {f.name: f.default for f in fields(TagSpec)}
 #: what the driver needs (TagSpec), in the order the docs show
 SPEC_KEYS = {
     "name": Key("str", required=True, check=nonempty, doc="unique; also the column name in replay CSVs"),
-    "device": Key("str", required=True, doc="a `[[devices]]` name"),
-    "address": Key("str", required=True, check=nonempty,
-                   doc="where the driver reads the value, in its driver's syntax (docs/DRIVERS.md)"),
-    "type": Key("str", _SPEC_DEFAULTS["type"], choices=VALUE_TYPES, doc="value type"),
+    "device": Key("str", doc="a `[[devices]]` name; required unless `expr`"),
+    "address": Key("str", check=nonempty,
+                   doc="where the driver reads the value, in its driver's syntax (docs/DRIVERS.md); required "
+                       "unless `expr`"),
+    "type": Key("str", _SPEC_DEFAULTS["type"], choices=VALUE_TYPES,
+                doc="value type; without it a tag at a single-bit address (a coil, discrete input or register "
+                    "bit) is `bool`, every other read tag `float32`; a computed tag is `float64`, or `bool` when its "
+                    "expression is a comparison or and/or/not",
+                shown="`float32`, `bool` at a bit address"),
     "order": Key("str", _SPEC_DEFAULTS["order"], choices=BYTE_ORDERS, doc="word/byte order of multi-register values"),
     "scale": Key("float", _SPEC_DEFAULTS["scale"], doc="engineering value = raw × scale + offset"),
     "offset": Key("float", _SPEC_DEFAULTS["offset"], doc="see `scale`"),
@@ -77,6 +83,7 @@ class TagConfig:
     """A [[tags]] entry: what the driver needs (``spec``) plus what alarms and payloads need."""
 
     spec: TagSpec
+    expr: str = key("", EXPR_DOC, shown="none")
     unit: str = key("", "engineering unit, copied into alarms")
     desc: str = key("", "description; the alarm message text starts with it")
     range: tuple[float, float] | None = key(
@@ -169,7 +176,10 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
             names.setdefault(t["name"], path)
         if isinstance(dev, str) and dev not in device_names:
             p.add(f"{path}.device", f"unknown device {dev!r} (devices: {', '.join(sorted(device_names)) or 'none'})")
+        if cls is not None and isinstance(entry, dict) and "type" not in entry and t["address"]:
+            t["type"] = cls.default_type(t["address"]) or t["type"]  # e.g. bool at a coil
         t["range"] = _range(t["range"], path, p)
+        check_entry(t, entry, path, p)
         check_discrete(t, entry, path, p)
         if isinstance(t["priority"], dict):
             t["priority"] = p.names(t["priority"], f"{path}.priority", roles.priority_names(), lambda v: None)

@@ -24,6 +24,10 @@ MAX_BITS = 2000  # ... and 2000 coils / discrete inputs
 SCHEMES = ("tcp", "rtu", "rtu+tcp")
 
 _ADDRESS = re.compile(r"^(co|di|ir|hr):(\d+)(?:\.(\d+))?$")
+_MODICON = re.compile(r"^(\d{5,6})(?:\.(\d+))?$")
+#: the leading digit of a Modicon (5- or 6-digit, 1-based) reference -> area
+MODICON_AREA = {"0": "co", "1": "di", "3": "ir", "4": "hr"}
+MODICON_DIGIT = {v: k for k, v in MODICON_AREA.items()}
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,46 @@ class Point:
         return self.address + self.width
 
 
+def parse_modicon(number: str) -> tuple[str, int]:
+    """A Modicon reference, 1-based, its leading digit the area: ``"40001"`` -> ("hr", 0),
+    ``"300010"`` -> ("ir", 9). Five digits reach register 9999 (``4xxxx``), six digits 65536
+    (``4xxxxx``). ValueError says why not."""
+    if not (len(number) in (5, 6) and number.isdigit()):
+        raise ValueError(f"{number!r} is not a Modicon reference (5 or 6 digits, e.g. 40001)")
+    area = MODICON_AREA.get(number[0])
+    if area is None:
+        raise ValueError(f"{number!r}: a Modicon reference starts with 0 (coil), 1 (discrete input), "
+                         f"3 (input register) or 4 (holding register), not {number[0]}")
+    n = int(number[1:])
+    top = 9999 if len(number) == 5 else 65536
+    if not 1 <= n <= top:
+        first, last = (f"{number[0]}0001", f"{number[0]}9999") if len(number) == 5 else \
+            (f"{number[0]}00001", f"{number[0]}65536")
+        raise ValueError(f"{number!r} is outside {first}..{last} (Modicon references count from 1: "
+                         f"{first} = {area}:0)")
+    return area, n - 1
+
+
+def modicon(area: str, address: int) -> str:
+    """The Modicon reference of a 0-based address: 5 digits up to 9998, else 6."""
+    n = address + 1
+    return f"{MODICON_DIGIT[area]}{n:04d}" if n <= 9999 else f"{MODICON_DIGIT[area]}{n:05d}"
+
+
 def parse_address(text: str) -> tuple[str, int, int]:
-    """``"hr:100.3"`` -> ("hr", 100, 3); ``"co:7"`` -> ("co", 7, -1). ValueError says why not."""
+    """``"hr:100.3"`` -> ("hr", 100, 3); ``"co:7"`` -> ("co", 7, -1); the Modicon form
+    ``"40101.3"`` -> ("hr", 100, 3). ValueError says why not."""
     m = _ADDRESS.match(text.strip()) if isinstance(text, str) else None
-    if not m:
-        raise ValueError(f"{text!r} is not a Modbus address: expected co:N, di:N, ir:N, hr:N or hr:N.B (0-based)")
-    area, addr, bit = m.group(1), int(m.group(2)), m.group(3)
+    if m:
+        area, addr, bit = m.group(1), int(m.group(2)), m.group(3)
+    elif isinstance(text, str) and (mm := _MODICON.match(text.strip())):
+        (area, addr), bit = parse_modicon(mm.group(1)), mm.group(2)
+    elif isinstance(text, str) and text.strip().isdigit():
+        raise ValueError(f"{text!r}: a bare number names no area and could be 0- or 1-based; write hr:N, ir:N, co:N, "
+                         f"di:N (0-based) or a 5- or 6-digit Modicon reference (40001 = hr:0)")
+    else:
+        raise ValueError(f"{text!r} is not a Modbus address: expected co:N, di:N, ir:N, hr:N or hr:N.B (0-based), "
+                         f"or a Modicon reference such as 40001 (= hr:0) or 400001")
     if addr > 65535:
         raise ValueError(f"address {addr} is outside 0..65535")
     if bit is None:

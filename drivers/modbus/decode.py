@@ -36,6 +36,14 @@ def byte_permutation(order: str, words: int) -> np.ndarray:
     return (2 * word + within).astype(np.intp)
 
 
+def decode_words(words: Sequence[int], type_: str, order: str) -> float | int:
+    """One value from the register words as the device sent them: exact (an int for integer
+    types, so 64-bit integers keep every digit)."""
+    sent = b"".join(int(w).to_bytes(2, "big") for w in words)
+    value = np.frombuffer(bytes(sent[i] for i in byte_permutation(order, len(words))), dtype=DTYPES[type_])[0]
+    return float(value) if type_.startswith("float") else int(value)
+
+
 class Decoder:
     """Decodes one poll of a device; built once per plan (rebuilt only when a request is split)."""
 
@@ -60,6 +68,7 @@ class Decoder:
             else:
                 reg_size += req.count
         self.reg_size, self.bit_size = reg_size, bit_size
+        self.pos = pos  # each tag's first position in the register or bit buffer
         # groups: (output positions, gather index, kind/dtype, extra)
         self.bit_tags = np.array([i for i, p in enumerate(points) if p.area in BIT_AREAS], dtype=np.intp)
         self.bit_pos = pos[self.bit_tags]

@@ -17,10 +17,12 @@ from drivers.base import (
     DriverError,
     PollingDriver,
     Problem,
+    Reading,
     SampleBatch,
     Simulator,
     TagSpec,
 )
+from drivers.modbus import diagnose
 from drivers.modbus.address import (
     BIT_AREAS,
     MAX_BITS,
@@ -29,10 +31,12 @@ from drivers.modbus.address import (
     Endpoint,
     Point,
     make_point,
+    modicon,
+    parse_address,
     parse_url,
 )
 from drivers.modbus.decode import Decoder
-from drivers.modbus.link import Link, LinkPool
+from drivers.modbus.link import ConnectFailed, Link, LinkPool, NoAnswer
 from drivers.modbus.planner import AREA_ORDER, Limits, Request, plan_points, split
 
 EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
@@ -103,6 +107,25 @@ class ModbusDriver(PollingDriver):
         return problems
 
     @classmethod
+    def default_type(cls, address: str) -> str | None:
+        """A coil, a discrete input and a register bit (``hr:N.B``) hold one bit: bool."""
+        try:
+            area, _, bit = parse_address(address)
+        except ValueError:
+            return None  # check() reports it
+        return "bool" if area in BIT_AREAS or bit >= 0 else None
+
+    @classmethod
+    def show_address(cls, address: str) -> str:
+        """Both notations, 0-based and Modicon: ``hr:100 = 40101``."""
+        try:
+            area, addr, bit = parse_address(address)
+        except ValueError:
+            return address
+        b = f".{bit}" if bit >= 0 else ""
+        return f"{area}:{addr}{b} = {modicon(area, addr)}{b}"
+
+    @classmethod
     def check_devices(cls, devices: Sequence[DeviceSpec]) -> list[tuple[DeviceSpec, Problem]]:
         """Devices on one line (serial port, serial gateway or TCP endpoint) must not share a
         unit id, and devices on one serial line must agree on its settings."""
@@ -141,6 +164,12 @@ class ModbusDriver(PollingDriver):
 
         return await probe(url, options.get("range") or "hr:0-20", type=options.get("type") or "uint16",
                            order=options.get("order") or "ABCD", timeout=options.get("timeout") or 2.0)
+
+    @classmethod
+    async def read_once(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Reading]:
+        from drivers.modbus.commission import read_once
+
+        return await read_once(cls(device, tags))
 
     @classmethod
     def simulator(cls, device: DeviceSpec, tags: Sequence[TagSpec],
@@ -195,6 +224,8 @@ class ModbusDriver(PollingDriver):
             self.backoff_initial_s = self.shared_backoff_initial_s
         self._set_plan(plan_points(self.points, self.limits))
         self._link: Link | None = None
+        self._connected_once = False  # the connection opened at least once since start
+        self._answered_once = False  # the unit answered at least once since start
 
     def _set_plan(self, requests: list[Request]) -> None:
         self.requests = requests
@@ -206,10 +237,21 @@ class ModbusDriver(PollingDriver):
         link = LinkPool.acquire(self.endpoint, self.device.timeout_s, self.frame_gap)
         try:
             await link.connect()
+        except ConnectFailed as exc:
+            LinkPool.release(link)
+            if self._connected_once:
+                raise DriverError(str(exc)) from None
+            raise DriverError(diagnose.never_connected(exc.endpoint, exc.cause, exc.timeout_s, self.device.name)) \
+                from None
         except BaseException:
             LinkPool.release(link)
             raise
+        self._connected_once = True
         self._link = link
+
+    def _silent(self, what: str) -> DriverError:
+        """The error of a unit that did not answer, with what to check if it never has."""
+        return DriverError(diagnose.unit_silent(self.endpoint, self.device.unit, what, self._answered_once))
 
     async def disconnect(self) -> None:
         if self._link is not None:
@@ -231,16 +273,20 @@ class ModbusDriver(PollingDriver):
             queue = deque(self.requests)
             while queue:
                 req = queue.popleft()
-                resp = await link.read(req.fc, req.start, req.count, unit, timeout)
+                try:
+                    resp = await link.read(req.fc, req.start, req.count, unit, timeout)
+                except NoAnswer as exc:
+                    raise self._silent(str(exc)) from None
+                code = int(getattr(resp, "exception_code", 0)) if resp.isError() else 0
+                if code in _NO_ANSWER:
+                    raise self._silent(exception_text(code))
+                self._answered_once = True
                 if not resp.isError():
                     data = resp.bits if req.area in BIT_AREAS else resp.registers
                     if len(data) < req.count:
                         raise DriverError(f"short answer to {req.describe()}: {len(data)} values")
                     answers.append((req, data, None))
                     continue
-                code = int(getattr(resp, "exception_code", 0))
-                if code in _NO_ANSWER:
-                    raise DriverError(f"unit {unit}: {exception_text(code)}")
                 if code in _SPLIT_ON and (halves := split(req, self.points)):
                     queue.extendleft(reversed(halves))
                     split_any = True
@@ -256,10 +302,12 @@ class ModbusDriver(PollingDriver):
         dec = self.decoder
         failed: list[int] = []
         errors: list[str] = []
+        self.request_errors: dict[int, str] = {}  # request index -> its exception, this poll
         for r, (req, data, err) in enumerate(answers):
             if data is None:
                 failed.append(r)
                 errors.append(err)  # type: ignore[arg-type]
+                self.request_errors[r] = err  # type: ignore[assignment]
                 continue
             off = dec.reg_offsets[r]
             if req.area in BIT_AREAS:

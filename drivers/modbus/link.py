@@ -22,6 +22,7 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
 from drivers.base import DriverError
+from drivers.modbus import diagnose
 from drivers.modbus.address import Endpoint
 
 READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})
@@ -29,6 +30,19 @@ ALLOWED_FUNCTION_CODES = READ_FUNCTION_CODES | {43}  # 43/14: read device identi
 # no pymodbus-level reconnect or retry: the driver owns backoff, and a dead unit on a shared
 # bus must not make the client drop the line for the healthy ones
 _NO_DISCONNECT = 1 << 30
+
+
+class ConnectFailed(DriverError):
+    """The connection did not open; ``cause`` is what the operating system said (None: no
+    answer in time)."""
+
+    def __init__(self, endpoint: Endpoint, cause: BaseException | None, timeout_s: float):
+        self.endpoint, self.cause, self.timeout_s = endpoint, cause, timeout_s
+        super().__init__(diagnose.cannot_connect(endpoint, cause, timeout_s))
+
+
+class NoAnswer(DriverError):
+    """A request went out on an open connection and nothing came back in time."""
 
 
 class ReadOnlyViolation(RuntimeError):
@@ -84,8 +98,27 @@ class Link:
         async with self._connect_lock:
             if self._client.connected:
                 return
-            if not await self._client.connect():
-                raise DriverError(f"cannot connect to {self.endpoint.describe()}")
+            # pymodbus only logs why a connection failed; catch the reason on its way out
+            ctx = self._client.ctx
+            create = getattr(ctx, "call_create", None)
+            causes: list[BaseException] = []
+
+            async def recording():
+                try:
+                    return await create()
+                except BaseException as exc:
+                    causes.append(exc)
+                    raise
+
+            if create is not None:
+                ctx.call_create = recording
+            try:
+                opened = await self._client.connect()
+            finally:
+                if create is not None:
+                    ctx.call_create = create
+            if not opened:
+                raise ConnectFailed(self.endpoint, causes[0] if causes else None, self.timeout_s)
 
     def close(self) -> None:
         self._client.close()
@@ -107,7 +140,10 @@ class Link:
             response = await method(address, count=count, device_id=unit)
         except ModbusException as exc:
             self._unanswered()
-            raise DriverError(_short(exc)) from None
+            text = _short(exc)
+            if text == "no response (timeout)":
+                raise NoAnswer(f"no response within {timeout_s:g} s") from None
+            raise DriverError(text) from None
         finally:
             self._last_end = time.monotonic()
         self._failures = 0

@@ -8,24 +8,42 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DriverError
-from drivers.modbus.address import AREA_FC, BIT_AREAS, MAX_BITS, MAX_REGISTERS, WIDTH, parse_url
-from drivers.modbus.decode import DTYPES, byte_permutation
+from drivers.modbus import diagnose
+from drivers.modbus.address import (
+    AREA_FC,
+    BIT_AREAS,
+    MAX_BITS,
+    MAX_REGISTERS,
+    WIDTH,
+    modicon,
+    parse_modicon,
+    parse_url,
+)
+from drivers.modbus.decode import decode_words
 from drivers.modbus.driver import exception_text
-from drivers.modbus.link import LinkPool
+from drivers.modbus.link import ConnectFailed, LinkPool, NoAnswer
 
 _SPEC = re.compile(r"^(co|di|ir|hr):(\d+)(?:-(\d+))?$")
+_MODICON_SPEC = re.compile(r"^(\d{5,6})(?:-(\d{5,6}))?$")
 
 
 def parse_spec(spec: str) -> tuple[str, int, int]:
-    """``"hr:0-20"`` -> ("hr", 0, 21): area, first address, count (the range is inclusive)."""
-    m = _SPEC.match(spec.strip())
-    if not m:
-        raise ValueError(f"{spec!r} is not a range: expected e.g. hr:0-20, ir:100, co:0-15")
-    area, first = m.group(1), int(m.group(2))
-    last = int(m.group(3)) if m.group(3) is not None else first
+    """``"hr:0-20"`` or, in Modicon references, ``"40001-40021"`` -> ("hr", 0, 21): area, first
+    address (0-based), count (the range is inclusive)."""
+    text = spec.strip()
+    m = _SPEC.match(text)
+    if m:
+        area, first = m.group(1), int(m.group(2))
+        last = int(m.group(3)) if m.group(3) is not None else first
+    elif mm := _MODICON_SPEC.match(text):
+        area, first = parse_modicon(mm.group(1))
+        end_area, last = parse_modicon(mm.group(2)) if mm.group(2) else (area, first)
+        if end_area != area:
+            raise ValueError(f"{spec!r}: both ends must be in one area ({area} and {end_area} differ)")
+    else:
+        raise ValueError(f"{spec!r} is not a range: expected e.g. hr:0-20, ir:100, co:0-15 (0-based) "
+                         f"or 40001-40021, 300101 (Modicon, 1-based)")
     if last < first or last > 65535:
         raise ValueError(f"{spec!r}: the range must go upwards and stay within 0..65535")
     return area, first, last - first + 1
@@ -51,7 +69,11 @@ async def probe(url: str, spec: str = "hr:0-20", type: str = "uint16", order: st
     link = LinkPool.acquire(endpoint, timeout)
     lines = [f"{endpoint.describe()} unit {unit}"]
     try:
-        await link.connect()
+        try:
+            await link.connect()
+        except ConnectFailed as exc:
+            why = diagnose.reason(exc.cause, exc.timeout_s)
+            raise DriverError(f"{exc} — {diagnose.connect_advice(endpoint, why)}") from None
         async with link.lock:
             lines += await _identity(link, unit, timeout)
             lines += await _values(link, unit, timeout, area, first, count, type, order)
@@ -82,13 +104,21 @@ async def _values(link, unit, timeout, area, first, count, type_, order) -> list
     failed: list[str] = []
     for start in range(first, first + count, size):
         n = min(size, first + count - start)
-        resp = await link.read(AREA_FC[area], start, n, unit, timeout)
+        try:
+            resp = await link.read(AREA_FC[area], start, n, unit, timeout)
+        except NoAnswer as exc:
+            raise DriverError(f"unit {unit} did not answer ({exc}) — {diagnose.unit_advice(link.endpoint, unit)}; "
+                              f"?unit=N in the URL selects the unit") from None
         if resp.isError():
-            failed.append(f"{area}:{start}-{start + n - 1}: {exception_text(int(resp.exception_code))}")
+            code = int(resp.exception_code)
+            hint = f" — {diagnose.unit_advice(link.endpoint, unit, gateway=True)}" if code in (10, 11) else ""
+            failed.append(f"{area}:{start}-{start + n - 1}: {exception_text(code)}{hint}")
             continue
         data = resp.bits[:n] if area in BIT_AREAS else resp.registers
         words.update(zip(range(start, start + n), (int(v) for v in data), strict=False))
-    lines = [f"{area}:{first}-{first + count - 1} as {type_} {order if type_ != 'bool' else ''}".rstrip()]
+    last = first + count - 1
+    lines = [f"{area}:{first}-{last} (Modicon {modicon(area, first)}-{modicon(area, last)}) as {type_} "
+             f"{order if type_ != 'bool' else ''}".rstrip()]
     width = 1 if area in BIT_AREAS or type_ == "bool" else WIDTH[type_]
     for addr in range(first, first + count - width + 1, width):
         span = [words.get(a) for a in range(addr, addr + width)]
@@ -102,8 +132,7 @@ async def _values(link, unit, timeout, area, first, count, type_, order) -> list
         if type_ == "bool":
             shown = f"{int(span[0] != 0)}  bits {span[0]:016b}"
         else:  # exact, also for 64-bit integers the float64 samples would round
-            sent = b"".join(w.to_bytes(2, "big") for w in span)
-            value = np.frombuffer(bytes(sent[i] for i in byte_permutation(order, width)), dtype=DTYPES[type_])[0]
-            shown = f"{float(value):.7g}" if type_.startswith("float") else str(int(value))
+            value = decode_words(span, type_, order)
+            shown = f"{value:.7g}" if type_.startswith("float") else str(value)
         lines.append(f"  {area}:{addr:<6} {raw:<20} {shown}")
     return lines + failed

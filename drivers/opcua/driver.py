@@ -15,7 +15,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from drivers.base import Command, DeviceSpec, Driver, Problem, SampleBatch, Simulator, TagSpec
+from drivers.base import Command, DeviceSpec, Driver, Problem, Reading, SampleBatch, Simulator, TagSpec
 from drivers.opcua import cli, config
 from drivers.opcua.buffer import SampleBuffer, Stats
 from drivers.opcua.poll import Poller
@@ -33,6 +33,7 @@ class OpcUaDriver(Driver):
     # asyncua logs a traceback every second while a server is away; the comm alarm says it once
     loggers = {"asyncua": logging.CRITICAL}
     probe_summary = "browse an OPC-UA server"
+    typed_by_config = False  # the server sends typed values
 
     @classmethod
     def check(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Problem]:
@@ -67,6 +68,12 @@ class OpcUaDriver(Driver):
     @classmethod
     async def probe(cls, url: str, options: Mapping[str, Any]) -> list[str]:
         return await cli.probe(url, options)
+
+    @classmethod
+    async def read_once(cls, device: DeviceSpec, tags: Sequence[TagSpec]) -> list[Reading]:
+        from drivers.opcua.once import read_once
+
+        return await read_once(device, tags)
 
     @classmethod
     def commands(cls) -> Sequence[Command]:

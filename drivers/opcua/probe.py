@@ -12,8 +12,8 @@ from typing import Any
 
 from asyncua import Client, ua
 
-from drivers.base import DeviceSpec
-from drivers.opcua import config, security
+from drivers.base import DeviceSpec, DriverError
+from drivers.opcua import config, diagnose, security
 
 _READ_BATCH = 500
 
@@ -37,7 +37,12 @@ async def probe(url: str, depth: int = 3, timeout: float = 5.0, **security_optio
         raise ValueError("; ".join(f"{p.path}: {p.message}" for p in problems))
     client = Client(url, timeout=timeout)
     await security.apply(client, opts)
-    await asyncio.wait_for(client.connect(), timeout * 2)
+    try:
+        await asyncio.wait_for(client.connect(), timeout * 2)
+    except (OSError, TimeoutError) as exc:
+        # the words of check --connect: where, why, and what to check
+        raise DriverError(f"{diagnose.failure(exc, opts)} — check the endpoint URL, that the server is on"
+                          + (", and the security settings" if opts.secure else "")) from None
     try:
         return await asyncio.wait_for(_walk(client, depth), timeout * 20)
     finally:

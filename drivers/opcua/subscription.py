@@ -26,6 +26,7 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import Subscription
 
 from drivers.base import DeviceSpec, SampleBatch, TagSpec, backoff_delay
+from drivers.opcua import diagnose
 from drivers.opcua.buffer import SampleBuffer, Stats
 from drivers.opcua.config import DeviceOptions
 from drivers.opcua.decode import columns, error_text
@@ -174,7 +175,8 @@ class Subscriber:
                     self.sub = await self._subscribe(client)
                 except CONNECT_ERRORS as exc:
                     failures += 1
-                    error = error_text(exc)
+                    error = (error_text(exc) if self.stats.connects else
+                             diagnose.never_connected(exc, self.opts, self.device.name))
                     log.warning("opcua %s: %s", self.device.name, error)
                     await self.close()
                     deadline = time.monotonic() + self._delay(failures)

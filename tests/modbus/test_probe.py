@@ -20,7 +20,7 @@ def test_probe_shows_identity_raw_words_and_decoded_values():
         assert srv.function_codes == {3, 43}
     assert lines[0] == f"tcp://127.0.0.1:{srv.port} unit 1"
     assert lines[1] == "identification: vendor=Siemens, product code=S7-1500, revision=V2.9"
-    assert lines[2] == "hr:100-103 as float32 CDAB"
+    assert lines[2] == "hr:100-103 (Modicon 40101-40104) as float32 CDAB"
     assert lines[3].split() == ["hr:100", "0000", "4148", "12.5"]
     assert lines[4].split() == ["hr:102", "9333", "C388", "-273.15"]
 

@@ -111,7 +111,9 @@ def test_a_unit_coming_back_is_read_again():
             await drv.close()
             return seen
         seen = asyncio.run(run())
-        assert seen[0] and "timeout" in seen[0]
+        assert seen[0] == ("unit 2 did not answer (no response within 0.1 s) — never answered since start; "
+                           "check the unit id (2), the gateway's serial settings against the device's, and the "
+                           "serial wiring behind the gateway")
         assert seen[-1] is None
 
 
