@@ -78,26 +78,26 @@ class Player:
 
 # declarative: the casting line's tracks and story, in time order
 def _al_casting() -> Scenario:
-    end = 17.5  # everything returns to normal
-    return Scenario(cycle_s=23.0, tracks={
-        "CAST.RUN": ramp(0, (1.0, 1.0, 1), (15.8, 15.8, 0)),
+    end = 18.0  # everything returns to normal
+    return Scenario(cycle_s=23.5, tracks={
+        "CAST.RUN": ramp(0, (1.0, 1.0, 1), (16.3, 16.3, 0)),
         "CW.PI01": ramp(0.45, (2.9, 3.0, 0.22), (5.0, 5.1, 0.12), (end, end + 0.5, 0.45)),
         "CW.FI01": ramp(220.0, (4.0, 4.1, 165.0), (end, end + 0.5, 220.0)),
         "CW.FI02": ramp(218.0, (4.0, 4.1, 163.0), (5.9, 6.0, 150.0), (end, end + 0.5, 218.0)),
         "CW.TI01": ramp(24.0),
-        "CW.TI02": ramp(32.0, (13.3, 13.4, 41.0), (end, end + 1.0, 32.0)),
+        "CW.TI02": ramp(32.0, (13.8, 13.9, 41.0), (end, end + 1.0, 32.0)),
         "LT.LI01": ramp(120.0),
-        "LT.LI02": ramp(100.0, (10.4, 10.5, 30.0), (end, end + 0.5, 100.0)),
-        "XV01.CMD": ramp(0, (6.0, 6.0, 1), (end, end, 0)),
+        "LT.LI02": ramp(100.0, (10.9, 11.0, 30.0), (end, end + 0.5, 100.0)),
+        "XV01.CMD": ramp(0, (6.5, 6.5, 1), (end, end, 0)),
         "XV01.ZSC": ramp(0),  # stuck open: the cut-off valve does not follow its command
-        "LT.BRK": ramp(0, (9.5, 9.5, 1), (end, end, 0)),
-        "XV02.CMD": ramp(0, (12.0, 12.0, 1), (end, end, 0)),
-        "XV02.ZSO": ramp(0, (12.3, 12.3, 1), (end + 0.3, end + 0.3, 0)),
-        "FCE.TILT": ramp(0, (13.3, 13.3, 1), (end, end, 0)),
-        "ILK.FAULT": ramp(0, (15.8, 15.8, 1), (end + 1.0, end + 1.0, 0)),
+        "LT.BRK": ramp(0, (10.0, 10.0, 1), (end, end, 0)),
+        "XV02.CMD": ramp(0, (12.5, 12.5, 1), (end, end, 0)),
+        "XV02.ZSO": ramp(0, (12.8, 12.8, 1), (end + 0.3, end + 0.3, 0)),
+        "FCE.TILT": ramp(0, (13.8, 13.8, 1), (end, end, 0)),
+        "ILK.FAULT": ramp(0, (16.3, 16.3, 1), (end + 1.0, end + 1.0, 0)),
         "EW.PI01": ramp(0.55),
         "EW.XV03": ramp(0),
-        "CAST.SPEED": ramp(0, (1.0, 2.0, 65.0), (15.8, 16.5, 0)),
+        "CAST.SPEED": ramp(0, (1.0, 2.0, 65.0), (16.3, 17.0, 0)),
         "PIT.LI01": ramp(6.5),
     }, story=(
         (1.0, "casting starts (铸造开始)"),
@@ -105,12 +105,12 @@ def _al_casting() -> Scenario:
         (4.0, "inlet flow falls to 165 m³/h"),
         (5.0, "inlet pressure falls to 0.12 MPa"),
         (5.9, "outlet flow falls further: 15 m³/h goes in and does not come out"),
-        (6.0, "the interlock commands the quick cut-off valve closed; it stays open"),
-        (9.5, "the runner break actuates"),
-        (10.4, "the runner at the mould-table inlet drains"),
-        (12.0, "the emergency drain valve is commanded open, and opens"),
-        (13.3, "the tilting furnace tilts back; the outlet water heats up"),
-        (15.8, "the PLC flags the failed valve: casting forbidden"),
+        (6.5, "the interlock commands the quick cut-off valve closed; it stays open"),
+        (10.0, "the runner break actuates"),
+        (10.9, "the runner at the mould-table inlet drains"),
+        (12.5, "the emergency drain valve is commanded open, and opens"),
+        (13.8, "the tilting furnace tilts back; the outlet water heats up"),
+        (16.3, "the PLC flags the failed valve: casting forbidden"),
         (end, "cooling restored, valves reset"),
     ))
 
@@ -159,27 +159,30 @@ def _steel_gas() -> Scenario:
 
 # declarative: the tank's and the reactor's tracks and story, in time order
 def _chemical_major_hazard() -> Scenario:
-    end = 18.5
-    return Scenario(cycle_s=22.0, tracks={
-        "GD102.H2S": ramp(0.5, (2.5, 3.0, 9.0), (4.5, 5.0, 18.0), (end, end + 1.0, 0.5)),
+    end = 19.5
+    return Scenario(cycle_s=24.0, tracks={
+        "GD102.H2S": ramp(0.5, (2.0, 2.5, 9.0), (3.5, 4.0, 18.0), (end, end + 1.0, 0.5)),
         "GD101.LEL": ramp(0.0),
-        "R101.TI01": ramp(60.0, (5.5, 6.0, 78.0), (9.5, 10.0, 88.0), (end, end + 2.0, 60.0)),
+        "R101.FI01": ramp(25.0, (5.0, 5.1, 11.0), (6.5, 6.5, 9.5), (end, end + 0.5, 25.0)),
+        "R101.TI01": ramp(60.0, (5.0, 8.0, 78.0), (12.5, 13.0, 88.0), (end, end + 2.0, 60.0)),
         "R101.PI01": ramp(0.30),
         "R101.LI01": ramp(55.0),
-        "R101.FI01": ramp(25.0),
-        "R101.ESD": ramp(0, (13.0, 13.0, 1), (end, end, 0)),
-        "XV101.CMD": ramp(0, (13.0, 13.0, 1), (end, end, 0)),
-        "XV101.ZSC": ramp(0, (13.5, 13.5, 1), (end, end, 0)),
-        "T101.LI01": ramp(60.0, (14.5, 15.0, 87.0), (end, end + 1.0, 60.0)),
+        "R101.AGITATOR": ramp(1, (15.5, 15.5, 0), (end, end, 1)),
+        "R101.ESD": ramp(0, (15.5, 15.5, 1), (end, end, 0)),
+        "XV101.CMD": ramp(0, (15.5, 15.5, 1), (end, end, 0)),
+        "XV101.ZSC": ramp(0, (16.0, 16.0, 1), (end, end, 0)),
+        "T101.LI01": ramp(60.0, (16.5, 17.0, 87.0), (end, end + 1.0, 60.0)),
         "T101.TI01": ramp(25.0),
         "T101.PI01": ramp(3.0),
         "T101.LSHH": ramp(0),
     }, story=(
-        (2.5, "H₂S leaks at a flange: detector 2 rises through 一级 (7 ppm)"),
-        (4.5, "…and through 二级 (14 ppm)"),
-        (5.5, "the reactor's temperature runs away"),
-        (13.0, "emergency shutdown: the feed cut-off valve closes"),
-        (14.5, "the feed goes to the tank: its level rises"),
+        (2.0, "H₂S leaks at a flange: detector 2 rises through 一级 (7 ppm)"),
+        (3.5, "…and through 二级 (14 ppm)"),
+        (5.0, "the reactor's cooling water falls; its temperature starts to climb"),
+        (6.5, "cooling water below 10 m³/h with the agitator running"),
+        (12.5, "the reaction runs away"),
+        (15.5, "emergency shutdown: agitator off, the feed cut-off valve closes"),
+        (16.5, "the feed goes to the tank: its level rises"),
         (end, "back to normal"),
     ))
 
