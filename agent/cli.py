@@ -336,36 +336,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     transport=args.transport, plant=args.plant)
 
 
-# --- init ---------------------------------------------------------------------------------------
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    from agent import plants
-
-    if args.list:
-        for name, summary in plants.TEMPLATES.items():
-            print(f"{name:22} {summary}")
-        return EXIT_OK
-    if not args.template:
-        print(f"init: name a template with --template NAME (--list shows them): {', '.join(plants.TEMPLATES)}",
-              file=sys.stderr)
-        return EXIT_CONFIG
-    from agent.scaffold import Exists, install
-
-    try:
-        written = install(args.template, args.out, force=args.force)
-    except plants.UnknownTemplate as exc:
-        print(f"init: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except Exists as exc:
-        print(f"init: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    for path in written:
-        print(f"wrote {path}")
-    print(f"next: fill in the addresses and limits, then `plantwatch check {written[0]}`")
-    return EXIT_OK
-
-
 # --- entry --------------------------------------------------------------------------------------
 
 
@@ -413,12 +383,9 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
                    "al-casting, dust-collector, steel-gas, chemical-major-hazard (see `plantwatch init --list`)")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("init", help="write an industry template's config and an empty point list to fill in")
-    s.add_argument("--template", metavar="NAME", help="the template (--list shows them)")
-    s.add_argument("--out", default="plantwatch.toml", help="the config to write; the point list goes next to it")
-    s.add_argument("--force", action="store_true", help="overwrite the files if they exist")
-    s.add_argument("--list", action="store_true", help="list the templates, one line each")
-    s.set_defaults(func=cmd_init)
+    from agent import scaffold
+
+    scaffold.add_parser(sub)
 
     s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")
     s.add_argument("config")

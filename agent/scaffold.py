@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 from agent import plants
 
 #: the point list's file name, next to the config (the config's ``points_file``)
 POINTS_FILE = "points.csv"
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 class Exists(FileExistsError):
@@ -26,3 +29,38 @@ def install(name: str, out: str | Path, force: bool = False) -> list[Path]:
     for path, text in files.items():
         path.write_text(text, encoding="utf-8")
     return list(files)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """``--list``: the templates; else write ``--template`` to ``--out``. Exit 2 for an unknown or
+    missing template, 1 when a file exists (without ``--force``)."""
+    if args.list:
+        for name, summary in plants.TEMPLATES.items():
+            print(f"{name:22} {summary}")
+        return EXIT_OK
+    if not args.template:
+        print(f"init: name a template with --template NAME (--list shows them): {', '.join(plants.TEMPLATES)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        written = install(args.template, args.out, force=args.force)
+    except plants.UnknownTemplate as exc:
+        print(f"init: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exists as exc:
+        print(f"init: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: fill in the addresses and limits, then `plantwatch check {written[0]}`")
+    return EXIT_OK
+
+
+def add_parser(sub) -> None:
+    """The ``init`` command on the command line's subparsers."""
+    s = sub.add_parser("init", help="write an industry template's config and an empty point list to fill in")
+    s.add_argument("--template", metavar="NAME", help="the template (--list shows them)")
+    s.add_argument("--out", default="plantwatch.toml", help="the config to write; the point list goes next to it")
+    s.add_argument("--force", action="store_true", help="overwrite the files if they exist")
+    s.add_argument("--list", action="store_true", help="list the templates, one line each")
+    s.set_defaults(func=cmd_init)
