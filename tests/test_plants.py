@@ -35,7 +35,7 @@ def test_init_writes_a_config_that_passes_check(name, tmp_path, capsys):
     assert main(["init", "--template", name, "--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == plants.text(name)
     points = tmp_path / "site" / "points.csv"
-    assert points.read_text(encoding="utf-8").splitlines() == [",".join(plants.POINT_COLUMNS)]
+    assert points.read_text(encoding="utf-8-sig").splitlines() == [",".join(plants.POINT_COLUMNS)]
     capsys.readouterr()
     assert main(["check", str(out)]) == 0
     assert f"{out}: OK" in capsys.readouterr().out
@@ -61,7 +61,7 @@ def test_init_refuses_to_overwrite_unless_forced(tmp_path, capsys):
     assert (tmp_path / "points.csv").read_text(encoding="utf-8") == "name\nX\n"
     assert main(["init", "--template", "al-casting", "--out", str(out), "--force"]) == 0
     assert out.read_text(encoding="utf-8") == plants.text("al-casting")
-    assert (tmp_path / "points.csv").read_text(encoding="utf-8") == plants.points_header()
+    assert (tmp_path / "points.csv").read_bytes() == plants.points_header().encode("utf-8")
 
 
 def test_an_unknown_template_exits_2_listing_them():

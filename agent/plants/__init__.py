@@ -20,9 +20,11 @@ TEMPLATES: dict[str, str] = {
                              "level, temperature, pressure, interlocks, combustible and toxic gas",
 }
 
-#: the columns of the point list (位号表); each row is one more [[tags]] entry
-POINT_COLUMNS = ("name", "device", "address", "type", "order", "scale", "offset", "unit", "desc",
-                 "ll", "l", "h", "hh", "deadband", "priority")
+#: the columns of the point list (位号表): [[tags]] keys, the limits flat (`hh` … `ll`), the rest of a
+#: table as `TABLE.KEY`; each row is one more [[tags]] entry (docs/CONFIG.md, “Point lists”)
+POINT_COLUMNS = ("name", "device", "address", "type", "order", "scale", "offset", "unit", "desc", "range",
+                 "priority", "hh", "h", "l", "ll", "alarms.deadband", "alarms.on_delay_s", "alarm_on",
+                 "alarm_text", "on_delay_s", "feedback", "mismatch_s", "preset", "gas", "expr")
 
 
 class UnknownTemplate(ValueError):
@@ -41,5 +43,6 @@ def text(name: str) -> str:
 
 
 def points_header() -> str:
-    """The empty point list: its header row."""
-    return ",".join(POINT_COLUMNS) + "\n"
+    """The empty point list: its header row, with the byte order mark and line end of a
+    spreadsheet's "CSV UTF-8", so that Excel opens it as UTF-8."""
+    return "\ufeff" + ",".join(POINT_COLUMNS) + "\r\n"
