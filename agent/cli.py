@@ -1,4 +1,5 @@
-"""The ``plantwatch`` command line: run, check, registry, demo, init, receive, replay, train, probe, provincial."""
+"""The ``plantwatch`` command line: run, check, registry, demo, init, receive, replay, train, history, probe,
+provincial."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from agent.config import Config
     from drivers.base import Driver
+
+from agent.version import VersionAction
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
@@ -55,12 +58,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
+    if getattr(args, "strict", False) and cfg.warnings:
+        print(f"{args.config}: refused (--strict): warnings", file=sys.stderr)
+        for line in cfg.warnings:
+            print(f"warning: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.format != "text" and not (args.points or args.connect):
         print("check: --format goes with --points or --connect", file=sys.stderr)
         return EXIT_CONFIG
     if args.points or args.connect:
         from agent import commissioning
 
+        for line in cfg.warnings:  # on stderr: --format csv or json keeps stdout the table
+            print(f"warning: {line}", file=sys.stderr)
         if args.points and args.connect and args.format != "text":
             print("check: --points and --connect together print text only", file=sys.stderr)
             return EXIT_CONFIG
@@ -72,6 +82,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     import drivers
 
     print(f"{args.config}: OK")
+    for line in cfg.warnings:
+        print(f"warning: {line}")
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
     for u in cfg.uplinks:
         named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
@@ -83,6 +95,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if cfg.provincial is not None:
         print(cfg.provincial.describe())
     print(f"data_dir {cfg.agent.data_dir}")
+    h = cfg.history
+    print(f"history {h.path(cfg.agent.data_dir)} {h.compression} {h.retention_days} days, max {h.max_mb:g} MB"
+          if h.enabled else "history off")
     print(f"{len(cfg.devices)} devices, {len(cfg.tags)} tags, {len(cfg.models)} models")
     for d in cfg.devices:
         tags = cfg.device_tags(d.name)
@@ -138,6 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     _setup_logging(cfg.agent.log_level, [d.driver for d in cfg.devices])
+    for line in cfg.warnings:
+        logging.getLogger("agent").warning("%s", line)
     from agent.outbox import OutboxError
     from agent.runtime import Agent
     from detectors.base import ModelError
@@ -221,6 +238,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from agent.history_query import run  # reads only the parts of the config it needs (see there)
+
+    return run(args, _load_or_report)
 
 
 # --- probe ------------------------------------------------------------------------------------
@@ -326,16 +349,6 @@ def cmd_provincial_decrypt(args: argparse.Namespace) -> int:
     return run(cfg, args.source)
 
 
-# --- demo ---------------------------------------------------------------------------------------
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
-
-    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile,
-                    transport=args.transport, plant=args.plant)
-
-
 # --- entry --------------------------------------------------------------------------------------
 
 
@@ -347,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     """The parser, and the names of the commands that need no driver."""
     p = argparse.ArgumentParser(prog="plantwatch", description="Edge agent for plants under hazard supervision.")
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("run", help="run the agent in the foreground")
@@ -355,6 +369,7 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
 
     s = sub.add_parser("check", help="validate a config and print what it will do")
     s.add_argument("config")
+    s.add_argument("--strict", action="store_true", help="warnings (a secret file others can read) refuse the config")
     s.add_argument("--connect", action="store_true",
                    help="read every point once from its device (read-only) and print value, quality and raw data; "
                    "exit 1 when a point is not GOOD")
@@ -370,20 +385,9 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
                    help="csv: a header row of the province's field names (UTF-8); json: an array")
     s.set_defaults(func=cmd_registry)
 
-    s = sub.add_parser("demo", help="a simulated plant, a broker, the agent and a receiver on loopback")
-    s.add_argument("--seconds", type=float, default=60.0)
-    s.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
-    s.add_argument("--embedded-broker", action="store_true", help="use the pure-Python broker even if mosquitto is installed")
-    s.add_argument("--profile", choices=("json", "provincial"), default="json",
-                   help="provincial: SM4-CBC, upper-case hex, in an {appid, data} envelope, decrypted by the platform")
-    s.add_argument("--transport", choices=("mqtt", "http", "tcp"), default="mqtt",
-                   help="http or tcp: the provincial profile straight to the reference platform on loopback "
-                   "(tcp: AES-128-CBC in a dataId envelope), no broker")
-    s.add_argument("--plant", metavar="NAME", help="run an industry template against its fault scenario: "
-                   "al-casting, dust-collector, steel-gas, chemical-major-hazard (see `plantwatch init --list`)")
-    s.set_defaults(func=cmd_demo)
+    from agent import demo_command, scaffold
 
-    from agent import scaffold
+    demo_command.add_parser(sub)
 
     scaffold.add_parser(sub)
 
@@ -403,6 +407,16 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s.add_argument("--time-col")
     s.add_argument("--rate", type=float)
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("history", help="print one tag's recorded history (time, value, quality)")
+    s.add_argument("config")
+    s.add_argument("tag")
+    s.add_argument("--from", dest="start", metavar="T", help="RFC 3339, or YYYY-MM-DD HH:MM[:SS] in the plant's "
+                   "time zone ([agent] timezone); default: 24 hours before --to")
+    s.add_argument("--to", metavar="T", help="as --from; default: now")
+    s.add_argument("--csv", action="store_true", help="CSV (time in RFC 3339 UTC, TAG, quality) that "
+                   "`plantwatch replay` reads")
+    s.set_defaults(func=cmd_history)
 
     s = sub.add_parser("alarms", help="list the running agent's alarms (local API)")
     s.add_argument("config")

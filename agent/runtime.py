@@ -17,6 +17,7 @@ from typing import Any
 import drivers
 from agent.api import LocalApi
 from agent.config import Config
+from agent.history import History
 from agent.housekeeping import Housekeeping
 from agent.operators import Operators
 from agent.outbox import Outbox
@@ -70,6 +71,7 @@ class Agent:
         self.telemetry = Telemetry(cfg, self.outbox, self.uplinks.wake)
         self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit)
         self.reminders = Reminders(self.pipeline, self.outbox, self.uplinks.wake)
+        self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
 
     def status(self, online: bool) -> dict[str, Any]:
@@ -129,6 +131,10 @@ class Agent:
         self.telemetry.record(batch)
         if self.pipeline.derived is not None:  # the computed tags the batch moved
             self.telemetry.record(self.pipeline.derived)
+        if self.history is not None:
+            self.history.record(batch)
+            if self.pipeline.derived is not None:
+                self.history.record(self.pipeline.derived)
 
     async def _device_loop(self, driver) -> None:
         async for batch in driver.batches():
@@ -176,12 +182,19 @@ class Agent:
         tasks.append(asyncio.create_task(self.reminders.run(), name="provincial-repeat"))
         self.api = await self._start_api()
         tasks.append(asyncio.create_task(self.housekeeping.run(), name="outbox-maintenance"))
+        if self.history is not None:
+            tasks.append(asyncio.create_task(self.history.run(), name="history"))
         log.info("plantwatch %s running: plant %s, %d devices, %d tags", agent_version(), self.cfg.agent.plant,
                  len(driver_objs), len(self.cfg.tags))
         try:
             await stop.wait()
         finally:
             await cancel_and_wait(tasks)
+            if self.history is not None:
+                try:
+                    await self.history.close()  # the buffer and every tag's held sample
+                except Exception:
+                    log.exception("history: the last write failed")
             if self.api is not None:
                 await self.api.close()
             for drv in driver_objs:

@@ -122,11 +122,11 @@ def rows(cfg: Config, address_of: Callable[[TagSpec], str] | None = None,
     out = []
     for t in cfg.tags:
         p = points[t.name]
-        kind, scale = decoding(t.spec, typed(t.spec) if typed else True)
+        kind, scale = (t.spec.type, "") if t.expr else decoding(t.spec, typed(t.spec) if typed else True)
         preset = t.preset + (f" {t.gas}" if t.gas else f" oel {t.oel:g}" if t.oel else "") if t.preset else ""
         out.append({
             "tag": t.name, "device": t.device,
-            "address": address_of(t.spec) if address_of else t.spec.address,
+            "address": f"= {t.expr}" if t.expr else address_of(t.spec) if address_of else t.spec.address,
             "type": kind, "scale": scale, "unit": t.unit,
             "range": f"{t.range[0]:g}..{t.range[1]:g}" if t.range else "",
             **{lv: number(p.limits[lv]) for lv in ("LL", "L", "H", "HH")},

@@ -175,6 +175,7 @@ def test_points_table_shows_limits_in_force_priorities_and_point_codes(write_con
                          "indicator_code": "H2S"})
     data["tags"].append({"name": "DC1.SPARK", "device": "r1-plc", "address": "di:3", "alarm_on": True,
                          "on_delay_s": 2.0, "priority": 1, "equipment_code": "DC1", "indicator_code": "SPK"})
+    data["tags"].append({"name": "R101.DT", "expr": "R101.TI01 - R101.PI01", "alarms": {"h": 5.0}})
     path = write_config(data)
     assert main(["check", str(path), "--points", "--format", "csv"]) == 0
     rows = {r["tag"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
@@ -198,6 +199,9 @@ def test_points_table_shows_limits_in_force_priorities_and_point_codes(write_con
     spark = rows["DC1.SPARK"]
     assert (spark["type"], spark["discrete"], spark["priority"]) == ("bool", "alarm on true, on delay 2 s", "ON 1, sensor 1")
     assert rows["P101.RUN"]["H"] == "" and rows["P101.RUN"]["priority"] == "sensor 2"
+    # a computed tag: its expression where a read tag has its address, no word order
+    dt = rows["R101.DT"]
+    assert (dt["device"], dt["address"], dt["type"], dt["H"]) == ("", "= R101.TI01 - R101.PI01", "float64", "5")
     assert main(["check", str(path), "--points"]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[0].split()[:4] == ["tag", "device", "address", "type"]

@@ -18,7 +18,7 @@ from agent.config.devices import DEVICE_KEYS
 from agent.config.models import MODEL_KEYS, model_kinds
 from agent.config.provincial import PROVINCIAL_KEYS
 from agent.config.schema import Key, keys_of
-from agent.config.sections import AgentSection, AlarmSystemSection, UplinkSection
+from agent.config.sections import AgentSection, AlarmSystemSection, HistorySection, UplinkSection
 from agent.config.tags import TAG_KEYS, FamilyRoles
 
 CONFIG_MD = Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md"
@@ -85,6 +85,7 @@ def tables() -> dict[str, str]:
         "models": key_table(MODEL_KEYS),
         "alarm_system": key_table(keys_of(AlarmSystemSection)),
         "provincial": key_table(PROVINCIAL_KEYS),
+        "history": key_table(keys_of(HistorySection)),
     }
     for fam in families.values():
         if not fam.model_options:

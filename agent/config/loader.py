@@ -17,13 +17,15 @@ from agent.config.http import HttpRules, read_http
 from agent.config.models import ModelConfig, model_kinds, read_models
 from agent.config.provincial import read_provincial
 from agent.config.schema import ConfigError, Problems, did_you_mean
-from agent.config.sections import AgentSection, AlarmSystemSection, UplinkSection
+from agent.config.secrets import permission_warnings, secret_files
+from agent.config.sections import AgentSection, AlarmSystemSection, HistorySection, UplinkSection
 from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
 from agent.expressions import Plan
 from agent.provincial import Profile, uuid_field
 from drivers.base import DeviceSpec
 
-SECTIONS = ("agent", "uplink", "uplinks", "devices", "tags", "detectors", "models", "alarm_system", "provincial")
+SECTIONS = ("agent", "uplink", "uplinks", "devices", "tags", "detectors", "models", "alarm_system", "provincial",
+            "history")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class Config:
     uplinks: tuple[UplinkSection, ...] = ()  # every uplink; ``uplink`` is the first (its settings are the agent's)
     http: HttpRules = HttpRules()
     computed: Plan = Plan()  # the computed tags ([[tags]] with expr), compiled in dependency order
+    history: HistorySection = HistorySection()
+    warnings: tuple[str, ...] = ()  # not problems: the agent starts, logs them; `check` prints them
 
     def __post_init__(self) -> None:
         if not self.uplinks:
@@ -101,6 +105,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     uplinks = sections.uplinks(data.get("uplink"), data.get("uplinks"), base, p)
     uplink = uplinks[0]
     alarm_system = sections.alarm_system(data.get("alarm_system", {}), base, p)
+    history = sections.history(data.get("history", {}), base, p)
 
     families = registered_families()
     roles = FamilyRoles.of(families)
@@ -117,8 +122,9 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     _tcp_uplinks(uplinks, "uplinks" in data, provincial, p)
     if p:
         raise ConfigError(list(p))
+    warnings = tuple(permission_warnings(secret_files(data, base)))
     return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
-                  provincial, uplinks, http, computed)
+                  provincial, uplinks, http, computed, history, warnings)
 
 
 def _tcp_uplinks(uplinks: tuple[UplinkSection, ...], array: bool, provincial: Any, p: Problems) -> None:

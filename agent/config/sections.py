@@ -21,6 +21,7 @@ from agent.config.schema import (
     nonempty,
     positive,
 )
+from agent.history_compress import MODES
 
 
 def _plant(v: str) -> str | None:
@@ -223,3 +224,38 @@ def alarm_system(data: Any, base: Path, p: Problems) -> AlarmSystemSection:
     if section.chatter_shelve_s > section.max_shelve_s:
         p.add("alarm_system.chatter_shelve_s", f"must not exceed max_shelve_s ({section.max_shelve_s:g})")
     return section
+
+
+@dataclass(frozen=True)
+class HistorySection:
+    """The local history of every tag (docs/HISTORY.md)."""
+
+    enabled: bool = key(True, "record every tag locally, compressed; `plantwatch history` reads it back")
+    retention_days: int = key(31, "days of history kept at least (major hazard installations: 30); a day file older "
+                              "than this is deleted", check=at_least(1))
+    dir: Path | None = key(None, "the directory of the day files (one SQLite file per UTC day)", kind="path",
+                           shown="`{data_dir}/history`")
+    compression: str = key("swinging-door", "`swinging-door` (linear between points, within the deviation), "
+                           "`deadband` (a point when the value moved by more than the deviation) or `none`",
+                           choices=MODES)
+    deviation: float = key(0.0, "error bound in engineering units for every tag without `history_deviation`; `0`: "
+                           "`deviation_pct` of the tag's `range`", check=non_negative)
+    deviation_pct: float = key(0.2, "error bound as a percentage of the span of the tag's `range`, where `deviation` "
+                               "is 0; a tag with neither is archived at every change",
+                               check=between(0, 100, "must be 0..100 (percent)"))
+    max_interval_s: float = key(600.0, "a point at least this often per tag, even while the value is flat, so that a "
+                                "gap in the history means no data", check=positive)
+    flush_s: float = key(5.0, "archived points are committed this often (a crash loses at most this much history)",
+                         check=positive)
+    max_mb: float = key(2048.0, "size cap of the history files; a `storage` alarm is raised when `retention_days` "
+                        "is projected not to fit, before the oldest day has to be deleted (docs/HISTORY.md)",
+                        check=at_least(1, " (MB)"))
+    min_free_mb: float = key(256.0, "free space to leave on the history's file system; counts like the cap",
+                             check=non_negative)
+
+    def path(self, data_dir: Path) -> Path:
+        return self.dir if self.dir is not None else data_dir / "history"
+
+
+def history(data: Any, base: Path, p: Problems) -> HistorySection:
+    return HistorySection(**read_section(HistorySection, data, "history", base, p))

@@ -114,6 +114,9 @@ class TagConfig:
     telemetry_deadband: float | None = key(
         None, "on-change telemetry: how far this tag must move (engineering units) to be sent between snapshots",
         kind="float", check=non_negative, shown="`[uplink] telemetry_deadband`")
+    history_deviation: float | None = key(
+        None, "the history's error bound for this tag, engineering units", kind="float", check=non_negative,
+        shown="`[history] deviation` or `deviation_pct` of the range")
 
     @property
     def name(self) -> str:
