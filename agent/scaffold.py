@@ -21,7 +21,7 @@ def install(name: str, out: str | Path, force: bool = False) -> list[Path]:
     """Write template ``name`` to ``out`` and the header-only point list next to it; return the
     paths written. Nothing is written when one of them exists, unless ``force``."""
     config = Path(out)
-    files = {config: plants.text(name), config.parent / POINTS_FILE: plants.points_header()}
+    files = {config: plants.render(name, POINTS_FILE), config.parent / POINTS_FILE: plants.points_header()}
     there = [str(p) for p in files if p.exists()]
     if there and not force:
         raise Exists(f"{' and '.join(there)} exist{'s' if len(there) == 1 else ''}; --force overwrites")

@@ -33,12 +33,46 @@ def test_the_four_templates_of_the_design():
 def test_init_writes_a_config_that_passes_check(name, tmp_path, capsys):
     out = tmp_path / "site" / "plantwatch.toml"
     assert main(["init", "--template", name, "--out", str(out)]) == 0
-    assert out.read_text(encoding="utf-8") == plants.text(name)
+    assert out.read_text(encoding="utf-8") == plants.render(name, "points.csv")
+    assert tomllib.loads(out.read_text(encoding="utf-8"))["agent"]["points_file"] == "points.csv"
     points = tmp_path / "site" / "points.csv"
     assert points.read_text(encoding="utf-8-sig").splitlines() == [",".join(plants.POINT_COLUMNS)]
     capsys.readouterr()
     assert main(["check", str(out)]) == 0
     assert f"{out}: OK" in capsys.readouterr().out
+    assert len(load(out).tags) == len(_tags(name))
+
+
+def _row(**cells: str) -> str:
+    return ",".join(cells.get(c.replace(".", "_"), "") for c in plants.POINT_COLUMNS) + "\r\n"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rows_added_to_the_point_list_are_checked_and_loaded(name, tmp_path, capsys):
+    out = tmp_path / "plantwatch.toml"
+    assert main(["init", "--template", name, "--out", str(out)]) == 0
+    device = tomllib.loads(plants.text(name))["devices"][0]["name"]
+    points = tmp_path / "points.csv"
+    with points.open("a", encoding="utf-8", newline="") as f:
+        f.write(_row(name="X.PI90", device=device, address="ir:900", type="float32", unit="MPa",
+                     desc="增补压力 added pressure", range="0;1.6", priority="1", l="0.25", ll="0.2",
+                     alarms_deadband="0.01", alarms_on_delay_s="0.5"))
+        f.write(_row(name="X.ZS90", device=device, address="di:900", type="bool", desc="增补阀位 added valve",
+                     alarm_on="true", alarm_text="开 open", on_delay_s="1"))
+        f.write(_row(name="X.DP90", unit="MPa", desc="computed", expr="X.PI90 - 0.1", h="1.0"))
+    capsys.readouterr()
+    assert main(["check", str(out)]) == 0, capsys.readouterr().err
+    tags = {t.name: t for t in load(out).tags}
+    assert len(tags) == len(_tags(name)) + 3
+    assert tags["X.PI90"].families["limit"]["ll"] == 0.2 and tags["X.PI90"].priority == 1
+    assert tags["X.ZS90"].families["discrete"]["alarm_on"] is True
+    assert tags["X.DP90"].expr == "X.PI90 - 0.1"
+    # a wrong row is named at its line and column, and check exits 2
+    with points.open("a", encoding="utf-8", newline="") as f:
+        f.write(_row(name="X.PI91", device=device, address="ir:910", type="float32", h="0.5", hh="0.4"))
+    capsys.readouterr()
+    assert main(["check", str(out)]) == 2
+    assert "points.csv:5: column hh: must be above h" in capsys.readouterr().err
 
 
 def test_init_defaults_to_plantwatch_toml_here(tmp_path, monkeypatch, capsys):
@@ -60,7 +94,7 @@ def test_init_refuses_to_overwrite_unless_forced(tmp_path, capsys):
     assert main(["init", "--template", "al-casting", "--out", str(out)]) == 1  # the point list is kept too
     assert (tmp_path / "points.csv").read_text(encoding="utf-8") == "name\nX\n"
     assert main(["init", "--template", "al-casting", "--out", str(out), "--force"]) == 0
-    assert out.read_text(encoding="utf-8") == plants.text("al-casting")
+    assert out.read_text(encoding="utf-8") == plants.render("al-casting", "points.csv")
     assert (tmp_path / "points.csv").read_bytes() == plants.points_header().encode("utf-8")
 
 

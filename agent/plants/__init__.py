@@ -5,6 +5,7 @@ against the scenario of agent/plants/scenarios.py."""
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 from agent.config.schema import did_you_mean
@@ -35,11 +36,25 @@ class UnknownTemplate(ValueError):
                          f"templates: {', '.join(TEMPLATES)}")
 
 
+#: the template's line naming the point list, commented out: a template checks as shipped, where
+#: no point list lies next to it
+_POINTS_LINE = re.compile(r'^# (points_file = "[^"]*")', re.MULTILINE)
+
+
 def text(name: str) -> str:
-    """The template's config, as shipped (commented TOML)."""
+    """The template's config, as shipped (commented TOML, no point list)."""
     if name not in TEMPLATES:
         raise UnknownTemplate(name)
     return resources.files(__name__).joinpath(f"{name}.toml").read_text(encoding="utf-8")
+
+
+def render(name: str, points_file: str) -> str:
+    """The template as ``init`` writes it: ``[agent] points_file`` naming the point list written
+    next to it."""
+    line = f'points_file = "{points_file}"'
+    rendered, n = _POINTS_LINE.subn(lambda m: line.ljust(len(m.group(0))), text(name), count=1)
+    assert n == 1, f"template {name} has no points_file line"
+    return rendered
 
 
 def points_header() -> str:
