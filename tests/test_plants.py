@@ -15,7 +15,9 @@ import pytest
 
 from agent import plants
 from agent.cli import main
-from agent.config import load
+from agent.config import load, points
+from agent.config.loader import registered_families
+from agent.config.tags import FamilyRoles
 from agent.plants.scenarios import SCENARIOS, Player, at, ramp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +43,13 @@ def test_init_writes_a_config_that_passes_check(name, tmp_path, capsys):
     assert main(["check", str(out)]) == 0
     assert f"{out}: OK" in capsys.readouterr().out
     assert len(load(out).tags) == len(_tags(name))
+
+
+def test_the_point_list_columns_are_point_list_columns():
+    """Every column of the empty point list is one the point list reader knows."""
+    known = points.vocabulary(FamilyRoles.of(registered_families()))
+    assert set(plants.POINT_COLUMNS) <= set(known), set(plants.POINT_COLUMNS) - set(known)
+    assert plants.POINT_COLUMNS[0] == "name"
 
 
 def _row(**cells: str) -> str:
