@@ -45,6 +45,32 @@ def test_init_writes_a_config_that_passes_check(name, tmp_path, capsys):
     assert len(load(out).tags) == len(_tags(name))
 
 
+def _uncomment_provincial(text: str) -> str:
+    """The template with its commented [provincial] block taken in, as an engineer would."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        inside = line == "# [provincial]" or (inside and line.startswith("# "))
+        lines.append(line[2:].split("  #")[0] if inside else line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_commented_provincial_section_is_one_check_accepts(name, tmp_path, capsys):
+    text = _uncomment_provincial(plants.text(name)).replace('profile = "json"', 'profile = "provincial"')
+    if "headers = " in text:  # the 工贸 modules: HTTPS POST
+        text = text.replace('url = "mqtts://platform.example:8883"', 'url = "https://platform.example/api/push"')
+    assert "\n[provincial]\n" in text
+    (tmp_path / "keys").mkdir()
+    for f in ("sm4.key", "sm4.iv"):
+        (tmp_path / "keys" / f).write_text("00112233445566778899aabbccddeeff\n", encoding="utf-8")
+    (tmp_path / "keys" / "appsecret").write_text("secret\n", encoding="utf-8")
+    for f in (tmp_path / "keys").iterdir():
+        f.chmod(0o600)
+    (tmp_path / "plantwatch.toml").write_text(text, encoding="utf-8")
+    assert main(["check", str(tmp_path / "plantwatch.toml")]) == 0, capsys.readouterr().err
+    assert "sm4-cbc" in capsys.readouterr().out
+
+
 def test_the_point_list_columns_are_point_list_columns():
     """Every column of the empty point list is one the point list reader knows."""
     known = points.vocabulary(FamilyRoles.of(registered_families()))
