@@ -141,11 +141,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in cfg.warnings:
         logging.getLogger("agent").warning("%s", line)
     from agent.outbox import OutboxError
-    from agent.runtime import Agent
+    from agent.runtime import Agent, DataDirError
     from detectors.base import ModelError
 
     try:
         agent = Agent(cfg)
+    except DataDirError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ModelError as exc:
         print(f"{args.config}: model: {exc}", file=sys.stderr)
         return EXIT_CONFIG

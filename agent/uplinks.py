@@ -68,6 +68,11 @@ class Uplinks:
         for u in self.members:
             u.wake()
 
+    def announce(self) -> None:
+        """Publish the status message now (it changed in a way the platform must hear at once)."""
+        for u in self.members:
+            u.announce()
+
     def stop(self, flush_s: float = 5.0) -> None:
         """Each flushes for up to ``flush_s``, all at once (one slow platform does not hold the others)."""
         threads = [threading.Thread(target=u.stop, args=(flush_s,)) for u in self.members]

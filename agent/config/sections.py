@@ -133,6 +133,14 @@ class UplinkSection:
     max_outbox_mb: float = key(
         512.0, "size cap of `outbox.db`; when full, the oldest telemetry is dropped (sent first, then unsent) and a "
         "`storage` alarm is raised; alarms are never dropped (see docs/OPERATIONS.md)", check=at_least(1, " (MB)"))
+    min_free_mb: float = key(
+        64.0, "free space to keep on the file system of `data_dir`: below it the `gateway/storage` alarm is raised "
+        "and the size cap shrinks to keep it free (the oldest telemetry goes first), before a full disk can stop "
+        "alarms being stored (see docs/OPERATIONS.md)", check=at_least(0, " (MB)"))
+    max_pending_alarms: int = key(
+        10000, "alarm messages kept in memory, in order, while the outbox cannot store them (disk full, I/O error, "
+        "locked or read-only file); beyond it the newest are lost and the `outbox/storage` alarm counts them",
+        check=at_least(100, ""))
 
     @property
     def transport(self) -> str:
