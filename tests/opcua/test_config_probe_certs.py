@@ -73,6 +73,7 @@ def test_login_or_trust_under_policy_none_needs_allow_insecure_login(tmp_path):
     allowed = device("opc.tcp://h:4840", username="op", password_file=str(password), trust=[str(cert)],
                      allow_insecure_login=True)
     assert problems(allowed) == {}
+    assert "user op (PASSWORD IN CLEAR: allow_insecure_login)" in "\n".join(OpcUaDriver.plan(allowed, []))
     assert "true or false" in problems(device("opc.tcp://h:4840", allow_insecure_login="yes"))[
         ("allow_insecure_login", None)]
 
