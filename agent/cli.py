@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from agent.config import Config
     from drivers.base import Driver
 
+from agent.version import VersionAction
+
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
@@ -56,12 +58,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
+    if getattr(args, "strict", False) and cfg.warnings:
+        print(f"{args.config}: refused (--strict): warnings", file=sys.stderr)
+        for line in cfg.warnings:
+            print(f"warning: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.format != "text" and not (args.points or args.connect):
         print("check: --format goes with --points or --connect", file=sys.stderr)
         return EXIT_CONFIG
     if args.points or args.connect:
         from agent import commissioning
 
+        for line in cfg.warnings:  # on stderr: --format csv or json keeps stdout the table
+            print(f"warning: {line}", file=sys.stderr)
         if args.points and args.connect and args.format != "text":
             print("check: --points and --connect together print text only", file=sys.stderr)
             return EXIT_CONFIG
@@ -74,6 +83,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from agent.config.sections import redact
 
     print(f"{args.config}: OK")
+    for line in cfg.warnings:
+        print(f"warning: {line}")
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
     for u in cfg.uplinks:
         named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
@@ -150,6 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     _setup_logging(cfg.agent.log_level, [d.driver for d in cfg.devices])
+    for line in cfg.warnings:
+        logging.getLogger("agent").warning("%s", line)
     from agent.outbox import OutboxError
     from agent.runtime import Agent
     from detectors.base import ModelError
@@ -297,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     """The parser, and the names of the commands that need no driver."""
     p = argparse.ArgumentParser(prog="plantwatch", description="Edge agent for plants under hazard supervision.")
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("run", help="run the agent in the foreground")
@@ -305,6 +319,7 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
 
     s = sub.add_parser("check", help="validate a config and print what it will do")
     s.add_argument("config")
+    s.add_argument("--strict", action="store_true", help="warnings (a secret file others can read) refuse the config")
     s.add_argument("--connect", action="store_true",
                    help="read every point once from its device (read-only) and print value, quality and raw data; "
                    "exit 1 when a point is not GOOD")

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import random
 import secrets
 import sys
@@ -146,7 +147,7 @@ def demo_config(ports: Mapping[str, int], broker_url: str, data_dir: Path, profi
     data["uplink"]["url"] = broker_url
     if profile == "provincial":
         for name in ("demo.key", "demo.iv"):
-            (data_dir / name).write_text(secrets.token_hex(16) + "\n", encoding="utf-8")
+            _write_secret(data_dir / name, secrets.token_hex(16) + "\n")
         data["uplink"]["profile"] = "provincial"
         scheme = urlsplit(broker_url).scheme
         data["provincial"] = dict(DEMO_TCP if scheme == "tcp" else DEMO_PROVINCIAL)
@@ -212,7 +213,8 @@ def _receiver(cfg: Config, seconds: float, ports: Mapping[str, int]) -> Receiver
     for name in {d.driver for d in cfg.devices}:  # the simulators' libraries too
         for logger in drivers.load(name).loggers:
             logging.getLogger(logger).setLevel(logging.CRITICAL)
-    receiver = Receiver(emit=lambda line: print(f"platform| {line}", flush=True), profile=cfg.provincial)
+    receiver = Receiver(emit=lambda line: print(f"platform| {line}", flush=True), profile=cfg.provincial,
+                        plant=cfg.agent.plant)
     if cfg.provincial is not None:
         print(f"demo: {cfg.provincial.describe()}; the platform decrypts with the same key", flush=True)
     where = ", ".join(f"{ROLES[d.name]} :{ports[d.name]}" for d in cfg.devices)
@@ -249,3 +251,11 @@ async def _run(cfg: Config, seconds: float) -> None:
 
 if __name__ == "__main__":
     sys.exit(run_demo(float(sys.argv[1]) if len(sys.argv) > 1 else 60.0))
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """A key file only its owner reads (mode 0600 whatever the umask; a link there is not followed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)

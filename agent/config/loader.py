@@ -17,6 +17,7 @@ from agent.config.http import HttpRules, read_http
 from agent.config.models import ModelConfig, model_kinds, read_models
 from agent.config.provincial import read_provincial
 from agent.config.schema import ConfigError, Problems, did_you_mean
+from agent.config.secrets import permission_warnings, secret_files
 from agent.config.sections import AgentSection, AlarmSystemSection, HistorySection, UplinkSection
 from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
 from agent.expressions import Plan
@@ -42,6 +43,7 @@ class Config:
     http: HttpRules = HttpRules()
     computed: Plan = Plan()  # the computed tags ([[tags]] with expr), compiled in dependency order
     history: HistorySection = HistorySection()
+    warnings: tuple[str, ...] = ()  # not problems: the agent starts, logs them; `check` prints them
 
     def __post_init__(self) -> None:
         if not self.uplinks:
@@ -120,8 +122,9 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     _tcp_uplinks(uplinks, "uplinks" in data, provincial, p)
     if p:
         raise ConfigError(list(p))
+    warnings = tuple(permission_warnings(secret_files(data, base)))
     return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
-                  provincial, uplinks, http, computed, history)
+                  provincial, uplinks, http, computed, history, warnings)
 
 
 def _tcp_uplinks(uplinks: tuple[UplinkSection, ...], array: bool, provincial: Any, p: Problems) -> None:
