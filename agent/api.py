@@ -44,7 +44,7 @@ log = logging.getLogger("plantwatch.api")
 MAX_BODY = 16 * 1024
 MAX_HEADERS = 64
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 409: "Conflict"}
+           405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error"}
 PROXY_HEADERS = ("via", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "proxy-authorization",
                  "proxy-connection")
 #: fields of a POST body that the URL fixes (or the agent does): a body may not name them
@@ -143,6 +143,9 @@ class _Server:
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
             self._refused("bad_request")
             status, ctype, body = 400, "application/json", _json({"ok": False, "error": f"bad request: {exc}"})
+        except Exception:  # a fault of ours, not of the request: answer, keep serving, say where
+            log.exception("operator API: internal error")
+            status, ctype, body = 500, "application/json", _json({"ok": False, "error": "internal error"})
         head = (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\n" + "".join(f"{h}\r\n" for h in extra) +
                 "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode()
