@@ -86,22 +86,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in cfg.warnings:
         print(f"warning: {line}")
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
-    for u in cfg.uplinks:
-        named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
-        wire = {"mqtt": f"mqtt {u.mqtt_version}", "http": f"http timeout {u.timeout_s:g} s batch {u.batch_max}",
-                "tcp": f"tcp timeout {u.timeout_s:g} s framing {'length' if u.framing == 'length' else repr(u.delimiter)}"
-                       f" refused codes {','.join(u.refused_codes) or 'none'}"}[u.transport]
-        print(f"{named} {redact(u.url)} profile={u.profile} prefix={u.topic_prefix} {wire}"
-              + (" user=" + u.username if u.username else "") + (" tls" if u.tls else ""))
+    _print_uplinks(cfg)
     if cfg.provincial is not None:
         print(cfg.provincial.describe())
-    a = cfg.alarm_system
-    print(f"operators: socket {a.socket_path(cfg.agent.data_dir)} (group {a.api_socket_group or 'of the agent'}), "
-          + (f"api 127.0.0.1:{a.api_port} " + ("read-only + token" if a.api_token_file else "read-only")
-             if a.api_port else "api off")
-          + ", mqtt commands " + (("signed: " + " ".join(k for k, f in (("hmac-sha256", a.command_key_file),
-                                                                         ("ed25519", a.command_public_key_file)) if f))
-                                  if a.commands else "off"))
+    from agent.operator_cli import describe
+
+    print(describe(cfg))
     print(f"data_dir {cfg.agent.data_dir}")
     h = cfg.history
     print(f"history {h.path(cfg.agent.data_dir)} {h.compression} {h.retention_days} days, max {h.max_mb:g} MB"
@@ -122,6 +112,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         state = "trained" if m.file.is_file() else "NOT TRAINED (run plantwatch train)"
         print(f"  model {m.name}: {m.kind} over {len(m.tags)} tags, {m.file} {state}")
     return EXIT_OK
+
+
+def _print_uplinks(cfg: Config) -> None:
+    """One line per uplink: URL (a password in it shown as ***), profile, transport, user, TLS."""
+    from agent.config.sections import redact
+
+    for u in cfg.uplinks:
+        named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
+        wire = {"mqtt": f"mqtt {u.mqtt_version}", "http": f"http timeout {u.timeout_s:g} s batch {u.batch_max}",
+                "tcp": f"tcp timeout {u.timeout_s:g} s framing {'length' if u.framing == 'length' else repr(u.delimiter)}"
+                       f" refused codes {','.join(u.refused_codes) or 'none'}"}[u.transport]
+        print(f"{named} {redact(u.url)} profile={u.profile} prefix={u.topic_prefix} {wire}"
+              + (" user=" + u.username if u.username else "") + (" tls" if u.tls else ""))
 
 
 def _print_computed(cfg: Config) -> None:

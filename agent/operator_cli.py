@@ -173,6 +173,17 @@ def cmd_operate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def describe(cfg: Config) -> str:
+    """check's line about how operators reach the agent."""
+    a = cfg.alarm_system
+    port = (f"api 127.0.0.1:{a.api_port} " + ("read-only + token" if a.api_token_file else "read-only")
+            if a.api_port else "api off")
+    algs = [alg for alg, f in (("hmac-sha256", a.command_key_file), ("ed25519", a.command_public_key_file)) if f]
+    commands = "signed: " + " ".join(algs) if a.commands else "off"
+    return (f"operators: socket {a.socket_path(cfg.agent.data_dir)} (group {a.api_socket_group or 'of the agent'}), "
+            f"{port}, mqtt commands {commands}")
+
+
 def add_parsers(sub) -> None:
     s = sub.add_parser("alarms", help="list the running agent's alarms")
     s.add_argument("config")

@@ -152,7 +152,11 @@ class Operators:
     def refusal_metrics(self) -> list[str]:
         """Refusals by reason: of the operator API (token, host, origin, proxy ...) and of MQTT
         commands before they are parsed (signature, replay, stale, retained, rate ...)."""
-        out = []
+        agent = self.agent
+        out = ["# HELP plantwatch_api_up 1 while the operator socket / the API port listens",
+               "# TYPE plantwatch_api_up gauge",
+               f'plantwatch_api_up{{listener="socket"}} {int(agent.socket_api is not None)}',
+               f'plantwatch_api_up{{listener="port"}} {int(agent.api is not None)}']
         for name, text, counts, reasons in (
             ("plantwatch_api_refused_total", "operator API requests refused, by reason", self.api_refused,
              ("no_token", "bad_token", "read_only", "host", "origin", "proxy", "body_fields", "bad_request")),

@@ -266,6 +266,7 @@ def test_local_api_validates_and_serves_metrics(running):
     assert "plantwatch_alarms_active 1" in text
     assert "plantwatch_commands_rejected_total 2" in text
     assert 'plantwatch_device_up{device="r1-plc"} 1' in text
+    assert 'plantwatch_api_up{listener="socket"} 1' in text and 'plantwatch_api_up{listener="port"} 1' in text
     status, body = http(port, "GET", "/status")
     assert status == 200 and json.loads(body)["alarms"]["active"] == 1
 
