@@ -25,7 +25,7 @@ log = logging.getLogger("plantwatch.agent")
 
 
 def alarm_view(a: Alarm) -> dict[str, Any]:
-    """An alarm's current state for the local API."""
+    """An alarm's current state for the operator API."""
     return {
         "id": a.id, "kind": a.kind, "tag": a.tag, "device": a.device, "level": a.level,
         "active": a.active, "acked": a.acked, "shelved": a.shelved,
