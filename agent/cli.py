@@ -1,5 +1,5 @@
-"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, history, probe,
-provincial."""
+"""The ``plantwatch`` command line: run, check, registry, export-points, demo, receive, replay, train,
+history, probe, provincial."""
 
 from __future__ import annotations
 
@@ -135,21 +135,6 @@ def _print_computed(cfg: Config) -> None:
     for prog in cfg.computed.programs:
         t = cfg.tags[prog.out]
         print(f"    {t.name} = {t.expr}" + (" (bool)" if t.spec.type == "bool" else ""))
-
-
-def cmd_registry(args: argparse.Namespace) -> int:
-    cfg = _load_or_report(args.config)
-    if cfg is None:
-        return EXIT_CONFIG
-    from agent import registry
-    from agent.signoff import profile_for
-
-    # a json-profile config is registered with the default field names and its tags' own codes
-    profile = profile_for(cfg)
-    pts = registry.points(cfg.tags, profile)
-    text = registry.to_csv(profile, pts) if args.format == "csv" else registry.to_json(profile, pts)
-    sys.stdout.buffer.write(text.encode("utf-8"))  # UTF-8 whatever the locale: the platform reads it
-    return EXIT_OK
 
 
 # --- run ----------------------------------------------------------------------------------------
@@ -332,11 +317,9 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
                    help="with --points: text, csv or json; with --connect: text or json")
     s.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("registry", help="print the point registry (测点基础数据) for the platform's onboarding")
-    s.add_argument("config")
-    s.add_argument("--format", choices=("csv", "json"), default="csv",
-                   help="csv: a header row of the province's field names (UTF-8); json: an array")
-    s.set_defaults(func=cmd_registry)
+    from agent import pointlists
+
+    pointlists.add_parser(sub)
 
     s = sub.add_parser("demo", help="a simulated plant, a broker, the agent and a receiver on loopback")
     s.add_argument("--seconds", type=float, default=60.0)
