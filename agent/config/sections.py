@@ -197,7 +197,7 @@ class AlarmSystemSection:
     command_public_key_file: Path | None = key(None, "Ed25519 public key (PEM) of signed commands (`alg` `ed25519`)",
                                                kind="path")
     command_window_s: float = key(300.0, "a command's `ts` must be within this many seconds of the gateway's clock "
-                                  "(and not before the agent started); its nonce is remembered this long",
+                                  "(and not before the agent started); its nonce is remembered twice as long",
                                   check=positive)
     command_rate_per_min: int = key(30, "at most this many commands per minute are looked at; more are refused",
                                     check=at_least(1))
