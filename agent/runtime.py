@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import drivers
-from agent.api import LocalApi
+from agent.api import LocalApi, SocketApi
 from agent.config import Config
 from agent.history import History
 from agent.housekeeping import Housekeeping
@@ -106,6 +106,7 @@ class Agent:
         self.reminders.seq_of.update(self.outbox.last_seqs())
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
+        self.socket_api: SocketApi | None = None
 
     def status(self, online: bool) -> dict[str, Any]:
         # called from the uplink thread: read only values that handle() replaces atomically
@@ -207,10 +208,18 @@ class Agent:
                 self.outbox_depth = self.outbox.depth()  # here, on the loop's own connection
 
     async def _start_api(self) -> LocalApi | None:
-        port = self.cfg.alarm_system.api_port
+        rules, ops = self.cfg.alarm_system, self.operators
+        path = rules.socket_path(self.data_dir)
+        socket_api = SocketApi(path, rules.api_socket_group, ops.api_get, ops.api_post, ops.api_refusal)
+        try:
+            await socket_api.start()
+            self.socket_api = socket_api
+        except OSError as exc:  # the alarms are still watched; operators act once it is fixed
+            log.error("operator socket: cannot listen on %s: %s", path, exc)
+        port = rules.api_port
         if not port:
             return None
-        api = LocalApi(port, self.operators.api_get, self.operators.api_post)
+        api = LocalApi(port, ops.api_get, ops.api_post, ops.api_refusal, rules.api_token_file)
         try:
             await api.start()
         except OSError as exc:
@@ -249,8 +258,9 @@ class Agent:
                     await self.history.close()  # the buffer and every tag's held sample
                 except Exception:
                     log.exception("history: the last write failed")
-            if self.api is not None:
-                await self.api.close()
+            for server in (self.api, self.socket_api):
+                if server is not None:
+                    await server.close()
             for drv in driver_objs:
                 with contextlib.suppress(Exception):
                     await drv.close()

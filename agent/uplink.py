@@ -46,7 +46,7 @@ class Uplink:
         outbox_path,
         status: Callable[[bool], dict[str, Any]],
         encode: Callable[[dict[str, Any]], bytes] = dumps,
-        on_command: Callable[[bytes], None] | None = None,
+        on_command: Callable[[bytes, bool], None] | None = None,
         rows: RowEncoder = json_rows,
     ):
         """``status(online)`` returns the status document to publish (retained), ``encode``
@@ -270,7 +270,7 @@ class Uplink:
         props = self._publish_properties()
         client.publish(self.status_topic, self.encode(self.status(True)), qos=1, retain=True, properties=props[STATUS])
         if self.on_command is not None:
-            client.on_message = lambda c, u, msg: self.on_command(msg.payload)
+            client.on_message = lambda c, u, msg: self.on_command(msg.payload, bool(msg.retain))
             client.subscribe(self.command_topic, qos=1)
         next_status = time.monotonic() + self.cfg.heartbeat_s
         window = self.window = min(self.cfg.inflight, ud["receive_max"] or self.cfg.inflight)

@@ -21,7 +21,7 @@ from agent.sender import RequestUplink
 
 
 def build(cfg: Config, u: UplinkSection, outbox_path, status: Callable[[bool], dict[str, Any]],
-          on_command: Callable[[bytes], None] | None = None,
+          on_command: Callable[[bytes, bool], None] | None = None,
           on_refused: Callable[[str, str], None] | None = None) -> Any:
     """The uplink ``u`` of the agent configured by ``cfg``."""
     profile = cfg.provincial if u.profile == "provincial" else None
