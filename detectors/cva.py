@@ -148,7 +148,7 @@ class _Monitor:
         if len(hist) < lags:
             self.ring = hist
             return len(X)
-        P = model.past((hist - model.mean) / model.scale)
+        P = model.past(((hist - model.mean) / model.scale).astype(np.float32))
         t2, spe = model.statistics(P)
         raw = (t2 > self.t2_limit).astype(np.int8) + 2 * (spe > self.spe_limit).astype(np.int8)
         when = np.ascontiguousarray(ts[idx[start + j0:]])
@@ -156,7 +156,8 @@ class _Monitor:
         before = int(self.debounce.level)
         pos, prev, new = self.debounce.run(raw[:n], when[:n])
         for j, a, b in zip(pos.tolist(), prev.tolist(), new.tolist(), strict=True):
-            changes.append(self._change(kind, P[j], int(a), int(b), t2[j], spe[j], float(when[j])))
+            changes.append(self._change(kind, P[j].astype(np.float64), int(a), int(b), t2[j], spe[j],
+                                        float(when[j])))
         stop = j0 + n
         seen = hist[: len(self.ring) + stop]
         self.ring = seen[len(seen) - (lags - 1):]

@@ -107,7 +107,7 @@ def test_model_file_round_trip_and_clear_errors(model, tmp_path):
 
 
 def test_fit_refuses_too_few_rows_and_nan():
-    with pytest.raises(ValueError, match="need at least 53 rows for 4 tags with lags 3 and future 3, got 40"):
+    with pytest.raises(ValueError, match="need at least 53 rows for 4 tags with past 3 and future 3, got 40"):
         cva_model.fit(plant(40, seed=1), NAMES, lags=3)
     X = plant(300, seed=1)
     X[7, 2] = np.nan
