@@ -36,8 +36,8 @@ from detectors.base import ModelError
 FORMAT_VERSION = 1
 #: canonical correlations at or above this are states when ``states`` is not fixed
 STATE_CORRELATION = 0.5
-#: relative ridge added to the covariance eigenvalues before whitening (a constant or perfectly
-#: collinear tag would otherwise make the whitening infinite)
+#: relative ridge added to the covariance eigenvalues before whitening (perfectly collinear tags
+#: would otherwise make the whitening infinite)
 RIDGE = 1e-6
 
 
@@ -269,7 +269,10 @@ def fit(X: np.ndarray, names: Sequence[str], lags: int = 3, future: int = 0, sta
         raise ValueError(f"target_far must be in (0, 0.5), not {target_far}")
     mean = X.mean(axis=0)
     scale = X.std(axis=0, ddof=1)
-    scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+    constant = [name for name, ok in zip(names, scale > 1e-12 * np.maximum(1.0, np.abs(mean)), strict=True) if not ok]
+    if constant:
+        raise ValueError(f"column {constant[0]!r} is constant over the {n} training rows: a CVA model cannot learn "
+                         "how it moves (leave it out of the model, or train on rows where it varies)")
     Z = (X - mean) / scale
     Spp, Spf, Sff, N = _covariances(Z, lags, future, segment)
     if N < m * (lags + future):

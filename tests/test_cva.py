@@ -113,6 +113,9 @@ def test_fit_refuses_too_few_rows_and_nan():
     X[7, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         cva_model.fit(X, NAMES)
+    X[:, 2] = 4.0
+    with pytest.raises(ValueError, match="column 'c' is constant over the 300 training rows"):
+        cva_model.fit(X, NAMES)
 
 
 def test_batch_size_does_not_change_the_alarms(model):
@@ -216,7 +219,15 @@ def test_train_then_replay_raises_a_cva_alarm_naming_the_tag(write_config, tmp_p
     assert first["ts"] <= "2027-01-15T08:08:22.000Z", first
     assert first["context"]["model"] == "loop" and first["context"]["top_tags"][0] == "R101.PI01"
     assert first["tag"] == "R101.PI01" and "SPE" in first["level"]
-    # a model fitted with other lags than the config's is refused, naming the file
+    # bad training data: a clear message naming the file and the column, exit 2
+    flat = plant(3000, seed=1)
+    flat[:, 2] = 5.0
+    result = plantwatch("train", str(config), "--csv", str(plant_csv(tmp_path / "flat.csv", flat)), "--model", "loop")
+    assert result.returncode == 2 and "flat.csv: column 'R101.FI01' is constant" in result.stderr, result.stderr
+    result = plantwatch("train", str(config), "--csv", str(plant_csv(tmp_path / "short.csv", flat[:40])), "--model",
+                        "loop")
+    assert result.returncode == 2 and "short.csv: need at least 53 rows for 4 tags with past 3" in result.stderr
+    # a model fitted with another past than the config's is refused, naming the file
     cfg_text = config.read_text().replace("past = 3", "past = 4")
     config.write_text(cfg_text)
     result = plantwatch("replay", str(config), "--csv", str(fault), "--out", str(tmp_path / "o.jsonl"))
