@@ -30,6 +30,9 @@ from detectors.kernel import as_batch
 #: level code -> level name: which statistic is over its limit (Q is reported as SPE)
 CVA_LEVELS = {1: "T2", 2: "SPE", 3: "T2+SPE"}
 REFIT = ("none", "moving-window")
+#: the longest default moving window: a fit runs inside the tick that makes it due, and its cost
+#: grows with the window (at 50 tags and past 5, about a second for 10,000 rows)
+DEFAULT_WINDOW = 10_000
 
 
 def levels(before: int, pos: np.ndarray, new: np.ndarray, n: int) -> np.ndarray:
@@ -122,7 +125,7 @@ class _Monitor:
         self.ring = np.empty((0, m))
         self.window: _Window | None = None
         if params.get("refit", "none") == "moving-window":
-            size = int(params["refit_window"]) or model.n_train
+            size = int(params["refit_window"]) or min(model.n_train, DEFAULT_WINDOW)
             every = int(params["refit_every"]) or max(1, size // 10)
             self.window = _Window(m, size, every, int(params["refit_hold"]) or model.lags + model.future)
         self.use(model)
@@ -219,7 +222,7 @@ class CvaFamily(Family):
         "spe_factor": Option(1.0, "> 0, multiplier of the fitted SPE (Q) limit"),
         "refit": Option("none", "`none` or `moving-window`: fit again from the last `refit_window` accepted "
                                 "ticks, never from ticks in or after an alarm"),
-        "refit_window": Option(0, "ticks the moving window holds (0 = the rows the model was trained on)"),
+        "refit_window": Option(0, "ticks the moving window holds (0 = the rows the model was trained on, at most 10,000)"),
         "refit_every": Option(0, "accepted ticks between fits (0 = a tenth of `refit_window`)"),
         "refit_hold": Option(0, "ticks after the last tick in alarm before ticks are accepted again "
                                 "(0 = `past` + `future`)"),
