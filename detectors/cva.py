@@ -155,7 +155,7 @@ class _Monitor:
         t2, spe = model.statistics(P)
         raw = (t2 > self.t2_limit).astype(np.int8) + 2 * (spe > self.spe_limit).astype(np.int8)
         when = np.ascontiguousarray(ts[idx[start + j0:]])
-        n = self._plan(raw, when)
+        n, due = self._plan(raw, when)
         before = int(self.debounce.level)
         pos, prev, new = self.debounce.run(raw[:n], when[:n])
         for j, a, b in zip(pos.tolist(), prev.tolist(), new.tolist(), strict=True):
@@ -167,20 +167,20 @@ class _Monitor:
         w = self.window
         if w is not None:
             w.add(X[start + j0: start + stop], levels(before, pos, new, n) != 0)
-            if w.fresh >= w.every and w.n >= w.window and self.debounce.level == 0 and raw[n - 1] == 0:
+            if due:
                 self.use(w.refit(self.model))
         return start + stop
 
-    def _plan(self, raw: np.ndarray, when: np.ndarray) -> int:
-        """How many ticks to judge before the next re-fit is due (all without re-fitting)."""
+    def _plan(self, raw: np.ndarray, when: np.ndarray) -> tuple[int, bool]:
+        """How many ticks to judge before the next re-fit, and whether one is due after them."""
         w = self.window
         if w is None:
-            return len(raw)
+            return len(raw), False
         saved = self.debounce.level, self.debounce.pending, self.debounce.since
         pos, _, new = self.debounce.run(raw, when)
         self.debounce.level, self.debounce.pending, self.debounce.since = saved
         due = w.due(w.accepted(levels(saved[0], pos, new, len(raw)) != 0), raw == 0)
-        return len(raw) if due is None else due + 1
+        return (len(raw), False) if due is None else (due + 1, True)
 
     def _change(self, kind, p, prev, new, t2, spe, ts) -> ConditionChange:
         level = new or prev

@@ -240,11 +240,11 @@ def test_moving_window_is_the_same_whatever_the_batches():
     base = cva_model.fit(plant(2000, seed=11), NAMES, lags=3)
     drift = plant(4000, seed=14, drift_per_tick=0.0015, bias_at=3000, bias=1.5)
     runs = []
-    for rows in (1, 333):
+    for rows in (1, 50, 333):
         fam = CvaFamily.for_model(4, base, TAGS, refit="moving-window", refit_window=800, refit_every=200,
                                   on_delay_s=3.0)
         runs.append(([(c.ts, c.level, c.active) for c in run(fam, drift, rows)], fam.monitors[0].window.refits,
                      fam.monitors[0].model.projection))
-    assert runs[0][0] == runs[1][0] and any(active for _, _, active in runs[0][0])
-    assert runs[0][1] == runs[1][1] > 10
-    assert np.allclose(runs[0][2], runs[1][2])
+    assert runs[0][0] == runs[1][0] == runs[2][0] and any(active for _, _, active in runs[0][0])
+    assert runs[0][1] == runs[1][1] == runs[2][1] > 10
+    assert np.allclose(runs[0][2], runs[1][2]) and np.allclose(runs[0][2], runs[2][2])
