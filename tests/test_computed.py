@@ -218,6 +218,7 @@ class Sink:
         for d in docs:
             d["seq"] = len(self.messages) + 1
             self.messages.append(d)
+        return [d["seq"] for d in docs]
 
 
 def live(cfg, rows, quality=None, frozen=False):
