@@ -62,7 +62,7 @@ DEFAULT_FIELDS = {
 #: limit level -> alarm type code; a detector family declares its kind's code (``alarm_code``)
 LEVEL_CODES = {"HH": "1", "H": "2", "L": "3", "LL": "4"}
 #: the agent's own alarm kinds -> alarm type code
-SYSTEM_CODES = {"comm": "10", "storage": "11"}
+SYSTEM_CODES = {"comm": "10", "storage": "11", "gateway": "12"}
 DEFAULT_STATES = {  # message state -> code
     "active": "1", "cleared": "0", "repeat": "1", "acked": "2", "shelved": "3", "unshelved": "4",
     "suppressed": "5", "unsuppressed": "6", "out_of_service": "7", "in_service": "8",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -25,6 +26,7 @@ from agent.payloads import STATUS_SCHEMA, rfc3339
 from agent.pipeline import Pipeline, restore_grace
 from agent.registration import send_if_changed
 from agent.reminders import Reminders
+from agent.supervise import Notifier, Supervisor
 from agent.telemetry import Telemetry
 from agent.uplinks import Uplinks, build
 from drivers.base import SampleBatch, cancel_and_wait
@@ -73,6 +75,10 @@ class Agent:
         self.reminders = Reminders(self.pipeline, self.outbox, self.uplinks.wake)
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
+        self.supervisor = Supervisor(self.failed)
+        self.notifier = Notifier()
+        for u in self.uplinks.members:
+            u.on_fault = self.failed_elsewhere
 
     def status(self, online: bool) -> dict[str, Any]:
         # called from the uplink thread: read only values that handle() replaces atomically
@@ -90,6 +96,22 @@ class Agent:
             "uplinks": self.uplinks.view(),
             "alarms": self.alarm_counts,
         }
+
+    def failed(self, name: str, exc: BaseException | None) -> None:
+        """Supervised work (a timer loop, an uplink) failed and is restarting, or ran long enough
+        after a restart (``exc`` None): the ``gateway`` alarm of device ``name`` says so."""
+        device = name.replace(" ", ".") if name.startswith("uplink ") else f"task.{name}"
+        if exc is not None:
+            text = f"网关内部故障 {name} failed and restarts: {type(exc).__name__}: {exc}"
+        else:
+            text = f"{name} runs again"
+        context = {"task": name, "text": text, **({"error": f"{type(exc).__name__}: {exc}"} if exc else {})}
+        self.commit(self.pipeline.manager.raise_system("gateway", device, exc is not None, time.time(), context))
+
+    def failed_elsewhere(self, name: str, exc: BaseException | None) -> None:
+        """``failed`` from another thread (an uplink's)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.failed, name, exc)
 
     def refused(self, uplink: str, reason: str) -> None:
         """On an uplink's thread: a platform refused rows for good; the loop raises the alarm."""
@@ -137,12 +159,38 @@ class Agent:
                 self.history.record(self.pipeline.derived)
 
     async def _device_loop(self, driver) -> None:
-        async for batch in driver.batches():
-            try:
-                self.handle(batch)
-            except Exception:
-                # a bug in one batch's processing must not stop the plant being watched
-                log.exception("processing a batch from %s failed", batch.device)
+        try:
+            async for batch in driver.batches():
+                try:
+                    self.handle(batch)
+                except Exception:
+                    # a bug in one batch's processing must not stop the plant being watched
+                    log.exception("processing a batch from %s failed", batch.device)
+        except Exception:
+            with contextlib.suppress(Exception):  # the restart starts from a fresh connection
+                await driver.close()
+            raise
+
+    def driver_failed(self, driver, name: str, exc: BaseException | None) -> None:
+        """A driver raised out of ``batches()``: its device is in comm failure (the ``comm``
+        alarm) until the restarted driver reads it again."""
+        if exc is not None:
+            error = f"driver failed, restarting: {type(exc).__name__}: {exc}"
+            self.handle(SampleBatch.failed(driver.device.name, driver.tag_indices, time.time(), error))
+
+    def _start_tasks(self, driver_objs) -> list[asyncio.Task]:
+        """Every device and timer loop, supervised (agent.supervise)."""
+        sup = self.supervisor
+        tasks = [sup.task(f"device:{drv.device.name}", functools.partial(self._device_loop, drv),
+                          functools.partial(self.driver_failed, drv)) for drv in driver_objs]
+        tasks.append(sup.task("telemetry", self.telemetry.run))
+        tasks.append(sup.task("alarm-clock", self._alarm_clock_loop))
+        tasks.append(sup.task("provincial-repeat", self.reminders.run))
+        tasks.append(sup.task("outbox-maintenance", self.housekeeping.run))
+        if self.history is not None:
+            tasks.append(sup.task("history", self.history.run))
+        tasks.append(asyncio.create_task(self.notifier.watchdog(), name="watchdog"))
+        return tasks
 
     async def _alarm_clock_loop(self) -> None:
         """Once a second: timed shelves expire, health KPIs (stale, flood window) move on."""
@@ -176,19 +224,15 @@ class Agent:
         for d in self.cfg.devices:
             cls = drivers.load(d.driver)
             driver_objs.append(cls(d, [t.spec for t in self.cfg.device_tags(d.name)]))
-        tasks = [asyncio.create_task(self._device_loop(drv), name=f"device:{drv.device.name}") for drv in driver_objs]
-        tasks.append(asyncio.create_task(self.telemetry.run(), name="telemetry"))
-        tasks.append(asyncio.create_task(self._alarm_clock_loop(), name="alarm-clock"))
-        tasks.append(asyncio.create_task(self.reminders.run(), name="provincial-repeat"))
         self.api = await self._start_api()
-        tasks.append(asyncio.create_task(self.housekeeping.run(), name="outbox-maintenance"))
-        if self.history is not None:
-            tasks.append(asyncio.create_task(self.history.run(), name="history"))
+        tasks = self._start_tasks(driver_objs)
         log.info("plantwatch %s running: plant %s, %d devices, %d tags", agent_version(), self.cfg.agent.plant,
                  len(driver_objs), len(self.cfg.tags))
+        self.notifier.ready(f"running: {len(driver_objs)} devices, {len(self.cfg.tags)} tags")
         try:
             await stop.wait()
         finally:
+            self.notifier.stopping()
             await cancel_and_wait(tasks)
             if self.history is not None:
                 try:
@@ -202,4 +246,5 @@ class Agent:
                     await drv.close()
             await asyncio.to_thread(self.uplinks.stop, 5.0)
             self.outbox.close()
+            self.notifier.close()
             log.info("plantwatch stopped")

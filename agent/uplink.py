@@ -32,6 +32,7 @@ from agent.config import UplinkSection
 from agent.encoding import RowEncoder, json_rows
 from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox
 from agent.payloads import ALARM_SCHEMA, STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps, topic
+from agent.supervise import Report, run_supervised
 from drivers.base import backoff_delay
 
 log = logging.getLogger("plantwatch.uplink")
@@ -75,7 +76,9 @@ class Uplink:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._thread = threading.Thread(target=self._run, name=f"uplink:{cfg.name}", daemon=True)
+        self._thread = threading.Thread(target=self._supervised, name=f"uplink:{cfg.name}", daemon=True)
+        #: told (name, exception) when the thread fails and restarts, (name, None) when it recovered
+        self.on_fault: Report = lambda name, exc: None
         self._password = cfg.password_file.read_text(encoding="utf-8").strip() if cfg.password_file else None
 
     # --- control (any thread) -----------------------------------------------------------------
@@ -103,6 +106,9 @@ class Uplink:
 
     def _backoff(self, failures: int) -> float:
         return backoff_delay(failures, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
+
+    def _supervised(self) -> None:
+        run_supervised(f"uplink {self.name}", self._run, self._stop, self.on_fault)
 
     def _run(self) -> None:
         outbox = Outbox(self.outbox_path, durable=False)
