@@ -13,6 +13,11 @@ once and ``delivered`` stays empty. A row a platform refuses for good is copied 
 ``dead_letter`` (kept until an operator deals with it) and counts as done for that uplink, so it
 never holds the rows behind it.
 
+Sequence identity: every outbox has an ``epoch`` made when its file is created (16 random hex
+digits, never reused) and stored in the ``identity`` table. Every alarm message carries it beside
+``seq``: a new outbox (disk replaced, data_dir wiped, a corrupt file moved aside) starts seq at 1
+again under a new epoch, and platforms de-duplicate on (plant, epoch, seq).
+
 Retention: sent rows are kept ``keep_s`` (30 days); sent telemetry older than a day is thinned
 to one snapshot per bucket (15 min). A size cap is enforced by dropping telemetry only — sent,
 then unsent, oldest first. An alarm that has not reached the platform is never deleted.
@@ -21,6 +26,8 @@ then unsent, oldest first. An alarm that has not reached the platform is never d
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,7 +40,7 @@ from agent.payloads import dumps
 ALARM, TELEMETRY, STATUS = 0, 1, 2
 LANES = {ALARM: "alarm", TELEMETRY: "telemetry", STATUS: "status"}
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the identity table (the epoch)
 DEFAULT_UPLINK = "default"  # the name of the single [uplink], and of every row sent before schema 2
 
 _DDL = """
@@ -52,6 +59,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (lane, id) WHERE sent IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_seq ON outbox (seq) WHERE seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outbox_lane_created ON outbox (lane, created);
+CREATE TABLE IF NOT EXISTS identity (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_state (id TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS uplinks (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS delivered (
@@ -93,6 +101,18 @@ class OutboxError(Exception):
     pass
 
 
+class OutboxCorrupt(OutboxError):
+    """The file is not a database, or a damaged one."""
+
+
+_CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def new_epoch() -> str:
+    """A new outbox's epoch: 64 random bits as 16 hex digits (a collision is not a concern)."""
+    return secrets.token_hex(8)
+
+
 class Outbox:
     def __init__(self, path: str | Path, *, durable: bool = True):
         """``durable`` = fsync every commit (the writer of alarms); readers marking rows sent
@@ -111,16 +131,23 @@ class Outbox:
             self.db.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
             self.db.executescript(_DDL)
             self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+            if version in (1, 2):
+                # schema 1 had one uplink and the `sent` column only; its sent rows stay sent (the
+                # default uplink had them). Schema 2 had no epoch. The new tables were made above.
+                self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+                version = SCHEMA_VERSION
+            if version != SCHEMA_VERSION:
+                raise OutboxError(f"{self.path}: outbox schema {version}, this version reads {SCHEMA_VERSION}")
+            # made with the file (or on the upgrade of an older one); the first of two connections
+            # opening a new file at once wins, the other reads its epoch
+            self.db.execute("INSERT OR IGNORE INTO identity (key, value) VALUES ('epoch', ?)", (new_epoch(),))
+            self.epoch: str = self.db.execute("SELECT value FROM identity WHERE key='epoch'").fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from None
-        version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
-        if version == 1:
-            # schema 1 had one uplink and the `sent` column only; its sent rows stay sent (the
-            # default uplink had them) and the tables of schema 2 were made above
-            self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
-            version = SCHEMA_VERSION
-        if version != SCHEMA_VERSION:
-            raise OutboxError(f"{self.path}: outbox schema {version}, this version reads {SCHEMA_VERSION}")
+            if hasattr(self, "db"):
+                self.db.close()
+            error = OutboxCorrupt if exc.sqlite_errorcode & 0xFF in _CORRUPT else OutboxError
+            raise error(f"{self.path}: cannot open the outbox: {exc}") from None
 
     def _wal(self) -> None:
         """Switch the file to WAL. While another connection holds a write lock on a file not yet
@@ -147,7 +174,8 @@ class Outbox:
         """Give each alarm document the next seq, store them all and fsync, in one transaction.
         Returns the seqs; the documents are updated with their seq too. ``encode`` makes the
         payload (the profile's format) once the seq is known. ``states`` (alarm id, state) are
-        saved in the same transaction, so the alarm state on disk always matches the messages."""
+        saved in the same transaction, so the alarm state on disk always matches the messages.
+        Each document gets the outbox's ``epoch`` beside its seq."""
         if not docs:
             return []
         now = time.time() if now is None else now
@@ -160,7 +188,7 @@ class Outbox:
             rows = []
             for doc in docs:
                 seq += 1
-                doc["seq"] = seq
+                doc["epoch"], doc["seq"] = self.epoch, seq
                 seqs.append(seq)
                 rows.append((ALARM, topic, encode(doc), 1, 0, seq, now))
             db.executemany(
@@ -372,3 +400,55 @@ class Outbox:
         self.db.execute("DELETE FROM delivered WHERE id NOT IN (SELECT id FROM outbox WHERE sent IS NULL)")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return report
+
+
+def damage(path: Path) -> str | None:
+    """What SQLite's quick check (every page read) finds wrong with the outbox at ``path``, None
+    if it is sound or does not exist. On a read-only connection: unlike a read-write one, its
+    close never removes the -wal and -shm files, which must be kept with a corrupt file."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=_BUSY_TIMEOUT_S)
+    except sqlite3.DatabaseError:
+        return None  # cannot even be opened: Outbox says why
+    try:
+        rows = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorcode & 0xFF not in _CORRUPT:
+            return None  # locked, unreadable...: not damage; Outbox reports it
+        return str(exc)
+    finally:
+        db.close()
+    return None if rows == ["ok"] else "; ".join(rows)
+
+
+def open_checked(path: Path) -> tuple[Outbox, tuple[Path, str] | None]:
+    """The agent's own outbox at start. A corrupt one (not a database, or damaged pages) is
+    moved aside, with its -wal and -shm, as ``outbox.corrupt-STAMP.db`` in the same directory
+    (kept, never deleted) and a new outbox, with a new epoch, is started. Returns the outbox and
+    (where the old file went, what was wrong) when that happened."""
+    problem = damage(path)
+    if problem is None:
+        return Outbox(path), None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside, n = path.with_name(f"{path.stem}.corrupt-{stamp}{path.suffix}"), 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.stem}.corrupt-{stamp}-{n}{path.suffix}")
+    for suffix in ("-wal", "-shm", ""):  # the main file last: no new outbox may pick up the old WAL
+        old = path.with_name(path.name + suffix)
+        if old.exists():
+            old.rename(aside.with_name(aside.name + suffix))
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the renames are durable before the new file is
+    finally:
+        os.close(fd)
+    return Outbox(path), (aside, problem)
+
+
+def set_aside(directory: Path, name: str = "outbox.db") -> list[Path]:
+    """The corrupt outboxes ``open_checked`` moved aside in ``directory`` that are still there."""
+    stem, suffix = name.rsplit(".", 1)
+    return sorted(directory.glob(f"{stem}.corrupt-*.{suffix}"))

@@ -3,8 +3,9 @@
 ``plantwatch receive`` is what a provincial platform must do with plantwatch messages, written
 down as code: every message is checked against the published schema (json profile) or opened
 with the province's envelope, cipher and key and read back through its field names and codes
-(provincial profile), alarms are de-duplicated by (plant, seq), a jump in seq is reported as a
-gap (and closed when the missing seq arrives), and the status messages tell whether each
+(provincial profile), alarms are de-duplicated by (plant, epoch, seq), a jump in seq is reported
+as a gap (and closed when the missing seq arrives), a new epoch (the gateway started a new
+outbox, seq from 1 again) is reported as such, and the status messages tell whether each
 plant's gateway is online. The MQTT subscriber here and the HTTP and TCP listeners
 (``agent.platform``) all feed one Receiver.
 """
@@ -28,15 +29,26 @@ from agent.provincial import Profile, ProvincialError
 
 @dataclass
 class PlantTrack:
-    """What the receiver knows about one plant's alarm stream."""
+    """What the receiver knows about one plant's alarm stream: ``seen`` and ``highest`` are of
+    its current ``epoch``; ``earlier`` keeps those of the epochs before (late or repeated
+    messages of an old epoch are still recognised)."""
 
     seen: set[int] = field(default_factory=set)
     highest: int = 0
     duplicates: int = 0
     online: bool | None = None
+    epoch: str | None = None  # None: no alarm yet
+    earlier: dict[str, tuple[set[int], int]] = field(default_factory=dict)
 
     def missing(self) -> list[int]:
+        """The seqs of the current epoch not received."""
         return [s for s in range(1, self.highest + 1) if s not in self.seen]
+
+    def new_epoch(self, epoch: str) -> None:
+        """The gateway numbers from 1 again under ``epoch``: the current epoch becomes an earlier one."""
+        if self.epoch is not None:
+            self.earlier[self.epoch] = (self.seen, self.highest)
+        self.seen, self.highest, self.epoch = set(), 0, epoch
 
 
 class Receiver:
@@ -95,12 +107,27 @@ class Receiver:
     def _alarm(self, doc: dict[str, Any]) -> None:
         value = "" if doc["value"] is None else f" value={doc['value']:g}{doc['unit'] and ' ' + doc['unit']}"
         text = f"{doc['ts']} {doc['id']} {doc['state']} {doc['level']} p{doc['priority']}{value} | {doc['message']}"
-        self._sequenced(doc["plant"], doc["seq"], doc, text)
+        self._sequenced(doc["plant"], doc["epoch"], doc["seq"], doc, text)
 
-    def _sequenced(self, plant: str, seq: int, doc: dict[str, Any], text: str) -> None:
-        """The (plant, seq) bookkeeping of an alarm, whichever profile it came in."""
+    def _sequenced(self, plant: str, epoch: str, seq: int, doc: dict[str, Any], text: str) -> None:
+        """The (plant, epoch, seq) bookkeeping of an alarm, whichever profile it came in."""
         t = self.track(plant)
         self.arrivals.append(seq)
+        if epoch != t.epoch and epoch in t.earlier:  # a message of an epoch before the current one
+            seen, highest = t.earlier[epoch]
+            if seq in seen:
+                t.duplicates += 1
+                self.emit(f"duplicate {plant} epoch={epoch} seq={seq} (ignored)")
+                return
+            seen.add(seq)
+            t.earlier[epoch] = (seen, max(highest, seq))
+            self._accept(plant, seq, doc, f"(earlier epoch {epoch}) {text}")
+            return
+        if epoch != t.epoch:
+            if t.epoch is not None:
+                self.emit(f"EPOCH {plant}: new sequence epoch {epoch} (was {t.epoch}): the gateway started a new "
+                          "outbox, seq starts again at 1")
+            t.new_epoch(epoch)
         if seq in t.seen:
             t.duplicates += 1
             self.emit(f"duplicate {plant} seq={seq} (ignored)")
@@ -111,6 +138,9 @@ class Receiver:
             self.emit(f"late {plant} seq={seq} fills a gap")
         t.seen.add(seq)
         t.highest = max(t.highest, seq)
+        self._accept(plant, seq, doc, text)
+
+    def _accept(self, plant: str, seq: int, doc: dict[str, Any], text: str) -> None:
         self.alarms.append(doc)
         self.emit(f"ALARM {plant} seq={seq} {text}")
         if self.out is not None:
@@ -171,7 +201,9 @@ class Receiver:
                 states[code] = name
             state = states.get(str(doc.get(f["state"])), f"state {doc.get(f['state'])!r}")
             unit = doc.get(f["unit"]) or ""
-            self._sequenced(plant, seq, doc, f"{when} {doc.get(f['point'])} {state} code={doc.get(f['alarm_code'])} "
+            # the epoch is in the province's fields only when `fields.epoch` names one
+            epoch = str(doc.get(f["epoch"], "")) if f.get("epoch") else ""
+            self._sequenced(plant, epoch, seq, doc, f"{when} {doc.get(f['point'])} {state} code={doc.get(f['alarm_code'])} "
                             f"value={doc.get(f['value'])}{unit and ' ' + unit} | {doc.get(f['message'])}")
         elif kind == "status":
             online = doc.get(f["online"])
@@ -208,7 +240,9 @@ class Receiver:
             missing = t.missing()
             gaps = f", MISSING {missing[:20]}{'...' if len(missing) > 20 else ''}" if missing else ", no gaps"
             online = {None: "unknown", True: "online", False: "offline"}[t.online]
-            lines.append(f"plant {plant}: {len(t.seen)} alarms, seq 1..{t.highest}{gaps}, {t.duplicates} duplicates, {online}")
+            epochs = f", epoch {t.epoch}" + (f" ({len(t.earlier)} earlier)" if t.earlier else "")
+            lines.append(f"plant {plant}: {len(t.seen)} alarms, seq 1..{t.highest}{gaps}, {t.duplicates} duplicates, "
+                         f"{online}{epochs}")
         if self.invalid:
             lines.append(f"{len(self.invalid)} messages failed validation")
         return lines
