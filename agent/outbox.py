@@ -232,6 +232,16 @@ class Outbox:
         )
         return [Row(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in cur]
 
+    def rows(self, ids: Sequence[int]) -> list[Row]:
+        """The rows of ``ids`` still stored, in id order (sent or not)."""
+        out: list[Row] = []
+        for start in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+            chunk = list(ids[start:start + 500])
+            cur = self.db.execute("SELECT id, lane, topic, payload, qos, retain, seq FROM outbox WHERE id IN"
+                                  f" ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
+            out += [Row(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in cur]
+        return out
+
     # --- uplinks and their cursors ---------------------------------------------------------------
 
     def uplinks(self) -> list[str]:
