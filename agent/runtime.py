@@ -77,6 +77,7 @@ class Agent:
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
         self.supervisor = Supervisor(self.failed)
+        self.restarts: dict[str, int] = {}  # supervised work -> restarts after a failure (replaced, not mutated)
         self.notifier = Notifier()
         for u in self.uplinks.members:
             u.on_fault = self.failed_elsewhere
@@ -96,6 +97,7 @@ class Agent:
                        "used_mb": self.housekeeping.used_mb, "storage_alarm": self.housekeeping.storage_active},
             "uplinks": self.uplinks.view(),
             "alarms": self.alarm_counts,
+            "restarts": self.restarts,
         }
 
     def failed(self, name: str, exc: BaseException | None) -> None:
@@ -103,6 +105,7 @@ class Agent:
         after a restart (``exc`` None): the ``gateway`` alarm of device ``name`` says so."""
         device = name.replace(" ", ".") if name.startswith("uplink ") else f"task.{name}"
         if exc is not None:
+            self.restarts = {**self.restarts, name: self.restarts.get(name, 0) + 1}
             text = f"网关内部故障 {name} failed and restarts: {type(exc).__name__}: {exc}"
         else:
             text = f"{name} runs again"
@@ -195,6 +198,7 @@ class Agent:
         """A driver raised out of ``batches()``: its device is in comm failure (the ``comm``
         alarm) until the restarted driver reads it again."""
         if exc is not None:
+            self.restarts = {**self.restarts, name: self.restarts.get(name, 0) + 1}
             error = f"driver failed, restarting: {type(exc).__name__}: {exc}"
             self.handle(SampleBatch.failed(driver.device.name, driver.tag_indices, time.time(), error))
 

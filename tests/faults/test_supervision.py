@@ -66,6 +66,7 @@ def test_driver_raising_in_batches_gives_a_comm_alarm_and_recovers(tmp_path, mos
     out = agent.output()
     assert "device:crashy failed (RuntimeError: driver bug" in out and "Traceback" in out
     assert "device:crashy: restarting" in out
+    assert receiver.status[PLANT]["restarts"] == {"device:crashy": 1}
     assert receiver.invalid == []
 
 
