@@ -166,6 +166,14 @@ class Outbox:
     def close(self) -> None:
         self.db.close()
 
+    def running(self) -> None:
+        """The agent runs on this file: until ``closed_cleanly``, a start reads it through."""
+        self.db.execute("INSERT INTO meta (key, value) VALUES ('clean', 0) ON CONFLICT(key) DO UPDATE SET value=0")
+
+    def closed_cleanly(self) -> None:
+        """The agent stopped cleanly: the next start need not read the whole file through."""
+        self.db.execute("INSERT INTO meta (key, value) VALUES ('clean', 1) ON CONFLICT(key) DO UPDATE SET value=1")
+
     # --- writing ----------------------------------------------------------------------------
 
     def append_alarms(self, topic: str, docs: Sequence[dict[str, Any]], now: float | None = None,
@@ -412,10 +420,12 @@ class Outbox:
         return report
 
 
-def damage(path: Path) -> str | None:
+def damage(path: Path, always: bool = True) -> str | None:
     """What SQLite's quick check (every page read) finds wrong with the outbox at ``path``, None
-    if it is sound or does not exist. On a read-only connection: unlike a read-write one, its
-    close never removes the -wal and -shm files, which must be kept with a corrupt file."""
+    if it is sound or does not exist. Without ``always``, a file the agent closed cleanly (the
+    ``clean`` mark, ``Outbox.closed_cleanly``) is not read through. On a read-only connection:
+    unlike a read-write one, its close never removes the -wal and -shm files, which must be kept
+    with a corrupt file."""
     if not path.exists():
         return None
     try:
@@ -423,6 +433,8 @@ def damage(path: Path) -> str | None:
     except sqlite3.DatabaseError:
         return None  # cannot even be opened: Outbox says why
     try:
+        if not always and db.execute("SELECT value FROM meta WHERE key='clean'").fetchone() == (1,):
+            return None
         rows = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
     except sqlite3.DatabaseError as exc:
         if exc.sqlite_errorcode & 0xFF not in _CORRUPT:
@@ -434,13 +446,16 @@ def damage(path: Path) -> str | None:
 
 
 def open_checked(path: Path) -> tuple[Outbox, tuple[Path, str] | None]:
-    """The agent's own outbox at start. A corrupt one (not a database, or damaged pages) is
-    moved aside, with its -wal and -shm, as ``outbox.corrupt-STAMP.db`` in the same directory
-    (kept, never deleted) and a new outbox, with a new epoch, is started. Returns the outbox and
-    (where the old file went, what was wrong) when that happened."""
-    problem = damage(path)
+    """The agent's own outbox at start. A corrupt one (not a database, or damaged pages: read
+    through unless the agent closed it cleanly) is moved aside, with its -wal and -shm, as
+    ``outbox.corrupt-STAMP.db`` in the same directory (kept, never deleted) and a new outbox,
+    with a new epoch, is started. Returns the outbox and (where the old file went, what was
+    wrong) when that happened."""
+    problem = damage(path, always=False)
     if problem is None:
-        return Outbox(path), None
+        outbox = Outbox(path)
+        outbox.running()
+        return outbox, None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     aside, n = path.with_name(f"{path.stem}.corrupt-{stamp}{path.suffix}"), 1
     while aside.exists():
@@ -455,7 +470,9 @@ def open_checked(path: Path) -> tuple[Outbox, tuple[Path, str] | None]:
         os.fsync(fd)  # the renames are durable before the new file is
     finally:
         os.close(fd)
-    return Outbox(path), (aside, problem)
+    outbox = Outbox(path)
+    outbox.running()
+    return outbox, (aside, problem)
 
 
 def set_aside(directory: Path, name: str = "outbox.db") -> list[Path]:
