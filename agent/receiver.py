@@ -44,6 +44,11 @@ class PlantTrack:
         """The seqs of the current epoch not received."""
         return [s for s in range(1, self.highest + 1) if s not in self.seen]
 
+    def missing_earlier(self) -> dict[str, list[int]]:
+        """The seqs not received of each earlier epoch that has any missing."""
+        out = {e: [s for s in range(1, top + 1) if s not in seen] for e, (seen, top) in self.earlier.items()}
+        return {e: m for e, m in out.items() if m}
+
     def new_epoch(self, epoch: str) -> None:
         """The gateway numbers from 1 again under ``epoch``: the current epoch becomes an earlier one."""
         if self.epoch is not None:
@@ -241,6 +246,7 @@ class Receiver:
             gaps = f", MISSING {missing[:20]}{'...' if len(missing) > 20 else ''}" if missing else ", no gaps"
             online = {None: "unknown", True: "online", False: "offline"}[t.online]
             epochs = f", epoch {t.epoch}" + (f" ({len(t.earlier)} earlier)" if t.earlier else "")
+            epochs += "".join(f", MISSING {m[:20]} of epoch {e}" for e, m in t.missing_earlier().items())
             lines.append(f"plant {plant}: {len(t.seen)} alarms, seq 1..{t.highest}{gaps}, {t.duplicates} duplicates, "
                          f"{online}{epochs}")
         if self.invalid:

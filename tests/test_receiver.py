@@ -65,10 +65,12 @@ def test_new_epoch_is_reported_as_such_not_as_duplicates_or_a_gap():
         f"EPOCH {PLANT}: new sequence epoch {new} (was {EPOCH}): the gateway started a new outbox, seq starts again at 1"]
     assert f"duplicate {PLANT} epoch={EPOCH} seq=2 (ignored)" in lines  # the old epoch's, after the change
     assert not any(line.startswith(("GAP", "late", f"duplicate {PLANT} seq=")) for line in lines), lines
-    assert r.summary()[0].endswith(f"epoch {new} (1 earlier)")
+    assert r.summary()[0].endswith(f"epoch {new} (1 earlier)") and track.missing_earlier() == {}
     # an old epoch's message that had not arrived yet is a first arrival, not a gap of the new one
     feed(r, "alarm", alarm(4, epoch=EPOCH))
     assert (r.alarms[-1]["epoch"], r.alarms[-1]["seq"]) == (EPOCH, 4) and track.epoch == new
+    feed(r, "alarm", alarm(6, epoch=EPOCH))  # and a gap in an earlier epoch is still a gap
+    assert track.missing_earlier() == {EPOCH: [5]} and f"MISSING [5] of epoch {EPOCH}" in r.summary()[0]
 
 
 def test_unfilled_gap_is_in_the_summary():
