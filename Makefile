@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NODE_DIR := tests/opcua_interop
 
-.PHONY: demo test bench build venv system-deps node lint docs clean
+.PHONY: demo test bench build venv system-deps node lint docs clean lock wheelhouse
 
-# what the tests need from the OS: a real broker, a libmodbus server, a virtual serial cable
-APT_NEEDS := mosquitto:mosquitto socat:socat pkg-config:pkg-config
+# what the tests need from the OS: a real broker, a libmodbus server, a virtual serial cable,
+# systemd-analyze to judge the unit (tests/test_systemd.py)
+APT_NEEDS := mosquitto:mosquitto socat:socat pkg-config:pkg-config systemd-analyze:systemd
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,31 @@ $(STAMP): pyproject.toml setup.py | $(BIN)/python
 	touch $@
 
 venv: $(STAMP)
+
+# The gateway's runtime dependencies, pinned with their hashes (CPython 3.11, x86_64 Linux);
+# no test, bench or build packages. Regenerate after changing [project] dependencies.
+LOCK       := requirements/gateway.txt
+WHEELHOUSE ?= dist/wheelhouse
+
+lock: $(BIN)/python
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" -q -o $(LOCK)
+
+# Every wheel an offline gateway needs, in one folder and one archive: the locked dependencies
+# (downloaded, checked against the lock's hashes) and plantwatch itself with its compiled kernels
+# (built here, so the gateway needs no compiler), plus requirements.txt (the lock and the
+# plantwatch wheel's hash) and SHA256SUMS. Build it on the gateways' OS release and architecture.
+wheelhouse: $(STAMP)
+	rm -rf $(WHEELHOUSE) $(WHEELHOUSE).tar.gz && mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -m pip download -q --only-binary=:all: --no-deps --require-hashes -r $(LOCK) -d $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w $(WHEELHOUSE) .
+	cd $(WHEELHOUSE) && whl=$$(ls plantwatch-*.whl) && \
+		{ cat $(CURDIR)/$(LOCK); echo "plantwatch==$$(echo $$whl | cut -d- -f2) \\"; \
+		  echo "    --hash=sha256:$$(sha256sum $$whl | cut -d' ' -f1)"; } > requirements.txt && \
+		sha256sum *.whl requirements.txt > SHA256SUMS
+	tar -czf $(WHEELHOUSE).tar.gz -C $(dir $(abspath $(WHEELHOUSE))) $(notdir $(abspath $(WHEELHOUSE)))
+	@echo "$(WHEELHOUSE).tar.gz: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels"
 
 # rebuild the kernels whenever ext/*.pyx changed (Cython skips unchanged ones)
 build: $(STAMP)
@@ -72,4 +98,4 @@ docs: $(STAMP)
 	$(BIN)/python -m agent.config.docs --write
 
 clean:
-	rm -rf build $(VENV) detectors/*.so ext/*.c
+	rm -rf build dist $(VENV) detectors/*.so ext/*.c

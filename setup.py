@@ -1,6 +1,7 @@
 """Build the Cython kernels in ext/ into the detectors package (detectors._kernels, ...)."""
 from pathlib import Path
 
+import Cython
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -15,6 +16,9 @@ from setuptools import Extension, setup
 # and the sdist ships it. -ffp-contract=off: no fused multiply-adds, so the kernels' vectorized
 # whole-tick passes and their per-sample loops round identically on FMA hardware too (AArch64
 # fuses by default; x86-64 without -march has no FMA anyway).
+# The Cython, numpy and flags of the build go into each module as macros (ext/_build.pxi makes
+# them its BUILD, which `plantwatch --version` prints).
+CFLAGS = ["-O3", "-ffp-contract=off"]
 SHARED = sorted(str(p) for pattern in ("*.h", "*.pxd", "*.pxi") for p in Path("ext").glob(pattern))
 
 extensions = [
@@ -23,8 +27,10 @@ extensions = [
         [str(pyx)],
         include_dirs=[np.get_include(), "ext"],
         depends=SHARED,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3", "-ffp-contract=off"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                       ("PLANTWATCH_CYTHON", f'"{Cython.__version__}"'), ("PLANTWATCH_NUMPY", f'"{np.__version__}"'),
+                       ("PLANTWATCH_CFLAGS", f'"{" ".join(CFLAGS)}"')],
+        extra_compile_args=CFLAGS,
     )
     for pyx in sorted(Path("ext").glob("*.pyx"))
 ]

@@ -1,5 +1,5 @@
-"""The ``plantwatch`` command line: run, check, registry, demo, receive, replay, train, history, probe,
-provincial."""
+"""The ``plantwatch`` command line: run, check, registry, export-points, demo, init, receive, replay, train,
+history, probe, provincial."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from agent.config import Config
     from drivers.base import Driver
+
+from agent.version import VersionAction
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
@@ -56,12 +58,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
+    if getattr(args, "strict", False) and cfg.warnings:
+        print(f"{args.config}: refused (--strict): warnings", file=sys.stderr)
+        for line in cfg.warnings:
+            print(f"warning: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.format != "text" and not (args.points or args.connect):
         print("check: --format goes with --points or --connect", file=sys.stderr)
         return EXIT_CONFIG
     if args.points or args.connect:
         from agent import commissioning
 
+        for line in cfg.warnings:  # on stderr: --format csv or json keeps stdout the table
+            print(f"warning: {line}", file=sys.stderr)
         if args.points and args.connect and args.format != "text":
             print("check: --points and --connect together print text only", file=sys.stderr)
             return EXIT_CONFIG
@@ -73,6 +82,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     import drivers
 
     print(f"{args.config}: OK")
+    for line in cfg.warnings:
+        print(f"warning: {line}")
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
     for u in cfg.uplinks:
         named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
@@ -115,21 +126,6 @@ def _print_computed(cfg: Config) -> None:
         print(f"    {t.name} = {t.expr}" + (" (bool)" if t.spec.type == "bool" else ""))
 
 
-def cmd_registry(args: argparse.Namespace) -> int:
-    cfg = _load_or_report(args.config)
-    if cfg is None:
-        return EXIT_CONFIG
-    from agent import registry
-    from agent.signoff import profile_for
-
-    # a json-profile config is registered with the default field names and its tags' own codes
-    profile = profile_for(cfg)
-    pts = registry.points(cfg.tags, profile)
-    text = registry.to_csv(profile, pts) if args.format == "csv" else registry.to_json(profile, pts)
-    sys.stdout.buffer.write(text.encode("utf-8"))  # UTF-8 whatever the locale: the platform reads it
-    return EXIT_OK
-
-
 # --- run ----------------------------------------------------------------------------------------
 
 
@@ -142,6 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     _setup_logging(cfg.agent.log_level, [d.driver for d in cfg.devices])
+    for line in cfg.warnings:
+        logging.getLogger("agent").warning("%s", line)
     from agent.outbox import OutboxError
     from agent.runtime import Agent
     from detectors.base import ModelError
@@ -336,16 +334,6 @@ def cmd_provincial_decrypt(args: argparse.Namespace) -> int:
     return run(cfg, args.source)
 
 
-# --- demo ---------------------------------------------------------------------------------------
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
-
-    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile,
-                    transport=args.transport)
-
-
 # --- entry --------------------------------------------------------------------------------------
 
 
@@ -357,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     """The parser, and the names of the commands that need no driver."""
     p = argparse.ArgumentParser(prog="plantwatch", description="Edge agent for plants under hazard supervision.")
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("run", help="run the agent in the foreground")
@@ -365,6 +354,7 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
 
     s = sub.add_parser("check", help="validate a config and print what it will do")
     s.add_argument("config")
+    s.add_argument("--strict", action="store_true", help="warnings (a secret file others can read) refuse the config")
     s.add_argument("--connect", action="store_true",
                    help="read every point once from its device (read-only) and print value, quality and raw data; "
                    "exit 1 when a point is not GOOD")
@@ -374,22 +364,15 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
                    help="with --points: text, csv or json; with --connect: text or json")
     s.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("registry", help="print the point registry (测点基础数据) for the platform's onboarding")
-    s.add_argument("config")
-    s.add_argument("--format", choices=("csv", "json"), default="csv",
-                   help="csv: a header row of the province's field names (UTF-8); json: an array")
-    s.set_defaults(func=cmd_registry)
+    from agent import pointlists
 
-    s = sub.add_parser("demo", help="a simulated plant, a broker, the agent and a receiver on loopback")
-    s.add_argument("--seconds", type=float, default=60.0)
-    s.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
-    s.add_argument("--embedded-broker", action="store_true", help="use the pure-Python broker even if mosquitto is installed")
-    s.add_argument("--profile", choices=("json", "provincial"), default="json",
-                   help="provincial: SM4-CBC, upper-case hex, in an {appid, data} envelope, decrypted by the platform")
-    s.add_argument("--transport", choices=("mqtt", "http", "tcp"), default="mqtt",
-                   help="http or tcp: the provincial profile straight to the reference platform on loopback "
-                   "(tcp: AES-128-CBC in a dataId envelope), no broker")
-    s.set_defaults(func=cmd_demo)
+    pointlists.add_parser(sub)
+
+    from agent import demo_command, scaffold
+
+    demo_command.add_parser(sub)
+
+    scaffold.add_parser(sub)
 
     s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")
     s.add_argument("config")

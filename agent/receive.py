@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     s.add_argument("--strict", action="store_true", help="exit 1 on invalid messages or gaps")
     s.add_argument("--seconds", type=float, default=0.0, help="stop after this long (default: until Ctrl-C)")
     s.add_argument("--count", type=int, default=0, help="stop after this many unique alarms")
+    s.add_argument("--max-payload", type=int, default=None, metavar="BYTES",
+                   help="refuse (and count) a message larger than this (default 1048576)")
     s.add_argument("--group", help="share the subscription ($share/GROUP/...) with other receivers")
     s.add_argument("--client-id", help="a persistent session under this client id")
     s.add_argument("--username", help="the broker's user name")
@@ -65,12 +67,13 @@ def _options(args: argparse.Namespace) -> tuple[dict, str | None]:
 # linear: read the arguments, start the subscriber and listeners, wait, print the summary
 def run(args: argparse.Namespace) -> int:
     from agent.platform import Platform
-    from agent.receiver import Receiver, connect
+    from agent.receiver import MAX_PAYLOAD, Receiver, connect
 
     if not args.broker and not args.listen:
         print("receive: give --broker, --listen or both", file=sys.stderr)
         return EXIT_CONFIG
     profile = None
+    plant = None
     if args.config:
         cfg = _load_or_report(args.config)
         if cfg is None:
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             print(f'receive: {args.config}: uplink.profile is not "provincial"', file=sys.stderr)
             return EXIT_CONFIG
         profile = cfg.provincial
+        plant = cfg.agent.plant
     if args.listen and profile is None:
         print("receive: --listen takes the provincial profile: give --config", file=sys.stderr)
         return EXIT_CONFIG
@@ -94,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"receive: cannot read {args.password_file}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_CONFIG
     out = open(args.out, "a", encoding="utf-8") if args.out else None  # noqa: SIM115 - closed below
-    receiver = Receiver(emit=lambda line: print(line, flush=True), out=out, profile=profile)
+    if args.max_payload is not None and args.max_payload < 1:
+        print(f"receive: --max-payload must be >= 1, not {args.max_payload}", file=sys.stderr)
+        return EXIT_CONFIG
+    receiver = Receiver(emit=lambda line: print(line, flush=True), out=out, profile=profile,
+                        max_payload=args.max_payload or MAX_PAYLOAD, plant=plant)
     client = None
     platforms: list[Platform] = []
     try:
@@ -120,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             out.close()
     for line in receiver.summary():
         print(line, flush=True)
-    if args.strict and (receiver.invalid or any(t.missing() or t.missing_earlier() for t in receiver.plants.values())):
+    if args.strict and (receiver.refused or any(t.gaps or t.missing_earlier() for t in receiver.plants.values())):
         return EXIT_FAIL
     return EXIT_OK
 
@@ -136,6 +144,6 @@ def _wait(receiver, args: argparse.Namespace) -> None:
     signal.signal(signal.SIGINT, on_signal)
     deadline = time.monotonic() + args.seconds if args.seconds else None
     while not stop and (deadline is None or time.monotonic() < deadline):
-        if args.count and len(receiver.alarms) >= args.count:
+        if args.count and receiver.accepted >= args.count:
             break
         time.sleep(0.1)

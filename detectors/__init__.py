@@ -32,3 +32,22 @@ def load(name: str):
     if not (isinstance(cls, type) and issubclass(cls, Family)):
         raise TypeError(f"entry point {GROUP}:{name} is not a detectors.base.Family subclass")
     return cls
+
+
+KERNEL_MODULES = ("detectors._expr", "detectors._kernels", "detectors._pca")
+
+
+def kernels_build() -> dict[str, dict[str, str] | str]:
+    """Each compiled kernel module's build (Cython, numpy, compiler, flags, time of compilation,
+    file), or why it does not import."""
+    import importlib
+
+    out: dict[str, dict[str, str] | str] = {}
+    for name in KERNEL_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            out[name] = f"not importable: {exc}"
+            continue
+        out[name] = {**getattr(module, "BUILD", {"cython": "unknown"}), "file": str(module.__file__)}
+    return out

@@ -20,8 +20,10 @@ def available() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=GROUP)}
 
 
+@cache
 def load(name: str) -> type[Driver]:
-    """The driver class registered under ``name``; KeyError when none is."""
+    """The driver class registered under ``name``; KeyError when none is. Looked up once per
+    name (reading the entry points costs milliseconds; a config names a driver per device)."""
     for ep in entry_points(group=GROUP, name=name):
         cls = ep.load()
         if not (isinstance(cls, type) and issubclass(cls, Driver)):

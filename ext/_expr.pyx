@@ -18,6 +18,8 @@ from libc.string cimport memmove
 
 import numpy as np
 
+include "_build.pxi"
+
 OP_NAMES = ("TAG", "CONST", "NEG", "ABS", "NOT", "ADD", "SUB", "MUL", "DIV", "LT", "LE", "GT", "GE", "EQ",
             "NE", "AND", "OR", "MIN", "MAX", "SUM", "MEAN", "RATE", "RMEAN", "RMEDIAN", "RMAX", "RMIN")
 

@@ -20,6 +20,8 @@ windows (robust, flatline).
 
 import numpy as np
 
+include "_build.pxi"
+
 from _common cimport *
 
 from libc.math cimport NAN

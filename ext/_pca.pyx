@@ -9,6 +9,8 @@ matrix products over all ticks of the batch, outside these loops.
 
 import numpy as np
 
+include "_build.pxi"
+
 from libc.math cimport isnan
 
 

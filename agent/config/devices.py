@@ -78,12 +78,15 @@ def check_with_drivers(devices: Sequence[DeviceSpec], paths: Sequence[str], clas
     """Each driver's checks of its devices and their tags, then across its devices."""
     where = {d.name: path for d, path in zip(devices, paths, strict=True)}
     by_driver: dict[type, list[DeviceSpec]] = {}
+    by_device: dict[str, list[TagSpec]] = {}
+    for t in tags:
+        by_device.setdefault(t.device, []).append(t)
     for d in devices:
         cls = classes.get(d.name)
         if cls is None:
             continue
         by_driver.setdefault(cls, []).append(d)
-        for problem in cls.check(d, [t for t in tags if t.device == d.name]):
+        for problem in cls.check(d, by_device.get(d.name, [])):
             table = tag_paths[problem.tag.index] if problem.tag is not None else where[d.name]
             p.extend_from(table, [problem])
     for cls, specs in by_driver.items():

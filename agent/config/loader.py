@@ -6,17 +6,19 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import detectors
-from agent.config import sections
+from agent.config import points, sections
 from agent.config.computed import read_computed
 from agent.config.devices import check_with_drivers, read_devices
 from agent.config.http import HttpRules, read_http
 from agent.config.models import ModelConfig, model_kinds, read_models
 from agent.config.provincial import read_provincial
 from agent.config.schema import ConfigError, Problems, did_you_mean
+from agent.config.secrets import permission_warnings, secret_files
 from agent.config.sections import AgentSection, AlarmSystemSection, HistorySection, UplinkSection
 from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
 from agent.expressions import Plan
@@ -42,6 +44,7 @@ class Config:
     http: HttpRules = HttpRules()
     computed: Plan = Plan()  # the computed tags ([[tags]] with expr), compiled in dependency order
     history: HistorySection = HistorySection()
+    warnings: tuple[str, ...] = ()  # not problems: the agent starts, logs them; `check` prints them
 
     def __post_init__(self) -> None:
         if not self.uplinks:
@@ -49,7 +52,16 @@ class Config:
 
     def device_tags(self, device: str) -> list[TagConfig]:
         """The tags a device reads (never a computed tag)."""
-        return [t for t in self.tags if t.device == device and not t.expr]
+        return list(self._by_device.get(device, ()))
+
+    @cached_property
+    def _by_device(self) -> dict[str, list[TagConfig]]:
+        """The tags each device reads, grouped once (a scan of every tag per device is quadratic)."""
+        out: dict[str, list[TagConfig]] = {}
+        for t in self.tags:
+            if not t.expr:
+                out.setdefault(t.device, []).append(t)
+        return out
 
     def interval_of(self, tag: TagConfig) -> float:
         """How often the tag has a new sample: its device's interval; a computed tag's is its
@@ -109,9 +121,10 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     roles = FamilyRoles.of(families)
     devices, driver_of, device_paths = read_devices(data.get("devices", []), p)
     detector_params = _detector_tables(data.get("detectors", {}), roles, p)
-    tags, tag_paths = read_tags(data.get("tags", []), devices, driver_of, roles, detector_params, p)
+    raw_tags, sheet = tag_tables(data, agent, roles, driver_of, p)
+    tags, tag_paths = read_tags(raw_tags, devices, driver_of, roles, detector_params, p)
     check_with_drivers(devices, device_paths, driver_of, [t.spec for t in tags], tag_paths, p)
-    computed = read_computed(data.get("tags", []), tags, tag_paths, devices, p)
+    computed = read_computed(raw_tags if isinstance(raw_tags, list) else [], tags, tag_paths, devices, p)
     models = read_models(data.get("models", []), [t.name for t in tags], agent.data_dir, model_kinds(families), p)
     # one [provincial] table serves every uplink whose profile is provincial
     speaks = next((u for u in uplinks if u.profile == "provincial"), uplink)
@@ -119,9 +132,41 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     http = read_http(data.get("provincial"), p) if provincial is not None else HttpRules()
     _tcp_uplinks(uplinks, "uplinks" in data, provincial, p)
     if p:
-        raise ConfigError(list(p))
+        raise ConfigError(sheet.relocate(p) if sheet is not None else list(p))
+    warnings = tuple(permission_warnings(secret_files(data, base)))
     return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
-                  provincial, uplinks, http, computed, history)
+                  provincial, uplinks, http, computed, history, warnings)
+
+
+def tag_tables(data: Mapping[str, Any], agent: AgentSection, roles: FamilyRoles, driver_of: Mapping[str, type],
+               p: Problems) -> tuple[Any, points.Sheet | None]:
+    """The [[tags]] tables as written: the TOML file's, then a row of the points file each."""
+    raw = data.get("tags", [])
+    if agent.points_file is None or not isinstance(raw, list):
+        return raw, None
+    given = data.get("agent", {})
+    where = "points_file" if "points_file" in given else "tags_file"
+    sheet = points.read(agent.points_file, str(given[where]), f"agent.{where}", len(raw), _columns(roles, driver_of), p)
+    return (raw, None) if sheet is None else ([*raw, *sheet.rows], sheet)
+
+
+def export_points(cfg: Config) -> str:
+    """A loaded config's tags, TOML ones and points file rows, as one points file: the tables
+    as written (a preset's limits not filled in), so that it reads back into the same tags."""
+    assert cfg.path is not None
+    data = tomllib.loads(cfg.path.read_text(encoding="utf-8"))
+    p = Problems()
+    roles = FamilyRoles.of(registered_families())
+    _, driver_of, _ = read_devices(data.get("devices", []), p)
+    raw, _ = tag_tables(data, cfg.agent, roles, driver_of, p)
+    if p:
+        raise ConfigError(list(p))
+    return points.write(raw, _columns(roles, driver_of))
+
+
+def _columns(roles: FamilyRoles, driver_of: Mapping[str, type]) -> dict[str, points.Column]:
+    """The columns of a points file: the tag keys, the families' and the drivers' in use."""
+    return points.vocabulary(roles, (k for cls in set(driver_of.values()) for k in cls.tag_keys))
 
 
 def _tcp_uplinks(uplinks: tuple[UplinkSection, ...], array: bool, provincial: Any, p: Problems) -> None:

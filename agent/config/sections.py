@@ -73,6 +73,9 @@ class AgentSection:
     data_dir: Path = key(Path("/var/lib/plantwatch"), "outbox (`outbox.db`), history, models", check=nonempty)
     timezone: str = key("Asia/Shanghai", "IANA zone for the provincial profile's local times", check=_timezone)
     log_level: str = key("INFO", "how much the agent logs", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    points_file: Path | None = key(None, "point list (位号表): a CSV whose columns are [[tags]] keys and whose rows "
+                                   "add to [[tags]] (see “Point lists (CSV)” below)", kind="path")
+    tags_file: Path | None = key(None, "the other name of `points_file`", kind="path")
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,10 @@ def read_section(cls: type, data: Any, path: str, base: Path, p: Problems) -> di
 
 def agent(data: Any, base: Path, p: Problems) -> AgentSection:
     a = read_section(AgentSection, data, "agent", base, p)
+    if a["tags_file"] is not None:
+        if a["points_file"] is not None:
+            p.add("agent.tags_file", "is the other name of points_file: set only one")
+        a["points_file"] = a["points_file"] or a["tags_file"]
     return AgentSection(**{**a, "plant": a["plant"] or ""})
 
 

@@ -131,6 +131,8 @@ class TagConfig:
         return self.spec.device
 
 
+_OWN_KEYS = tuple(keys_of(TagConfig))
+
 DETECTORS_KEY = Key("list[str]", [], doc="statistical detectors by name; parameters in `[detectors.NAME]`, per tag "
                                          "in a table named like the detector, e.g. `ewma = { lambda_ = 0.1 }`")
 
@@ -193,7 +195,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
             address=t["address"] or "", type=t["type"], order=t["order"], scale=t["scale"], offset=t["offset"],
             options={k: t[k] for k in (cls.tag_keys if cls else ()) if k in t},
         )
-        own = {k: t[k] for k in keys_of(TagConfig)}
+        own = {k: t[k] for k in _OWN_KEYS}
         tags.append(TagConfig(spec, **own, families=families))
         paths.append(path)
     link_feedback(raw, tags, paths, p)

@@ -7,9 +7,12 @@ CreateSession, or most servers refuse the session.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import ipaddress
 import os
+import secrets
 import socket
 from pathlib import Path
 
@@ -31,8 +34,13 @@ def make_self_signed(
     *,
     host_name: str | None = None,
     key_size: int = 2048,
+    replace: bool = False,
 ) -> tuple[Path, Path]:
     """Write a new RSA key (PEM, mode 0600) and a self-signed certificate (DER) into ``out_dir``.
+
+    An existing key or certificate there is an error (FileExistsError) unless ``replace``: then
+    both are replaced atomically (written beside and renamed over, so a reader sees the old pair
+    or the new one, never half a key). A symbolic link at either path is never followed.
 
     The certificate carries the key usages OPC-UA asks of an application instance certificate
     (signature, non-repudiation, key and data encipherment, client and server auth) and the
@@ -84,19 +92,43 @@ def make_self_signed(
     )
     cert_path = out / CERT_NAME
     key_path = out / KEY_NAME
-    _write_private_key(key_path, key)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    return cert_path, key_path
-
-
-def _write_private_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    if not replace:
+        for path in (key_path, cert_path):
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "exists (replace it with --force)", str(path))
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    # the key is written with 0600 from the start so it is never readable by others, not even briefly
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
+    write_new(key_path, key_pem, 0o600, replace=replace)
+    write_new(cert_path, cert.public_bytes(serialization.Encoding.DER), 0o644, replace=replace)
+    return cert_path, key_path
+
+
+def write_new(path: Path, data: bytes, mode: int, replace: bool = False) -> None:
+    """Write ``data`` to a file created with exactly ``mode``, whatever the umask.
+
+    The file is created with O_EXCL | O_NOFOLLOW: an existing file or a symbolic link at ``path``
+    is never opened, so a key can neither inherit an older, looser mode nor be written through a
+    planted link. It is opened with ``mode`` from the start (never readable by others, not even
+    briefly) and fchmod'ed to it (the umask can only have taken bits away). With ``replace`` it
+    goes to a new name beside ``path`` first and is renamed over it (a link there is replaced,
+    not followed).
+    """
+    target = path.with_name(f".{path.name}.{secrets.token_hex(4)}.new") if replace else path
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(target, path)
+    except BaseException:
+        if replace:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+        raise
 
 
 def load_certificate(path: str | os.PathLike[str]) -> x509.Certificate:

@@ -44,6 +44,8 @@ def cert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cn", default="plantwatch", help="common name (default plantwatch)")
     parser.add_argument("--uri", help="application URI (default urn:HOSTNAME:plantwatch)")
     parser.add_argument("--days", type=int, default=3650)
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing certificate and key (atomically; the old pair stops working)")
 
 
 def cert_command(args: argparse.Namespace) -> int:
@@ -53,9 +55,9 @@ def cert_command(args: argparse.Namespace) -> int:
         print(f"opcua-cert: --days must be >= 1, not {args.days}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        cert, key = make_self_signed(args.out, args.cn, args.uri, args.days)
+        cert, key = make_self_signed(args.out, args.cn, args.uri, args.days, replace=args.force)
     except OSError as exc:
-        print(f"opcua-cert: {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"opcua-cert: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
     print(f"certificate {cert}")
     print(f"key         {key} (keep it readable by the plantwatch user only)")
