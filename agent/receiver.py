@@ -75,9 +75,7 @@ class PlantTrack:
     forgotten: int = 0
     online: bool | None = None
     epoch: str | None = None  # of highest and gaps; None: no alarm yet
-    #: the epochs before, oldest first (highest, gaps), so that late or repeated messages of an
-    #: old outbox are still recognised; at most MAX_EPOCHS
-    earlier: dict[str, PlantTrack] = field(default_factory=dict)
+    earlier: dict[str, PlantTrack] = field(default_factory=dict)  # epochs before, oldest first
 
     def new_epoch(self, epoch: str) -> None:
         """The gateway numbers from 1 again under ``epoch``: the current sequence becomes an earlier one."""
@@ -306,9 +304,8 @@ class Receiver:
             t.new_epoch(epoch)
         before = seqs.highest
         outcome = seqs.take(seq)
-        if seqs is not t:
-            t.duplicates += outcome == "duplicate"
-            t.received += outcome != "duplicate"
+        if seqs is not t:  # the plant's counts are of every epoch
+            t.duplicates, t.received = t.duplicates + (outcome == "duplicate"), t.received + (outcome != "duplicate")
         self.arrivals.append(seq)
         _keep(self.arrivals)
         if outcome == "duplicate":
