@@ -189,6 +189,8 @@ class Agent:
                 except Exception:
                     # a bug in one batch's processing must not stop the plant being watched
                     log.exception("processing a batch from %s failed", batch.device)
+            # the contract: batches() yields until cancelled; one that ends stopped polling
+            raise RuntimeError("the driver's batches() ended")
         except Exception:
             with contextlib.suppress(Exception):  # the restart starts from a fresh connection
                 await driver.close()
