@@ -26,7 +26,6 @@ then unsent, oldest first. An alarm that has not reached the platform is never d
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import time
@@ -83,6 +82,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 
 # the WAL is truncated back to this after a checkpoint, so it does not keep a burst's size
 _WAL_LIMIT = 16 * 1024 * 1024
+_WAL_CHECKPOINT_PAGES = 256
 _BUSY_TIMEOUT_S = 10.0  # how long a statement waits for another connection's lock
 
 
@@ -105,12 +105,22 @@ class OutboxCorrupt(OutboxError):
     """The file is not a database, or a damaged one."""
 
 
-_CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # the primary result codes of damage
 
 
 def new_epoch() -> str:
     """A new outbox's epoch: 64 random bits as 16 hex digits (a collision is not a concern)."""
     return secrets.token_hex(8)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back what is left of a failed transaction. SQLite may have rolled it back itself
+    (disk full, I/O error): a ROLLBACK then would raise and hide the error that matters."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 class Outbox:
@@ -127,6 +137,9 @@ class Outbox:
             self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._wal()
             self.db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
+            # every commit writes whole pages to the WAL (a handful per alarm batch): checkpoint
+            # every 1 MB rather than SQLite's 4 MB, so the WAL stays small on a small disk
+            self.db.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self.db.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
             self.db.executescript(_DDL)
@@ -146,7 +159,7 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             if hasattr(self, "db"):
                 self.db.close()
-            error = OutboxCorrupt if exc.sqlite_errorcode & 0xFF in _CORRUPT else OutboxError
+            error = OutboxCorrupt if exc.sqlite_errorcode & 0xFF in CORRUPT else OutboxError
             raise error(f"{self.path}: cannot open the outbox: {exc}") from None
 
     def _wal(self) -> None:
@@ -208,7 +221,10 @@ class Outbox:
                                [(i, json.dumps(st, ensure_ascii=False)) for i, st in states])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
+            for doc in docs:  # not stored: the seqs were not taken
+                doc.pop("seq", None)
+                doc.pop("epoch", None)
             raise
         return seqs
 
@@ -225,6 +241,13 @@ class Outbox:
     def alarm_states(self) -> list[dict[str, Any]]:
         """The alarm states saved with the last message of each alarm."""
         return [json.loads(r[0]) for r in self.db.execute("SELECT state FROM alarm_state ORDER BY id")]
+
+    def last_seqs(self) -> dict[str, int]:
+        """Alarm id -> the seq of its last stored message (the rows retention has kept)."""
+        cur = self.db.execute(
+            "SELECT json_extract(CAST(payload AS TEXT), '$.id'), max(seq) FROM outbox"
+            " WHERE lane=? AND seq IS NOT NULL AND json_valid(CAST(payload AS TEXT)) GROUP BY 1", (ALARM,))
+        return {i: int(s) for i, s in cur if i is not None}
 
     def last_seq(self) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
@@ -418,64 +441,3 @@ class Outbox:
         self.db.execute("DELETE FROM delivered WHERE id NOT IN (SELECT id FROM outbox WHERE sent IS NULL)")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return report
-
-
-def damage(path: Path, always: bool = True) -> str | None:
-    """What SQLite's quick check (every page read) finds wrong with the outbox at ``path``, None
-    if it is sound or does not exist. Without ``always``, a file the agent closed cleanly (the
-    ``clean`` mark, ``Outbox.closed_cleanly``) is not read through. On a read-only connection:
-    unlike a read-write one, its close never removes the -wal and -shm files, which must be kept
-    with a corrupt file."""
-    if not path.exists():
-        return None
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=_BUSY_TIMEOUT_S)
-    except sqlite3.DatabaseError:
-        return None  # cannot even be opened: Outbox says why
-    try:
-        if not always and db.execute("SELECT value FROM meta WHERE key='clean'").fetchone() == (1,):
-            return None
-        rows = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
-    except sqlite3.DatabaseError as exc:
-        if exc.sqlite_errorcode & 0xFF not in _CORRUPT:
-            return None  # locked, unreadable...: not damage; Outbox reports it
-        return str(exc)
-    finally:
-        db.close()
-    return None if rows == ["ok"] else "; ".join(rows)
-
-
-def open_checked(path: Path) -> tuple[Outbox, tuple[Path, str] | None]:
-    """The agent's own outbox at start. A corrupt one (not a database, or damaged pages: read
-    through unless the agent closed it cleanly) is moved aside, with its -wal and -shm, as
-    ``outbox.corrupt-STAMP.db`` in the same directory (kept, never deleted) and a new outbox,
-    with a new epoch, is started. Returns the outbox and (where the old file went, what was
-    wrong) when that happened."""
-    problem = damage(path, always=False)
-    if problem is None:
-        outbox = Outbox(path)
-        outbox.running()
-        return outbox, None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside, n = path.with_name(f"{path.stem}.corrupt-{stamp}{path.suffix}"), 1
-    while aside.exists():
-        n += 1
-        aside = path.with_name(f"{path.stem}.corrupt-{stamp}-{n}{path.suffix}")
-    for suffix in ("-wal", "-shm", ""):  # the main file last: no new outbox may pick up the old WAL
-        old = path.with_name(path.name + suffix)
-        if old.exists():
-            old.rename(aside.with_name(aside.name + suffix))
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the renames are durable before the new file is
-    finally:
-        os.close(fd)
-    outbox = Outbox(path)
-    outbox.running()
-    return outbox, (aside, problem)
-
-
-def set_aside(directory: Path, name: str = "outbox.db") -> list[Path]:
-    """The corrupt outboxes ``open_checked`` moved aside in ``directory`` that are still there."""
-    stem, suffix = name.rsplit(".", 1)
-    return sorted(directory.glob(f"{stem}.corrupt-*.{suffix}"))

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from agent.outbox import ALARM, Outbox, OutboxCorrupt, OutboxError, damage, open_checked, set_aside
+from agent.outbox import ALARM, Outbox, OutboxCorrupt, OutboxError
+from agent.outbox_check import damage, open_checked, set_aside
 from agent.payloads import dumps
 from tests.faults.helpers import TOPIC
 from tests.test_outbox import alarm_docs

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import socket
 
-from agent.outbox import set_aside
+from agent.outbox_check import set_aside
 from agent.receiver import Receiver, connect
 from tests.conftest import config_dict
 from tests.helpers import PLANT, AgentProcess
