@@ -34,7 +34,7 @@ class ModelConfig:
 
 
 def model_kinds(families: Mapping[str, type]) -> dict[str, type]:
-    return {name: f for name, f in families.items() if f.model_options}
+    return {name: families[name] for name in sorted(families) if families[name].model_options}
 
 
 def read_models(raw: Any, tag_names: Sequence[str], data_dir: Path, kinds: Mapping[str, type],
