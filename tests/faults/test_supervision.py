@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agent.config import UplinkSection
 from agent.receiver import Receiver, connect
+from agent.supervise import Notifier
 from agent.uplink import Uplink
 from tests.conftest import config_dict
 from tests.faults.helpers import Burst, status_doc, wait_for
@@ -145,3 +146,21 @@ def test_uplink_thread_that_raises_is_reported_and_restarted(tmp_path, mosquitto
         sub.loop_stop()
     assert [(name, type(exc)) for name, exc in faults] == [("uplink default", UnicodeDecodeError)]
     assert [a["seq"] for a in receiver.alarms] == [1, 2, 3, 4, 5]
+
+
+def test_notify_socket_in_the_abstract_namespace_and_a_watchdog_for_another_pid():
+    """systemd may name an abstract socket (``@name``); WATCHDOG_PID of another process means the
+    watchdog is not this one's to ping."""
+    name = f"plantwatch-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(5)
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000"})
+        assert notifier.watchdog_s == 2.0
+        notifier.ready("up")
+        notifier.stopping()
+        assert [sock.recv(100), sock.recv(100)] == [b"READY=1\nSTATUS=up", b"STOPPING=1"]
+        notifier.close()
+    other = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_s is None
+    assert Notifier({}).address == "" and Notifier({}).watchdog_s is None
