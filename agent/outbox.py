@@ -13,6 +13,11 @@ once and ``delivered`` stays empty. A row a platform refuses for good is copied 
 ``dead_letter`` (kept until an operator deals with it) and counts as done for that uplink, so it
 never holds the rows behind it.
 
+Sequence identity: every outbox has an ``epoch`` made when its file is created (16 random hex
+digits, never reused) and stored in the ``identity`` table. Every alarm message carries it beside
+``seq``: a new outbox (disk replaced, data_dir wiped, a corrupt file moved aside) starts seq at 1
+again under a new epoch, and platforms de-duplicate on (plant, epoch, seq).
+
 Retention: sent rows are kept ``keep_s`` (30 days); sent telemetry older than a day is thinned
 to one snapshot per bucket (15 min). A size cap is enforced by dropping telemetry only — sent,
 then unsent, oldest first. An alarm that has not reached the platform is never deleted.
@@ -21,6 +26,7 @@ then unsent, oldest first. An alarm that has not reached the platform is never d
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,7 +39,7 @@ from agent.payloads import dumps
 ALARM, TELEMETRY, STATUS = 0, 1, 2
 LANES = {ALARM: "alarm", TELEMETRY: "telemetry", STATUS: "status"}
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: the identity table (the epoch)
 DEFAULT_UPLINK = "default"  # the name of the single [uplink], and of every row sent before schema 2
 
 _DDL = """
@@ -52,6 +58,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (lane, id) WHERE sent IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_seq ON outbox (seq) WHERE seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS outbox_lane_created ON outbox (lane, created);
+CREATE TABLE IF NOT EXISTS identity (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS alarm_state (id TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS uplinks (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS delivered (
@@ -94,6 +101,18 @@ class OutboxError(Exception):
     pass
 
 
+class OutboxCorrupt(OutboxError):
+    """The file is not a database, or a damaged one."""
+
+
+CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # the primary result codes of damage
+
+
+def new_epoch() -> str:
+    """A new outbox's epoch: 64 random bits as 16 hex digits (a collision is not a concern)."""
+    return secrets.token_hex(8)
+
+
 def _rollback(db: sqlite3.Connection) -> None:
     """Roll back what is left of a failed transaction. SQLite may have rolled it back itself
     (disk full, I/O error): a ROLLBACK then would raise and hide the error that matters."""
@@ -125,16 +144,23 @@ class Outbox:
             self.db.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
             self.db.executescript(_DDL)
             self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+            if version in (1, 2):
+                # schema 1 had one uplink and the `sent` column only; its sent rows stay sent (the
+                # default uplink had them). Schema 2 had no epoch. The new tables were made above.
+                self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
+                version = SCHEMA_VERSION
+            if version != SCHEMA_VERSION:
+                raise OutboxError(f"{self.path}: outbox schema {version}, this version reads {SCHEMA_VERSION}")
+            # made with the file (or on the upgrade of an older one); the first of two connections
+            # opening a new file at once wins, the other reads its epoch
+            self.db.execute("INSERT OR IGNORE INTO identity (key, value) VALUES ('epoch', ?)", (new_epoch(),))
+            self.epoch: str = self.db.execute("SELECT value FROM identity WHERE key='epoch'").fetchone()[0]
         except sqlite3.DatabaseError as exc:
-            raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from None
-        version = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
-        if version == 1:
-            # schema 1 had one uplink and the `sent` column only; its sent rows stay sent (the
-            # default uplink had them) and the tables of schema 2 were made above
-            self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
-            version = SCHEMA_VERSION
-        if version != SCHEMA_VERSION:
-            raise OutboxError(f"{self.path}: outbox schema {version}, this version reads {SCHEMA_VERSION}")
+            if hasattr(self, "db"):
+                self.db.close()
+            error = OutboxCorrupt if exc.sqlite_errorcode & 0xFF in CORRUPT else OutboxError
+            raise error(f"{self.path}: cannot open the outbox: {exc}") from None
 
     def _wal(self) -> None:
         """Switch the file to WAL. While another connection holds a write lock on a file not yet
@@ -153,6 +179,14 @@ class Outbox:
     def close(self) -> None:
         self.db.close()
 
+    def running(self) -> None:
+        """The agent runs on this file: until ``closed_cleanly``, a start reads it through."""
+        self.db.execute("INSERT INTO meta (key, value) VALUES ('clean', 0) ON CONFLICT(key) DO UPDATE SET value=0")
+
+    def closed_cleanly(self) -> None:
+        """The agent stopped cleanly: the next start need not read the whole file through."""
+        self.db.execute("INSERT INTO meta (key, value) VALUES ('clean', 1) ON CONFLICT(key) DO UPDATE SET value=1")
+
     # --- writing ----------------------------------------------------------------------------
 
     def append_alarms(self, topic: str, docs: Sequence[dict[str, Any]], now: float | None = None,
@@ -161,7 +195,8 @@ class Outbox:
         """Give each alarm document the next seq, store them all and fsync, in one transaction.
         Returns the seqs; the documents are updated with their seq too. ``encode`` makes the
         payload (the profile's format) once the seq is known. ``states`` (alarm id, state) are
-        saved in the same transaction, so the alarm state on disk always matches the messages."""
+        saved in the same transaction, so the alarm state on disk always matches the messages.
+        Each document gets the outbox's ``epoch`` beside its seq."""
         if not docs:
             return []
         now = time.time() if now is None else now
@@ -174,7 +209,7 @@ class Outbox:
             rows = []
             for doc in docs:
                 seq += 1
-                doc["seq"] = seq
+                doc["epoch"], doc["seq"] = self.epoch, seq
                 seqs.append(seq)
                 rows.append((ALARM, topic, encode(doc), 1, 0, seq, now))
             db.executemany(
@@ -189,6 +224,7 @@ class Outbox:
             _rollback(db)
             for doc in docs:  # not stored: the seqs were not taken
                 doc.pop("seq", None)
+                doc.pop("epoch", None)
             raise
         return seqs
 
@@ -226,6 +262,16 @@ class Outbox:
             (lane, after, uplink, limit),
         )
         return [Row(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in cur]
+
+    def rows(self, ids: Sequence[int]) -> list[Row]:
+        """The rows of ``ids`` still stored, in id order (sent or not)."""
+        out: list[Row] = []
+        for start in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+            chunk = list(ids[start:start + 500])
+            cur = self.db.execute("SELECT id, lane, topic, payload, qos, retain, seq FROM outbox WHERE id IN"
+                                  f" ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
+            out += [Row(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5]), r[6]) for r in cur]
+        return out
 
     # --- uplinks and their cursors ---------------------------------------------------------------
 

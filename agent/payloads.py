@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-ALARM_SCHEMA = "plantwatch.alarm/1"
+ALARM_SCHEMA = "plantwatch.alarm/2"
 STATUS_SCHEMA = "plantwatch.status/1"
 TELEMETRY_SCHEMA = "plantwatch.telemetry/1"
 

@@ -33,6 +33,8 @@ DEFAULT_FIELDS = {
     "gateway": "wgbm",  # 网关编码
     "type": "lx",  # 消息类型
     "seq": "xh",  # 序号
+    # the sequence epoch (agent.outbox): not in the province's messages unless named here
+    "epoch": "",
     "point": "cdbm",  # 测点编码
     "time": "cjsj",  # 采集时间
     "value": "cdz",  # 测点值
@@ -62,7 +64,7 @@ DEFAULT_FIELDS = {
 #: limit level -> alarm type code; a detector family declares its kind's code (``alarm_code``)
 LEVEL_CODES = {"HH": "1", "H": "2", "L": "3", "LL": "4"}
 #: the agent's own alarm kinds -> alarm type code
-SYSTEM_CODES = {"comm": "10", "storage": "11"}
+SYSTEM_CODES = {"comm": "10", "storage": "11", "gateway": "14"}
 DEFAULT_STATES = {  # message state -> code
     "active": "1", "cleared": "0", "repeat": "1", "acked": "2", "shelved": "3", "unshelved": "4",
     "suppressed": "5", "unsuppressed": "6", "out_of_service": "7", "in_service": "8",
@@ -139,6 +141,7 @@ class Profile:
             f["gateway"]: self.gateway_code,
             f["type"]: self.types["alarm"],
             f["seq"]: doc["seq"],
+            **({f["epoch"]: doc["epoch"]} if f.get("epoch") else {}),
             f["point"]: self.point(doc["tag"], doc["device"]),
             f["time"]: self.local_time(parse_rfc3339(doc["ts"])),
             f["value"]: self.value(doc["tag"], doc["value"]),

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             out.close()
     for line in receiver.summary():
         print(line, flush=True)
-    if args.strict and (receiver.refused or any(t.gaps for t in receiver.plants.values())):
+    if args.strict and (receiver.refused or any(t.gaps or t.missing_earlier() for t in receiver.plants.values())):
         return EXIT_FAIL
     return EXIT_OK
 

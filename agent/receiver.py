@@ -3,8 +3,9 @@
 ``plantwatch receive`` is what a provincial platform must do with plantwatch messages, written
 down as code: every message is checked against the published schema (json profile) or opened
 with the province's envelope, cipher and key and read back through its field names and codes
-(provincial profile), alarms are de-duplicated by (plant, seq), a jump in seq is reported as a
-gap (and closed when the missing seq arrives), and the status messages tell whether each
+(provincial profile), alarms are de-duplicated by (plant, epoch, seq), a jump in seq is reported
+as a gap (and closed when the missing seq arrives), a new epoch (the gateway started a new
+outbox, seq from 1 again) is reported as such, and the status messages tell whether each
 plant's gateway is online. The MQTT subscriber here and the HTTP and TCP listeners
 (``agent.platform``) all feed one Receiver.
 
@@ -42,6 +43,7 @@ MAX_PAYLOAD = 1024 * 1024  # bytes of one message as it arrives (the largest reg
 MAX_DEPTH = 32  # nesting of objects and arrays; plantwatch's own messages nest 4 deep at most
 MAX_SEQ = 2**63 - 1  # the agent's seq is a signed 64-bit integer
 MAX_GAPS = 10_000  # missing seq ranges remembered per plant; past it the oldest are forgotten
+MAX_EPOCHS = 16  # earlier sequence epochs remembered per plant (late messages of an old outbox)
 MAX_PLANTS = 100_000  # plants tracked; a message of one more is refused
 KEEP = 10_000  # alarms, arrivals, refusals and registries kept in memory (the --out file has every alarm)
 
@@ -72,6 +74,20 @@ class PlantTrack:
     duplicates: int = 0
     forgotten: int = 0
     online: bool | None = None
+    epoch: str | None = None  # of highest and gaps; None: no alarm yet
+    earlier: dict[str, PlantTrack] = field(default_factory=dict)  # epochs before, oldest first
+
+    def new_epoch(self, epoch: str) -> None:
+        """The gateway numbers from 1 again under ``epoch``: the current sequence becomes an earlier one."""
+        if self.epoch is not None:
+            self.earlier[self.epoch] = PlantTrack(highest=self.highest, gaps=self.gaps)
+            while len(self.earlier) > MAX_EPOCHS:
+                del self.earlier[next(iter(self.earlier))]
+        self.epoch, self.highest, self.gaps = epoch, 0, []
+
+    def missing_earlier(self, limit: int = 20) -> dict[str, list[int]]:
+        """The first missing seqs of each earlier epoch that has any."""
+        return {e: t.missing(limit) for e, t in self.earlier.items() if t.gaps}
 
     def take(self, seq: int) -> str:
         """Book one seq: "new", "gap" (new, after missing ones), "late" (fills a gap) or "duplicate"."""
@@ -271,24 +287,34 @@ class Receiver:
     def _alarm(self, doc: dict[str, Any]) -> None:
         value = "" if doc["value"] is None else f" value={doc['value']:g}{doc['unit'] and ' ' + doc['unit']}"
         text = f"{doc['ts']} {doc['id']} {doc['state']} {doc['level']} p{doc['priority']}{value} | {doc['message']}"
-        self._sequenced(doc["plant"], doc["seq"], doc, text)
+        self._sequenced(doc["plant"], doc["epoch"], doc["seq"], doc, text)
 
-    def _sequenced(self, plant: str, seq: int, doc: dict[str, Any], text: str) -> None:
-        """The (plant, seq) bookkeeping of an alarm, whichever profile it came in."""
+    def _sequenced(self, plant: str, epoch: str, seq: int, doc: dict[str, Any], text: str) -> None:
+        """The (plant, epoch, seq) bookkeeping of an alarm, whichever profile it came in."""
         if seq > MAX_SEQ:
             raise Refused("seq out of range", f"seq {str(seq)[:30]} is over {MAX_SEQ}")
         t = self.track(plant)
-        before = t.highest
-        outcome = t.take(seq)
+        seqs, where = t, ""
+        if epoch != t.epoch and epoch in t.earlier:  # a message of an epoch before the current one
+            seqs, where = t.earlier[epoch], f" epoch={epoch}"
+        elif epoch != t.epoch:
+            if t.epoch is not None:
+                self._say(f"EPOCH {plant}: new sequence epoch {epoch} (was {t.epoch}): the gateway started a new "
+                          "outbox, seq starts again at 1")
+            t.new_epoch(epoch)
+        before = seqs.highest
+        outcome = seqs.take(seq)
+        if seqs is not t:  # the plant's counts are of every epoch
+            t.duplicates, t.received = t.duplicates + (outcome == "duplicate"), t.received + (outcome != "duplicate")
         self.arrivals.append(seq)
         _keep(self.arrivals)
         if outcome == "duplicate":
-            self._say(f"duplicate {plant} seq={seq} (ignored)")
+            self._say(f"duplicate {plant}{where} seq={seq} (ignored)")
             return
         if outcome == "gap":
-            self._say(f"GAP {plant}: seq {before + 1}..{seq - 1} missing before seq={seq}")
+            self._say(f"GAP {plant}{where}: seq {before + 1}..{seq - 1} missing before seq={seq}")
         elif outcome == "late":
-            self._say(f"late {plant} seq={seq} fills a gap")
+            self._say(f"late {plant}{where} seq={seq} fills a gap")
         self.alarms.append(doc)
         _keep(self.alarms)
         self.accepted += 1
@@ -374,7 +400,9 @@ class Receiver:
                 states[code] = name
             state = states.get(str(doc.get(f["state"])), f"state {doc.get(f['state'])!r}")
             unit = doc.get(f["unit"]) or ""
-            self._sequenced(plant, seq, doc, f"{when} {doc.get(f['point'])} {state} code={doc.get(f['alarm_code'])} "
+            # the epoch is in the province's fields only when `fields.epoch` names one
+            epoch = str(doc.get(f["epoch"], ""))[:64] if f.get("epoch") else ""
+            self._sequenced(plant, epoch, seq, doc, f"{when} {doc.get(f['point'])} {state} code={doc.get(f['alarm_code'])} "
                             f"value={doc.get(f['value'])}{unit and ' ' + unit} | {doc.get(f['message'])}")
         elif kind == "status":
             online = doc.get(f["online"])
@@ -413,8 +441,10 @@ class Receiver:
             gaps = f", MISSING {missing}{'...' if count > len(missing) else ''} ({count})" if count else ", no gaps"
             forgot = f", {t.forgotten} missing seqs forgotten" if t.forgotten else ""
             online = {None: "unknown", True: "online", False: "offline"}[t.online]
+            epochs = f", epoch {t.epoch}" + (f" ({len(t.earlier)} earlier)" if t.earlier else "")
+            epochs += "".join(f", MISSING {m} of epoch {e}" for e, m in t.missing_earlier().items())
             lines.append(f"plant {plant}: {t.received} alarms, seq 1..{t.highest}{gaps}{forgot}, "
-                         f"{t.duplicates} duplicates, {online}")
+                         f"{t.duplicates} duplicates, {online}{epochs}")
         if self.refused:
             reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.refused.items()))
             lines.append(f"{sum(self.refused.values())} messages refused ({reasons})")

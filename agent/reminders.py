@@ -48,7 +48,7 @@ class Reminders:
             seq = self.seq_of.get(alarm.id)
             if seq is None:
                 continue
-            doc = {**manager.message(alarm, "active", alarm.ts), "seq": seq}
+            doc = {**manager.message(alarm, "active", alarm.ts), "epoch": self.outbox.epoch, "seq": seq}
             # a row without a seq of its own: the provincial uplinks send it as a repeat,
             # the json ones skip it (agent.encoding)
             self.outbox.append(self.pipeline.alarm_topic, dumps(doc), lane=ALARM)

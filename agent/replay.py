@@ -32,6 +32,10 @@ TIME_COLUMNS = ("ts", "time", "timestamp", "datetime", "date_time", "Time", "Tim
 CHUNK_ROWS = 2048
 
 
+#: the epoch of replayed messages: they are numbered from 1 by the replay, not by an outbox
+REPLAY_EPOCH = "replay"
+
+
 class ReplayError(Exception):
     """Bad input: names the file, the row or column, and the problem."""
 
@@ -127,7 +131,7 @@ class _Recorder:
         """Replay always writes the json profile, whatever the uplink's profile is."""
         seqs = []
         for doc in docs:
-            doc["seq"] = len(self.messages) + 1
+            doc["epoch"], doc["seq"] = REPLAY_EPOCH, len(self.messages) + 1
             self.messages.append(doc)
             seqs.append(doc["seq"])
         return seqs

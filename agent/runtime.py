@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -23,12 +24,13 @@ from agent.history import History
 from agent.housekeeping import Housekeeping
 from agent.loops import LoopHealth
 from agent.operators import Operators
-from agent.outbox import Outbox
+from agent.outbox_check import open_checked, set_aside
 from agent.payloads import STATUS_SCHEMA, rfc3339
 from agent.pending import Committer
 from agent.pipeline import Pipeline, restore_grace
 from agent.registration import send_if_changed
 from agent.reminders import Reminders
+from agent.supervise import Notifier, Supervisor
 from agent.telemetry import Telemetry
 from agent.uplinks import Uplinks, build
 from drivers.base import SampleBatch, cancel_and_wait
@@ -70,7 +72,8 @@ class Agent:
         self.data_dir = cfg.agent.data_dir
         check_data_dir(self.data_dir)
         self.outbox_path = self.data_dir / "outbox.db"
-        self.outbox = Outbox(self.outbox_path)
+        # a corrupt outbox is moved aside and a new one started (agent.outbox_check)
+        self.outbox, self.outbox_set_aside = open_checked(self.outbox_path)
         # what the outbox cannot store waits in memory, in order (agent.pending)
         self.committer = Committer(self.outbox, self.outbox_path, cfg.uplink.max_pending_alarms)
         self.committer.on_committed = self.committed
@@ -107,6 +110,11 @@ class Agent:
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
         self.socket_api: SocketApi | None = None
+        self.supervisor = Supervisor(self.failed)
+        self.restarts: dict[str, int] = {}  # supervised work -> restarts after a failure (replaced, not mutated)
+        self.notifier = Notifier()
+        for u in self.uplinks.members:
+            u.on_fault = self.failed_elsewhere
 
     def status(self, online: bool) -> dict[str, Any]:
         # called from the uplink thread: read only values that handle() replaces atomically
@@ -126,7 +134,44 @@ class Agent:
             "loops": self.health.view(),
             "uplinks": self.uplinks.view(),
             "alarms": self.alarm_counts,
+            "restarts": self.restarts,
         }
+
+    def failed(self, name: str, exc: BaseException | None) -> None:
+        """Supervised work (a timer loop, an uplink) failed and is restarting, or ran long enough
+        after a restart (``exc`` None): the ``gateway`` alarm of device ``name`` says so."""
+        device = name.replace(" ", ".") if name.startswith("uplink ") else f"task.{name}"
+        if exc is not None:
+            self.restarts = {**self.restarts, name: self.restarts.get(name, 0) + 1}
+            text = f"网关内部故障 {name} failed and restarts: {type(exc).__name__}: {exc}"
+        else:
+            text = f"{name} runs again"
+        context = {"task": name, "text": text, **({"error": f"{type(exc).__name__}: {exc}"} if exc else {})}
+        self.commit(self.pipeline.manager.raise_system("gateway", device, exc is not None, time.time(), context))
+
+    def failed_elsewhere(self, name: str, exc: BaseException | None) -> None:
+        """``failed`` from another thread (an uplink's)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.failed, name, exc)
+
+    def outbox_alarm(self) -> None:
+        """The ``gateway`` alarm of device ``outbox``: raised when the outbox was corrupt at start
+        and moved aside; cleared at a start that finds no moved-aside outbox left in data_dir
+        (the operator has dealt with it, docs/OPERATIONS.md)."""
+        left = set_aside(self.data_dir, self.outbox_path.name)
+        if self.outbox_set_aside is not None:
+            aside, problem = self.outbox_set_aside
+            log.error("outbox %s was corrupt (%s): moved to %s, a new outbox started with epoch %s",
+                      self.outbox_path, problem, aside, self.outbox.epoch)
+            text = (f"网关缓存损坏 the outbox was corrupt ({problem}): kept as {aside.name}, a new outbox started "
+                    f"(epoch {self.outbox.epoch}); alarms not yet sent from the old one may be in that file")
+            context = {"text": text, "moved_to": str(aside), "problem": problem, "epoch": self.outbox.epoch}
+        elif not left:
+            context = {"text": "no corrupt outbox left in the data directory"}
+        else:
+            return
+        self.commit(self.pipeline.manager.raise_system("gateway", "outbox", self.outbox_set_aside is not None,
+                                                       time.time(), context))
 
     def refused(self, uplink: str, reason: str) -> None:
         """On an uplink's thread: a platform refused rows for good; the loop raises the alarm."""
@@ -190,12 +235,42 @@ class Agent:
                 self.history.record(self.pipeline.derived)
 
     async def _device_loop(self, driver) -> None:
-        async for batch in driver.batches():
-            try:
-                self.handle(batch)
-            except Exception:
-                # a bug in one batch's processing must not stop the plant being watched
-                log.exception("processing a batch from %s failed", batch.device)
+        try:
+            async for batch in driver.batches():
+                try:
+                    self.handle(batch)
+                except Exception:
+                    # a bug in one batch's processing must not stop the plant being watched
+                    log.exception("processing a batch from %s failed", batch.device)
+            # the contract: batches() yields until cancelled; one that ends stopped polling
+            raise RuntimeError("the driver's batches() ended")
+        except Exception:
+            with contextlib.suppress(Exception):  # the restart starts from a fresh connection
+                await driver.close()
+            raise
+
+    def driver_failed(self, driver, name: str, exc: BaseException | None) -> None:
+        """A driver raised out of ``batches()``: its device is in comm failure (the ``comm``
+        alarm) until the restarted driver reads it again."""
+        if exc is not None:
+            self.restarts = {**self.restarts, name: self.restarts.get(name, 0) + 1}
+            error = f"driver failed, restarting: {type(exc).__name__}: {exc}"
+            self.handle(SampleBatch.failed(driver.device.name, driver.tag_indices, time.time(), error))
+
+    def _start_tasks(self, driver_objs) -> list[asyncio.Task]:
+        """Every device and timer loop, supervised (agent.supervise)."""
+        sup = self.supervisor
+        tasks = [sup.task(f"device:{drv.device.name}", functools.partial(self._device_loop, drv),
+                          functools.partial(self.driver_failed, drv)) for drv in driver_objs]
+        tasks.append(sup.task("outbox-pending", self.committer.run))
+        tasks.append(sup.task("telemetry", self.telemetry.run))
+        tasks.append(sup.task("alarm-clock", self._alarm_clock_loop))
+        tasks.append(sup.task("provincial-repeat", self.reminders.run))
+        tasks.append(sup.task("outbox-maintenance", self.housekeeping.run))
+        if self.history is not None:
+            tasks.append(sup.task("history", self.history.run))
+        tasks.append(asyncio.create_task(self.notifier.watchdog(), name="watchdog"))
+        return tasks
 
     async def _alarm_clock_loop(self) -> None:
         """Once a second: timed shelves expire, health KPIs (stale, flood window) move on."""
@@ -233,25 +308,21 @@ class Agent:
         send_if_changed(self.cfg, self.outbox, time.time())
         self.outbox_depth = self.outbox.depth()
         self.dead_letters()  # refused rows from before a restart still want an operator
+        self.outbox_alarm()
         self.uplinks.start()
         driver_objs = []
         for d in self.cfg.devices:
             cls = drivers.load(d.driver)
             driver_objs.append(cls(d, [t.spec for t in self.cfg.device_tags(d.name)]))
-        tasks = [asyncio.create_task(self._device_loop(drv), name=f"device:{drv.device.name}") for drv in driver_objs]
-        tasks.append(asyncio.create_task(self.committer.run(), name="outbox-pending"))
-        tasks.append(asyncio.create_task(self.telemetry.run(), name="telemetry"))
-        tasks.append(asyncio.create_task(self._alarm_clock_loop(), name="alarm-clock"))
-        tasks.append(asyncio.create_task(self.reminders.run(), name="provincial-repeat"))
         self.api = await self._start_api()
-        tasks.append(asyncio.create_task(self.housekeeping.run(), name="outbox-maintenance"))
-        if self.history is not None:
-            tasks.append(asyncio.create_task(self.history.run(), name="history"))
+        tasks = self._start_tasks(driver_objs)
         log.info("plantwatch %s running: plant %s, %d devices, %d tags", agent_version(), self.cfg.agent.plant,
                  len(driver_objs), len(self.cfg.tags))
+        self.notifier.ready(f"running: {len(driver_objs)} devices, {len(self.cfg.tags)} tags")
         try:
             await stop.wait()
         finally:
+            self.notifier.stopping()
             await cancel_and_wait(tasks)
             if self.history is not None:
                 try:
@@ -266,5 +337,10 @@ class Agent:
                     await drv.close()
             self.committer.flush_now()  # alarm messages still waiting in memory: one last try
             await asyncio.to_thread(self.uplinks.stop, 5.0)
+            try:
+                self.outbox.closed_cleanly()
+            except Exception:  # the next start reads the file through: slower, not wrong
+                log.exception("outbox: cannot mark the clean stop")
             self.outbox.close()
+            self.notifier.close()
             log.info("plantwatch stopped")

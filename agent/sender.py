@@ -30,6 +30,7 @@ from typing import Protocol
 from agent.config import UplinkSection
 from agent.encoding import RowEncoder
 from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox, Row
+from agent.supervise import Report, run_supervised
 from drivers.base import backoff_delay
 
 log = logging.getLogger("plantwatch.uplink")
@@ -93,7 +94,9 @@ class RequestUplink:
         self._wake = threading.Event()
         self._flush_until = 0.0
         self._announce = False
-        self._thread = threading.Thread(target=self._run, name=f"uplink:{cfg.name}", daemon=True)
+        self._thread = threading.Thread(target=self._supervised, name=f"uplink:{cfg.name}", daemon=True)
+        #: told (name, exception) when the thread fails and restarts, (name, None) when it recovered
+        self.on_fault: Report = lambda name, exc: None
 
     def start(self) -> None:
         self._thread.start()
@@ -113,6 +116,9 @@ class RequestUplink:
         self._stop.set()
         self._wake.set()
         self._thread.join(flush_s + self.cfg.timeout_s + 5)
+
+    def _supervised(self) -> None:
+        run_supervised(f"uplink {self.name}", self._run, self._stop, self.on_fault)
 
     def _run(self) -> None:
         outbox = Outbox(self.outbox_path, durable=False)

@@ -31,8 +31,9 @@ from paho.mqtt.properties import Properties
 
 from agent.config import UplinkSection
 from agent.encoding import RowEncoder, json_rows
-from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox
+from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox, Row
 from agent.payloads import ALARM_SCHEMA, STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps, topic
+from agent.supervise import Report, run_supervised
 from drivers.base import backoff_delay
 
 log = logging.getLogger("plantwatch.uplink")
@@ -71,6 +72,11 @@ class Uplink:
         self.window = cfg.inflight  # QoS 1 messages in flight at most, on the current connection
         self.last_error = ""
         self.drops: collections.deque[str] = collections.deque(maxlen=50)  # why connections ended
+        # (monotonic time, row id) of the alarms acknowledged lately, and those to publish again
+        # first on the next connection (``resend_s``)
+        self._acked: collections.deque[tuple[float, int]] = collections.deque(maxlen=100_000)
+        self._resend: list[int] = []
+        self.resent = 0
         self._stop = threading.Event()
         self._flush_until = 0.0
         self._announce = threading.Event()  # publish the status message at once
@@ -79,7 +85,9 @@ class Uplink:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._thread = threading.Thread(target=self._run, name=f"uplink:{cfg.name}", daemon=True)
+        self._thread = threading.Thread(target=self._supervised, name=f"uplink:{cfg.name}", daemon=True)
+        #: told (name, exception) when the thread fails and restarts, (name, None) when it recovered
+        self.on_fault: Report = lambda name, exc: None
         self._password = cfg.password_file.read_text(encoding="utf-8").strip() if cfg.password_file else None
 
     # --- control (any thread) -----------------------------------------------------------------
@@ -113,6 +121,9 @@ class Uplink:
     def _backoff(self, failures: int) -> float:
         return backoff_delay(failures, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
 
+    def _supervised(self) -> None:
+        run_supervised(f"uplink {self.name}", self._run, self._stop, self.on_fault)
+
     def _run(self) -> None:
         outbox = Outbox(self.outbox_path, durable=False)
         failures = 0
@@ -140,6 +151,7 @@ class Uplink:
                     self.connected.clear()
                     self._close(client)
                 if not self._stop.is_set():
+                    self._dropped()
                     self.drops.append(self.last_error)
                     failures = 1
                     delay = self._backoff(failures)
@@ -207,6 +219,17 @@ class Uplink:
             except OSError:
                 pass
 
+    def _dropped(self) -> None:
+        """The connection dropped: the alarms the broker acknowledged in the last ``resend_s``
+        may have died with it (acknowledged before saved or forwarded): send them again."""
+        since = time.monotonic() - self.cfg.resend_s
+        again = sorted({rid for t, rid in self._acked if t >= since} | set(self._resend))
+        self._acked.clear()
+        if again and self.cfg.resend_s > 0:
+            log.warning("uplink: %d alarm(s) acknowledged in the last %g s before the drop go again on the next "
+                        "connection", len(again), self.cfg.resend_s)
+            self._resend = again
+
     def _connect(self, client: mqtt.Client) -> None:
         sock_timeout = max(2.0, self.cfg.keepalive_s)
         keepalive = max(1, int(round(self.cfg.keepalive_s)))
@@ -265,7 +288,7 @@ class Uplink:
     def _session(self, client: mqtt.Client, outbox: Outbox) -> None:
         """Publish until the connection drops or we are told to stop (then flush)."""
         ud = client.user_data_get()
-        inflight: dict[int, int] = {}  # mid -> outbox row id
+        inflight: dict[int, Row] = {}  # mid -> outbox row
         last = {ALARM: 0, TELEMETRY: 0}
         props = self._publish_properties()
         client.publish(self.status_topic, self.encode(self.status(True)), qos=1, retain=True, properties=props[STATUS])
@@ -283,9 +306,11 @@ class Uplink:
                 return
             if ud["acked"] or self._unmarked:
                 acked, ud["acked"] = ud["acked"], []
-                ids = [inflight.pop(mid) for mid in acked if mid in inflight]
-                self._mark(outbox, ids)
-                self.sent_count += len(ids)
+                rows = [inflight.pop(mid) for mid in acked if mid in inflight]
+                self._mark(outbox, [r.id for r in rows])
+                self.sent_count += len(rows)
+                now = time.monotonic()
+                self._acked.extend((now, r.id) for r in rows if r.lane == ALARM)
             stopping = self._stop.is_set()
             room = window - len(inflight)
             if room > 0 and not self._publish_pending(client, outbox, room, last, inflight, props, stopping):
@@ -307,6 +332,20 @@ class Uplink:
                          inflight: dict[int, int], props: dict, stopping: bool) -> bool:
         """Up to ``room`` unsent rows, alarms before telemetry (none while stopping); False when
         a publish failed and the session must end."""
+        resend = self._resend[:room]
+        if resend:  # ahead of everything, and not moving the cursor
+            del self._resend[:len(resend)]
+            self.resent += len(resend)
+            for row in outbox.rows(resend):
+                payload = self.rows(row.lane, row.seq, row.payload, time.time())
+                if payload is None:
+                    continue
+                info = client.publish(row.topic, payload, qos=row.qos, retain=row.retain, properties=props.get(row.lane))
+                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self.last_error = f"publish failed: {info.rc}"
+                    return False
+                inflight[info.mid] = row
+            return True
         rows = outbox.pending(ALARM, last[ALARM], room, self.name)
         if not rows and not stopping:
             rows = outbox.pending(TELEMETRY, last[TELEMETRY], room, self.name)
@@ -328,7 +367,7 @@ class Uplink:
                 return False
             last[row.lane] = row.id
             if row.qos:
-                inflight[info.mid] = row.id
+                inflight[info.mid] = row
             else:
                 self._mark(outbox, [row.id])
         return True

@@ -13,15 +13,17 @@ PLANT = "640100000001"  # [agent] plant of tests.conftest.BASE_CONFIG
 class AgentProcess:
     """`plantwatch run CONFIG` as systemd would run it."""
 
-    def __init__(self, config: Path, log: Path):
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None):
+        """``env``: the child's environment (default: this process's)."""
         self.config = config
         self.log = log
+        self.env = env
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> AgentProcess:
         self._out = open(self.log, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", str(self.config)],
-                                     stdout=self._out, stderr=subprocess.STDOUT)
+                                     stdout=self._out, stderr=subprocess.STDOUT, env=self.env)
         return self
 
     def signal(self, sig: int) -> int:

@@ -64,7 +64,7 @@ def test_messages_match_the_published_schema():
     m = manager()
     msgs = m.on_changes([change("HH", True, 181.0, 1_800_000_000.25, 180.0)]) + m.on_device("r1-plc", "refused", 1.0)
     for i, msg in enumerate(msgs, 1):
-        msg["seq"] = i
+        msg["epoch"], msg["seq"] = "0123456789abcdef", i
         validator("alarm").validate(msg)
     assert msgs[0]["ts"] == "2027-01-15T08:00:00.250Z"
     assert parse_rfc3339(msgs[0]["ts"]) == 1_800_000_000.25

@@ -10,7 +10,7 @@ from agent.outbox import ALARM, TELEMETRY
 from agent.payloads import dumps
 from agent.provincial import Profile
 
-ALARM_DOC = {"schema": "plantwatch.alarm/1", "plant": "P1", "seq": 7, "id": "T1/limit", "tag": "T1", "device": "plc",
+ALARM_DOC = {"schema": "plantwatch.alarm/2", "plant": "P1", "seq": 7, "id": "T1/limit", "tag": "T1", "device": "plc",
              "kind": "limit", "level": "H", "priority": 2, "state": "active", "value": 170.0, "limit": 160.0,
              "unit": "°C", "ts": "2026-01-01T00:00:00.000Z", "message": "1#温度 高"}
 TELEMETRY_DOC = {"schema": "plantwatch.telemetry/1", "plant": "P1", "ts": "2026-01-01T00:00:00.000Z",

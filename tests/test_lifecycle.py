@@ -29,7 +29,7 @@ def down(m: AlarmManager, ts: float, level: str = "H"):
 
 def valid(msgs):
     for i, msg in enumerate(msgs, 1):
-        validator("alarm").validate({**msg, "seq": i})
+        validator("alarm").validate({**msg, "epoch": "0123456789abcdef", "seq": i})
     return msgs
 
 

@@ -22,7 +22,7 @@ DAY = 86400.0
 
 
 def alarm_docs(n: int) -> list[dict]:
-    return [{"schema": "plantwatch.alarm/1", "plant": PLANT, "id": f"T{i}/limit", "state": "active"} for i in range(n)]
+    return [{"schema": "plantwatch.alarm/2", "plant": PLANT, "id": f"T{i}/limit", "state": "active"} for i in range(n)]
 
 
 def telemetry(ts: float, change: bool = False, size: int = 10) -> bytes:
@@ -201,7 +201,7 @@ def test_a_schema_1_outbox_is_migrated_and_its_sent_rows_stay_sent(tmp_path):
     old.commit()
     old.close()
     outbox = Outbox(path)
-    assert outbox.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == 2
+    assert outbox.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == 3
     assert outbox.last_seq() == 4 and outbox.append_alarms(TOPIC, alarm_docs(1)) == [5]
     assert [r.seq for r in outbox.pending(ALARM)] == [3, 4, 5]  # what the default uplink had not sent
     # a second uplink added later starts with the rows not yet sent everywhere, not the history

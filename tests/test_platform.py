@@ -62,7 +62,7 @@ def tcp_profile(tmp_path: Path) -> tuple[Path, Profile]:
 def alarm(profile: Profile, seq: int) -> dict:
     m = AlarmManager(PLANT, [TagInfo("R101.TI01", "r1-plc", "°C", "1#反应釜温度")])
     doc = m.on_changes([ConditionChange(0, "limit", "H", True, 161.0, 160.0, NOW)])[0]
-    doc["seq"] = seq
+    doc["epoch"], doc["seq"] = "0123456789abcdef", seq
     return profile.alarm(doc)
 
 

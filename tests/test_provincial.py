@@ -15,8 +15,10 @@ from agent.alarms import AlarmManager, TagInfo
 from agent.ciphers import PayloadCipher
 from agent.config import ConfigError, parse
 from agent.provincial import ProvincialError
+from agent.receiver import Receiver
 from detectors.base import ConditionChange
 from tests.conftest import config_dict
+from tests.helpers import PLANT
 
 KEY_HEX = "0123456789abcdeffedcba9876543210"
 
@@ -32,7 +34,7 @@ def provincial_config(tmp_path, **section):
 def alarm_doc(seq: int = 7):
     m = AlarmManager("640100000001", [TagInfo("R101.TI01", "r1-plc", "°C", "1#反应釜温度")])
     doc = m.on_changes([ConditionChange(0, "limit", "HH", True, 185.04321, 180.0, 1_800_000_000.4)])[0]
-    doc["seq"] = seq
+    doc["epoch"], doc["seq"] = "0123456789abcdef", seq
     return doc
 
 
@@ -48,6 +50,22 @@ def test_alarm_in_default_fields_with_local_time_and_fixed_decimals(tmp_path):
     }
     assert "1#反应釜温度" in out["bjms"]
     assert profile.alarm(alarm_doc(), repeat=True)["bjzt"] == "1"
+
+
+def test_the_epoch_is_in_the_provinces_fields_only_when_named(tmp_path):
+    """The provinces' formats have no sequence epoch: by default it is not sent (their platforms
+    de-duplicate on the seq field as before); ``fields.epoch`` names a field for it."""
+    plain = parse(provincial_config(tmp_path), base=tmp_path).provincial
+    assert "0123456789abcdef" not in plain.alarm(alarm_doc()).values()
+    profile = parse(provincial_config(tmp_path, fields={"epoch": "jy"}), base=tmp_path).provincial
+    assert profile.alarm(alarm_doc())["jy"] == "0123456789abcdef"
+    lines: list[str] = []
+    r = Receiver(emit=lines.append, profile=profile)
+    for seq, epoch in ((1, "0123456789abcdef"), (2, "0123456789abcdef"), (1, "fedcba9876543210")):
+        doc = {**alarm_doc(seq), "epoch": epoch}
+        assert r.feed_payload(profile.encode(profile.alarm(doc)), "test") is None
+    assert len(r.alarms) == 3 and r.plants[PLANT].duplicates == 0
+    assert any(line.startswith(f"EPOCH {PLANT}: new sequence epoch fedcba9876543210") for line in lines)
 
 
 def test_fields_codes_and_decimals_are_configuration(tmp_path):
@@ -196,7 +214,7 @@ def test_default_codes_come_from_the_families_and_the_agents_own_kinds(tmp_path)
     assert profile.codes == {
         "HH": "1", "H": "2", "L": "3", "LL": "4",
         "roc": "5", "ewma": "6", "cusum": "6", "robust": "6", "flatline": "7", "pca": "8", "cva": "8",
-        "sensor": "9", "discrete": "12", "mismatch": "13", "comm": "10", "storage": "11",
+        "sensor": "9", "discrete": "12", "mismatch": "13", "comm": "10", "storage": "11", "gateway": "14",
     }
 
 

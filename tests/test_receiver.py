@@ -16,13 +16,14 @@ from agent.receiver import Receiver, connect
 from detectors.base import ConditionChange
 from tests.helpers import PLANT
 
+EPOCH = "0123456789abcdef"
 
-def alarm(seq: int, active: bool = True) -> bytes:
+def alarm(seq: int, active: bool = True, epoch: str = EPOCH) -> bytes:
     m = AlarmManager(PLANT, [TagInfo("R101.TI01", "r1-plc", "°C", "1#反应釜温度")])
     doc = m.on_changes([ConditionChange(0, "limit", "H", True, 161.0, 160.0, 1.0)])[0]
     if not active:
         doc = m.on_changes([ConditionChange(0, "limit", "H", False, 150.0, 160.0, 2.0)])[0]
-    doc["seq"] = seq
+    doc["epoch"], doc["seq"] = epoch, seq
     return dumps(doc)
 
 
@@ -46,6 +47,30 @@ def test_gap_reported_and_closed_duplicate_ignored():
     assert any(line.startswith(f"GAP {PLANT}: seq 3..3 missing") for line in lines)
     assert any(line.startswith(f"duplicate {PLANT} seq=2") for line in lines)
     assert any(line.startswith(f"late {PLANT} seq=3") for line in lines)
+
+
+def test_new_epoch_is_reported_as_such_not_as_duplicates_or_a_gap():
+    """A gateway with a new outbox numbers from 1 again under a new epoch: its alarms are new
+    alarms, and a late or repeated message of the old epoch is still recognised."""
+    lines: list[str] = []
+    r = Receiver(emit=lines.append)
+    new = "fedcba9876543210"
+    for seq, epoch in ((1, EPOCH), (2, EPOCH), (3, EPOCH), (1, new), (2, new), (2, EPOCH), (3, new), (4, new)):
+        feed(r, "alarm", alarm(seq, epoch=epoch))
+    assert [(a["epoch"], a["seq"]) for a in r.alarms] == [(EPOCH, 1), (EPOCH, 2), (EPOCH, 3), (new, 1), (new, 2),
+                                                          (new, 3), (new, 4)]
+    track = r.plants[PLANT]
+    assert (track.epoch, track.highest, track.missing(), track.duplicates) == (new, 4, [], 1)
+    assert [line for line in lines if line.startswith("EPOCH")] == [
+        f"EPOCH {PLANT}: new sequence epoch {new} (was {EPOCH}): the gateway started a new outbox, seq starts again at 1"]
+    assert f"duplicate {PLANT} epoch={EPOCH} seq=2 (ignored)" in lines  # the old epoch's, after the change
+    assert not any(line.startswith(("GAP", "late", f"duplicate {PLANT} seq=")) for line in lines), lines
+    assert r.summary()[0].endswith(f"epoch {new} (1 earlier)") and track.missing_earlier() == {}
+    # an old epoch's message that had not arrived yet is a first arrival, not a gap of the new one
+    feed(r, "alarm", alarm(4, epoch=EPOCH))
+    assert (r.alarms[-1]["epoch"], r.alarms[-1]["seq"]) == (EPOCH, 4) and track.epoch == new
+    feed(r, "alarm", alarm(6, epoch=EPOCH))  # and a gap in an earlier epoch is still a gap
+    assert track.missing_earlier() == {EPOCH: [5]} and f"MISSING [5] of epoch {EPOCH}" in r.summary()[0]
 
 
 def test_unfilled_gap_is_in_the_summary():

@@ -73,7 +73,7 @@ def test_replay_equals_the_live_pipeline(write_config, tmp_path):
 
         def append_alarms(self, topic, docs, now=None, encode=None, states=()):
             for d in docs:
-                d["seq"] = len(self.messages) + 1
+                d["epoch"], d["seq"] = "replay", len(self.messages) + 1
                 self.messages.append(d)
 
     sink = Sink()

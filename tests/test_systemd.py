@@ -78,3 +78,13 @@ def test_the_agent_keeps_its_serial_ports_network_and_config():
     install = (ROOT / "docs" / "OPERATIONS.md").read_text()
     assert "install -d -o root -g plantwatch -m 0750 /etc/plantwatch" in install
     assert "install -o root -g plantwatch -m 0640 " in install
+
+
+def test_the_unit_waits_for_ready_and_watches_the_event_loop():
+    """`Type=notify`: started once the agent says READY=1; `WatchdogSec`: killed and restarted when
+    its event loop stops pinging (agent/supervise.py, tests/faults/test_supervision.py). The
+    notifications are datagrams on a local socket: AF_UNIX must stay allowed."""
+    s = settings()
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"] and s["Restart"] == ["always"]
+    assert 10 <= int(s["WatchdogSec"][0]) <= 60
+    assert "AF_UNIX" in s["RestrictAddressFamilies"][0].split()

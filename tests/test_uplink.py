@@ -100,7 +100,7 @@ def test_mqtt5_messages_carry_schema_and_plant_and_only_telemetry_expires(tmp_pa
         cap.close()
     alarm, telemetry = on(TOPIC)(cap.messages)[0], on(TELEMETRY_TOPIC)(cap.messages)[0]
     status = on(f"plantwatch/{PLANT}/status")(cap.messages)[0]
-    assert dict(alarm.properties.UserProperty) == {"schema": "plantwatch.alarm/1", "plant": PLANT}
+    assert dict(alarm.properties.UserProperty) == {"schema": "plantwatch.alarm/2", "plant": PLANT}
     assert dict(telemetry.properties.UserProperty) == {"schema": "plantwatch.telemetry/1", "plant": PLANT}
     assert dict(status.properties.UserProperty) == {"schema": "plantwatch.status/1", "plant": PLANT}
     assert alarm.properties.ContentType == "application/json"

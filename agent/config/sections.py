@@ -128,6 +128,10 @@ class UplinkSection:
     session_expiry_s: float = key(
         0.0, "MQTT 5: how long the broker keeps the agent's session after a drop (every connection starts clean; "
         "the outbox, not the broker, holds what is unsent)", check=between(0, 4294967295, "must be 0..4294967295 s"))
+    resend_s: float = key(
+        10.0, "MQTT: alarms the broker acknowledged in this many seconds before a connection dropped are published "
+        "again on the next connection, first: a broker killed before it saved or forwarded them loses none "
+        "(receivers de-duplicate on (plant, epoch, seq)); `0` turns this off", check=non_negative)
     telemetry_expiry_s: float = key(
         3600.0, "MQTT 5: message expiry of telemetry messages (the broker may drop older ones for an absent "
         "subscriber); alarms and status never expire. `0`: no expiry", check=non_negative)

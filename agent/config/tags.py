@@ -25,7 +25,7 @@ from agent.presets import GASES, GRADE_WORDS, PRESETS, Preset
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DeviceSpec, TagSpec
 
 #: the agent's own alarm kinds, which a tag's priority table may also name
-SYSTEM_KINDS = ("comm", "storage")
+SYSTEM_KINDS = ("comm", "storage", "gateway")
 
 
 def _priority(v: Any) -> str | None:

@@ -6,6 +6,13 @@ socket was full. That is the platform broker's own durability, not the agent's; 
 runs therefore hold the burst for a moment, let the platform receive everything the broker
 acknowledged, kill the broker, and let the burst go on committing while it is away. A SIGTERM
 saves the broker's sessions and queues, so that run does not wait for the platform to catch up.
+
+The in-flight run does not hold anything back: the broker is SIGKILLed while the burst publishes
+at full window, with messages unacknowledged, acknowledged but not forwarded, and in the
+subscriber's socket. What the broker acknowledged in the last ``resend_s`` before the drop is
+published again on the next connection, so the platform, de-duplicating on (plant, epoch, seq),
+ends with every alarm exactly once, in order. (With ``resend_s = 0`` the same run loses tens of
+alarms: the broker had acknowledged them and died before it saved or forwarded them.)
 """
 
 from __future__ import annotations
@@ -18,7 +25,13 @@ import pytest
 from agent.config import UplinkSection
 from agent.receiver import Receiver, connect
 from agent.uplink import Uplink
-from tests.faults.helpers import PLANT, Burst, assert_every_committed_seq_arrived_in_order, status_doc
+from tests.faults.helpers import (
+    PLANT,
+    Burst,
+    assert_every_committed_seq_arrived_in_order,
+    status_doc,
+    wait_for,
+)
 
 
 @pytest.mark.parametrize(("sig", "mqtt_version"), [(signal.SIGKILL, 3), (signal.SIGKILL, 5), (signal.SIGTERM, 3)],
@@ -62,3 +75,40 @@ def test_broker_killed_during_burst_loses_no_alarm(tmp_path, persistent_mosquitt
     finally:
         up.stop(2.0)
         sub.loop_stop()
+
+
+def test_broker_sigkilled_with_messages_in_flight_loses_no_alarm(tmp_path, persistent_mosquitto):
+    broker = persistent_mosquitto
+    path = tmp_path / "outbox.db"
+    # a platform a little slower than the gateway: the broker holds messages for it
+    receiver = Receiver(emit=lambda line: time.sleep(0.002))
+    sub = connect(receiver, broker.url, PLANT, client_id="platform-1")
+    cfg = UplinkSection(url=broker.url, keepalive_s=2.0, heartbeat_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.5,
+                        resend_s=10.0)
+    up = Uplink(cfg, PLANT, path, status_doc)
+    total = 5000
+    burst = Burst(path, up.wake, total=total, batch=20, pause=0.0)
+    up.start()
+    try:
+        assert receiver.wait(lambda r: PLANT in r.status, 30), receiver.summary()  # subscribed
+        broker.wait_saved()  # the platform's session is on disk, as a real broker's would be
+        burst.start()
+        # while the burst is publishing, the platform behind it: nothing held back
+        assert wait_for(lambda: up.sent_count - len(receiver.alarms) >= 50 and burst.committed < total - 1000, 30,
+                        step=0.005), receiver.summary()
+        in_flight_at_kill = (burst.committed, up.sent_count, len(receiver.alarms))
+        broker.proc.send_signal(signal.SIGKILL)
+        broker.stop()
+        time.sleep(1.0)  # the burst goes on into the outbox while the broker is away
+        broker.start()
+        burst.join(60)
+        assert burst.error is None and burst.committed == total
+        seqs = assert_every_committed_seq_arrived_in_order(receiver, path)
+    finally:
+        up.stop(2.0)
+        sub.loop_stop()
+    committed, acked, received = in_flight_at_kill
+    assert received < acked <= committed < total, "the broker was not killed with messages in flight"
+    assert len(seqs) == total and up.connections >= 2 and up.resent > 0
+    keys = [(a["epoch"], a["seq"]) for a in receiver.alarms]  # exactly once per (epoch, seq), in order
+    assert len(set(keys)) == len(keys) == total and keys == sorted(keys)

