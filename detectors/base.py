@@ -141,6 +141,14 @@ class Family(ABC):
         raise NotImplementedError(f"the {cls.name} family has no model to train")
 
 
+    @classmethod
+    def statistics(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any],
+                   file: str) -> list[tuple[str, np.ndarray, float]]:
+        """A model kind's monitoring statistics over rows ``X`` as (name, values per row, limit),
+        for reports; the families without a model have none."""
+        return []
+
+
 def check_values(defaults: Mapping[str, Any], params: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Unknown keys, and values not of their default's type (None: a number)."""
     problems: list[tuple[str, str]] = []
