@@ -177,15 +177,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from agent.progress import Progress
     from agent.replay import ReplayError, columns_needed, read_table, train
+    from agent.tuning import train_detectors, tuned_tags
 
+    if not (args.model or args.detectors):
+        print("train: give --model NAME (a [[models]] entry) and/or --detectors (the per-tag detectors)", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         model = next((m for m in cfg.models if m.name == args.model), None)
         tags = columns_needed(cfg, model.tags) if model else []
+        tags += [t for t in (tuned_tags(cfg) if args.detectors else []) if t not in tags]
         reading = Progress("read  ")
-        table = read_table(args.csv, tags or [t.name for t in cfg.tags], args.time_col, args.rate or 1.0,
+        table = read_table(args.csv, tags or [t.name for t in cfg.tags], args.time_col,
+                           args.rate or (None if args.detectors else 1.0),  # the detectors need the time
                            ZoneInfo(cfg.agent.timezone), progress=reading)
         reading.done()
-        _, lines = train(cfg, args.model, table)
+        lines = train(cfg, args.model, table)[1] if args.model else []
+        lines += train_detectors(cfg, table) if args.detectors else []
     except ReplayError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -362,7 +369,9 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
     s = sub.add_parser("train", help="fit a multivariate model from normal-operation data")
     s.add_argument("config")
     s.add_argument("--csv", required=True)
-    s.add_argument("--model", required=True, help="the [[models]] name")
+    s.add_argument("--model", help="the [[models]] name")
+    s.add_argument("--detectors", action="store_true", help="calibrate the per-tag ewma, cusum, robust and flatline "
+                   "for [agent] target_alarms_per_week, learn daily/weekly cycles; written to [agent] detectors_file")
     s.add_argument("--time-col")
     s.add_argument("--rate", type=float)
     s.set_defaults(func=cmd_train)

@@ -21,6 +21,7 @@ from agent.payloads import dumps, topic
 from detectors.base import ConditionChange, Family
 from detectors.engine import Engine
 from detectors.expr import Evaluator, merged
+from detectors.tune import Cycles
 from drivers.base import BAD, Quality, SampleBatch, frozen_tags
 
 #: the ``device`` of a computed tag's samples and alarms: none reads it
@@ -44,7 +45,9 @@ def build_engine(cfg: Config) -> Engine:
     """One family object per detector family in use, each watching the tags configured for it."""
     params = cfg.family_params()
     families = [cls(len(cfg.tags), params[name]) for name, cls in family_classes(cfg).items()]
-    return Engine(len(cfg.tags), families)
+    index = cfg.tag_index()
+    cycles = {index[n]: c for n, c in cfg.tuning.cycles.items()} if cfg.tuning is not None else {}
+    return Engine(len(cfg.tags), families, Cycles(len(cfg.tags), cycles) if cycles else None)
 
 
 def build_manager(cfg: Config) -> AlarmManager:

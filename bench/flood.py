@@ -114,7 +114,7 @@ def main() -> None:
             t_train = T0 - 14 * DAY
             train = {name: signal(name, int(14 * DAY / args.dt), args.dt, train_rng, t_train)[1] for name in SIGNALS}
             cfg0 = load(data, base)
-            calibrate_config(cfg0, t_train + args.dt * np.arange(len(train[SIGNALS[0]])), train)
+            print("\n".join(calibrate_config(cfg0, t_train + args.dt * np.arange(len(train[SIGNALS[0]])), train)))
         cfg = load(data, base)
         rates = onsets_per_day(cfg, ts, columns)
     print(f"alarm onsets per day, {args.days:g} days at {args.dt:g} s, seed {args.seed}"

@@ -80,6 +80,9 @@ class Family(ABC):
     #: where the family runs in the engine, lowest first (ties by name): a family whose
     #: alarm explains the others' (an implausible sample) runs before them
     order: ClassVar[int] = 0
+    #: the family judges deviations from normal: where ``plantwatch train`` learned a daily or
+    #: weekly cycle for a tag, it sees the tag's values less that cycle (detectors/tune.py)
+    on_residual: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)

@@ -188,6 +188,7 @@ class EwmaFamily(_ControlChart):
     lambda_ = 1 is a Shewhart chart.
     """
 
+    on_residual: ClassVar[bool] = True
     name: ClassVar[str] = "ewma"
     options: ClassVar[Mapping[str, Option]] = {
         "lambda_": Option(0.2, "in (0, 1]; small finds small sustained shifts, 1 is a Shewhart chart"),
@@ -245,6 +246,7 @@ class CusumFamily(_ControlChart):
     every few samples; the alarm clears after ``off_delay_s`` without a new crossing.
     """
 
+    on_residual: ClassVar[bool] = True
     name: ClassVar[str] = "cusum"
     options: ClassVar[Mapping[str, Option]] = {
         "k": Option(3.0, ">= 0, allowance in sigmas (half the shift to detect fastest; untrained 3, `plantwatch "
@@ -299,6 +301,7 @@ class RobustFamily(KernelFamily):
     signals (0 means any move off a constant window alarms).
     """
 
+    on_residual: ClassVar[bool] = True
     name: ClassVar[str] = "robust"
     options: ClassVar[Mapping[str, Option]] = {
         "window": Option(121, "whole number >= 3, usable samples in the rolling window"),
