@@ -110,6 +110,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for fam in t.families:
             families[fam] = families.get(fam, 0) + 1
     print("detectors: " + (", ".join(f"{name} on {n} tags" for name, n in sorted(families.items())) or "none"))
+    if cfg.tuning is not None:
+        print(f"  calibrated by train: {cfg.tuning.path}, {len(cfg.tuning.params)} tags, {len(cfg.tuning.cycles)} with a cycle")
     for m in cfg.models:
         state = "trained" if m.file.is_file() else "NOT TRAINED (run plantwatch train)"
         print(f"  model {m.name}: {m.kind} over {len(m.tags)} tags, {m.file} {state}")

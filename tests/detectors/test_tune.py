@@ -117,7 +117,8 @@ def test_train_detectors_command_writes_the_calibration_the_config_loads(write_c
     white = next(t for t in cfg.tags if t.name == "white")
     assert white.families["ewma"]["L"] == 20.0 and math.isclose(white.families["ewma"]["sigma"],
                                                                  doc["tags"]["white"]["params"]["ewma"]["sigma"])
-    assert plantwatch("check", str(config)).returncode == 0
+    checked = plantwatch("check", str(config))
+    assert checked.returncode == 0 and "detectors.json, 2 tags, 1 with a cycle" in checked.stdout, checked.stdout
     doc["tags"]["white"]["params"]["robust"]["threshold"] = -1
     doc["tags"]["daily"]["cycle"]["profile"] = [1.0, 2.0]
     written.write_text(json.dumps(doc))
