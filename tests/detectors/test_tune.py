@@ -146,3 +146,13 @@ def test_the_engine_removes_the_learned_cycle(trained):
     blind = dataclasses.replace(cfg, tuning=dataclasses.replace(cfg.tuning, cycles={}))
     without = replay(blind, Table(Path("held-out"), ts, table, {}))
     assert without.alarm_rows.mean() > 0.5
+
+
+def test_train_detectors_names_a_constant_column_and_writes_nothing(write_config, tmp_path):
+    config = write_config(config_data(["daily", "white"]))
+    ts, columns = _series(3, 1, T0)
+    csv = _csv(tmp_path / "normal.csv", ts, {"daily": columns["daily"], "white": np.full(len(ts), 7.0)})
+    result = plantwatch("train", str(config), "--csv", str(csv), "--detectors")
+    assert result.returncode == 2
+    assert "normal.csv: white: 8640 usable samples, all equal" in result.stderr, result.stderr
+    assert not (tmp_path / "data" / "detectors.json").exists()
