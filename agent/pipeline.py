@@ -69,9 +69,12 @@ def restore_grace(cfg: Config, alarm: Alarm) -> float:
     if "model" in alarm.context:  # a model's alarm: its delays are the model's options
         model = next((m for m in cfg.models if m.name == alarm.context["model"]), None)
         params = model.options if model else {}
+    elif alarm.kind in tag.families:  # the family's defaults count too (an untrained chart's warm-up)
+        params = {**detectors.load(alarm.kind).defaults, **params}
     # a command/feedback pair's on-delay is its mismatch_s
     on_delay = float(params.get("on_delay_s", params.get("mismatch_s", 0.0)) or 0.0)
-    warmup = float(params.get("warmup", 0) or 0) * interval
+    given = params.get("mean") is not None and params.get("sigma") is not None  # no warm-up then
+    warmup = 0.0 if given else float(params.get("warmup", 0) or 0) * interval
     return on_delay + warmup + 3 * interval + 2.0
 
 

@@ -156,3 +156,16 @@ def test_train_detectors_names_a_constant_column_and_writes_nothing(write_config
     assert result.returncode == 2
     assert "normal.csv: white: 8640 usable samples, all equal" in result.stderr, result.stderr
     assert not (tmp_path / "data" / "detectors.json").exists()
+
+
+def test_a_restored_chart_alarm_waits_for_the_warm_up_unless_calibrated(tmp_path):
+    from agent.alarms import Alarm
+    from agent.pipeline import restore_grace
+
+    data = config_data(["white"])
+    cfg = load(data, tmp_path)
+    interval = cfg.interval_of(cfg.tags[0])
+    alarm = Alarm(id="white/ewma", kind="ewma", tag="white", device="plc", active=True)
+    assert restore_grace(cfg, alarm) == pytest.approx(60.0 + 3600 * interval + 3 * interval + 2.0)
+    data["tags"][0]["ewma"] = {"mean": 0.0, "sigma": 1.0}  # as train --detectors sets them
+    assert restore_grace(load(data, tmp_path), alarm) == pytest.approx(60.0 + 3 * interval + 2.0)
