@@ -73,6 +73,8 @@ class Family(ABC):
     #: the parameters of a ``[[models]]`` entry of this kind; a family declaring them is a
     #: multivariate model kind, configured by ``[[models]]`` rather than per tag
     model_options: ClassVar[Mapping[str, Option]] = {}
+    #: the model kind of a ``[[models]]`` entry that names none (at most one family says so)
+    default_model: ClassVar[bool] = False
     #: the levels this family raises (a tag's ``priority`` table may name them)
     levels: ClassVar[tuple[str, ...]] = ()
     #: this kind's default alarm type code in the provincial profile ("" = the level's code)

@@ -329,6 +329,7 @@ class PcaFamily(Family):
         **model_options,
     }
     levels: ClassVar[tuple[str, ...]] = tuple(PCA_LEVELS.values())
+    default_model: ClassVar[bool] = True
     alarm_code: ClassVar[str] = "8"
 
     @classmethod

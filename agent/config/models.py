@@ -12,8 +12,9 @@ from agent.config.schema import Key, Problems, item, nonempty, one_of
 
 MODEL_KEYS = {
     "name": Key("str", required=True, check=nonempty, doc="unique model name (`plantwatch train CONFIG --model NAME`)"),
-    "kind": Key("str", shown="the only kind installed", doc="the multivariate model kind: a detector family that "
-                                                          "declares model options"),
+    "kind": Key("str", shown="the default kind", doc="the multivariate model kind: a detector family that "
+                                                 "declares model options (the default: the only kind installed, "
+                                                 "else the built-in family that declares itself the default)"),
     "tags": Key("list[str]", required=True, doc="at least two tag names; a tag belongs to at most one model"),
     "file": Key("path", required=True, check=nonempty, doc="model file, relative to `data_dir`"),
 }
@@ -52,8 +53,9 @@ def read_models(raw: Any, tag_names: Sequence[str], data_dir: Path, kinds: Mappi
         m = p.read({k: v for k, v in table.items() if k in MODEL_KEYS} if isinstance(entry, dict) else entry, path,
                    MODEL_KEYS)
         if m["kind"] is None and isinstance(entry, dict):
-            if len(kinds) == 1:  # the only kind there is needs no naming
-                m["kind"] = next(iter(kinds))
+            default = [k for k, f in kinds.items() if f.default_model] if len(kinds) > 1 else list(kinds)
+            if len(default) == 1:  # the only kind there is, or the default kind, needs no naming
+                m["kind"] = default[0]
             else:
                 p.add(f"{path}.kind", "is required")
         fam = kinds.get(m["kind"])
