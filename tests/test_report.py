@@ -192,3 +192,24 @@ def test_progress_on_a_terminal_only_and_rows_per_second(write_config, tmp_path)
     assert code == 0 and "read   [" in err and "3000/3000 rows" in err, err
     trained = plantwatch("train", str(config), "--csv", normal, "--model", "reactor")
     assert trained.returncode == 0 and trained.stderr == ""
+
+
+def test_report_plots_a_cva_models_statistics(write_config, tmp_path):
+    from tests.test_cva import COLUMNS, plant, plant_csv
+
+    data = config_dict(models=[{"name": "loop", "kind": "cva", "tags": COLUMNS, "file": "models/loop.npz", "past": 3}])
+    data["tags"] += [{"name": "R101.FI01", "device": "r1-plc", "address": "hr:104"},
+                     {"name": "R101.LI01", "device": "r1-plc", "address": "hr:106"}]
+    config = write_config(data)
+    trained = plantwatch("train", str(config), "--csv", str(plant_csv(tmp_path / "n.csv", plant(3000, seed=1))),
+                         "--model", "loop")
+    assert trained.returncode == 0, trained.stderr
+    report = tmp_path / "cva.html"
+    result = plantwatch("replay", str(config), "--csv", str(plant_csv(tmp_path / "f.csv", plant(1000, seed=3, bias_at=500))),
+                        "--out", str(tmp_path / "a.jsonl"), "--report", str(report))
+    assert result.returncode == 0, result.stderr
+    doc = Doc(report.read_text(encoding="utf-8"))
+    assert external(doc) == []
+    assert "loop: T²" in doc.headings and "loop: SPE" in doc.headings
+    assert any(r[0] == "loop/cva" for r in doc.tables["alarms"])
+    assert [(r[0], r[1].split("/")[0]) for r in doc.tables["alarms"]] == alarm_episodes((tmp_path / "a.jsonl").read_text())
