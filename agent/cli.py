@@ -208,7 +208,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                            ZoneInfo(cfg.agent.timezone), progress=reading)
         reading.done()
         lines = train(cfg, args.model, table)[1] if args.model else []
-        lines += train_detectors(cfg, table) if args.detectors else []
+        if args.detectors:
+            calibrating = Progress("calibrate", unit="tags")
+            lines += train_detectors(cfg, table, progress=calibrating)
+            calibrating.done()
     except ReplayError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_CONFIG

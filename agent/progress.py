@@ -13,10 +13,10 @@ BAR = 30
 class Progress:
     """``progress(done, total)`` redraws one line at most every ``every_s`` seconds."""
 
-    def __init__(self, label: str, stream: TextIO | None = None, every_s: float = 0.2):
+    def __init__(self, label: str, stream: TextIO | None = None, every_s: float = 0.2, unit: str = "rows"):
         self.stream = sys.stderr if stream is None else stream
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.label, self.every_s = label, every_s
+        self.label, self.every_s, self.unit = label, every_s, unit
         self.start = time.monotonic()
         self._last = 0.0
         self._drawn = False
@@ -31,7 +31,8 @@ class Progress:
         frac = done / total if total else 1.0
         rate = done / max(now - self.start, 1e-9)
         bar = "#" * int(frac * BAR) + "." * (BAR - int(frac * BAR))
-        self.stream.write(f"\r{self.label} [{bar}] {100 * frac:5.1f} % {done}/{total} rows {rate:,.0f} rows/s")
+        speed = f"{rate:,.0f}" if rate >= 100 else f"{rate:.2g}"
+        self.stream.write(f"\r{self.label} [{bar}] {100 * frac:5.1f} % {done}/{total} {self.unit} {speed} {self.unit}/s")
         self.stream.flush()
         self._drawn = True
 

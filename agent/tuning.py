@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -26,9 +27,10 @@ def tuned_tags(cfg: Config) -> list[str]:
     return [t.name for t in cfg.tags if any(d in t.families for d in TUNED)]
 
 
-def calibrate_config(cfg: Config, ts: np.ndarray, columns: Mapping[str, np.ndarray]) -> list[str]:
+def calibrate_config(cfg: Config, ts: np.ndarray, columns: Mapping[str, np.ndarray], progress: Any = None) -> list[str]:
     """Calibrate the tags of ``columns`` that list a calibrated detector; write the file; the lines
-    to print (one per tag: the cycle found and each detector's expected alarms per week)."""
+    to print (one per tag: the cycle found and each detector's expected alarms per week).
+    ``progress(tags_done, tags)`` after each tag when given."""
     target = cfg.agent.target_alarms_per_week
     mid = datetime.fromtimestamp(float(ts[len(ts) // 2]), tz=UTC)
     offset = ZoneInfo(cfg.agent.timezone).utcoffset(mid).total_seconds()
@@ -36,10 +38,11 @@ def calibrate_config(cfg: Config, ts: np.ndarray, columns: Mapping[str, np.ndarr
                  "target_alarms_per_week": target, "tags": {}}
     lines = [f"per-tag detectors, target {target:g} alarm(s) per tag and detector per week:"]
     problems = []
-    for tag in cfg.tags:
+    todo = [t for t in cfg.tags if t.name in columns and any(d in t.families for d in TUNED)]
+    for done, tag in enumerate(todo):
+        if progress is not None:
+            progress(done, len(todo))
         dets = [d for d in TUNED if d in tag.families]
-        if not dets or tag.name not in columns:
-            continue
         try:
             params = {d: detectors.load(d).resolve(tag.families[d]) for d in dets}
             got = calibrate(ts, columns[tag.name], dets, params, target, offset)
@@ -53,6 +56,8 @@ def calibrate_config(cfg: Config, ts: np.ndarray, columns: Mapping[str, np.ndarr
         what = (f"{'daily' if cycle.period_s < 100000 else 'weekly'} cycle removed ({100 * cycle.explained:.0f} % "
                 "of the variance)") if cycle is not None else "no cycle"
         lines.append(f"  {tag.name}: {what}; expected {shown}")
+    if progress is not None:
+        progress(len(todo), len(todo))
     if problems:
         raise ValueError("; ".join(problems))
     out = cfg.agent.data_dir / cfg.agent.detectors_file
@@ -73,12 +78,12 @@ def _write(out: Path, doc: dict) -> None:
         raise
 
 
-def train_detectors(cfg: Config, table: Table) -> list[str]:
+def train_detectors(cfg: Config, table: Table, progress: Any = None) -> list[str]:
     """``plantwatch train --detectors`` on a table of normal operation (a computed tag from its inputs)."""
     columns = {**table.columns, **computed_columns(cfg, table)}
     if not any(t in columns for t in tuned_tags(cfg)):
         raise ReplayError(f"{table.path}: no column for a tag with ewma, cusum, robust or flatline")
     try:
-        return calibrate_config(cfg, table.ts, columns)
+        return calibrate_config(cfg, table.ts, columns, progress)
     except ValueError as exc:
         raise ReplayError(f"{table.path}: {exc}") from None

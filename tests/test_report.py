@@ -194,6 +194,20 @@ def test_progress_on_a_terminal_only_and_rows_per_second(write_config, tmp_path)
     assert trained.returncode == 0 and trained.stderr == ""
 
 
+def test_train_detectors_shows_its_progress_per_tag(write_config, tmp_path):
+    from bench.flood import config_data
+    from tests.detectors.test_tune import _csv, _series
+
+    config = write_config(config_data(["daily", "white"]))
+    ts, columns = _series(3, 1, 1_800_000_000.0)
+    csv = str(_csv(tmp_path / "normal.csv", ts, {"daily": columns["daily"], "white": columns["white"]}))
+    code, out, err = _run_on_pty(["train", str(config), "--csv", csv, "--detectors"])
+    assert code == 0, err
+    assert "calibrate [" in err and "2/2 tags" in err and "white: no cycle" in out
+    piped = plantwatch("train", str(config), "--csv", csv, "--detectors")
+    assert piped.returncode == 0 and piped.stderr == ""
+
+
 def test_report_plots_a_cva_models_statistics(write_config, tmp_path):
     from tests.test_cva import COLUMNS, plant, plant_csv
 
