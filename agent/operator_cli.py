@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import socket
 import stat
 import sys
@@ -91,9 +92,22 @@ def connect_socket(cfg: Config) -> socket.socket:
     return sock
 
 
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def proxy_notice(environ: dict[str, str]) -> str | None:
+    """What the operator is told when the environment names a proxy, which the agent's API never goes through."""
+    names = [n for n in PROXY_VARIABLES if environ.get(n)]
+    if not names:
+        return None
+    return f"note: {', '.join(names)} ignored: the agent's API is reached directly, never through a proxy"
+
+
 def request(cfg: Config, method: str, path: str, body: dict | None = None,
             via_socket: bool = True) -> tuple[int, dict]:
     """One request to the agent: over the operator socket, or the loopback port (read-only)."""
+    if (notice := proxy_notice(dict(os.environ))) is not None:
+        print(notice, file=sys.stderr)
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if data is not None else {}
     if via_socket:

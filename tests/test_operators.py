@@ -307,6 +307,9 @@ def test_the_cli_ignores_proxies_in_the_environment(running):
     finally:
         proxy.close()
     assert proxy.connections == 0
+    # and the operator is told so, naming the variables
+    assert "note: http_proxy, HTTP_PROXY, all_proxy, ALL_PROXY ignored: the agent's API is reached directly" \
+        in acked.stderr
 
 
 def test_the_cli_refuses_a_socket_that_is_not_the_agents(tmp_path, write_config):
