@@ -108,6 +108,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for fam in t.families:
             families[fam] = families.get(fam, 0) + 1
     print("detectors: " + (", ".join(f"{name} on {n} tags" for name, n in sorted(families.items())) or "none"))
+    if cfg.tuning is not None:
+        print(f"  calibrated by train: {cfg.tuning.path}, {len(cfg.tuning.params)} tags, {len(cfg.tuning.cycles)} with a cycle")
     for m in cfg.models:
         state = "trained" if m.file.is_file() else "NOT TRAINED (run plantwatch train)"
         print(f"  model {m.name}: {m.kind} over {len(m.tags)} tags, {m.file} {state}")
@@ -183,54 +185,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- replay and train ---------------------------------------------------------------------------
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    cfg = _load_or_report(args.config)
-    if cfg is None:
-        return EXIT_CONFIG
-    from zoneinfo import ZoneInfo
-
-    from agent.replay import ReplayError, format_scores, labels_of, read_table, replay, write_jsonl
-    from detectors.base import ModelError
-
-    if args.rate is not None and args.rate <= 0:
-        print(f"replay: --rate must be > 0, not {args.rate}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        table = read_table(args.csv, [t.name for t in cfg.tags], args.time_col, args.rate,
-                           ZoneInfo(cfg.agent.timezone), keep=[args.labels] if args.labels else [])
-        labels = labels_of(table, args.labels) if args.labels else None
-        result = replay(cfg, table)
-    except (ReplayError, ModelError) as exc:
-        print(f"replay: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    write_jsonl(result.messages, args.out)
-    for name in (n for n in table.columns if cfg.tags[cfg.tag_index()[n]].expr):
-        print(f"{args.csv}: column {name!r} ignored: {name} is a computed tag, computed from its inputs")
-    span = result.ts[-1] - result.ts[0] if result.rows > 1 else 0.0
-    print(f"{args.csv}: {result.rows} rows over {span:.0f} s, {len(result.tags)} tags -> "
-          f"{len(result.messages)} alarm messages in {args.out}")
-    if labels is not None:
-        from detectors.scoring import summary
-
-        for line in format_scores(summary(labels, result.alarm_rows, result.ts)):
-            print(f"  {line}")
-    return EXIT_OK
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
     from zoneinfo import ZoneInfo
 
+    from agent.progress import Progress
     from agent.replay import ReplayError, columns_needed, read_table, train
+    from agent.tuning import train_detectors, tuned_tags
 
+    if not (args.model or args.detectors):
+        print("train: give --model NAME (a [[models]] entry) and/or --detectors (the per-tag detectors)", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         model = next((m for m in cfg.models if m.name == args.model), None)
         tags = columns_needed(cfg, model.tags) if model else []
-        table = read_table(args.csv, tags or [t.name for t in cfg.tags], args.time_col, args.rate or 1.0,
-                           ZoneInfo(cfg.agent.timezone))
-        _, lines = train(cfg, args.model, table)
+        tags += [t for t in (tuned_tags(cfg) if args.detectors else []) if t not in tags]
+        reading = Progress("read  ")
+        table = read_table(args.csv, tags or [t.name for t in cfg.tags], args.time_col,
+                           args.rate or (None if args.detectors else 1.0),  # the detectors need the time
+                           ZoneInfo(cfg.agent.timezone), progress=reading)
+        reading.done()
+        lines = train(cfg, args.model, table)[1] if args.model else []
+        if args.detectors:
+            calibrating = Progress("calibrate", unit="tags")
+            lines += train_detectors(cfg, table, progress=calibrating)
+            calibrating.done()
     except ReplayError as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -310,9 +291,10 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
                    help="with --points: text, csv or json; with --connect: text or json")
     s.set_defaults(func=cmd_check)
 
-    from agent import pointlists
+    from agent import pointlists, replay_cmd
 
     pointlists.add_parser(sub)
+    replay_cmd.add_parser(sub)
 
     from agent import demo_command, scaffold
 
@@ -320,19 +302,12 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
 
     scaffold.add_parser(sub)
 
-    s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")
-    s.add_argument("config")
-    s.add_argument("--csv", required=True, help="columns named like the tags, plus a time column")
-    s.add_argument("--time-col", help="the time column (ISO 8601, local time unless it has an offset, or epoch seconds)")
-    s.add_argument("--rate", type=float, help="seconds between rows, when the file has no time column")
-    s.add_argument("--labels", help="a 0/1 column of known anomalies: print precision, recall, F1, FAR, MAR, delays")
-    s.add_argument("--out", required=True, help="alarm messages, one JSON per line")
-    s.set_defaults(func=cmd_replay)
-
     s = sub.add_parser("train", help="fit a multivariate model from normal-operation data")
     s.add_argument("config")
     s.add_argument("--csv", required=True)
-    s.add_argument("--model", required=True, help="the [[models]] name")
+    s.add_argument("--model", help="the [[models]] name")
+    s.add_argument("--detectors", action="store_true", help="calibrate the per-tag ewma, cusum, robust and flatline "
+                   "for [agent] target_alarms_per_week, learn daily/weekly cycles; written to [agent] detectors_file")
     s.add_argument("--time-col")
     s.add_argument("--rate", type=float)
     s.set_defaults(func=cmd_train)

@@ -21,6 +21,7 @@ from agent.payloads import dumps, topic
 from detectors.base import ConditionChange, Family
 from detectors.engine import Engine
 from detectors.expr import Evaluator, merged
+from detectors.tune import Cycles
 from drivers.base import BAD, Quality, SampleBatch, frozen_tags
 
 #: the ``device`` of a computed tag's samples and alarms: none reads it
@@ -44,7 +45,9 @@ def build_engine(cfg: Config) -> Engine:
     """One family object per detector family in use, each watching the tags configured for it."""
     params = cfg.family_params()
     families = [cls(len(cfg.tags), params[name]) for name, cls in family_classes(cfg).items()]
-    return Engine(len(cfg.tags), families)
+    index = cfg.tag_index()
+    cycles = {index[n]: c for n, c in cfg.tuning.cycles.items()} if cfg.tuning is not None else {}
+    return Engine(len(cfg.tags), families, Cycles(len(cfg.tags), cycles) if cycles else None)
 
 
 def build_manager(cfg: Config) -> AlarmManager:
@@ -66,9 +69,12 @@ def restore_grace(cfg: Config, alarm: Alarm) -> float:
     if "model" in alarm.context:  # a model's alarm: its delays are the model's options
         model = next((m for m in cfg.models if m.name == alarm.context["model"]), None)
         params = model.options if model else {}
+    elif alarm.kind in tag.families:  # the family's defaults count too (an untrained chart's warm-up)
+        params = {**detectors.load(alarm.kind).defaults, **params}
     # a command/feedback pair's on-delay is its mismatch_s
     on_delay = float(params.get("on_delay_s", params.get("mismatch_s", 0.0)) or 0.0)
-    warmup = float(params.get("warmup", 0) or 0) * interval
+    given = params.get("mean") is not None and params.get("sigma") is not None  # no warm-up then
+    warmup = 0.0 if given else float(params.get("warmup", 0) or 0) * interval
     return on_delay + warmup + 3 * interval + 2.0
 
 

@@ -61,8 +61,8 @@ def _parse_time(text: str, tz: ZoneInfo) -> float:
 
 
 def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate: float | None,
-               tz: ZoneInfo, keep: Sequence[str] = ()) -> Table:
-    """Read a CSV (',' or ';' separated) whose columns are named like the tags."""
+               tz: ZoneInfo, keep: Sequence[str] = (), progress: Any = None) -> Table:
+    """Read a CSV (',' or ';' separated) whose columns are named like the tags (``progress(done, rows)``)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -96,6 +96,8 @@ def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate
     ts = np.empty(len(body))
     columns = {t: np.full(len(body), np.nan) for t in present}
     for i, (line, row) in enumerate(numbered):
+        if progress is not None and (i % 16384 == 0 or i + 1 == len(body)):
+            progress(i + 1, len(body))
         if len(row) != len(head):
             raise ReplayError(f"{path}:{line}: {len(row)} fields, the header has {len(head)}")
         if time_col is not None:
@@ -146,8 +148,9 @@ class ReplayResult:
     ts: np.ndarray
 
 
-def replay(cfg: Config, table: Table) -> ReplayResult:
-    """Feed the table through the live Pipeline; one batch per chunk of rows, time-major."""
+def replay(cfg: Config, table: Table, progress: Any = None) -> ReplayResult:
+    """Feed the table through the live Pipeline; one batch per chunk of rows, time-major.
+    ``progress(rows_done, rows)`` is called after every chunk when given."""
     recorder = _Recorder()
     pipeline = Pipeline(cfg, recorder)
     index = cfg.tag_index()
@@ -186,6 +189,8 @@ def replay(cfg: Config, table: Table) -> ReplayResult:
             cursor = max(cursor, row)
             (active.add if m["active"] else active.discard)(m["id"])
         alarm_rows[cursor:stop] = bool(active)
+        if progress is not None:
+            progress(stop, n_rows)
     return ReplayResult(recorder.messages, n_rows, names, alarm_rows, table.ts)
 
 
@@ -270,6 +275,36 @@ def format_scores(scores: dict[str, float]) -> list[str]:
         f"mean detection delay {f(scores['mean_detection_delay_s'], 1)} s",
         f"false alarms per day {f(scores['false_alarms_per_day'], 2)}",
     ]
+
+
+def score_lines(labels: np.ndarray, alarm_rows: np.ndarray, ts: np.ndarray) -> list[str]:
+    """What ``replay --labels`` prints: the point-wise and event figures, then NAB with a 60 s
+    window after each labelled onset (the SKAB protocol)."""
+    from detectors.scoring import NabCounts, summary
+
+    onsets = ts[np.flatnonzero(np.diff(np.r_[0, labels.astype(np.int8)]) == 1)]
+    nab = NabCounts.of(onsets, alarm_rows, ts).nab()
+    return [*format_scores(summary(labels, alarm_rows, ts)),
+            *(f"NAB {k:<8} {'n/a' if math.isnan(v) else f'{v:.2f}'}" for k, v in nab.items())]
+
+
+def report_html(cfg: Config, table: Table, result: ReplayResult, labels: np.ndarray | None,
+                scores: list[str], summary: list[str]) -> str:
+    """The replay's HTML report (agent/report.py) with each model's statistics over the rows."""
+    from agent.report import Statistic, render
+
+    columns = {**table.columns, **computed_columns(cfg, table)}
+    stats = []
+    for m in cfg.models:
+        if all(t in columns for t in m.tags):
+            X = np.column_stack([columns[t] for t in m.tags])
+            for name, values, limit in detectors.load(m.kind).statistics(X, list(m.tags), m.options, str(m.file)):
+                stats.append(Statistic(m.name, name, values, float(limit)))
+    limits = {t.name: {k.upper(): float(v) for k, v in t.families.get("limit", {}).items()
+                       if k in ("hh", "h", "l", "ll") and v is not None} for t in cfg.tags}
+    return render(title=f"plantwatch replay of {table.path.name}", ts=table.ts,
+                  columns={n: columns[n] for n in result.tags}, messages=result.messages, ts_of=_ts,
+                  limits=limits, statistics=stats, labels=labels, scores=scores, summary=summary)
 
 
 def train(cfg: Config, model_name: str, table: Table) -> tuple[Path, list[str]]:

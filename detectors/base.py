@@ -82,6 +82,9 @@ class Family(ABC):
     #: where the family runs in the engine, lowest first (ties by name): a family whose
     #: alarm explains the others' (an implausible sample) runs before them
     order: ClassVar[int] = 0
+    #: the family judges deviations from normal: where ``plantwatch train`` learned a daily or
+    #: weekly cycle for a tag, it sees the tag's values less that cycle (detectors/tune.py)
+    on_residual: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -141,6 +144,14 @@ class Family(ABC):
         it to ``file`` and return lines that describe it. Only families of ``[[models]]`` learn
         from data; the others have nothing to train."""
         raise NotImplementedError(f"the {cls.name} family has no model to train")
+
+
+    @classmethod
+    def statistics(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any],
+                   file: str) -> list[tuple[str, np.ndarray, float]]:
+        """A model kind's monitoring statistics over rows ``X`` as (name, values per row, limit),
+        for reports; the families without a model have none."""
+        return []
 
 
 def check_values(defaults: Mapping[str, Any], params: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -324,3 +324,14 @@ class CvaFamily(Family):
                 f"{kept} | next {rest or 'none'})",
                 f"  T² limit {fitted.t2_limit:.4g}, SPE limit {fitted.q_limit:.4g} at target false-alarm rate "
                 f"{fitted.target_far}"]
+
+    @classmethod
+    def statistics(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any],
+                   file: str) -> list[tuple[str, np.ndarray, float]]:
+        """T² and SPE (Q) of the rows under the model as trained (a moving-window re-fit is not
+        followed here), NaN for the first rows that have no full past yet."""
+        model = CvaModel.load(file)
+        t2, q = model.score(X)
+        pad = np.full(len(X) - len(t2), np.nan)
+        return [("T²", np.r_[pad, t2], model.t2_limit * options.get("t2_factor", 1.0)),
+                ("SPE", np.r_[pad, q], model.q_limit * options.get("spe_factor", 1.0))]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from detectors.base import ConditionChange, Family
+from detectors.tune import Cycles
 
 
 class Engine:
@@ -16,14 +17,24 @@ class Engine:
     ``plantwatch replay`` call the same ``process``.
     """
 
-    def __init__(self, n_tags: int, families: Sequence[Family]):
+    def __init__(self, n_tags: int, families: Sequence[Family], cycles: Cycles | None = None):
         self.n_tags = n_tags
         self.families = list(families)
+        #: learned daily/weekly cycles (detectors/tune.py): the families that judge deviations
+        #: (``on_residual``) see the values less their tag's profile; the others the values
+        self.cycles = cycles if cycles else None
 
     def process(
         self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
     ) -> list[ConditionChange]:
         changes: list[ConditionChange] = []
+        residual = None
         for family in self.families:
-            changes.extend(family.update(tag, value, ts, quality))
+            if self.cycles is not None and family.on_residual:
+                if residual is None:
+                    residual = self.cycles.residual(np.asarray(tag), np.asarray(value, dtype=np.float64),
+                                                    np.asarray(ts, dtype=np.float64))
+                changes.extend(family.update(tag, residual, ts, quality))
+            else:
+                changes.extend(family.update(tag, value, ts, quality))
         return changes

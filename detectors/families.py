@@ -188,16 +188,18 @@ class EwmaFamily(_ControlChart):
     lambda_ = 1 is a Shewhart chart.
     """
 
+    on_residual: ClassVar[bool] = True
     name: ClassVar[str] = "ewma"
     options: ClassVar[Mapping[str, Option]] = {
         "lambda_": Option(0.2, "in (0, 1]; small finds small sustained shifts, 1 is a Shewhart chart"),
-        "L": Option(3.0, "> 0, width of the limits in sigmas of the EWMA"),
-        "warmup": Option(30, "whole number >= 2: usable samples that estimate mean and sigma, silent meanwhile"),
+        "L": Option(13.5, "> 0, width of the limits in sigmas of the EWMA (13.5 with lambda_ 0.2: 4.5 sigmas of the "
+                          "signal, untrained; `plantwatch train` calibrates it)"),
+        "warmup": Option(3600, "whole number >= 2: usable samples that estimate mean and sigma, silent meanwhile"),
         "mean": Option(None, "give mean and sigma to skip the warm-up"),
         "sigma": Option(None, "> 0, with mean"),
         "min_sigma": Option(0.0, ">= 0, floor for sigma"),
-        "on_delay_s": Option(0.0, ">= 0, as for limits"),
-        "off_delay_s": Option(0.0, ">= 0, as for limits"),
+        "on_delay_s": Option(60.0, ">= 0, as for limits"),
+        "off_delay_s": Option(1800.0, ">= 0, as for limits; a long off-delay keeps a wandering signal one alarm"),
     }
     levels: ClassVar[tuple[str, ...]] = ("H", "L")
     alarm_code: ClassVar[str] = "6"
@@ -244,15 +246,17 @@ class CusumFamily(_ControlChart):
     every few samples; the alarm clears after ``off_delay_s`` without a new crossing.
     """
 
+    on_residual: ClassVar[bool] = True
     name: ClassVar[str] = "cusum"
     options: ClassVar[Mapping[str, Option]] = {
-        "k": Option(0.5, ">= 0, allowance in sigmas (half the shift to detect fastest)"),
-        "h": Option(5.0, "> 0, decision interval in sigmas"),
-        "warmup": Option(30, "as for ewma"),
+        "k": Option(3.0, ">= 0, allowance in sigmas (half the shift to detect fastest; untrained 3, `plantwatch "
+                         "train` calibrates it)"),
+        "h": Option(30.0, "> 0, decision interval in sigmas"),
+        "warmup": Option(3600, "as for ewma"),
         "mean": Option(None, "as for ewma"),
         "sigma": Option(None, "as for ewma"),
         "min_sigma": Option(0.0, "as for ewma"),
-        "off_delay_s": Option(10.0, ">= 0, how long the alarm holds after the last crossing"),
+        "off_delay_s": Option(1800.0, ">= 0, how long the alarm holds after the last crossing"),
     }
     levels: ClassVar[tuple[str, ...]] = ("H", "L")
     alarm_code: ClassVar[str] = "6"
@@ -297,13 +301,15 @@ class RobustFamily(KernelFamily):
     signals (0 means any move off a constant window alarms).
     """
 
+    on_residual: ClassVar[bool] = True
     name: ClassVar[str] = "robust"
     options: ClassVar[Mapping[str, Option]] = {
-        "window": Option(31, "whole number >= 3, usable samples in the rolling window"),
-        "threshold": Option(3.5, "> 0, in robust sigmas"),
-        "min_mad": Option(0.0, ">= 0, floor for 1.4826*MAD; with 0 any move off a constant window alarms"),
-        "on_delay_s": Option(0.0, ">= 0, as for limits"),
-        "off_delay_s": Option(0.0, ">= 0, as for limits"),
+        "window": Option(121, "whole number >= 3, usable samples in the rolling window"),
+        "threshold": Option(6.0, "> 0, in robust sigmas"),
+        "min_mad": Option(0.0, ">= 0, floor for the scale; a window with MAD 0 uses its resolution (smallest "
+                                "step between its values); with 0 any move off a constant window alarms"),
+        "on_delay_s": Option(60.0, ">= 0, as for limits"),
+        "off_delay_s": Option(1800.0, ">= 0, as for limits"),
     }
     levels: ClassVar[tuple[str, ...]] = ("H", "L")
     alarm_code: ClassVar[str] = "6"
@@ -349,7 +355,7 @@ class FlatlineFamily(KernelFamily):
     name: ClassVar[str] = "flatline"
     options: ClassVar[Mapping[str, Option]] = {
         "eps": Option(0.0, '>= 0, change that still counts as "flat"'),
-        "duration_s": Option(60.0, "> 0, how long the value must stay flat"),
+        "duration_s": Option(3600.0, "> 0, how long the value must stay flat"),
         "off_delay_s": Option(0.0, ">= 0, as for limits"),
     }
     levels: ClassVar[tuple[str, ...]] = ("FLAT",)

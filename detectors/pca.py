@@ -426,3 +426,11 @@ class PcaFamily(Family):
         fitted.save(file)
         return [f"  components {fitted.n_components}, T² limit {fitted.t2_limit:.4g}, "
                 f"SPE limit {fitted.spe_limit:.4g} at confidence {fitted.confidence}"]
+
+    @classmethod
+    def statistics(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any],
+                   file: str) -> list[tuple[str, np.ndarray, float]]:
+        """T² and SPE of the rows against the limits the engine uses (fitted limit x factor)."""
+        model = PcaModel.load(file, names)
+        t2, spe = model.score(X)
+        return [("T²", t2, model.t2_limit * options.get("t2_factor", 1.0)), ("SPE", spe, model.spe_limit * options.get("spe_factor", 1.0))]

@@ -39,6 +39,17 @@ cdef inline double _kth_dev(double* a, Py_ssize_t n, double m, Py_ssize_t k) noe
     return d
 
 
+cdef inline double _resolution(double* srt, Py_ssize_t w) noexcept nogil:
+    """The smallest nonzero gap between neighbours of a sorted window (0: all equal)."""
+    cdef double best = INFINITY, d
+    cdef Py_ssize_t i
+    for i in range(1, w):
+        d = srt[i] - srt[i - 1]
+        if 0.0 < d < best:
+            best = d
+    return best if best < INFINITY else 0.0
+
+
 cdef inline double _robust_z(double* srt, Py_ssize_t w, double v, double min_mad) noexcept nogil:
     """z of v against a full sorted window of w values."""
     cdef Py_ssize_t half = w >> 1
@@ -49,6 +60,10 @@ cdef inline double _robust_z(double* srt, Py_ssize_t w, double v, double min_mad
     else:
         mad = 0.5 * (_kth_dev(srt, w, med, half - 1) + _kth_dev(srt, w, med, half))
     scale = 1.4826 * mad
+    if mad == 0.0:
+        # more than half the window on one value: a quantised signal. Its resolution, the
+        # smallest step between distinct values, is the least scale that means anything
+        scale = _resolution(srt, w)
     if scale < min_mad:
         scale = min_mad
     if scale > 0.0:

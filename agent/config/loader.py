@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import detectors
-from agent.config import points, sections
+from agent.config import points, sections, tuning
 from agent.config.computed import read_computed
 from agent.config.devices import check_with_drivers, read_devices
 from agent.config.http import HttpRules, read_http
@@ -21,6 +21,7 @@ from agent.config.schema import ConfigError, Problems, did_you_mean
 from agent.config.secrets import permission_warnings, secret_files
 from agent.config.sections import AgentSection, AlarmSystemSection, HistorySection, UplinkSection
 from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
+from agent.config.tuning import Tuning
 from agent.expressions import Plan
 from agent.provincial import Profile, uuid_field
 from drivers.base import DeviceSpec
@@ -45,6 +46,7 @@ class Config:
     computed: Plan = Plan()  # the computed tags ([[tags]] with expr), compiled in dependency order
     history: HistorySection = HistorySection()
     warnings: tuple[str, ...] = ()  # not problems: the agent starts, logs them; `check` prints them
+    tuning: Tuning | None = None  # the per-tag detector calibration of `plantwatch train --detectors`
 
     def __post_init__(self) -> None:
         if not self.uplinks:
@@ -122,7 +124,9 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     devices, driver_of, device_paths = read_devices(data.get("devices", []), p)
     detector_params = _detector_tables(data.get("detectors", {}), roles, p)
     raw_tags, sheet = tag_tables(data, agent, roles, driver_of, p)
-    tags, tag_paths = read_tags(raw_tags, devices, driver_of, roles, detector_params, p)
+    names = {e.get("name") for e in raw_tags if isinstance(e, dict)} if isinstance(raw_tags, list) else set()
+    tuned = tuning.read(agent.data_dir / agent.detectors_file, names, p) if agent.detectors_file else None
+    tags, tag_paths = read_tags(raw_tags, devices, driver_of, roles, detector_params, p, tuned)
     check_with_drivers(devices, device_paths, driver_of, [t.spec for t in tags], tag_paths, p)
     computed = read_computed(raw_tags if isinstance(raw_tags, list) else [], tags, tag_paths, devices, p)
     models = read_models(data.get("models", []), [t.name for t in tags], agent.data_dir, model_kinds(families), p)
@@ -135,7 +139,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
         raise ConfigError(sheet.relocate(p) if sheet is not None else list(p))
     warnings = tuple(permission_warnings(secret_files(data, base)))
     return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
-                  provincial, uplinks, http, computed, history, warnings)
+                  provincial, uplinks, http, computed, history, warnings, tuned)
 
 
 def tag_tables(data: Mapping[str, Any], agent: AgentSection, roles: FamilyRoles, driver_of: Mapping[str, type],

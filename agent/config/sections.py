@@ -97,6 +97,11 @@ class AgentSection:
     points_file: Path | None = key(None, "point list (位号表): a CSV whose columns are [[tags]] keys and whose rows "
                                    "add to [[tags]] (see “Point lists (CSV)” below)", kind="path")
     tags_file: Path | None = key(None, "the other name of `points_file`", kind="path")
+    detectors_file: str = key("detectors.json", "per-tag calibration of ewma/cusum/robust/flatline that `plantwatch "
+                              "train --detectors` writes (JSON, relative to `data_dir`), loaded at start; a tag's own "
+                              "detector keys win over it; \"\" = none")
+    target_alarms_per_week: float = key(1.0, "expected false alarms per tag and detector per week that `plantwatch "
+                                        "train --detectors` calibrates for", check=positive)
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ class FamilyRoles:
 
 
 def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, type], roles: FamilyRoles,
-              detector_params: Mapping[str, Mapping], p: Problems) -> tuple[list[TagConfig], list[str]]:
+              detector_params: Mapping[str, Mapping], p: Problems, tuned: Any = None) -> tuple[list[TagConfig], list[str]]:
     """The tags and each tag's path for messages."""
     tags: list[TagConfig] = []
     paths: list[str] = []
@@ -189,7 +189,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         if isinstance(t["priority"], dict):
             t["priority"] = p.names(t["priority"], f"{path}.priority", roles.priority_names(), lambda v: None)
         _apply_preset(t, entry, path, p)
-        families = _families(t, path, roles, detector_params, p)
+        families = _families(t, path, roles, detector_params, p, tuned)
         spec = TagSpec(
             index=i, name=t["name"] or f"tag{i}", device=dev if isinstance(dev, str) else "",
             address=t["address"] or "", type=t["type"], order=t["order"], scale=t["scale"], offset=t["offset"],
@@ -264,8 +264,10 @@ def _oel_source(preset: Preset, given: set[str], unit: str, path: str, p: Proble
 
 
 def _families(t: dict[str, Any], path: str, roles: FamilyRoles, detector_params: Mapping[str, Mapping],
-              p: Problems) -> dict[str, dict]:
-    """family name -> this tag's parameters, for every family that watches the tag."""
+              p: Problems, tuned: Any = None) -> dict[str, dict]:
+    """family name -> this tag's parameters, for every family that watches the tag: the tag's own
+    keys over the calibration of ``plantwatch train --detectors`` (``tuned``) over [detectors.NAME]."""
+    mine = tuned.params.get(t["name"], {}) if tuned is not None else {}
     out: dict[str, dict] = {}
     for tag_key, fam in roles.keyed.items():
         if tag_key in t:
@@ -281,8 +283,10 @@ def _families(t: dict[str, Any], path: str, roles: FamilyRoles, detector_params:
                   f"unknown detector {det!r}{hint} (available: {', '.join(sorted(roles.statistical))})")
             continue
         override = family_table(fam, t.get(det, {}), f"{path}.{det}", p)
+        calibrated = family_table(fam, mine[det], f"{tuned.path}: tags.{t['name']}.params.{det}", p) \
+            if det in mine else {}
         if override is not None:
-            out[det] = {**detector_params.get(det, {}), **override}
+            out[det] = {**detector_params.get(det, {}), **(calibrated or {}), **override}
     for det in roles.statistical:
         if det in t and det not in listed:
             p.add(f"{path}.{det}", f"parameters for {det!r}, which is not in this tag's detectors")

@@ -172,8 +172,8 @@ class _Warmup:
 
 
 class EwmaTwin(_Twin):
-    def __init__(self, lambda_=0.2, L=3.0, warmup=30, mean=None, sigma=None, min_sigma=0.0,  # noqa: N803
-                 on_delay_s=0.0, off_delay_s=0.0):
+    def __init__(self, lambda_=0.2, L=13.5, warmup=3600, mean=None, sigma=None, min_sigma=0.0,  # noqa: N803
+                 on_delay_s=60.0, off_delay_s=1800.0):
         super().__init__(on_delay_s, off_delay_s)
         self.lam, self.L = lambda_, L
         self.stats = _Warmup(warmup, mean, sigma, min_sigma)
@@ -197,7 +197,7 @@ class EwmaTwin(_Twin):
 
 
 class CusumTwin(_Twin):
-    def __init__(self, k=0.5, h=5.0, warmup=30, mean=None, sigma=None, min_sigma=0.0, off_delay_s=10.0):
+    def __init__(self, k=3.0, h=30.0, warmup=3600, mean=None, sigma=None, min_sigma=0.0, off_delay_s=1800.0):
         super().__init__(0.0, off_delay_s)
         self.k, self.h = k, h
         self.stats = _Warmup(warmup, mean, sigma, min_sigma)
@@ -228,7 +228,7 @@ def median(xs):
 
 
 class RobustTwin(_Twin):
-    def __init__(self, window=31, threshold=3.5, min_mad=0.0, on_delay_s=0.0, off_delay_s=0.0):
+    def __init__(self, window=121, threshold=6.0, min_mad=0.0, on_delay_s=60.0, off_delay_s=1800.0):
         super().__init__(on_delay_s, off_delay_s)
         self.window, self.threshold, self.min_mad = window, threshold, min_mad
         self.buf: list[float] = []
@@ -237,7 +237,9 @@ class RobustTwin(_Twin):
         r, z = 0, 0.0
         if len(self.buf) == self.window:
             med = median(self.buf)
-            scale = max(1.4826 * median([abs(x - med) for x in self.buf]), self.min_mad)
+            mad = median([abs(x - med) for x in self.buf])
+            gaps = [b - a for a, b in zip(sorted(self.buf), sorted(self.buf)[1:], strict=False) if b > a]
+            scale = max(1.4826 * mad if mad > 0 else min(gaps, default=0.0), self.min_mad)
             if scale > 0:
                 z = (v - med) / scale
             elif v != med:
@@ -249,7 +251,7 @@ class RobustTwin(_Twin):
 
 
 class FlatlineTwin(_Twin):
-    def __init__(self, eps=0.0, duration_s=60.0, off_delay_s=0.0):
+    def __init__(self, eps=0.0, duration_s=3600.0, off_delay_s=0.0):
         super().__init__(0.0, off_delay_s)
         self.eps, self.duration = eps, duration_s
         self.ref = None

@@ -69,7 +69,7 @@ def test_roc_rate_spans_a_gap_of_bad_samples_without_counting_them():
 
 
 def test_ewma_is_silent_during_warm_up_then_catches_a_shift():
-    fam = EwmaFamily(1, {0: {"lambda_": 0.2, "L": 3.0, "warmup": 20}})
+    fam = EwmaFamily(1, {0: {"lambda_": 0.2, "L": 3.0, "warmup": 20, "on_delay_s": 0.0, "off_delay_s": 0.0}})
     rng = np.random.default_rng(1)
     warm = 50.0 + rng.normal(0, 1.0, 20)
     assert feed(fam, warm) == []
@@ -84,12 +84,12 @@ def test_ewma_is_silent_during_warm_up_then_catches_a_shift():
 
 
 def test_ewma_with_given_mean_and_sigma_needs_no_warm_up():
-    fam = EwmaFamily(1, {0: {"lambda_": 1.0, "L": 3.0, "mean": 10.0, "sigma": 1.0}})
+    fam = EwmaFamily(1, {0: {"lambda_": 1.0, "L": 3.0, "mean": 10.0, "sigma": 1.0, "on_delay_s": 0.0}})
     assert [(c.level, c.active, c.limit) for c in feed(fam, [6.5])] == [("L", True, 7.0)]
 
 
 def test_ewma_warm_up_skips_nan_and_bad_samples():
-    fam = EwmaFamily(1, {0: {"lambda_": 1.0, "warmup": 3}})
+    fam = EwmaFamily(1, {0: {"lambda_": 1.0, "L": 3.0, "warmup": 3}})
     feed(fam, [1.0, math.nan, 1e9, 2.0, 3.0], quality=[GOOD, GOOD, BAD, UNCERTAIN, GOOD])
     assert fam.kernel.mean[0] == 2.0 and fam.kernel.count[0] == 3
     assert fam.kernel.ucl[0] == pytest.approx(5.0)
@@ -138,7 +138,7 @@ def test_cusum_after_a_constant_warm_up_treats_any_move_as_a_shift():
 
 
 def test_robust_flags_a_spike_against_the_rolling_median_and_mad():
-    fam = RobustFamily(1, {0: {"window": 9, "threshold": 3.5}})
+    fam = RobustFamily(1, {0: {"window": 9, "threshold": 3.5, "on_delay_s": 0.0, "off_delay_s": 0.0}})
     base = [10.0, 10.2, 9.9, 10.1, 10.0, 9.8, 10.2, 10.1, 9.9]
     assert feed(fam, base) == []
     changes = feed(fam, [14.0, 10.0], ts=[9, 10])
@@ -154,11 +154,20 @@ def test_robust_is_silent_until_its_window_is_full():
 
 
 def test_robust_min_mad_keeps_a_quantised_signal_quiet():
-    quiet = RobustFamily(1, {0: {"window": 5, "min_mad": 1.0}})
-    strict = RobustFamily(1, {0: {"window": 5}})
+    quiet = RobustFamily(1, {0: {"window": 5, "min_mad": 1.0, "on_delay_s": 0.0}})
+    strict = RobustFamily(1, {0: {"window": 5, "on_delay_s": 0.0}})
     values = [4.0, 4.0, 4.0, 4.0, 4.0, 5.0]
     assert feed(quiet, values) == []
     assert brief(feed(strict, values)) == [("robust", "H", True, 5.0)]
+
+
+def test_robust_uses_the_resolution_of_a_quantised_window_when_its_mad_is_zero():
+    fam = RobustFamily(1, {0: {"window": 7, "threshold": 3.5, "on_delay_s": 0.0, "off_delay_s": 0.0}})
+    # MAD 0 (most samples on 4.0), resolution 0.5: one step is z = 1, eight steps z = 8
+    assert feed(fam, [4.0, 4.0, 4.5, 4.0, 4.0, 3.5, 4.0, 4.5, 4.0, 3.5]) == []
+    changes = feed(fam, [8.0], ts=[10])
+    assert brief(changes) == [("robust", "H", True, 10.0)]
+    assert changes[0].context["z"] == pytest.approx(8.0)
 
 
 # --- flatline --------------------------------------------------------------------------------

@@ -22,20 +22,20 @@ CASES = {
         {"max_per_s": 2.0, "window_s": 2.5, "off_delay_s": 3.0},
     ], [0.0, 0.25, 0.5, 1.0, 2.0, 5.0, -3.0]),
     "ewma": (EwmaFamily, EwmaTwin, [
-        {"lambda_": 0.2, "L": 3.0, "warmup": 5},
-        {"lambda_": 1.0, "L": 2.0, "warmup": 2, "on_delay_s": 0.5},
-        {"lambda_": 0.3, "L": 2.5, "mean": 0.0, "sigma": 1.0, "off_delay_s": 1.0},
-        {"lambda_": 0.5, "L": 3.0, "warmup": 3, "min_sigma": 0.5},
+        {"lambda_": 0.2, "L": 3.0, "warmup": 5, "on_delay_s": 0.0, "off_delay_s": 0.0},
+        {"lambda_": 1.0, "L": 2.0, "warmup": 2, "on_delay_s": 0.5, "off_delay_s": 0.0},
+        {"lambda_": 0.3, "L": 2.5, "mean": 0.0, "sigma": 1.0, "off_delay_s": 1.0, "on_delay_s": 0.0},
+        {"lambda_": 0.5, "L": 3.0, "warmup": 3, "min_sigma": 0.5, "on_delay_s": 0.0, "off_delay_s": 0.0},
     ], [-4.0, -1.5, -0.5, 0.0, 0.3, 0.5, 1.0, 2.0, 6.0]),
     "cusum": (CusumFamily, CusumTwin, [
-        {"k": 0.5, "h": 4.0, "warmup": 5},
+        {"k": 0.5, "h": 4.0, "warmup": 5, "off_delay_s": 0.0},
         {"k": 0.0, "h": 1.0, "warmup": 2, "off_delay_s": 0.0},
         {"k": 0.25, "h": 3.0, "mean": 0.0, "sigma": 1.0, "off_delay_s": 2.0},
         {"k": 0.5, "h": 2.0, "warmup": 3, "min_sigma": 0.5, "off_delay_s": 0.5},
     ], [-4.0, -1.5, -0.5, 0.0, 0.3, 0.5, 1.0, 2.0, 6.0]),
     "robust": (RobustFamily, RobustTwin, [
-        {"window": 3, "threshold": 2.0},
-        {"window": 4, "threshold": 3.5, "min_mad": 0.1},
+        {"window": 3, "threshold": 2.0, "on_delay_s": 0.0, "off_delay_s": 0.0},
+        {"window": 4, "threshold": 3.5, "min_mad": 0.1, "on_delay_s": 0.0, "off_delay_s": 0.0},
         {"window": 7, "threshold": 3.0, "on_delay_s": 0.5, "off_delay_s": 1.0},
     ], [-10.0, -1.0, 0.0, 0.0, 0.1, 0.2, 0.5, 1.0, 30.0]),
     "flatline": (FlatlineFamily, FlatlineTwin, [
