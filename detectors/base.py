@@ -134,10 +134,12 @@ class Family(ABC):
         return None
 
     @classmethod
-    def train(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any], file: str) -> list[str]:
-        """Fit a model of normal operation from rows ``X`` (one column per tag of ``names``), write
-        it to ``file`` and return lines that describe it. Only families of ``[[models]]`` learn
-        from data; the others have nothing to train."""
+    def train(cls, data: Any, options: Mapping[str, Any], file: str) -> list[str]:
+        """Fit a model of normal operation from ``data`` (a detectors.calibrate.Training: the raw
+        columns of the model's tags, their times, the inputs, target false-alarm rate and hold-out
+        the config gives; build the inputs with detectors.inputs), write it to ``file`` and return
+        lines that describe it. Only families of ``[[models]]`` learn from data; the others have
+        nothing to train."""
         raise NotImplementedError(f"the {cls.name} family has no model to train")
 
 

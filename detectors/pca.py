@@ -15,7 +15,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,10 +24,12 @@ from scipy import stats
 
 from detectors import _pca
 from detectors.base import ConditionChange, Family, ModelError, Option
+from detectors.inputs import InputSpec, InputStage
 from detectors.kernel import as_batch
 
-#: version of the .npz layout written by ``PcaModel.save``
-FORMAT_VERSION = 1
+#: version of the .npz layout written by ``PcaModel.save``; 2 added the model's inputs (derived
+#: inputs, lags) and the on/off delays ``plantwatch train`` chose
+FORMAT_VERSION = 2
 
 #: level code -> level name: which statistic is over its limit
 PCA_LEVELS = {1: "T2", 2: "SPE", 3: "T2+SPE"}
@@ -39,7 +41,9 @@ class PcaModelError(ModelError):
 
 @dataclass(frozen=True)
 class PcaModel:
-    """An autoscaled PCA model of normal operation and its control limits."""
+    """An autoscaled PCA model of normal operation and its control limits. ``names`` are the
+    model's tags; its p input columns are ``inputs.columns()`` (the tags' levels, derived
+    inputs and lags, see detectors.inputs)."""
 
     names: tuple[str, ...]
     mean: np.ndarray  # (p,)
@@ -51,6 +55,14 @@ class PcaModel:
     confidence: float
     t2_limit: float
     spe_limit: float
+    inputs: InputSpec | None = None  # None: the tags' levels
+    on_delay_s: float = 0.0  # chosen by train; the config's on_delay_s/off_delay_s win when given
+    off_delay_s: float = 0.0
+    target_far: float = 0.0  # > 0: the limits were set empirically for this false-alarm rate
+
+    @property
+    def spec(self) -> InputSpec:
+        return self.inputs if self.inputs is not None else InputSpec(self.names)
 
     @property
     def n_components(self) -> int:
@@ -103,6 +115,9 @@ class PcaModel:
                     confidence=self.confidence,
                     t2_limit=self.t2_limit,
                     spe_limit=self.spe_limit,
+                    inputs=self.spec.to_json(),
+                    delays=np.array([self.on_delay_s, self.off_delay_s]),
+                    target_far=self.target_far,
                 )
                 f.flush()
                 os.fsync(f.fileno())
@@ -111,6 +126,7 @@ class PcaModel:
             Path(tmp).unlink(missing_ok=True)
             raise
 
+    # linear: one check after the other, each naming the file
     @classmethod
     def load(cls, path: str | os.PathLike, names: Sequence[str] | None = None) -> PcaModel:
         """Read a model; with ``names``, also require it to be a model of exactly those tags
@@ -131,14 +147,16 @@ class PcaModel:
             raise fail("not a plantwatch PCA model (no 'format' = plantwatch.pca)")
         version = int(data.get("version", -1))
         if version != FORMAT_VERSION:
-            raise fail(f"model format version {version}, this build reads version {FORMAT_VERSION}")
+            raise fail(f"model format version {version}, this build reads version {FORMAT_VERSION}: "
+                       "fit it again with `plantwatch train`")
         required = ("names", "mean", "scale", "loadings", "eigenvalues", "residual_eigenvalues",
-                    "n_train", "confidence", "t2_limit", "spe_limit")
+                    "n_train", "confidence", "t2_limit", "spe_limit", "inputs", "delays", "target_far")
         missing = [k for k in required if k not in data]
         if missing:
             raise fail(f"missing arrays: {', '.join(missing)}")
         model_names = tuple(str(s) for s in data["names"].tolist())
-        p = len(model_names)
+        spec = _spec(data, model_names, fail)
+        p = len(spec.columns())
         loadings = np.asarray(data["loadings"], dtype=np.float64)
         k = loadings.shape[1] if loadings.ndim == 2 else -1
         shapes = {
@@ -150,7 +168,7 @@ class PcaModel:
         }
         for key, (got, want) in shapes.items():
             if k < 1 or got != want:
-                raise fail(f"{key} has shape {got}, expected {want} for {p} tags")
+                raise fail(f"{key} has shape {got}, expected {want} for {p} inputs")
         floats = {key: np.asarray(data[key], dtype=np.float64) for key in shapes}
         if not all(np.isfinite(a).all() for a in floats.values()) or not (floats["scale"] > 0).all():
             raise fail("non-finite values or non-positive scale in the model")
@@ -167,7 +185,21 @@ class PcaModel:
             confidence=float(data["confidence"]),
             t2_limit=float(data["t2_limit"]),
             spe_limit=float(data["spe_limit"]),
+            inputs=spec,
+            on_delay_s=float(data["delays"][0]),
+            off_delay_s=float(data["delays"][1]),
+            target_far=float(data["target_far"]),
         )
+
+
+def _spec(data: Mapping[str, Any], names: tuple[str, ...], fail) -> InputSpec:
+    try:
+        spec = InputSpec.from_json(str(data["inputs"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise fail(f"unreadable model inputs ({e})") from None
+    if spec.tags != names:
+        raise fail("the model's inputs are not over its tags")
+    return spec
 
 
 def t2_limit(n: int, k: int, confidence: float) -> float:
@@ -193,19 +225,25 @@ def fit(
     confidence: float = 0.99,
     variance: float = 0.9,
     n_components: int | None = None,
+    inputs: InputSpec | None = None,
 ) -> PcaModel:
-    """Fit a PCA model of normal operation from rows X (n samples, p tags).
+    """Fit a PCA model of normal operation from rows X (n samples, one column per input of
+    ``inputs``, by default the levels of the tags ``names``).
 
-    Autoscaling: each tag is centred and divided by its standard deviation (a constant tag
-    keeps scale 1, so it contributes only when it moves). ``n_components`` if given, else the
-    fewest components explaining ``variance`` of the autoscaled data.
+    Autoscaling: each input is centred and divided by its standard deviation (a constant input
+    keeps scale 1, so it contributes only when it moves; `plantwatch train` refuses a constant
+    column before it gets here). ``n_components`` if given, else the fewest components explaining
+    ``variance`` of the autoscaled data. The eigenvectors come from the p x p correlation
+    matrix (one pass over the rows; p is small beside n).
     """
+    spec = inputs if inputs is not None else InputSpec(tuple(names))
+    columns = spec.columns()
     X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] != len(names):
-        raise ValueError(f"X must be (n, {len(names)}) for {len(names)} tags, got shape {X.shape}")
+    if X.ndim != 2 or X.shape[1] != len(columns):
+        raise ValueError(f"X must be (n, {len(columns)}) for {len(columns)} inputs, got shape {X.shape}")
     n, p = X.shape
     if n < p + 2:
-        raise ValueError(f"need at least {p + 2} rows to fit {p} tags, got {n}")
+        raise ValueError(f"need at least {p + 2} rows to fit {p} inputs, got {n}")
     if not np.isfinite(X).all():
         raise ValueError("X contains NaN or infinite values; drop or fill those rows first")
     if not 0.5 < confidence < 1.0:
@@ -214,8 +252,9 @@ def fit(
     scale = X.std(axis=0, ddof=1)
     scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
     Z = (X - mean) / scale
-    _, s, vt = np.linalg.svd(Z, full_matrices=False)
-    eig = s * s / (n - 1)
+    eig, vec = np.linalg.eigh(Z.T @ Z / (n - 1))
+    order = np.argsort(eig)[::-1]
+    eig, vt = np.maximum(eig[order], 0.0), vec[:, order].T
     if n_components is None:
         if not 0.0 < variance <= 1.0:
             raise ValueError(f"variance must be in (0, 1], not {variance}")
@@ -225,52 +264,59 @@ def fit(
         k = int(n_components)
     if not 1 <= k <= p:
         raise ValueError(f"n_components must be in 1..{p}, not {k}")
-    k = min(k, n - 2)
+    k = min(k, n - 2, p)
     return PcaModel(
-        names=tuple(names),
+        names=tuple(spec.tags),
         mean=mean,
         scale=scale,
         loadings=np.ascontiguousarray(vt[:k].T),
-        eigenvalues=eig[:k].copy(),
+        eigenvalues=np.maximum(eig[:k], 1e-12 * eig[0]),
         residual_eigenvalues=eig[k:].copy(),
         n_train=n,
         confidence=confidence,
         t2_limit=t2_limit(n, k, confidence),
         spe_limit=spe_limit(eig[k:], confidence),
+        inputs=spec,
     )
 
 
 class _Monitor:
-    """One model watching its tags: tick collection, statistics, debounce."""
+    """One model watching its tags: input rows (detectors.inputs), statistics, debounce."""
 
     def __init__(self, n_tags: int, model: PcaModel, tags: Sequence[int], params: Mapping[str, Any]):
         if len(tags) != len(model.names):
             raise ValueError(f"model has {len(model.names)} tags, {len(tags)} tag indices given")
         self.model = model
         self.tags = np.asarray(tags, dtype=np.int64)
-        var = np.full(n_tags, -1, dtype=np.int32)
-        var[self.tags] = np.arange(len(tags), dtype=np.int32)
-        self.collector = _pca.TickCollector(var, model.mean, model.scale)
-        self.debounce = _pca.SeriesDebounce(float(params["on_delay_s"]), float(params["off_delay_s"]))
+        self.stage = InputStage(n_tags, model.spec, [int(t) for t in tags])
+        # each input column's tag, by position in self.tags: contributions are summed per tag
+        position = {name: i for i, name in enumerate(model.names)}
+        self.source = np.array([position[s] for s in model.spec.sources()], dtype=np.intp)
+        on = params.get("on_delay_s")
+        off = params.get("off_delay_s")
+        self.debounce = _pca.SeriesDebounce(model.on_delay_s if on is None else float(on),
+                                            model.off_delay_s if off is None else float(off))
         self.top = int(params["top"])
         self.name = str(params["model"])
         self.t2_limit = model.t2_limit * float(params["t2_factor"])
         self.spe_limit = model.spe_limit * float(params["spe_factor"])
 
     def update(self, tag, value, ts, quality, kind: str) -> list[ConditionChange]:
-        Z, idx = self.collector.collect(tag, value, ts, quality)
-        if idx.shape[0] == 0:
+        X, times = self.stage.rows(tag, value, ts, quality)
+        if times.shape[0] == 0:
             return []
+        Z = self.model.autoscale(X)
         t2, spe = self.model.statistics(Z)
         raw = ((t2 > self.t2_limit).astype(np.int8) + 2 * (spe > self.spe_limit).astype(np.int8))
-        pos, prev, new = self.debounce.run(raw, np.ascontiguousarray(ts[idx]))
-        return [self._change(kind, Z[j], int(idx[j]), int(a), int(b), t2[j], spe[j], value, ts, tag)
+        pos, prev, new = self.debounce.run(raw, np.ascontiguousarray(times))
+        return [self._change(kind, Z[j], float(times[j]), int(a), int(b), t2[j], spe[j])
                 for j, a, b in zip(pos.tolist(), prev.tolist(), new.tolist(), strict=True)]
 
-    def _change(self, kind, z, i, prev, new, t2, spe, value, ts, tag) -> ConditionChange:
+    def _change(self, kind, z, when, prev, new, t2, spe) -> ConditionChange:
         level = new or prev
         c_t2, c_spe = self.model.contributions(z)
-        contrib = c_spe if level >= 2 else c_t2
+        # a tag's contribution: the sum over its inputs (level, derived inputs, lags)
+        contrib = np.bincount(self.source, weights=c_spe if level >= 2 else c_t2, minlength=len(self.tags))
         order = np.argsort(-contrib)[: self.top]
         top = [int(self.tags[o]) for o in order]
         stat, limit = (spe, self.spe_limit) if level >= 2 else (t2, self.t2_limit)
@@ -283,7 +329,7 @@ class _Monitor:
             active=new != 0,
             value=float(stat),
             limit=float(limit),
-            ts=float(ts[i]),
+            ts=when,
             context={
                 "model": self.name,
                 "t2": float(t2),
@@ -315,8 +361,10 @@ class PcaFamily(Family):
         "confidence": Option(0.99, "in [0.5, 1), confidence of the fitted T² and SPE limits (`plantwatch train`)"),
         "variance": Option(0.9, "in (0, 1], explained variance that chooses the number of components"),
         "components": Option(0, "a fixed number of components (0 = chosen by variance)"),
-        "on_delay_s": Option(0.0, ">= 0; T²/SPE must stay over its limit this long before the alarm is raised"),
-        "off_delay_s": Option(0.0, ">= 0; T²/SPE must stay under its limit this long before the alarm clears"),
+        "on_delay_s": Option(None, ">= 0; T²/SPE must stay over its limit this long before the alarm is raised "
+                                   "(not given: as `plantwatch train` chose, 0 without calibration)"),
+        "off_delay_s": Option(None, ">= 0; T²/SPE must stay under its limit this long before the alarm clears "
+                                    "(not given: as `plantwatch train` chose)"),
         "top": Option(3, "how many top contributing tags the alarm names"),
         "t2_factor": Option(1.0, "> 0, multiplier of the fitted T² limit"),
         "spe_factor": Option(1.0, "> 0, multiplier of the fitted SPE limit"),
@@ -417,11 +465,26 @@ class PcaFamily(Family):
                 f"top contributors {top}")
 
     @classmethod
-    def train(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any], file: str) -> list[str]:
-        """Fit with the model's ``confidence``, ``variance`` and ``components`` (0 = by variance)."""
-        fitted = fit(X, names, confidence=options["confidence"], variance=options["variance"],
-                     n_components=options["components"] or None)
+    def train(cls, data: Any, options: Mapping[str, Any], file: str) -> list[str]:
+        """Fit from ``data`` (a detectors.calibrate.Training: raw columns, times and what the config
+        fixes) with the model's ``confidence``, ``variance``, ``components`` and delays: with
+        ``target_far`` > 0 calibrated (detectors.calibrate), else the distribution limits."""
+        from detectors.calibrate import calibrate
+        from detectors.inputs import table_rows
+
+        tr = replace(data, components=int(options["components"]), confidence=float(options["confidence"]),
+                      variance=float(options["variance"]), on_delay_s=options["on_delay_s"],
+                      off_delay_s=options["off_delay_s"])
+        if tr.target_far > 0:
+            fitted, _, lines = calibrate(tr)
+        else:
+            spec = tr.spec if tr.spec is not None else InputSpec(tr.names)
+            X, _ = table_rows(spec, tr.columns, tr.ts)
+            fitted = fit(X, tr.names, confidence=tr.confidence, variance=tr.variance,
+                         n_components=tr.components or None, inputs=spec)
+            fitted = replace(fitted, on_delay_s=float(tr.on_delay_s or 0.0), off_delay_s=float(tr.off_delay_s or 0.0))
+            lines = [f"  inputs: {spec.describe()} ({len(spec.columns())} columns), components {fitted.n_components}, "
+                     f"T² limit {fitted.t2_limit:.4g}, SPE limit {fitted.spe_limit:.4g} at confidence {fitted.confidence}"]
         Path(file).parent.mkdir(parents=True, exist_ok=True)
         fitted.save(file)
-        return [f"  components {fitted.n_components}, T² limit {fitted.t2_limit:.4g}, "
-                f"SPE limit {fitted.spe_limit:.4g} at confidence {fitted.confidence}"]
+        return lines
