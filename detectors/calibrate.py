@@ -1,8 +1,8 @@
 """Calibration of a multivariate model from normal operation alone (``plantwatch train``).
 
 1. Split in time: the first ``1 - holdout`` of the rows fit, the rest is the hold-out.
-2. Candidates: input sets (levels; levels with lag 1; smoothed levels; and, for tags that drift
-   between the fit part and the hold-out, their rates instead of their levels), numbers of
+2. Candidates: input sets (``input_candidates``: steady tags as levels or smoothed, slow tags as
+   rates over two windows, with or without lag 1), numbers of
    components (by explained variance 0.8 / 0.9 / 0.95), on-delays and off-delays (multiples of
    the sample interval). Whatever the config fixes is not searched.
 3. For each candidate: fit on the fit part; the T²/SPE limits are set on the hold-out for the
@@ -39,7 +39,9 @@ SEARCH_ROWS = 100_000
 SEGMENT_ROWS = 400  # a faulty hold-out segment: normal, fault over the middle 40 %, normal
 MAX_SEGMENTS = 3
 MAX_FAULT_TAGS = 8  # more tags: a fixed-seed sample of them gets faults
-DRIFT_SIGMAS = 2.0  # a tag whose hold-out mean is this many fit-part sigmas away drifts
+SLOW_RATIO = 3.0  # see slow_tags
+RATE_WINDOWS = (30, 60)  # candidate windows of the slow tags' rates, in sample intervals
+SMOOTH = 5  # candidate rolling mean of the steady tags, in sample intervals
 
 
 @dataclass(frozen=True)
@@ -118,21 +120,34 @@ def empirical_limits(series: list[tuple[np.ndarray, np.ndarray, np.ndarray]], on
     return best
 
 
-def input_candidates(tr: Training, fit_rows: np.ndarray, hold_rows: np.ndarray) -> list[InputSpec]:
+def slow_tags(names: tuple[str, ...], fit_rows: np.ndarray) -> tuple[str, ...]:
+    """Tags whose level wanders slowly beside their sample-to-sample noise: the variance of the
+    level over SLOW_RATIO times half the variance of its differences (von Neumann's ratio, about 1
+    for noise around a steady value, large for a trend or a random walk). A model fitted on a
+    stretch of normal data cannot learn where such a level will be next; their rates it can."""
+    var = np.nanvar(fit_rows, axis=0)
+    diff = 0.5 * np.nanvar(np.diff(fit_rows, axis=0), axis=0)
+    ratio = var / np.where(diff > 0, diff, np.inf)
+    return tuple(t for t, r in zip(names, ratio, strict=True) if r > SLOW_RATIO)
+
+
+def input_candidates(tr: Training, fit_rows: np.ndarray) -> list[InputSpec]:
+    """The input sets searched: steady tags as levels (or smoothed), slow tags as rates, with or
+    without lag 1; all tags as levels only when none is slow."""
     if tr.spec is not None or not tr.auto:
         return [tr.spec or InputSpec(tr.names)]
     tags = tr.names
     dt = interval(tr.ts)
-    base = InputSpec(tags)
-    out = [base, replace(base, lags=1), InputSpec(tags, levels=(), means=(5 * dt,))]
-    mu_f, sd_f = np.nanmean(fit_rows, axis=0), np.nanstd(fit_rows, axis=0)
-    shift = np.abs(np.nanmean(hold_rows, axis=0) - mu_f) / np.where(sd_f > 0, sd_f, 1.0)
-    drifting = tuple(t for t, s in zip(tags, shift, strict=True) if s > DRIFT_SIGMAS)
-    steady = tuple(t for t in tags if t not in drifting)
-    if drifting and steady:
-        for w in (30 * dt, 60 * dt):
-            out.append(InputSpec(tags, levels=steady, rates=(w,), derived=drifting))
-        out.append(InputSpec(tags, levels=(), rates=(30 * dt,), means=(5 * dt,), derived=None))
+    slow = slow_tags(tags, fit_rows)
+    steady = tuple(t for t in tags if t not in slow)
+    if not slow or not steady:
+        base = InputSpec(tags)
+        return [base, replace(base, lags=1), InputSpec(tags, levels=(), means=(SMOOTH * dt,))]
+    out = []
+    for w in RATE_WINDOWS:
+        out.append(InputSpec(tags, levels=steady, rates=(w * dt,), rate_of=slow))
+        out.append(InputSpec(tags, levels=(), rates=(w * dt,), rate_of=slow, means=(SMOOTH * dt,), mean_of=steady))
+    out.append(replace(out[0], lags=1))
     return out
 
 
@@ -224,7 +239,7 @@ def search(tr: Training) -> list[Candidate]:  # linear: one loop nest over the c
     dt = interval(part.ts)
     segs, faults = _segments(part, n_fit, n), _faults(part, n_fit)
     out: list[Candidate] = []
-    for spec in input_candidates(part, part.columns[:n_fit], part.columns[n_fit:]):
+    for spec in input_candidates(part, part.columns[:n_fit]):
         d = _rows(spec, part.columns, part.ts)
         fit_mask = d.pos < n_fit
         hold = ~fit_mask

@@ -33,13 +33,14 @@ class InputSpec:
 
     tags: tuple[str, ...]
     levels: tuple[str, ...] | None = None  # tags entering as their level; None = all
-    rates: tuple[float, ...] = ()  # windows (s) of rate(T, W) for each tag of ``derived``
-    means: tuple[float, ...] = ()  # windows (s) of rolling_mean(T, W) for each tag of ``derived``
-    derived: tuple[str, ...] | None = None  # tags that get rates and rolling means; None = all
+    rates: tuple[float, ...] = ()  # windows (s) of rate(T, W) for each tag of ``rate_of``
+    means: tuple[float, ...] = ()  # windows (s) of rolling_mean(T, W) for each tag of ``mean_of``
+    rate_of: tuple[str, ...] | None = None  # tags that get rates; None = all
     lags: int = 0
+    mean_of: tuple[str, ...] | None = None  # tags that get rolling means; None = all
 
     def __post_init__(self) -> None:
-        for name in (*(self.levels or ()), *(self.derived or ())):
+        for name in (*(self.levels or ()), *(self.rate_of or ()), *(self.mean_of or ())):
             if name not in self.tags:
                 raise ValueError(f"input tag {name!r} is not a tag of the model")
         if self.lags < 0 or self.lags != int(self.lags):
@@ -53,14 +54,13 @@ class InputSpec:
     def level_tags(self) -> tuple[str, ...]:
         return self.tags if self.levels is None else tuple(t for t in self.tags if t in self.levels)
 
-    @property
-    def derived_tags(self) -> tuple[str, ...]:
-        return self.tags if self.derived is None else tuple(t for t in self.tags if t in self.derived)
+    def _of(self, chosen: tuple[str, ...] | None) -> tuple[str, ...]:
+        return self.tags if chosen is None else tuple(t for t in self.tags if t in chosen)
 
     def derived_inputs(self) -> list[tuple[str, str, float]]:
         """(function, tag, window) of every derived input, in column order."""
-        return ([("rate", t, w) for w in self.rates for t in self.derived_tags]
-                + [("rolling_mean", t, w) for w in self.means for t in self.derived_tags])
+        return ([("rate", t, w) for w in self.rates for t in self._of(self.rate_of)]
+                + [("rolling_mean", t, w) for w in self.means for t in self._of(self.mean_of)])
 
     def base_columns(self) -> list[str]:
         return list(self.level_tags) + [f"{f}({t}, {w:g})" for f, t, w in self.derived_inputs()]
@@ -85,16 +85,17 @@ class InputSpec:
         parts = []
         if self.level_tags:
             parts.append(f"{len(self.level_tags)} levels")
-        for f, ws in (("rate", self.rates), ("rolling mean", self.means)):
+        for f, ws, of in (("rate", self.rates, self.rate_of), ("rolling mean", self.means, self.mean_of)):
             for w in ws:
-                parts.append(f"{f} over {w:g} s of {len(self.derived_tags)} tags")
+                named = of if of is not None and len(of) <= 3 else None
+                parts.append(f"{f} over {w:g} s of " + (", ".join(named) if named else f"{len(self._of(of))} tags"))
         if self.lags:
             parts.append(f"lags 1..{self.lags}")
         return ", ".join(parts)
 
     def to_json(self) -> str:
         return json.dumps({"tags": self.tags, "levels": self.levels, "rates": self.rates, "means": self.means,
-                           "derived": self.derived, "lags": self.lags})
+                           "rate_of": self.rate_of, "mean_of": self.mean_of, "lags": self.lags})
 
     @classmethod
     def from_json(cls, text: str) -> InputSpec:
@@ -103,8 +104,8 @@ class InputSpec:
         def tup(v):
             return None if v is None else tuple(v)
 
-        return cls(tuple(d["tags"]), tup(d["levels"]), tuple(d["rates"]), tuple(d["means"]), tup(d["derived"]),
-                   int(d["lags"]))
+        return cls(tuple(d["tags"]), tup(d["levels"]), tuple(d["rates"]), tuple(d["means"]), tup(d["rate_of"]),
+                   int(d["lags"]), tup(d["mean_of"]))
 
 
 @dataclass(frozen=True)

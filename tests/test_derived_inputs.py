@@ -144,7 +144,7 @@ def test_stage_warm_up_counts_from_the_first_complete_tick():
 @pytest.mark.parametrize("keys,problem", [
     ({"lags": -1}, "models[0] (reactor).lags: must be >= 0"),
     ({"rates": [0.0]}, "models[0] (reactor).rates: windows must be > 0 s"),
-    ({"derived_tags": ["R101.XX"], "rates": [5.0]}, "models[0] (reactor).derived_tags[0]: 'R101.XX' is not one of the model's"),
+    ({"rate_tags": ["R101.XX"], "rates": [5.0]}, "models[0] (reactor).rate_tags[0]: 'R101.XX' is not one of the model's"),
     ({"level_tags": [], "rates": []}, "models[0] (reactor): the model has no inputs"),
     ({"target_far": 0.6}, "models[0] (reactor).target_far: must be in [0, 0.5)"),
 ])

@@ -20,12 +20,12 @@ MODEL_KEYS = {
     # the model's inputs (any kind; detectors.inputs): computed per tick, identical in train, replay and live
     "lags": Key("int", 0, doc="dynamic inputs: each input also at the ticks t-1 … t-lags (0 = none); "
                               "given: fixed, else `plantwatch train` may choose 0 or 1"),
-    "rates": Key("list[float]", [], doc="windows (s): `rate(T, W)` of each tag of `derived_tags` as an input; "
+    "rates": Key("list[float]", [], doc="windows (s): `rate(T, W)` of each tag of `rate_tags` as an input; "
                                         "given: fixed, else chosen by train"),
-    "rolling_means": Key("list[float]", [], doc="windows (s): `rolling_mean(T, W)` of each tag of `derived_tags` "
+    "rolling_means": Key("list[float]", [], doc="windows (s): `rolling_mean(T, W)` of each tag of `mean_tags` "
                                                 "as an input; given: fixed, else chosen by train"),
-    "derived_tags": Key("list[str]", None, shown="all the model's tags",
-                        doc="the tags that get the rates and rolling means"),
+    "rate_tags": Key("list[str]", None, shown="all the model's tags", doc="the tags that get the `rates`"),
+    "mean_tags": Key("list[str]", None, shown="all the model's tags", doc="the tags that get the `rolling_means`"),
     "level_tags": Key("list[str]", None, shown="all the model's tags",
                       doc="the tags that enter with their level (`[]`: none, e.g. rolling means only)"),
     # calibration by `plantwatch train` (detectors.calibrate)
@@ -38,7 +38,7 @@ MODEL_KEYS = {
                                       "the calibration"),
 }
 #: the keys that fix the model's inputs: any of them given, train does not search inputs
-INPUT_KEYS = ("lags", "rates", "rolling_means", "derived_tags", "level_tags")
+INPUT_KEYS = ("lags", "rates", "rolling_means", "rate_tags", "mean_tags", "level_tags")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def _inputs(m: Mapping[str, Any], table: Mapping[str, Any], path: str, p: Proble
     if m["lags"] is not None and m["lags"] < 0:
         p.add(f"{path}.lags", f"must be >= 0, not {m['lags']}")
         return None
-    for k in ("derived_tags", "level_tags"):
+    for k in ("rate_tags", "mean_tags", "level_tags"):
         for j, t in enumerate(m[k] or ()):
             if t not in m["tags"]:
                 p.add(f"{path}.{k}[{j}]", f"{t!r} is not one of the model's tags")
@@ -126,12 +126,14 @@ def _inputs(m: Mapping[str, Any], table: Mapping[str, Any], path: str, p: Proble
         if any(not w > 0 for w in m[k] or ()):
             p.add(f"{path}.{k}", f"windows must be > 0 s, not {m[k]}")
             return None
+
     def tup(v):
         return None if v is None else tuple(v)
 
     try:
         return InputSpec(tuple(m["tags"]), tup(m["level_tags"]), tuple(float(w) for w in m["rates"] or ()),
-                         tuple(float(w) for w in m["rolling_means"] or ()), tup(m["derived_tags"]), int(m["lags"] or 0))
+                         tuple(float(w) for w in m["rolling_means"] or ()), tup(m["rate_tags"]), int(m["lags"] or 0),
+                         tup(m["mean_tags"]))
     except ValueError as exc:
         p.add(path, str(exc))
         return None
