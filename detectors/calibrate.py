@@ -35,7 +35,7 @@ VARIANCES = (0.8, 0.9, 0.95)
 ON_DELAYS = (0, 3, 10)  # in sample intervals
 OFF_DELAYS = (0, 10, 30)
 #: the search runs on at most this many rows (the latest); the final fit and limits use all rows
-SEARCH_ROWS = 100_000
+SEARCH_ROWS = 20_000
 SEGMENT_ROWS = 400  # a faulty hold-out segment: normal, fault over the middle 40 %, normal
 MAX_SEGMENTS = 3
 MAX_FAULT_TAGS = 8  # more tags: a fixed-seed sample of them gets faults
@@ -99,12 +99,13 @@ def empirical_limits(series: list[tuple[np.ndarray, np.ndarray, np.ndarray]], on
     """T² and SPE limits at one tail share a each (the (1 - a) quantiles of the pooled normal
     statistics), a the largest for which the share of rows alarmed after the delays is at most
     ``target``; with that share. ``series``: (t2, spe, times) per run of consecutive rows."""
-    t2 = np.concatenate([s[0] for s in series])
-    spe = np.concatenate([s[1] for s in series])
+    t2 = np.sort(np.concatenate([s[0] for s in series]))
+    spe = np.sort(np.concatenate([s[1] for s in series]))
     n = len(t2)
 
     def rate(a: float) -> tuple[float, float, float]:
-        lt, ls = float(np.quantile(t2, 1 - a)), float(np.quantile(spe, 1 - a))
+        k = min(n - 1, int(np.ceil((1 - a) * (n - 1))))  # the (1 - a) quantile, rounded up to a row
+        lt, ls = float(t2[k]), float(spe[k])
         alarmed = sum(int(debounced(s[0], s[1], s[2], lt, ls, on, off).sum()) for s in series)
         return lt, ls, alarmed / n
 
@@ -264,10 +265,9 @@ def search(tr: Training) -> list[Candidate]:  # linear: one loop nest over the c
     return sorted(out, key=lambda c: (-c.f1, c.far))
 
 
-def final_limits(tr: Training, spec: InputSpec, c: Candidate) -> tuple[float, float, float]:
-    """Limits for the model fitted on all rows: out-of-sample statistics of each half under a
-    model fitted on the other half, pooled, at the target rate after the delays."""
-    d = _rows(spec, tr.columns, tr.ts)
+def final_limits(tr: Training, spec: InputSpec, c: Candidate, d: _Data) -> tuple[float, float, float]:
+    """Limits for the model fitted on all rows ``d``: out-of-sample statistics of each half under
+    a model fitted on the other half, pooled, at the target rate after the delays."""
     half = int(round(len(tr.ts) * (1 - tr.holdout)))
     a = d.pos < half
     series = []
@@ -291,7 +291,7 @@ def calibrate(tr: Training) -> tuple[PcaModel, Candidate | None, list[str]]:
                  f"false alarms {100 * c.far:.2f} % of normal rows, faulty rows detected {100 * c.sensitivity:.1f} %")
     d = _rows(c.spec, tr.columns, tr.ts)
     model = fit(d.X, c.spec.tags, tr.confidence, n_components=c.components, inputs=c.spec)
-    lt, ls, far = final_limits(tr, c.spec, c)
+    lt, ls, far = final_limits(tr, c.spec, c, d)
     lines.append(f"  limits at target false-alarm rate {100 * tr.target_far:g} % (out-of-sample, after the delays): "
                  f"T² {lt:.4g}, SPE {ls:.4g}; {100 * far:.2f} % of normal rows alarmed")
     model = replace(model, t2_limit=lt, spe_limit=ls, on_delay_s=c.on_delay_s, off_delay_s=c.off_delay_s,

@@ -159,14 +159,8 @@ class InputStage:
                 self._start = float(ts[mine[0]])
         if self.evaluator is not None:
             out = self.evaluator.evaluate(tag, value, ts, quality)
-            if out is not None:
-                pos = out[4]
-                if pos[0] == len(tag):
-                    tag, value, ts, quality = (np.concatenate([a, c]) for a, c in
-                                               zip((tag, value, ts, quality), out[:4], strict=True))
-                else:
-                    tag, value, ts, quality = (np.insert(a, pos, c) for a, c in
-                                               zip((tag, value, ts, quality), out[:4], strict=True))
+            if out is not None:  # each derived sample at the end of its tick, as Pipeline.judge does
+                tag, value, ts, quality = _merged((tag, value, ts, quality), out)
             # the evaluator's own hidden tags are numbered after the config's: a batch of the
             # config's tags never carries one
         X, idx = self.collector.collect(np.ascontiguousarray(tag, dtype=np.int32),
@@ -190,6 +184,22 @@ class InputStage:
             out[:, k * self.width:(k + 1) * self.width] = full[L - k:L - k + n_out]
         self._ring = full[-L:].copy()
         return out, times[len(times) - n_out:]
+
+
+def _merged(batch: tuple[np.ndarray, ...], computed: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """The batch with the computed samples inserted before the batch sample at computed[4] (as
+    detectors.expr.merged, with one index computation for the four arrays)."""
+    n, m = len(batch[0]), len(computed[0])
+    dest = np.asarray(computed[4], dtype=np.intp) + np.arange(m)
+    keep = np.ones(n + m, dtype=bool)
+    keep[dest] = False
+    out = []
+    for a, c in zip(batch, computed[:4], strict=True):
+        r = np.empty(n + m, dtype=a.dtype)
+        r[dest] = c
+        r[keep] = a
+        out.append(r)
+    return tuple(out)
 
 
 def table_rows(spec: InputSpec, columns: np.ndarray, ts: np.ndarray, chunk: int = 4096
