@@ -103,9 +103,13 @@ def empirical_limits(series: list[tuple[np.ndarray, np.ndarray, np.ndarray]], on
     spe = np.sort(np.concatenate([s[1] for s in series]))
     n = len(t2)
 
+    def quantile(x: np.ndarray, q: float) -> float:  # as np.quantile (linear), on sorted x
+        pos = q * (n - 1)
+        k = min(int(pos), n - 2) if n > 1 else 0
+        return float(x[k] + (pos - k) * (x[min(k + 1, n - 1)] - x[k]))
+
     def rate(a: float) -> tuple[float, float, float]:
-        k = min(n - 1, int(np.ceil((1 - a) * (n - 1))))  # the (1 - a) quantile, rounded up to a row
-        lt, ls = float(t2[k]), float(spe[k])
+        lt, ls = quantile(t2, 1 - a), quantile(spe, 1 - a)
         alarmed = sum(int(debounced(s[0], s[1], s[2], lt, ls, on, off).sum()) for s in series)
         return lt, ls, alarmed / n
 
