@@ -33,14 +33,15 @@ def process(n: int, p: int, seed: int = 0) -> np.ndarray:
     return X + 100.0
 
 
-def config(p: int, data_dir: Path):
+def config(p: int, data_dir: Path, extra: list[str] = ()):
     names = [f"T{i:02d}" for i in range(p)]
     lines = ["[agent]", 'plant = "000000000000"', f'data_dir = "{data_dir}"', 'timezone = "UTC"',
              "[uplink]", 'url = "mqtt://127.0.0.1:1883"',
              "[[devices]]", 'name = "d"', 'driver = "modbus"', 'url = "tcp://127.0.0.1:5020"']
     for i, t in enumerate(names):
         lines += ["[[tags]]", f'name = "{t}"', 'device = "d"', f'address = "hr:{2 * i}"']
-    lines += ["[[models]]", 'name = "m"', 'kind = "pca"', f"tags = {names!r}".replace("'", '"'), 'file = "m.npz"']
+    lines += ["[[models]]", 'name = "m"', 'kind = "pca"', f"tags = {names!r}".replace("'", '"'), 'file = "m.npz"',
+              *extra]
     return parse(tomllib.loads("\n".join(lines))), names
 
 
@@ -49,12 +50,14 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--tags", type=int, default=50)
     ap.add_argument("--csv", action="store_true", help="also time reading the rows from a CSV file")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a key of the [[models]] entry, TOML, e.g. --set 'rates=[30]' --set lags=1")
     args = ap.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpus")
     X = process(args.rows, args.tags)
     ts = 1_800_000_000.0 + np.arange(args.rows, dtype=float)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, names = config(args.tags, Path(tmp))
+        cfg, names = config(args.tags, Path(tmp), args.set)
         table = Table(Path("synthetic"), ts, {n: X[:, j].copy() for j, n in enumerate(names)}, {})
         if args.csv:
             path = Path(tmp) / "n.csv"
