@@ -1,4 +1,4 @@
-"""The ``plantwatch`` command line: run, check, registry, export-points, demo, receive, replay, train,
+"""The ``plantwatch`` command line: run, check, registry, export-points, demo, init, receive, replay, train,
 history, probe, provincial."""
 
 from __future__ import annotations
@@ -334,16 +334,6 @@ def cmd_provincial_decrypt(args: argparse.Namespace) -> int:
     return run(cfg, args.source)
 
 
-# --- demo ---------------------------------------------------------------------------------------
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo import run_demo
-
-    return run_demo(seconds=args.seconds, broker=args.broker, embedded=args.embedded_broker, profile=args.profile,
-                    transport=args.transport)
-
-
 # --- entry --------------------------------------------------------------------------------------
 
 
@@ -378,16 +368,11 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
 
     pointlists.add_parser(sub)
 
-    s = sub.add_parser("demo", help="a simulated plant, a broker, the agent and a receiver on loopback")
-    s.add_argument("--seconds", type=float, default=60.0)
-    s.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
-    s.add_argument("--embedded-broker", action="store_true", help="use the pure-Python broker even if mosquitto is installed")
-    s.add_argument("--profile", choices=("json", "provincial"), default="json",
-                   help="provincial: SM4-CBC, upper-case hex, in an {appid, data} envelope, decrypted by the platform")
-    s.add_argument("--transport", choices=("mqtt", "http", "tcp"), default="mqtt",
-                   help="http or tcp: the provincial profile straight to the reference platform on loopback "
-                   "(tcp: AES-128-CBC in a dataId envelope), no broker")
-    s.set_defaults(func=cmd_demo)
+    from agent import demo_command, scaffold
+
+    demo_command.add_parser(sub)
+
+    scaffold.add_parser(sub)
 
     s = sub.add_parser("replay", help="feed a historian CSV through the engine and alarm manager")
     s.add_argument("config")

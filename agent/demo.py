@@ -8,6 +8,10 @@ agent/demo.toml says how each device is reached, and each device is its driver's
 (``Driver.simulator``) serving the model's values. The receiver prints what the provincial
 platform would get: over MQTT through a broker, or (``transport`` http or tcp) as the reference
 platform itself, listening on loopback and answering the agent's requests.
+
+``plantwatch demo --plant NAME`` runs an industry template (agent/plants/NAME.toml) instead,
+its devices moved to loopback the same way, against the scenario agent/plants/scenarios.py
+plays for it.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import drivers
@@ -96,8 +102,10 @@ def _source(model) -> Callable[[], Mapping[str, float]]:
     return lambda: model.values(time.time())
 
 
-async def _plant(cfg: Config, stop: asyncio.Event, ready: asyncio.Event) -> None:
-    models = _models(time.time())
+async def _plant(cfg: Config, models: Mapping[str, Any], stop: asyncio.Event, ready: asyncio.Event) -> None:
+    """Each device of ``cfg`` served by its driver's simulator from ``models`` (device name ->
+    model); a model that can go off the network takes its device with it, and one that tells a
+    story prints it as it plays."""
     sims = {d.name: drivers.load(d.driver).simulator(d, [t.spec for t in cfg.device_tags(d.name)],
                                                      _source(models[d.name]))
             for d in cfg.devices}
@@ -105,17 +113,21 @@ async def _plant(cfg: Config, stop: asyncio.Event, ready: asyncio.Event) -> None
         await sim.start()
     ready.set()
     # a device whose model can go off the network is stopped and started again with it
-    flaky = {name: m for name, m in models.items() if isinstance(m, DustCollector)}
+    flaky = {name: m for name, m in models.items() if hasattr(m, "online")}
     up = dict.fromkeys(flaky, True)
+    storytellers = list({id(m): m for m in models.values() if hasattr(m, "narrate")}.values())
     try:
         while not stop.is_set():
+            for model in storytellers:
+                for line in model.narrate(time.time()):
+                    print(f"plant   | {line}", flush=True)
             for name, model in flaky.items():
                 online = model.online(time.time())
                 if online != up[name]:
                     await (sims[name].start() if online else sims[name].stop())
                     up[name] = online
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.2)
+                await asyncio.wait_for(stop.wait(), 0.1)
     finally:
         for sim in sims.values():
             await sim.stop()
@@ -137,11 +149,18 @@ DEMO_TCP = {"gateway_code": "GW-DEMO-01", "cipher": "aes-128-cbc", "key_file": "
 DEMO_SUCCESS = {"status": 200, "field": "code", "equals": "200"}
 
 
-def demo_config(ports: Mapping[str, int], broker_url: str, data_dir: Path, profile: str = "json") -> Config:
-    """agent/demo.toml with each device moved to its loopback port in ``ports`` (by name) and
-    its uplink to ``broker_url``; with ``profile`` "provincial", ``DEMO_PROVINCIAL`` (over TCP,
-    ``DEMO_TCP``) and its key and IV files in ``data_dir``."""
-    text = resources.files("agent").joinpath("demo.toml").read_text(encoding="utf-8")
+def demo_config(ports: Mapping[str, int], broker_url: str, data_dir: Path, profile: str = "json",
+                plant: str | None = None) -> Config:
+    """agent/demo.toml, or with ``plant`` that industry template (agent/plants/), with each device
+    moved to its loopback port in ``ports`` (by name) and its uplink to ``broker_url``; with
+    ``profile`` "provincial", ``DEMO_PROVINCIAL`` (over TCP, ``DEMO_TCP``) and its key and IV
+    files in ``data_dir``."""
+    if plant is None:
+        text = resources.files("agent").joinpath("demo.toml").read_text(encoding="utf-8")
+    else:
+        from agent import plants
+
+        text = plants.text(plant)
     data = tomllib.loads(text)
     data["agent"]["data_dir"] = str(data_dir)
     data["uplink"]["url"] = broker_url
@@ -161,14 +180,15 @@ def demo_config(ports: Mapping[str, int], broker_url: str, data_dir: Path, profi
 
 
 def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = False, profile: str = "json",
-             transport: str = "mqtt") -> int:
+             transport: str = "mqtt", plant: str | None = None) -> int:
     """The demo; ``transport`` http or tcp speaks the provincial profile to the reference platform
-    on loopback instead of going through a broker."""
+    on loopback instead of going through a broker; ``plant`` runs that industry template against
+    its scenario (agent/plants/scenarios.py) instead of the demo plant."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     if transport != "mqtt":
-        return _run_platform(seconds, transport)
+        return _run_platform(seconds, transport, plant)
     started = None
     if broker is None:
         started = local_broker(prefer_mosquitto=not embedded)
@@ -176,12 +196,12 @@ def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = 
         kind = type(started).__name__
         print(f"demo: broker {kind} at {broker}", flush=True)
     with tempfile.TemporaryDirectory(prefix="plantwatch-demo-") as tmp:
-        ports = {name: free_port() for name in ROLES}
-        cfg = demo_config(ports, broker, Path(tmp), profile)
-        receiver = _receiver(cfg, seconds, ports)
+        ports: dict[str, int] = defaultdict(free_port)
+        cfg = demo_config(ports, broker, Path(tmp), profile, plant)
+        receiver = _receiver(cfg, seconds, ports, plant)
         client = connect(receiver, broker, cfg.agent.plant, cfg.uplink.topic_prefix)
         try:
-            asyncio.run(_run(cfg, seconds))
+            asyncio.run(_run(cfg, seconds, plant))
             receiver.wait(lambda r: cfg.agent.plant in r.plants and r.plants[cfg.agent.plant].online is False, 5)
         finally:
             client.loop_stop()
@@ -191,24 +211,24 @@ def run_demo(seconds: float = 60.0, broker: str | None = None, embedded: bool = 
     return _summary(receiver)
 
 
-def _run_platform(seconds: float, transport: str) -> int:
+def _run_platform(seconds: float, transport: str, plant: str | None) -> int:
     from agent.platform import Platform
 
     url = f"http://127.0.0.1:{free_port()}/api/push" if transport == "http" else f"tcp://127.0.0.1:{free_port()}"
     with tempfile.TemporaryDirectory(prefix="plantwatch-demo-") as tmp:
-        ports = {name: free_port() for name in ROLES}
-        cfg = demo_config(ports, url, Path(tmp), "provincial")
-        receiver = _receiver(cfg, seconds, ports)
+        ports: dict[str, int] = defaultdict(free_port)
+        cfg = demo_config(ports, url, Path(tmp), "provincial", plant)
+        receiver = _receiver(cfg, seconds, ports, plant)
         with Platform(receiver, url) as platform:
             print(f"demo: the reference platform listens at {platform.url}", flush=True)
-            asyncio.run(_run(cfg, seconds))
+            asyncio.run(_run(cfg, seconds, plant))
             receiver.wait(lambda r: cfg.agent.plant in r.plants and r.plants[cfg.agent.plant].online is False, 5)
             print(f"demo: the platform answered {platform.requests} requests, took {platform.taken} messages",
                   flush=True)
     return _summary(receiver)
 
 
-def _receiver(cfg: Config, seconds: float, ports: Mapping[str, int]) -> Receiver:
+def _receiver(cfg: Config, seconds: float, ports: Mapping[str, int], plant: str | None) -> Receiver:
     """The platform's side, and the banner."""
     for name in {d.driver for d in cfg.devices}:  # the simulators' libraries too
         for logger in drivers.load(name).loggers:
@@ -217,8 +237,14 @@ def _receiver(cfg: Config, seconds: float, ports: Mapping[str, int]) -> Receiver
                         plant=cfg.agent.plant)
     if cfg.provincial is not None:
         print(f"demo: {cfg.provincial.describe()}; the platform decrypts with the same key", flush=True)
-    where = ", ".join(f"{ROLES[d.name]} :{ports[d.name]}" for d in cfg.devices)
-    print(f"demo: plant {cfg.agent.plant}, {where}, {seconds:g} s (temperature cycle {CYCLE_S:g} s)", flush=True)
+    where = ", ".join(f"{ROLES.get(d.name, d.name) if plant is None else d.name} :{ports[d.name]}" for d in cfg.devices)
+    if plant is None:
+        cycle = f"temperature cycle {CYCLE_S:g} s"
+    else:
+        from agent.plants.scenarios import SCENARIOS
+
+        cycle = f"template {plant}, scenario cycle {SCENARIOS[plant]().cycle_s:g} s"
+    print(f"demo: plant {cfg.agent.plant}, {where}, {seconds:g} s ({cycle})", flush=True)
     return receiver
 
 
@@ -230,11 +256,18 @@ def _summary(receiver: Receiver) -> int:
     return 0 if ok else 1
 
 
-async def _run(cfg: Config, seconds: float) -> None:
+async def _run(cfg: Config, seconds: float, plant: str | None = None) -> None:
     from agent.runtime import Agent
 
     stop, ready = asyncio.Event(), asyncio.Event()
-    plant = asyncio.create_task(_plant(cfg, stop, ready))
+    if plant is None:
+        models: Mapping[str, Any] = _models(time.time())
+    else:
+        from agent.plants.scenarios import SCENARIOS, Player
+
+        player = Player(SCENARIOS[plant]())
+        models = {d.name: player for d in cfg.devices}
+    simulated = asyncio.create_task(_plant(cfg, models, stop, ready))
     await asyncio.wait_for(ready.wait(), 20)
     agent_stop = asyncio.Event()
     agent = asyncio.create_task(Agent(cfg).run(agent_stop))
@@ -246,7 +279,7 @@ async def _run(cfg: Config, seconds: float) -> None:
         agent_stop.set()
         await agent
         stop.set()
-        await plant
+        await simulated
 
 
 if __name__ == "__main__":

@@ -178,7 +178,8 @@ def test_check_prints_summary_with_modbus_plan(write_config):
     assert "limit on 1 tags" in out
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "chemical-reactor.toml", "al-casting.toml", "dust-collector.toml"])
+@pytest.mark.parametrize("name", ["demo.toml", "chemical-reactor.toml", "al-casting.toml", "dust-collector.toml",
+                                  "steel-gas.toml", "chemical-major-hazard.toml"])
 def test_example_configs_pass_check(name):
     path = Path(__file__).resolve().parents[1] / "configs" / name
     result = run_cli("check", str(path))
