@@ -149,6 +149,8 @@ class InputStage:
         self.collector = _pca.TickCollector(var, np.zeros(len(cols)), np.ones(len(cols)))
         self._ring = np.empty((0, self.width))
         self._sources = np.array(sorted(index.values()), dtype=np.int32)
+        self._reads = np.zeros(total, dtype=bool)  # the tags the derived inputs' programs read
+        self._reads[[index[t] for _, t, _ in derived]] = True
 
     def rows(self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -158,9 +160,14 @@ class InputStage:
             if len(mine):
                 self._start = float(ts[mine[0]])
         if self.evaluator is not None:
-            out = self.evaluator.evaluate(tag, value, ts, quality)
-            if out is not None:  # each derived sample at the end of its tick, as Pipeline.judge does
-                tag, value, ts, quality = _merged((tag, value, ts, quality), out)
+            # the kernel sees only the samples its programs read; each derived sample goes in
+            # right after the last of them in its tick (inside the tick, as Pipeline.judge does)
+            ts = np.asarray(ts, dtype=np.float64)
+            read = np.flatnonzero(self._reads[tag])
+            out = self.evaluator.evaluate(tag[read], value[read], ts[read], quality[read])
+            if out is not None:
+                at = read[np.asarray(out[4], dtype=np.intp) - 1] + 1
+                tag, value, ts, quality = _merged((tag, value, ts, quality), (*out[:4], at))
             # the evaluator's own hidden tags are numbered after the config's: a batch of the
             # config's tags never carries one
         X, idx = self.collector.collect(np.ascontiguousarray(tag, dtype=np.int32),

@@ -68,11 +68,20 @@ class Sink:
         self.messages += docs
 
 
-def test_derived_inputs_are_the_same_in_train_replay_and_live(write_config, tmp_path):
-    cfg = model_config(write_config, rates=[5.0], rolling_means=[3.0], lags=2, level_tags=["R101.TI01", "R101.FI01"])
+ALL = {"rates": [5.0], "rolling_means": [3.0], "lags": 2, "level_tags": ["R101.TI01", "R101.FI01"]}
+# one tag's rate: the kernel sees only that tag's samples, and FI01 comes after it in each tick
+ONE = {"rates": [7.0], "rate_tags": ["R101.PI01"], "lags": 1}
+
+
+@pytest.mark.parametrize("keys", [ALL, ONE], ids=["all", "one"])
+def test_derived_inputs_are_the_same_in_train_replay_and_live(write_config, tmp_path, keys):
+    cfg = model_config(write_config, **keys)
     spec = cfg.models[0].inputs
-    assert spec.columns()[:7] == ["R101.TI01", "R101.FI01", "rate(R101.TI01, 5)", "rate(R101.PI01, 5)",
-                                  "rate(R101.FI01, 5)", "rolling_mean(R101.TI01, 3)", "rolling_mean(R101.PI01, 3)"]
+    if keys is ALL:
+        assert spec.columns()[:7] == ["R101.TI01", "R101.FI01", "rate(R101.TI01, 5)", "rate(R101.PI01, 5)",
+                                      "rate(R101.FI01, 5)", "rolling_mean(R101.TI01, 3)", "rolling_mean(R101.PI01, 3)"]
+    else:
+        assert spec.columns() == [*TAGS, "rate(R101.PI01, 7)", *(f"{c}[t-1]" for c in (*TAGS, "rate(R101.PI01, 7)"))]
     X = process(3000, 1)
     train(cfg, "reactor", table(X[:1000]))
     fresh = X[1000:]
@@ -99,11 +108,17 @@ def test_derived_inputs_are_the_same_in_train_replay_and_live(write_config, tmp_
     for i, row in enumerate(fresh):
         live.process(SampleBatch.build("r1-plc", ids, list(row), T0 + i, 0), T0 + i)
     lived, t_live = spy.result()
-    assert trained.shape == (len(fresh) - 5 - 2, 8 * 3)  # 5 s of warm-up, then 2 lags
+    warmup, lags = max(keys["rates"] + keys.get("rolling_means", [])), keys["lags"]
+    assert trained.shape == (len(fresh) - warmup - lags, len(spec.columns()))  # warm-up, then the lags
     np.testing.assert_array_equal(t_train, t_replay)
     np.testing.assert_array_equal(t_train, t_live)
     np.testing.assert_allclose(replayed, trained, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(lived, trained, rtol=1e-12, atol=1e-12)
+    if keys is ONE:
+        r = int(t_train[50] - T0)
+        assert trained[50, 3] == pytest.approx((fresh[r, 1] - fresh[r - 7, 1]) / 7)
+        np.testing.assert_array_equal(trained[50, 4:], trained[49, :4])
+        return
     # and the inputs are what they say: rate over 5 s, mean over 3 s, lag 2
     i = 100
     ts = t_train[i]
