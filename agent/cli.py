@@ -209,13 +209,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from zoneinfo import ZoneInfo
 
-    from agent.replay import ReplayError, columns_needed, read_table, train
+    from agent.replay import NoTimeColumn, ReplayError, columns_needed, read_table, train
 
     try:
         model = next((m for m in cfg.models if m.name == args.model), None)
         tags = columns_needed(cfg, model.tags) if model else []
-        table = read_table(args.csv, tags or [t.name for t in cfg.tags], args.time_col, args.rate or 1.0,
-                           ZoneInfo(cfg.agent.timezone))
+        read = [args.csv, tags or [t.name for t in cfg.tags]]
+        try:  # the file's time column (derived inputs' windows are in seconds), else one row a second
+            table = read_table(*read, args.time_col, args.rate, ZoneInfo(cfg.agent.timezone))
+        except NoTimeColumn:
+            table = read_table(*read, None, 1.0, ZoneInfo(cfg.agent.timezone))
         _, lines = train(cfg, args.model, table)
     except ReplayError as exc:
         print(f"train: {exc}", file=sys.stderr)

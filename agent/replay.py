@@ -37,6 +37,10 @@ class ReplayError(Exception):
     """Bad input: names the file, the row or column, and the problem."""
 
 
+class NoTimeColumn(ReplayError):
+    """The file has none of the usual time columns and none was named."""
+
+
 @dataclass
 class Table:
     path: Path
@@ -81,7 +85,7 @@ def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate
     if time_col is None and rate is None:
         time_col = next((c for c in TIME_COLUMNS if c in col), None)
         if time_col is None:
-            raise ReplayError(f"{path}: no time column ({', '.join(TIME_COLUMNS[:4])}); name one with --time-col or give --rate")
+            raise NoTimeColumn(f"{path}: no time column ({', '.join(TIME_COLUMNS[:4])}); name one with --time-col or give --rate")
     if time_col is not None and time_col not in col:
         raise ReplayError(f"{path}: no column {time_col!r} (columns: {', '.join(head)})")
     for name in keep:
