@@ -16,19 +16,28 @@
    both halves (fit on one, score the other, both ways), pooled, at ``target_far`` with the
    delays: no row judges a model it was fitted with.
 
-Pure numpy and the detectors' own kernels: no files, no clock.
+Pure numpy and the detectors' own kernels: no files, no clock. The model kind is a parameter
+(``Fitter``): PCA by default; another kind passes its own fit function, whose model has
+``score(X) -> (t2, spe)`` (two statistics over their limits: T² and SPE for PCA), ``n_components``,
+and the dataclass fields ``t2_limit``, ``spe_limit``, ``on_delay_s``, ``off_delay_s`` and
+``target_far`` that ``calibrate`` sets.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from detectors import _pca
 from detectors.inputs import InputSpec, table_rows
-from detectors.pca import PcaModel, fit
+from detectors.pca import fit
+
+#: fit(X, tags, confidence, variance, n_components or None, inputs) -> a model (see above)
+Fitter = Callable[..., Any]
 
 FAULT_SIGMAS = 3.0
 VARIANCES = (0.8, 0.9, 0.95)
@@ -61,6 +70,7 @@ class Training:
     auto: bool = True  # False: nothing searched; what the config leaves open takes its default
     confidence: float = 0.99
     variance: float = 0.9
+    fit: Fitter = fit  # the model kind's fit function
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,7 @@ def _faults(tr: Training, n_fit: int) -> list[tuple[int, float]]:
     return [(c, sign * FAULT_SIGMAS * float(sd[c])) for c in cols for sign in (1.0, -1.0)]
 
 
-def _faulty_stats(tr: Training, spec: InputSpec, models: list[PcaModel], segs, faults, history: int):
+def _faulty_stats(tr: Training, spec: InputSpec, models: list[Any], segs, faults, history: int):
     """Per model, per (segment, fault): (t2, spe, times, faulty row mask)."""
     out: list[list[tuple]] = [[] for _ in models]
     for a, b in segs:
@@ -254,7 +264,7 @@ def search(tr: Training) -> list[Candidate]:  # linear: one loop nest over the c
         options = _component_options(tr, d.X.shape[1])
         for variance, k in options:
             try:
-                models.append(fit(d.X[fit_mask], spec.tags, tr.confidence, variance or tr.variance, k or None, spec))
+                models.append(tr.fit(d.X[fit_mask], spec.tags, tr.confidence, variance or tr.variance, k or None, spec))
             except ValueError:
                 models.append(None)
         history = int(np.ceil(spec.warmup_s / dt)) + spec.lags + 2
@@ -276,12 +286,12 @@ def final_limits(tr: Training, spec: InputSpec, c: Candidate, d: _Data) -> tuple
     a = d.pos < half
     series = []
     for fit_on, judge in ((a, ~a), (~a, a)):
-        m = fit(d.X[fit_on], spec.tags, tr.confidence, n_components=c.components, inputs=spec)
+        m = tr.fit(d.X[fit_on], spec.tags, tr.confidence, n_components=c.components, inputs=spec)
         series.append((*m.score(d.X[judge]), d.times[judge]))
     return empirical_limits(series, c.on_delay_s, c.off_delay_s, tr.target_far)
 
 
-def calibrate(tr: Training) -> tuple[PcaModel, Candidate | None, list[str]]:
+def calibrate(tr: Training) -> tuple[Any, Candidate | None, list[str]]:
     """The model to write, the candidate chosen (None: nothing searched) and lines saying so."""
     lines: list[str] = []
     candidates = search(tr)
@@ -294,7 +304,7 @@ def calibrate(tr: Training) -> tuple[PcaModel, Candidate | None, list[str]]:
     lines.append(f"  hold-out with synthetic faults ({len(candidates)} candidates): F1 {c.f1:.3f}, "
                  f"false alarms {100 * c.far:.2f} % of normal rows, faulty rows detected {100 * c.sensitivity:.1f} %")
     d = _rows(c.spec, tr.columns, tr.ts)
-    model = fit(d.X, c.spec.tags, tr.confidence, n_components=c.components, inputs=c.spec)
+    model = tr.fit(d.X, c.spec.tags, tr.confidence, n_components=c.components, inputs=c.spec)
     lt, ls, far = final_limits(tr, c.spec, c, d)
     lines.append(f"  limits at target false-alarm rate {100 * tr.target_far:g} % (out-of-sample, after the delays): "
                  f"T² {lt:.4g}, SPE {ls:.4g}; {100 * far:.2f} % of normal rows alarmed")
