@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 
 from agent.version import VersionAction
 
+# One BLAS thread: the engine multiplies small matrices per batch (a replay chunk, a device's
+# read), where a second BLAS thread on a busy gateway costs more than it brings (measured in
+# docs/PERFORMANCE.md). Set before numpy is first imported; the environment can still say otherwise.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 

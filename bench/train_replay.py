@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `plantwatch` sets it (agent/cli.py)
 import tempfile
 import time
 import tomllib
