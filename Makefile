@@ -43,6 +43,8 @@ wheelhouse: $(STAMP)
 	rm -rf $(WHEELHOUSE) $(WHEELHOUSE).tar.gz && mkdir -p $(WHEELHOUSE)
 	$(BIN)/python -m pip download -q --only-binary=:all: --no-deps --require-hashes -r $(LOCK) -d $(WHEELHOUSE)
 	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w $(WHEELHOUSE) .
+	# the build's by-product would shadow the editable install's entry points for commands run here
+	rm -rf plantwatch.egg-info
 	cd $(WHEELHOUSE) && whl=$$(ls plantwatch-*.whl) && \
 		{ cat $(CURDIR)/$(LOCK); echo "plantwatch==$$(echo $$whl | cut -d- -f2) \\"; \
 		  echo "    --hash=sha256:$$(sha256sum $$whl | cut -d' ' -f1)"; } > requirements.txt && \

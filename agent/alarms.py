@@ -53,7 +53,9 @@ class Alarm:
     shelved: bool = False
     shelve_until: float | None = None  # None with shelved = one-shot: until the alarm clears
     suppressed: bool = False
+    suppress_until: float | None = None  # a suppression ends by itself (max_suppress_s at most)
     out_of_service: bool = False
+    out_of_service_until: float | None = None  # as does out-of-service (max_out_of_service_s)
     latched: bool = False
     value: float = float("nan")
     limit: float = float("nan")
@@ -68,7 +70,7 @@ class Alarm:
 
 # what survives a restart (the rest is rebuilt from the samples)
 PERSISTED = ("id", "kind", "tag", "device", "level", "active", "acked", "shelved", "shelve_until", "suppressed",
-             "out_of_service", "latched", "value", "limit", "ts", "active_since", "context")
+             "suppress_until", "out_of_service", "out_of_service_until", "latched", "value", "limit", "ts", "active_since", "context")
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,11 @@ class AlarmManager:
             alarm = Alarm(**{k: st[k] for k in PERSISTED if k in st})
             alarm.value = float("nan") if alarm.value is None else alarm.value
             alarm.limit = float("nan") if alarm.limit is None else alarm.limit
+            # saved before suppressions were timed: they end after the longest one allowed now
+            if alarm.suppressed and alarm.suppress_until is None:
+                alarm.suppress_until = now + self.rules.max_suppress_s
+            if alarm.out_of_service and alarm.out_of_service_until is None:
+                alarm.out_of_service_until = now + self.rules.max_out_of_service_s
             if alarm.active and alarm.kind not in ("comm",) and alarm.tag is not None:
                 alarm.confirm_grace = grace(alarm)
                 alarm.unconfirmed_until = now + alarm.confirm_grace
@@ -284,26 +291,45 @@ class AlarmManager:
             if alarm.shelved and alarm.shelve_until is not None and now >= alarm.shelve_until:
                 alarm.shelved, alarm.shelve_until = False, None
                 out.append(self.message(alarm, "unshelved", now, user="plantwatch"))
+            if alarm.suppressed and alarm.suppress_until is not None and now >= alarm.suppress_until:
+                alarm.suppressed, alarm.suppress_until = False, None
+                out.append(self.message(alarm, "unsuppressed", now, user="plantwatch", comment="duration elapsed"))
+            if alarm.out_of_service and alarm.out_of_service_until is not None and now >= alarm.out_of_service_until:
+                alarm.out_of_service, alarm.out_of_service_until = False, None
+                out.append(self.message(alarm, "in_service", now, user="plantwatch", comment="duration elapsed"))
         return out
 
     # --- operator commands ----------------------------------------------------------------------
 
     def command(self, op: str, alarm_id: str, now: float, user: str = "", comment: str = "",
-                duration_s: float | None = None) -> list[dict[str, Any]]:
-        """ack, shelve (timed with ``duration_s``, else one-shot), unshelve, suppress, unsuppress,
-        out_of_service, in_service. Raises CommandError when it does not apply."""
+                duration_s: float | None = None, actor: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """ack, shelve (timed with ``duration_s``, else one-shot), unshelve, suppress and
+        out_of_service (each with a reason in ``comment`` and a ``duration_s`` up to its maximum),
+        unsuppress, in_service. ``user`` is the authenticated author; ``actor`` adds how it was
+        authenticated (``via``) and a name the request only claims (``claimed_user``). Raises
+        CommandError when it does not apply."""
         alarm = self.alarms.get(alarm_id)
         try:
             if alarm is None:
                 raise CommandError(f"no alarm {alarm_id!r}")
-            state = self._apply(alarm, op, now, duration_s)
+            state = self._apply(alarm, op, now, duration_s, comment)
         except CommandError:
             self.commands_rejected += 1
             raise
         self.commands_applied += 1
-        return [self.message(alarm, state, now, user=user, comment=comment)]
+        msg = self.message(alarm, state, now, user=user, comment=comment)
+        msg["context"].update({k: v for k, v in (actor or {}).items() if v})
+        return [msg]
 
-    def _apply(self, alarm: Alarm, op: str, now: float, duration_s: float | None) -> str:
+    def _timed(self, op: str, duration_s: float | None, comment: str, longest: float, now: float) -> float:
+        """The end of a suppression or out-of-service: both need a reason and a bounded duration."""
+        if not comment.strip():
+            raise CommandError(f"{op} needs a reason (comment)")
+        if duration_s is None or not 0 < duration_s <= longest:
+            raise CommandError(f"{op} needs duration_s in (0, {longest:g}], not {duration_s!r}")
+        return now + duration_s
+
+    def _apply(self, alarm: Alarm, op: str, now: float, duration_s: float | None, comment: str = "") -> str:
         if op == "ack":
             if alarm.acked:
                 raise CommandError(f"{alarm.id} is already acknowledged")
@@ -322,11 +348,19 @@ class AlarmManager:
                 raise CommandError(f"{alarm.id} is not shelved")
             alarm.shelved, alarm.shelve_until = False, None
             return "unshelved"
-        if op in ("suppress", "unsuppress"):
-            alarm.suppressed = op == "suppress"
-            return "suppressed" if alarm.suppressed else "unsuppressed"
-        if op in ("out_of_service", "in_service"):
-            alarm.out_of_service = op == "out_of_service"
+        if op == "suppress":
+            alarm.suppress_until = self._timed(op, duration_s, comment, self.rules.max_suppress_s, now)
+            alarm.suppressed = True
+            return "suppressed"
+        if op == "out_of_service":
+            alarm.out_of_service_until = self._timed(op, duration_s, comment, self.rules.max_out_of_service_s, now)
+            alarm.out_of_service = True
+            return op
+        if op == "unsuppress":
+            alarm.suppressed, alarm.suppress_until = False, None
+            return "unsuppressed"
+        if op == "in_service":
+            alarm.out_of_service, alarm.out_of_service_until = False, None
             return op
         raise CommandError(f"unknown operation {op!r}")
 
@@ -372,6 +406,10 @@ class AlarmManager:
             context["comment"] = comment
         if alarm.shelved and alarm.shelve_until is not None:
             context["shelved_until"] = rfc3339(alarm.shelve_until)
+        if alarm.suppressed and alarm.suppress_until is not None:
+            context["suppressed_until"] = rfc3339(alarm.suppress_until)
+        if alarm.out_of_service and alarm.out_of_service_until is not None:
+            context["out_of_service_until"] = rfc3339(alarm.out_of_service_until)
         return {
             "schema": ALARM_SCHEMA,
             "plant": self.plant,

@@ -85,20 +85,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         code = commissioning.points(cfg, args.format) if args.points else EXIT_OK
         return commissioning.connect(cfg, args.format) if args.connect else code
     import drivers
+    from agent.config.sections import redact
 
     print(f"{args.config}: OK")
     for line in cfg.warnings:
         print(f"warning: {line}")
     print(f"plant {cfg.agent.plant} {cfg.agent.name}".rstrip())
-    for u in cfg.uplinks:
-        named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
-        wire = {"mqtt": f"mqtt {u.mqtt_version}", "http": f"http timeout {u.timeout_s:g} s batch {u.batch_max}",
-                "tcp": f"tcp timeout {u.timeout_s:g} s framing {'length' if u.framing == 'length' else repr(u.delimiter)}"
-                       f" refused codes {','.join(u.refused_codes) or 'none'}"}[u.transport]
-        print(f"{named} {u.url} profile={u.profile} prefix={u.topic_prefix} {wire}"
-              + (" user=" + u.username if u.username else "") + (" tls" if u.tls else ""))
+    _print_uplinks(cfg)
     if cfg.provincial is not None:
         print(cfg.provincial.describe())
+    from agent.operator_cli import describe
+
+    print(describe(cfg))
     print(f"data_dir {cfg.agent.data_dir}")
     h = cfg.history
     print(f"history {h.path(cfg.agent.data_dir)} {h.compression} {h.retention_days} days, max {h.max_mb:g} MB"
@@ -106,7 +104,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{len(cfg.devices)} devices, {len(cfg.tags)} tags, {len(cfg.models)} models")
     for d in cfg.devices:
         tags = cfg.device_tags(d.name)
-        print(f"  device {d.name}: {d.driver} {d.url} unit={d.unit} every {d.interval_s:g} s, timeout {d.timeout_s:g} s, {len(tags)} tags")
+        print(f"  device {d.name}: {d.driver} {redact(d.url)} unit={d.unit} every {d.interval_s:g} s, timeout {d.timeout_s:g} s, {len(tags)} tags")
         for line in drivers.load(d.driver).plan(d, [t.spec for t in tags]):
             print(f"    {line}")
     _print_computed(cfg)
@@ -119,6 +117,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         state = "trained" if m.file.is_file() else "NOT TRAINED (run plantwatch train)"
         print(f"  model {m.name}: {m.kind} over {len(m.tags)} tags, {m.file} {state}")
     return EXIT_OK
+
+
+def _print_uplinks(cfg: Config) -> None:
+    """One line per uplink: URL (a password in it shown as ***), profile, transport, user, TLS."""
+    from agent.config.sections import redact
+
+    for u in cfg.uplinks:
+        named = "uplink" if len(cfg.uplinks) == 1 else f"uplink {u.name}"
+        wire = {"mqtt": f"mqtt {u.mqtt_version}", "http": f"http timeout {u.timeout_s:g} s batch {u.batch_max}",
+                "tcp": f"tcp timeout {u.timeout_s:g} s framing {'length' if u.framing == 'length' else repr(u.delimiter)}"
+                       f" refused codes {','.join(u.refused_codes) or 'none'}"}[u.transport]
+        print(f"{named} {redact(u.url)} profile={u.profile} prefix={u.topic_prefix} {wire}"
+              + (" user=" + u.username if u.username else "") + (" tls" if u.tls else ""))
 
 
 def _print_computed(cfg: Config) -> None:
@@ -146,11 +157,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in cfg.warnings:
         logging.getLogger("agent").warning("%s", line)
     from agent.outbox import OutboxError
-    from agent.runtime import Agent
+    from agent.runtime import Agent, DataDirError
     from detectors.base import ModelError
 
     try:
         agent = Agent(cfg)
+    except DataDirError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except ModelError as exc:
         print(f"{args.config}: model: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -262,74 +276,6 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --- operators: alarms, ack, shelve, unshelve (through the local API) ------------------------------
-
-
-def _api(cfg: Config, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    import json
-    import urllib.error
-    import urllib.request
-
-    port = cfg.alarm_system.api_port
-    if not port:
-        raise ConnectionError("the local API is off (alarm_system.api_port = 0)")
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except urllib.error.URLError as exc:
-        raise ConnectionError(f"is the agent running? 127.0.0.1:{port}: {exc.reason}") from None
-
-
-def cmd_alarms(args: argparse.Namespace) -> int:
-    cfg = _load_or_report(args.config)
-    if cfg is None:
-        return EXIT_CONFIG
-    try:
-        _, doc = _api(cfg, "GET", "/alarms")
-    except ConnectionError as exc:
-        print(f"alarms: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    rows = [a for a in doc["alarms"] if args.all or a["active"] or not a["acked"] or a["shelved"]]
-    for a in rows:
-        flags = [f for f in ("active", "shelved", "suppressed", "out_of_service", "latched", "chattering") if a[f]]
-        flags.append("acked" if a["acked"] else "UNACKED")
-        value = "" if a["value"] is None else f" value={a['value']:g}"
-        print(f"{a['id']:32} {a['level']:6} {','.join(flags)}{value} since {a['active_since'] or a['ts']}")
-    print(f"{len(rows)} alarms" + ("" if args.all else " (active, unacknowledged or shelved; --all for every one)"))
-    return EXIT_OK
-
-
-def cmd_operate(args: argparse.Namespace) -> int:
-    cfg = _load_or_report(args.config)
-    if cfg is None:
-        return EXIT_CONFIG
-    body: dict = {}
-    if args.user:
-        body["user"] = args.user
-    if args.comment:
-        body["comment"] = args.comment
-    if getattr(args, "duration", None):
-        body["duration_s"] = args.duration
-    from urllib.parse import quote
-
-    try:
-        status, doc = _api(cfg, "POST", f"/alarms/{quote(args.id, safe='')}/{args.op}", body)
-    except ConnectionError as exc:
-        print(f"{args.op}: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    if status != 200:
-        print(f"{args.op} {args.id}: {doc.get('error', status)}", file=sys.stderr)
-        return EXIT_FAIL
-    for m in doc["messages"]:
-        print(f"seq={m['seq']} {m['id']} {m['state']}: {m['message']}")
-    return EXIT_OK
-
-
 # --- provincial decrypt ----------------------------------------------------------------------------
 
 
@@ -409,24 +355,9 @@ def _parser(with_drivers: bool) -> tuple[argparse.ArgumentParser, set[str]]:
                    "`plantwatch replay` reads")
     s.set_defaults(func=cmd_history)
 
-    s = sub.add_parser("alarms", help="list the running agent's alarms (local API)")
-    s.add_argument("config")
-    s.add_argument("--all", action="store_true", help="also alarms that are cleared and acknowledged")
-    s.set_defaults(func=cmd_alarms)
+    from agent import operator_cli, receive
 
-    for op, text in (("ack", "acknowledge an alarm"), ("shelve", "shelve an alarm (timed with --for, else one-shot)"),
-                     ("unshelve", "unshelve an alarm"), ("suppress", "suppress an alarm by design"),
-                     ("unsuppress", "end a suppression")):
-        s = sub.add_parser(op, help=text)
-        s.add_argument("config")
-        s.add_argument("id", help="alarm id, e.g. R101.TI01/limit or r1-plc/comm")
-        s.add_argument("--user", default="", help="who does it (recorded in the alarm message)")
-        s.add_argument("--comment", default="")
-        if op == "shelve":
-            s.add_argument("--for", dest="duration", type=float, help="seconds (at most alarm_system.max_shelve_s)")
-        s.set_defaults(func=cmd_operate, op=op)
-
-    from agent import receive
+    operator_cli.add_parsers(sub)
 
     receive.add_parser(sub)
 

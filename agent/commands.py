@@ -1,13 +1,12 @@
-"""Operator commands (ack, shelve, ...) from the local API or the MQTT command topic.
+"""Operator commands (ack, shelve, ...) from the operator API or the MQTT command topic.
 
-One validation for both ways in: the document must match docs/schemas/command.json, and the
+One validation for every way in: the document must match docs/schemas/command.json, and the
 alarm manager decides whether the operation applies. A rejected command changes nothing and
-says why.
+says why. (MQTT commands are signed; agent.signing checks the envelope first.)
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +40,3 @@ def parse_command(doc: Any, plant: str) -> Command:
         raise InvalidCommand(f"plant: {doc['plant']!r} is not this plant ({plant})")
     return Command(doc["op"], doc["id"], doc.get("user", ""), doc.get("comment", ""), doc.get("duration_s"))
 
-
-def parse_payload(payload: bytes, plant: str) -> Command:
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidCommand(f"not JSON: {exc}") from None
-    return parse_command(doc, plant)

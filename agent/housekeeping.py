@@ -2,19 +2,23 @@
 
 Part of the shell: once a minute, in a worker thread, the outbox applies retention, thins old
 telemetry and keeps under ``max_outbox_mb``; when that cap costs unsent data, an alarm about
-the gateway itself says so.
+the gateway itself says so. Every 2 s the free space of ``data_dir``'s file system is
+looked at: below ``min_free_mb`` the same alarm is raised, before a full disk can stop alarms
+being stored, and the cap shrinks (the oldest telemetry goes) to give the space back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent.alarms import AlarmManager
+from agent.loops import LoopHealth
 from agent.outbox import Outbox
 
 log = logging.getLogger("plantwatch.agent")
@@ -24,62 +28,100 @@ class Housekeeping:
     """Keeps the outbox within its limits and raises or clears the storage alarm."""
 
     def __init__(self, outbox_path: Path, max_outbox_mb: float, manager: AlarmManager,
-                 commit: Callable[[list[dict[str, Any]]], None]):
+                 commit: Callable[[list[dict[str, Any]]], None], min_free_mb: float = 0.0,
+                 health: LoopHealth | None = None):
         """``commit`` makes the storage alarm's messages durable and sends them."""
         self.outbox_path = outbox_path
         self.max_bytes = int(max_outbox_mb * 1024 * 1024)
+        self.min_free = int(min_free_mb * 1024 * 1024)
         self.manager = manager
         self.commit = commit
+        self.health = health or LoopHealth()
         self.maintenance_s = 60.0
+        self.disk_check_s = 2.0
         self.used_mb = 0.0
+        self.free_mb: float | None = None
+        self.last_report: dict[str, Any] | None = None
         storage = manager.alarms.get("gateway/storage")  # as restored from before a restart
         self.storage_active = bool(storage and storage.active)
         # uplink name -> dead-lettered rows, as last seen (restored alarms count as seen)
         self.dead: dict[str, int] = {a.device.removeprefix("uplink."): 1 for a in manager.alarms.values()
                                      if a.kind == "storage" and a.device.startswith("uplink.") and a.active}
 
+    def free_bytes(self) -> int:
+        """Free space (for an unprivileged writer) on the file system of ``data_dir``."""
+        st = os.statvfs(self.outbox_path.parent)
+        return st.f_bavail * st.f_frsize
+
     def maintain(self, max_bytes: int) -> dict[str, Any]:
-        """Runs in a worker thread, on a connection of its own (SQLite connections are per thread)."""
+        """Runs in a worker thread, on a connection of its own (SQLite connections are per
+        thread). With less than ``min_free_mb`` free, the cap is what would leave it free."""
         outbox = Outbox(self.outbox_path, durable=False)
         try:
-            report = outbox.maintain(max_bytes)
+            cap = max_bytes
+            if self.min_free:
+                cap = min(max_bytes, max(0, outbox.used_bytes() + self.free_bytes() - self.min_free))
+            report = outbox.maintain(cap)
+            report["shrunk"] = cap < max_bytes  # by the free-disk watch
             report["dead_letters"] = outbox.dead_letter_counts()
             return report
         finally:
             outbox.close()
 
     async def run(self) -> None:
-        """Retention (30 days), telemetry thinning and the ``max_outbox_mb`` cap, once a minute."""
+        """Retention (30 days), telemetry thinning and the ``max_outbox_mb`` cap once a minute,
+        and at once when the free space falls below ``min_free_mb``; the free space every
+        ``disk_check_s``."""
+        loop = asyncio.get_running_loop()
+        next_maintenance = loop.time()
         while True:
-            try:
-                report = await asyncio.to_thread(self.maintain, self.max_bytes)
-                self.used_mb = round(report["used_bytes"] / 2**20, 3)
-                self.storage_alarm(report)
-                self.dead_letter_alarms(report["dead_letters"])
-            except Exception:
-                # housekeeping failing must not stop the agent; the next pass tries again
-                log.exception("outbox housekeeping failed")
-            await asyncio.sleep(self.maintenance_s)
+            with self.health.guard("outbox-maintenance"):
+                free = await asyncio.to_thread(self.free_bytes)
+                self.free_mb = round(free / 2**20, 3)
+                low = free < self.min_free
+                # while the disk is low, every check (a checkpoint gives the WAL's space back),
+                # and once more after, for a report under the cap of a disk that is not low
+                last = self.last_report or {}
+                if loop.time() >= next_maintenance or low or (last.get("over") and last.get("shrunk")):
+                    next_maintenance = loop.time() + self.maintenance_s
+                    report = await asyncio.to_thread(self.maintain, self.max_bytes)
+                    self.used_mb = round(report["used_bytes"] / 2**20, 3)
+                    self.last_report = report
+                    self.dead_letter_alarms(report["dead_letters"])
+                if self.last_report is not None:
+                    self.storage_alarm(self.last_report, free)
+            await asyncio.sleep(self.disk_check_s)
 
-    def storage_alarm(self, report: dict[str, Any]) -> None:
+    def storage_alarm(self, report: dict[str, Any], free: int | None = None) -> None:
         """The ``storage`` alarm: raised when the cap cost unsent telemetry or cannot be met
-        (only alarms are left, which are never dropped); cleared by the first pass that ends
-        under the cap without dropping unsent data. Dropping old *sent* telemetry is routine."""
-        bad = report["over"] or report["dropped"]["unsent_telemetry"] > 0
-        if bad:
-            log.warning("outbox storage: %.1f of %.1f MB used, dropped %s",
-                        report["used_bytes"] / 2**20, report["max_bytes"] / 2**20, report["dropped"])
+        (only alarms are left, which are never dropped), or the file system has less than
+        ``min_free_mb`` free; cleared once none of these holds. Dropping old *sent* telemetry
+        is routine."""
+        # raised below min_free_mb, cleared only 10 % above it: no flapping
+        margin = self.min_free // 10 if self.storage_active else 0
+        low = free is not None and free < self.min_free + margin
+        bad = report["over"] or report["dropped"]["unsent_telemetry"] > 0 or low
+        if bad and not self.storage_active:
+            log.warning("outbox storage: %.1f of %.1f MB used, dropped %s, %s MB free on the disk",
+                        report["used_bytes"] / 2**20, report["max_bytes"] / 2**20, report["dropped"],
+                        "?" if free is None else f"{free / 2**20:.1f}")
         if bad == self.storage_active:
             return
         self.storage_active = bad
         used_mb, max_mb = report["used_bytes"] / 2**20, report["max_bytes"] / 2**20
         dropped = report["dropped"]["unsent_telemetry"]
-        if bad:
+        free_text = "" if free is None else f", {free / 2**20:.1f} MB free on the disk"
+        if low:
+            text = (f"网关磁盘空间不足 data_dir disk nearly full: {free / 2**20:.1f} MB free, below min_free_mb "
+                    f"{self.min_free / 2**20:.1f}; {dropped} unsent telemetry messages dropped")
+        elif bad:
             text = (f"网关存储已满 outbox storage full: {used_mb:.1f} of {max_mb:.1f} MB used, "
-                    f"{dropped} unsent telemetry messages dropped")
+                    f"{dropped} unsent telemetry messages dropped{free_text}")
         else:
-            text = f"网关存储恢复 outbox storage back under its cap: {used_mb:.1f} of {max_mb:.1f} MB used"
+            text = f"网关存储恢复 outbox storage back under its cap: {used_mb:.1f} of {max_mb:.1f} MB used{free_text}"
         context = {"dropped": dict(report["dropped"]), "over": report["over"], "text": text}
+        if free is not None:
+            context["free_mb"] = round(free / 2**20, 3)
         self.commit(self.manager.raise_system("storage", "gateway", bad, time.time(), context,
                                               value=round(used_mb, 3), limit=round(max_mb, 3), unit="MB"))
 

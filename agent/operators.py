@@ -1,8 +1,8 @@
-"""What operators reach: alarm commands (MQTT and the local API), the API's routes and the
-Prometheus metrics text.
+"""What operators reach: alarm commands (signed MQTT commands, the operator socket and the API
+port), the API's routes and the Prometheus metrics text.
 
 Part of the shell. Commands change alarms on the event loop, which owns them; their messages are
-committed like any other alarm message.
+committed like any other alarm message, with the authenticated author in ``context.user``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from agent.alarms import Alarm, AlarmManager, CommandError
-from agent.commands import COMMAND_SCHEMA, Command, InvalidCommand, parse_command, parse_payload
+from agent.commands import COMMAND_SCHEMA, Command, InvalidCommand, parse_command
 from agent.payloads import dumps, number, rfc3339
+from agent.signing import Gate, Refused, load_keys
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -23,7 +25,7 @@ log = logging.getLogger("plantwatch.agent")
 
 
 def alarm_view(a: Alarm) -> dict[str, Any]:
-    """An alarm's current state for the local API."""
+    """An alarm's current state for the operator API."""
     return {
         "id": a.id, "kind": a.kind, "tag": a.tag, "device": a.device, "level": a.level,
         "active": a.active, "acked": a.acked, "shelved": a.shelved,
@@ -41,47 +43,66 @@ class Operators:
     def __init__(self, agent: Agent):
         self.agent = agent
         self.loop: asyncio.AbstractEventLoop | None = None  # set by Agent.run; commands wait for it
+        rules = agent.cfg.alarm_system
+        self.gate = Gate(load_keys(rules.command_key_file, rules.command_public_key_file), rules.command_window_s,
+                         rules.command_rate_per_min, agent.started) if rules.commands else None
+        self.api_refused: Counter[str] = Counter()  # reason -> requests refused by the operator API
+        self.commands_refused: Counter[str] = Counter()  # reason -> MQTT commands refused before parsing
 
     @property
     def manager(self) -> AlarmManager:
         return self.agent.pipeline.manager
 
-    def apply_command(self, cmd: Command, source: str) -> tuple[int, dict[str, Any]]:
-        """Apply an operator command; the resulting alarm message is committed like any other."""
+    def apply_command(self, cmd: Command, actor: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Apply an operator command by ``actor`` ({user, via}); the resulting alarm message is
+        committed like any other. The command's own ``user`` is kept as claimed, not as author."""
+        claimed = {**actor, "claimed_user": cmd.user} if cmd.user and cmd.user != actor["user"] else actor
         try:
-            messages = self.manager.command(cmd.op, cmd.id, time.time(), cmd.user, cmd.comment, cmd.duration_s)
+            messages = self.manager.command(cmd.op, cmd.id, time.time(), actor["user"], cmd.comment, cmd.duration_s,
+                                            {k: v for k, v in claimed.items() if k != "user"})
         except CommandError as exc:
-            log.warning("%s command %s %s rejected: %s", source, cmd.op, cmd.id, exc)
+            log.warning("%s command %s %s by %s rejected: %s", actor["via"], cmd.op, cmd.id, actor["user"], exc)
             self.agent.alarm_counts = self.manager.kpis(time.time())
             return 409, {"ok": False, "error": str(exc)}
         self.agent.commit(messages)
-        log.info("%s command %s %s by %r applied", source, cmd.op, cmd.id, cmd.user)
+        log.info("%s command %s %s by %s applied", actor["via"], cmd.op, cmd.id, actor["user"])
         return 200, {"ok": True, "messages": messages}
 
-    def from_uplink(self, payload: bytes) -> None:
+    def from_uplink(self, payload: bytes, retained: bool = False) -> None:
         """On the uplink thread: hand the command to the event loop, which owns the alarms."""
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.mqtt_command, payload)
+            self.loop.call_soon_threadsafe(self.mqtt_command, payload, retained)
 
-    def mqtt_command(self, payload: bytes) -> None:
+    def mqtt_command(self, payload: bytes, retained: bool = False) -> None:
         """A message on {prefix}/{plant}/cmd (only subscribed when commands are enabled)."""
+        if self.gate is None:
+            return
         try:
-            cmd = parse_payload(payload, self.agent.cfg.agent.plant)
+            alg, doc = self.gate.admit(payload, retained, time.time())
+        except Refused as exc:
+            self.commands_refused[exc.reason] += 1
+            log.warning("mqtt command refused (%s): %s", exc.reason, exc)
+            return
+        try:
+            cmd = parse_command(doc, self.agent.cfg.agent.plant)
         except InvalidCommand as exc:
             self.manager.commands_rejected += 1
             log.warning("mqtt command rejected: %s", exc)
             return
-        self.apply_command(cmd, "mqtt")
+        self.apply_command(cmd, {"user": f"mqtt:{alg}", "via": "mqtt"})
 
-    def api_post(self, alarm_id: str, op: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def api_refusal(self, reason: str) -> None:
+        self.api_refused[reason] += 1
+
+    def api_post(self, alarm_id: str, op: str, body: dict[str, Any], actor: dict[str, str]) -> tuple[int, dict[str, Any]]:
         plant = self.agent.cfg.agent.plant
-        doc = {"schema": COMMAND_SCHEMA, "plant": plant, "op": op, "id": alarm_id, **body}
+        doc = {**body, "schema": COMMAND_SCHEMA, "plant": plant, "op": op, "id": alarm_id}
         try:
             cmd = parse_command(doc, plant)
         except InvalidCommand as exc:
             self.manager.commands_rejected += 1
             return 400, {"ok": False, "error": str(exc)}
-        return self.apply_command(cmd, "local")
+        return self.apply_command(cmd, actor)
 
     def api_get(self, path: str) -> tuple[int, str, bytes]:
         if path == "/alarms":
@@ -121,11 +142,30 @@ class Operators:
             out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
         out += ["# HELP plantwatch_outbox_depth unsent messages per lane", "# TYPE plantwatch_outbox_depth gauge"]
         out += [f'plantwatch_outbox_depth{{lane="{lane}"}} {n}' for lane, n in depth.items()]
+        out += self.refusal_metrics()
         out += self.uplink_metrics()
         out += ["# HELP plantwatch_device_up 1 while the device answers", "# TYPE plantwatch_device_up gauge"]
         out += [f'plantwatch_device_up{{device="{d}"}} {int(s.get("state") == "ok")}'
                 for d, s in agent.device_state.items()]
         return "\n".join(out) + "\n"
+
+    def refusal_metrics(self) -> list[str]:
+        """Refusals by reason: of the operator API (token, host, origin, proxy ...) and of MQTT
+        commands before they are parsed (signature, replay, stale, retained, rate ...)."""
+        agent = self.agent
+        out = ["# HELP plantwatch_api_up 1 while the operator socket / the API port listens",
+               "# TYPE plantwatch_api_up gauge",
+               f'plantwatch_api_up{{listener="socket"}} {int(agent.socket_api is not None)}',
+               f'plantwatch_api_up{{listener="port"}} {int(agent.api is not None)}']
+        for name, text, counts, reasons in (
+            ("plantwatch_api_refused_total", "operator API requests refused, by reason", self.api_refused,
+             ("no_token", "bad_token", "read_only", "host", "origin", "proxy", "body_fields", "bad_request")),
+            ("plantwatch_commands_refused_total", "MQTT commands refused before parsing, by reason",
+             self.commands_refused, ("unsigned", "signature", "stale", "replay", "retained", "rate", "malformed")),
+        ):
+            out += [f"# HELP {name} {text}", f"# TYPE {name} counter"]
+            out += [f'{name}{{reason="{r}"}} {counts[r]}' for r in sorted(set(reasons) | set(counts))]
+        return out
 
     def uplink_metrics(self) -> list[str]:
         """Per uplink (label ``uplink``): connected, sent, dead-lettered, and what it has yet to deliver."""

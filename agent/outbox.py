@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 
 # the WAL is truncated back to this after a checkpoint, so it does not keep a burst's size
 _WAL_LIMIT = 16 * 1024 * 1024
+_WAL_CHECKPOINT_PAGES = 256
 _BUSY_TIMEOUT_S = 10.0  # how long a statement waits for another connection's lock
 
 
@@ -93,6 +94,16 @@ class OutboxError(Exception):
     pass
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back what is left of a failed transaction. SQLite may have rolled it back itself
+    (disk full, I/O error): a ROLLBACK then would raise and hide the error that matters."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
 class Outbox:
     def __init__(self, path: str | Path, *, durable: bool = True):
         """``durable`` = fsync every commit (the writer of alarms); readers marking rows sent
@@ -107,6 +118,9 @@ class Outbox:
             self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._wal()
             self.db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
+            # every commit writes whole pages to the WAL (a handful per alarm batch): checkpoint
+            # every 1 MB rather than SQLite's 4 MB, so the WAL stays small on a small disk
+            self.db.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
             self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self.db.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
             self.db.executescript(_DDL)
@@ -172,7 +186,9 @@ class Outbox:
                                [(i, json.dumps(st, ensure_ascii=False)) for i, st in states])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
+            for doc in docs:  # not stored: the seqs were not taken
+                doc.pop("seq", None)
             raise
         return seqs
 
@@ -189,6 +205,13 @@ class Outbox:
     def alarm_states(self) -> list[dict[str, Any]]:
         """The alarm states saved with the last message of each alarm."""
         return [json.loads(r[0]) for r in self.db.execute("SELECT state FROM alarm_state ORDER BY id")]
+
+    def last_seqs(self) -> dict[str, int]:
+        """Alarm id -> the seq of its last stored message (the rows retention has kept)."""
+        cur = self.db.execute(
+            "SELECT json_extract(CAST(payload AS TEXT), '$.id'), max(seq) FROM outbox"
+            " WHERE lane=? AND seq IS NOT NULL AND json_valid(CAST(payload AS TEXT)) GROUP BY 1", (ALARM,))
+        return {i: int(s) for i, s in cur if i is not None}
 
     def last_seq(self) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()

@@ -141,11 +141,14 @@ class Pipeline:
         return replace(c, context={**c.context, **why})
 
     def commit(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Make alarm messages durable (seq assigned, fsync) before anyone else sees them."""
-        if messages:
-            ids = dict.fromkeys(m["id"] for m in messages)
-            states = [(i, self.manager.snapshot(i)) for i in ids]
-            # stored as the json-profile document; each uplink encodes it in its own profile
-            # (agent.encoding)
-            self.outbox.append_alarms(self.alarm_topic, messages, encode=dumps, states=states)
-        return messages
+        """Make alarm messages durable (seq assigned, fsync) before anyone else sees them.
+        Returns the messages stored now: none when the sink keeps them for later (agent.pending,
+        while the outbox cannot take them; it answers no seqs and reports them once stored)."""
+        if not messages:
+            return messages
+        ids = dict.fromkeys(m["id"] for m in messages)
+        states = [(i, self.manager.snapshot(i)) for i in ids]
+        # stored as the json-profile document; each uplink encodes it in its own profile
+        # (agent.encoding)
+        seqs = self.outbox.append_alarms(self.alarm_topic, messages, encode=dumps, states=states)
+        return messages if seqs else []

@@ -11,15 +11,19 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from agent.loops import LoopHealth
 from agent.outbox import ALARM, Outbox
 from agent.payloads import dumps
 from agent.pipeline import Pipeline
 
 
 class Reminders:
-    def __init__(self, pipeline: Pipeline, outbox: Outbox, wake: Callable[[], None]):
-        """``wake`` tells the uplink there is something new in the outbox."""
+    def __init__(self, pipeline: Pipeline, outbox: Outbox, wake: Callable[[], None], health: LoopHealth | None = None):
+        """``wake`` tells the uplink there is something new in the outbox. ``seq_of`` is
+        filled at start from the outbox (Outbox.last_seqs), so an alarm active across a restart
+        is repeated after it."""
         self.pipeline = pipeline
+        self.health = health or LoopHealth()
         self.outbox = outbox
         self.wake = wake
         self.seq_of: dict[str, int] = {}  # alarm id -> seq of its last message
@@ -34,13 +38,17 @@ class Reminders:
             return
         while True:
             await asyncio.sleep(profile.repeat_s)
-            manager = self.pipeline.manager
-            for alarm in manager.active():
-                seq = self.seq_of.get(alarm.id)
-                if seq is None:
-                    continue
-                doc = {**manager.message(alarm, "active", alarm.ts), "seq": seq}
-                # a row without a seq of its own: the provincial uplinks send it as a repeat,
-                # the json ones skip it (agent.encoding)
-                self.outbox.append(self.pipeline.alarm_topic, dumps(doc), lane=ALARM)
+            with self.health.guard("provincial-repeat"):
+                self.repeat()
             self.wake()
+
+    def repeat(self) -> None:
+        manager = self.pipeline.manager
+        for alarm in manager.active():
+            seq = self.seq_of.get(alarm.id)
+            if seq is None:
+                continue
+            doc = {**manager.message(alarm, "active", alarm.ts), "seq": seq}
+            # a row without a seq of its own: the provincial uplinks send it as a repeat,
+            # the json ones skip it (agent.encoding)
+            self.outbox.append(self.pipeline.alarm_topic, dumps(doc), lane=ALARM)

@@ -10,18 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import drivers
-from agent.api import LocalApi
+from agent.api import LocalApi, SocketApi
 from agent.config import Config
 from agent.history import History
 from agent.housekeeping import Housekeeping
+from agent.loops import LoopHealth
 from agent.operators import Operators
 from agent.outbox import Outbox
 from agent.payloads import STATUS_SCHEMA, rfc3339
+from agent.pending import Committer
 from agent.pipeline import Pipeline, restore_grace
 from agent.registration import send_if_changed
 from agent.reminders import Reminders
@@ -39,14 +43,40 @@ def agent_version() -> str:
         return "0+unknown"
 
 
+class DataDirError(Exception):
+    """``data_dir`` cannot be created or written: nothing can be stored, so nothing starts."""
+
+
+def check_data_dir(path: Path) -> None:
+    """Create ``path`` if needed and prove a file can be written, synced and removed there."""
+    probe = path / ".plantwatch-write-test"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"plantwatch")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        raise DataDirError(f"[agent] data_dir {str(path)!r} cannot be created or written: "
+                           f"{exc.strerror or exc} (the outbox and the alarm state live there)") from None
+
+
 class Agent:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.data_dir = cfg.agent.data_dir
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        check_data_dir(self.data_dir)
         self.outbox_path = self.data_dir / "outbox.db"
         self.outbox = Outbox(self.outbox_path)
-        self.pipeline = Pipeline(cfg, self.outbox)
+        # what the outbox cannot store waits in memory, in order (agent.pending)
+        self.committer = Committer(self.outbox, self.outbox_path, cfg.uplink.max_pending_alarms)
+        self.committer.on_committed = self.committed
+        self.committer.on_fault = self.storage_fault
+        self.health = LoopHealth()
+        self.pipeline = Pipeline(cfg, self.committer)
         self.started = time.time()
         manager = self.pipeline.manager
         manager.restore(self.outbox.alarm_states(), self.started, lambda alarm: restore_grace(cfg, alarm))
@@ -68,11 +98,15 @@ class Agent:
             for u in cfg.uplinks])
         self.outbox.set_uplinks(self.uplinks.names)
         self.uplink = self.uplinks.members[0]  # the first (or only) uplink
-        self.telemetry = Telemetry(cfg, self.outbox, self.uplinks.wake)
-        self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit)
-        self.reminders = Reminders(self.pipeline, self.outbox, self.uplinks.wake)
+        self.telemetry = Telemetry(cfg, self.outbox, self.uplinks.wake, self.health)
+        self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit,
+                                         cfg.uplink.min_free_mb, self.health)
+        self.reminders = Reminders(self.pipeline, self.outbox, self.uplinks.wake, self.health)
+        # an alarm active before a restart is repeated after it with the seq of its last message
+        self.reminders.seq_of.update(self.outbox.last_seqs())
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
+        self.socket_api: SocketApi | None = None
 
     def status(self, online: bool) -> dict[str, Any]:
         # called from the uplink thread: read only values that handle() replaces atomically
@@ -86,7 +120,10 @@ class Agent:
             "started": rfc3339(self.started),
             "devices": dict(self.device_state),
             "outbox": {"last_seq": self.outbox_seq, "sent": self.uplinks.sent_count, "depth": self.outbox_depth,
-                       "used_mb": self.housekeeping.used_mb, "storage_alarm": self.housekeeping.storage_active},
+                       "used_mb": self.housekeeping.used_mb, "free_mb": self.housekeeping.free_mb,
+                       "storage_alarm": self.housekeeping.storage_active or not self.committer.view()["ok"],
+                       "storage": self.committer.view()},
+            "loops": self.health.view(),
             "uplinks": self.uplinks.view(),
             "alarms": self.alarm_counts,
         }
@@ -102,6 +139,22 @@ class Agent:
     def commit(self, messages: list[dict[str, Any]]) -> None:
         """Make alarm messages durable, then let everyone else see them."""
         self.committed(self.pipeline.commit(messages))
+
+    def storage_fault(self, failing: bool) -> None:
+        """The outbox cannot store alarm messages (or can again): the ``outbox/storage`` alarm,
+        and the status message, which every uplink publishes at once from memory."""
+        c = self.committer
+        if failing:
+            text = (f"网关存储故障 the outbox cannot store alarm messages ({c.error}): they are kept in memory, in "
+                    f"order, and stored when it can")
+        else:
+            text = "网关存储恢复 the outbox stores alarm messages again" + (
+                f"; {c.lost} alarm transition(s) were lost: more than max_pending_alarms waited" if c.lost else
+                ": none was lost")
+        context = {"error": c.error, "pending": c.queued, "lost": c.lost, "text": text}
+        self.commit(self.pipeline.manager.raise_system("storage", "outbox", failing, time.time(), context,
+                                                       value=float(c.lost), limit=0.0, unit="messages"))
+        self.uplinks.announce()
 
     def committed(self, messages: list[dict[str, Any]]) -> None:
         """Alarm messages are durable: log them, refresh the KPIs, let the uplink send them."""
@@ -148,16 +201,25 @@ class Agent:
         """Once a second: timed shelves expire, health KPIs (stale, flood window) move on."""
         while True:
             await asyncio.sleep(1.0)
-            now = time.time()
-            self.commit(self.pipeline.manager.tick(now))
-            self.alarm_counts = self.pipeline.manager.kpis(now)
-            self.outbox_depth = self.outbox.depth()  # here, on the loop's own connection
+            with self.health.guard("alarm-clock"):
+                now = time.time()
+                self.commit(self.pipeline.manager.tick(now))
+                self.alarm_counts = self.pipeline.manager.kpis(now)
+                self.outbox_depth = self.outbox.depth()  # here, on the loop's own connection
 
     async def _start_api(self) -> LocalApi | None:
-        port = self.cfg.alarm_system.api_port
+        rules, ops = self.cfg.alarm_system, self.operators
+        path = rules.socket_path(self.data_dir)
+        socket_api = SocketApi(path, rules.api_socket_group, ops.api_get, ops.api_post, ops.api_refusal)
+        try:
+            await socket_api.start()
+            self.socket_api = socket_api
+        except OSError as exc:  # the alarms are still watched; operators act once it is fixed
+            log.error("operator socket: cannot listen on %s: %s", path, exc)
+        port = rules.api_port
         if not port:
             return None
-        api = LocalApi(port, self.operators.api_get, self.operators.api_post)
+        api = LocalApi(port, ops.api_get, ops.api_post, ops.api_refusal, rules.api_token_file)
         try:
             await api.start()
         except OSError as exc:
@@ -177,6 +239,7 @@ class Agent:
             cls = drivers.load(d.driver)
             driver_objs.append(cls(d, [t.spec for t in self.cfg.device_tags(d.name)]))
         tasks = [asyncio.create_task(self._device_loop(drv), name=f"device:{drv.device.name}") for drv in driver_objs]
+        tasks.append(asyncio.create_task(self.committer.run(), name="outbox-pending"))
         tasks.append(asyncio.create_task(self.telemetry.run(), name="telemetry"))
         tasks.append(asyncio.create_task(self._alarm_clock_loop(), name="alarm-clock"))
         tasks.append(asyncio.create_task(self.reminders.run(), name="provincial-repeat"))
@@ -195,11 +258,13 @@ class Agent:
                     await self.history.close()  # the buffer and every tag's held sample
                 except Exception:
                     log.exception("history: the last write failed")
-            if self.api is not None:
-                await self.api.close()
+            for server in (self.api, self.socket_api):
+                if server is not None:
+                    await server.close()
             for drv in driver_objs:
                 with contextlib.suppress(Exception):
                     await drv.close()
+            self.committer.flush_now()  # alarm messages still waiting in memory: one last try
             await asyncio.to_thread(self.uplinks.stop, 5.0)
             self.outbox.close()
             log.info("plantwatch stopped")

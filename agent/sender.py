@@ -19,6 +19,7 @@ sends it with ``online: false`` when the platform is reachable.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import ssl
 import threading
 import time
@@ -91,12 +92,19 @@ class RequestUplink:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._flush_until = 0.0
+        self._announce = False
         self._thread = threading.Thread(target=self._run, name=f"uplink:{cfg.name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def announce(self) -> None:
+        """Send the status message now rather than at the next heartbeat (never ahead of a
+        pending alarm)."""
+        self._announce = True
         self._wake.set()
 
     def stop(self, flush_s: float = 5.0) -> None:
@@ -116,6 +124,8 @@ class RequestUplink:
                 if stopping and time.monotonic() > self._flush_until:
                     return
                 rows = self._next(outbox, stopping)
+                if self._announce:
+                    self._announce, next_beat = False, time.monotonic()
                 beat_failed = False
                 if self.heartbeat and not stopping and time.monotonic() >= next_beat and \
                         not (rows and rows[0][0].lane == ALARM):  # never ahead of a pending alarm
@@ -214,8 +224,17 @@ class RequestUplink:
                 return False
             return True
         finally:
-            outbox.mark_sent(done, uplink=self.name)
             self.sent_count += len(done)
+            self._mark(outbox, done)
+
+    def _mark(self, outbox: Outbox, ids: list[int]) -> None:
+        """Mark delivered rows sent. While the outbox cannot be written (disk full, locked,
+        read-only) they are sent again (a duplicate, never a loss) until the mark lands."""
+        try:
+            outbox.mark_sent(ids, uplink=self.name)
+        except sqlite3.Error as exc:
+            log.error("uplink %s: cannot mark %d row(s) sent (%s); they will be sent again", self.name, len(ids), exc)
+            self._stop.wait(1.0)  # not a tight loop of duplicates while the disk is full
 
     def _refuse(self, outbox: Outbox, rows: list[Row], reason: str) -> None:
         outbox.dead_letter(rows, reason, uplink=self.name)

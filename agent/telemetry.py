@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import Config
+from agent.loops import LoopHealth
 from agent.outbox import TELEMETRY, Outbox
 from agent.payloads import TELEMETRY_SCHEMA, dumps, number, rfc3339, topic
 from drivers.base import SampleBatch
@@ -24,9 +25,12 @@ QUALITY_NAMES = ("good", "uncertain", "bad", "comm_fail")
 class Telemetry:
     """The last sample of every tag, and the loop that publishes them."""
 
-    def __init__(self, cfg: Config, outbox: Outbox, wake: Callable[[], None]):
-        """``wake`` tells the uplink there is something new in the outbox."""
+    def __init__(self, cfg: Config, outbox: Outbox, wake: Callable[[], None], health: LoopHealth | None = None):
+        """``wake`` tells the uplink there is something new in the outbox; ``health`` records
+        the passes that fail (a message the outbox cannot take is dropped: the next snapshot
+        carries the latest values)."""
         self.cfg = cfg
+        self.health = health or LoopHealth()
         self.outbox = outbox
         self.wake = wake
         self.topic = topic(cfg.uplink.topic_prefix, cfg.agent.plant, "telemetry")
@@ -90,13 +94,15 @@ class Telemetry:
                 mask = changed(value, quality, sent_value, sent_quality, deadband)
                 if not mask.any():
                     continue
-            doc = self.document(mask)
-            # a tag within its deadband keeps the value it was last sent with as the reference,
-            # so a slow drift is still reported once it adds up to more than the deadband
-            sent = slice(None) if mask is None else mask
-            sent_value[sent], sent_quality[sent] = value[sent], quality[sent]
-            self.outbox.append(self.topic, self.encode(doc), lane=TELEMETRY)
-            self.wake()
+            with self.health.guard("telemetry"):
+                doc = self.document(mask)
+                self.outbox.append(self.topic, self.encode(doc), lane=TELEMETRY)
+                # a tag within its deadband keeps the value it was last sent with as the
+                # reference, so a slow drift is still reported once it adds up to more than the
+                # deadband
+                sent = slice(None) if mask is None else mask
+                sent_value[sent], sent_quality[sent] = value[sent], quality[sent]
+                self.wake()
 
 
 def changed(value: np.ndarray, quality: np.ndarray, sent_value: np.ndarray, sent_quality: np.ndarray,

@@ -17,6 +17,7 @@ import collections
 import logging
 import select
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -45,7 +46,7 @@ class Uplink:
         outbox_path,
         status: Callable[[bool], dict[str, Any]],
         encode: Callable[[dict[str, Any]], bytes] = dumps,
-        on_command: Callable[[bytes], None] | None = None,
+        on_command: Callable[[bytes, bool], None] | None = None,
         rows: RowEncoder = json_rows,
     ):
         """``status(online)`` returns the status document to publish (retained), ``encode``
@@ -72,6 +73,9 @@ class Uplink:
         self.drops: collections.deque[str] = collections.deque(maxlen=50)  # why connections ended
         self._stop = threading.Event()
         self._flush_until = 0.0
+        self._announce = threading.Event()  # publish the status message at once
+        self._unmarked: list[int] = []  # delivered rows not yet marked sent (the outbox refused the write)
+        self._mark_error = ""
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -89,6 +93,11 @@ class Uplink:
             self._wake_w.send(b"\0")
         except (BlockingIOError, OSError):
             pass
+
+    def announce(self) -> None:
+        """Publish the status message now rather than at the next heartbeat."""
+        self._announce.set()
+        self.wake()
 
     def stop(self, flush_s: float = 5.0) -> None:
         """Publish what is pending for up to ``flush_s``, then say offline and disconnect."""
@@ -261,7 +270,7 @@ class Uplink:
         props = self._publish_properties()
         client.publish(self.status_topic, self.encode(self.status(True)), qos=1, retain=True, properties=props[STATUS])
         if self.on_command is not None:
-            client.on_message = lambda c, u, msg: self.on_command(msg.payload)
+            client.on_message = lambda c, u, msg: self.on_command(msg.payload, bool(msg.retain))
             client.subscribe(self.command_topic, qos=1)
         next_status = time.monotonic() + self.cfg.heartbeat_s
         window = self.window = min(self.cfg.inflight, ud["receive_max"] or self.cfg.inflight)
@@ -272,10 +281,10 @@ class Uplink:
                 self.last_error = f"broker refused message {mid}: {reason}"
                 log.error("uplink: the broker refused a message (%s); it stays in the outbox", reason)
                 return
-            if ud["acked"]:
+            if ud["acked"] or self._unmarked:
                 acked, ud["acked"] = ud["acked"], []
                 ids = [inflight.pop(mid) for mid in acked if mid in inflight]
-                outbox.mark_sent(ids, uplink=self.name)
+                self._mark(outbox, ids)
                 self.sent_count += len(ids)
             stopping = self._stop.is_set()
             room = window - len(inflight)
@@ -286,7 +295,8 @@ class Uplink:
                 if not pending_alarms or time.monotonic() > self._flush_until:
                     self._goodbye(client)
                     return
-            if time.monotonic() >= next_status:
+            if time.monotonic() >= next_status or self._announce.is_set():
+                self._announce.clear()
                 client.publish(self.status_topic, self.encode(self.status(True)), qos=1, retain=True, properties=props[STATUS])
                 next_status = time.monotonic() + self.cfg.heartbeat_s
             timeout = 0.05 if stopping else min(1.0, max(0.0, next_status - time.monotonic()))
@@ -310,7 +320,7 @@ class Uplink:
                 continue
             if payload is None:  # not for this uplink's profile
                 last[row.lane] = row.id
-                outbox.mark_sent([row.id], uplink=self.name)
+                self._mark(outbox, [row.id])
                 continue
             info = client.publish(row.topic, payload, qos=row.qos, retain=row.retain, properties=props.get(row.lane))
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -320,8 +330,26 @@ class Uplink:
             if row.qos:
                 inflight[info.mid] = row.id
             else:
-                outbox.mark_sent([row.id])
+                self._mark(outbox, [row.id])
         return True
+
+    def _mark(self, outbox: Outbox, ids: list[int]) -> None:
+        """Mark delivered rows sent. While the outbox cannot be written (disk full, locked,
+        read-only) the marks wait here and are tried again with the next ones; the session goes
+        on (its cursor is past them). Should the agent stop first, those rows are sent again
+        after the restart: a duplicate, never a loss."""
+        self._unmarked += ids
+        if not self._unmarked:
+            return
+        try:
+            outbox.mark_sent(self._unmarked, uplink=self.name)
+        except sqlite3.Error as exc:
+            if not self._mark_error:
+                log.error("uplink %s: cannot mark %d row(s) sent (%s); retried with the next", self.name,
+                          len(self._unmarked), exc)
+            self._mark_error = str(exc)
+            return
+        self._unmarked, self._mark_error = [], ""
 
     def _pump(self, client: mqtt.Client, timeout: float) -> bool:
         """Wait up to ``timeout`` for the socket or a wake-up, then let paho read, write and

@@ -21,7 +21,7 @@ from agent.sender import RequestUplink
 
 
 def build(cfg: Config, u: UplinkSection, outbox_path, status: Callable[[bool], dict[str, Any]],
-          on_command: Callable[[bytes], None] | None = None,
+          on_command: Callable[[bytes, bool], None] | None = None,
           on_refused: Callable[[str, str], None] | None = None) -> Any:
     """The uplink ``u`` of the agent configured by ``cfg``."""
     profile = cfg.provincial if u.profile == "provincial" else None
@@ -67,6 +67,11 @@ class Uplinks:
     def wake(self) -> None:
         for u in self.members:
             u.wake()
+
+    def announce(self) -> None:
+        """Publish the status message now (it changed in a way the platform must hear at once)."""
+        for u in self.members:
+            u.announce()
 
     def stop(self, flush_s: float = 5.0) -> None:
         """Each flushes for up to ``flush_s``, all at once (one slow platform does not hold the others)."""

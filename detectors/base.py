@@ -73,6 +73,11 @@ class Family(ABC):
     #: the parameters of a ``[[models]]`` entry of this kind; a family declaring them is a
     #: multivariate model kind, configured by ``[[models]]`` rather than per tag
     model_options: ClassVar[Mapping[str, Option]] = {}
+    #: a ``[[models]]`` kind that builds its inputs with detectors.inputs (rates, rolling means,
+    #: lags of the config) and calibrates with detectors.calibrate
+    derived_inputs: ClassVar[bool] = False
+    #: the model kind of a ``[[models]]`` entry that names none (at most one family says so)
+    default_model: ClassVar[bool] = False
     #: the levels this family raises (a tag's ``priority`` table may name them)
     levels: ClassVar[tuple[str, ...]] = ()
     #: this kind's default alarm type code in the provincial profile ("" = the level's code)

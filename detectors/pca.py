@@ -376,7 +376,9 @@ class PcaFamily(Family):
         "name": Option(None, "the tag's name", required=True),
         **model_options,
     }
+    derived_inputs: ClassVar[bool] = True
     levels: ClassVar[tuple[str, ...]] = tuple(PCA_LEVELS.values())
+    default_model: ClassVar[bool] = True
     alarm_code: ClassVar[str] = "8"
 
     @classmethod

@@ -10,6 +10,11 @@ from typing import Any
 import pytest
 
 from agent.broker import Mosquitto
+from tests.helpers import register_source_entry_points
+
+# a family or driver declared in pyproject.toml is found by entry point even before the
+# editable install is made again
+register_source_entry_points()
 
 # benchmarks run with `make bench` (PLANTWATCH_BENCH=1), not as part of the test suite
 collect_ignore_glob = [] if os.environ.get("PLANTWATCH_BENCH") else ["bench/*"]

@@ -82,3 +82,43 @@ def wrong_key(profile):
 
     c = profile.cipher
     return dataclasses.replace(profile, cipher=PayloadCipher(c.name, key=bytes(16), iv=c.iv, encoding=c.encoding))
+
+
+def register_source_entry_points() -> Path | None:
+    """The entry points pyproject.toml declares that the installed metadata lacks (an editable
+    install made before they were added), registered for this test run: a dist-info of their own
+    on sys.path and on the PYTHONPATH of the processes the tests start. Nothing when the install
+    already has them all; the directory holding it otherwise."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+    import tomllib
+    from importlib.metadata import entry_points
+
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["entry-points"]
+    missing = {group: {name: target for name, target in eps.items()
+                       if name not in {ep.name for ep in entry_points(group=group)}}
+               for group, eps in declared.items()}
+    missing = {group: eps for group, eps in missing.items() if eps}
+    if not missing:
+        return None
+    where = Path(tempfile.mkdtemp(prefix="plantwatch-entry-points-"))
+    atexit.register(shutil.rmtree, where, ignore_errors=True)
+    dist = where / "plantwatch_source_entry_points-0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plantwatch-source-entry-points\nVersion: 0\n")
+    (dist / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in eps.items()) + "\n"
+        for group, eps in missing.items()))
+    sys.path.append(str(where))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(where)) if p)
+    import detectors
+    import drivers
+
+    for module in (detectors, drivers):
+        for fn in vars(module).values():
+            if hasattr(fn, "cache_clear"):
+                fn.cache_clear()
+    return where

@@ -246,7 +246,7 @@ def test_model_options_are_the_familys_own():
         "models[0] (m).spe_factor: must be > 0, not -1",
     ]
     assert problems_of(config_dict(models=[dict(model, kind="pcaa")])) == [
-        "models[0] (m).kind: must be one of pca, not 'pcaa' (did you mean 'pca'?)"]
+        "models[0] (m).kind: must be one of cva, pca, not 'pcaa' (did you mean 'pca'?)"]
 
 
 def test_the_sensor_family_watches_every_tag_from_its_range():

@@ -172,3 +172,12 @@ def test_bad_input_keys_are_config_problems(write_config, keys, problem):
 def test_no_input_key_leaves_the_inputs_to_train(write_config):
     assert model_config(write_config).models[0].inputs is None
     assert model_config(write_config, lags=0).models[0].inputs == InputSpec(tuple(TAGS))
+
+
+def test_derived_input_keys_are_refused_for_a_kind_without_them(write_config):
+    data = config_dict(models=[{"name": "loop", "kind": "cva", "tags": ["R101.TI01", "R101.PI01"],
+                                "file": "models/loop.npz", "lags": 2, "rates": [5.0]}])
+    with pytest.raises(ConfigError) as err:
+        load(write_config(data))
+    assert "models[0] (loop).lags: not for kind 'cva': it takes no derived inputs" in str(err.value)
+    assert "models[0] (loop).rates: not for kind 'cva'" in str(err.value)

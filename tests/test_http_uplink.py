@@ -360,3 +360,21 @@ def test_a_wrong_key_at_the_reference_platform_is_never_marked_sent(tmp_path):
     assert r.alarms == [] and up.sent_count == 0 and len(refused) == 2
     dead = Outbox(path).dead_letters()
     assert len(dead) == 2 and all(d["reason"].startswith("HTTP 400:") for d in dead)
+
+
+def test_announce_sends_the_status_message_now_not_at_the_next_heartbeat(tmp_path):
+    """A storage fault's start and end make the uplink send the status at once (the heartbeat is
+    an hour away here); only the count of status messages the platform took is looked at."""
+    cfg = gongmao_uplink(tmp_path, heartbeat_s=3600.0)
+    platform, r = reference_platform(cfg.provincial)
+    up = start(cfg, replace(cfg.uplink, url=platform.url), tmp_path / "outbox.db")
+    try:
+        assert wait_for(lambda: up.heartbeats == 1, 20)  # the first, once the (empty) backlog is out
+        up.announce()
+        assert wait_for(lambda: up.heartbeats == 2, 20)
+        up.announce()
+        assert wait_for(lambda: up.heartbeats == 3, 20)
+    finally:
+        up.stop(2.0)
+        platform.close()
+    assert r.invalid == []

@@ -104,7 +104,8 @@ def test_one_shot_shelve_ends_when_the_alarm_clears():
 def test_suppress_and_out_of_service_are_their_own_flags():
     m = manager()
     up(m, 0.0)
-    msgs = m.command("suppress", ID, 1.0) + m.command("out_of_service", ID, 2.0)
+    msgs = (m.command("suppress", ID, 1.0, comment="by design during start-up", duration_s=600.0)
+            + m.command("out_of_service", ID, 2.0, comment="sensor replaced", duration_s=3600.0))
     assert [(x["state"], x["suppressed"], x["out_of_service"], x["active"]) for x in msgs] == [
         ("suppressed", True, False, True),
         ("out_of_service", True, True, True),
@@ -118,6 +119,44 @@ def test_suppress_and_out_of_service_are_their_own_flags():
         m.command("delete", ID, 5.0)
     valid(msgs)
     assert m.kpis(5.0)["commands_rejected"] == 1
+
+
+def test_suppress_and_out_of_service_need_a_reason_and_a_bounded_duration_and_end_by_themselves():
+    m = manager(AlarmSystemSection(max_suppress_s=600.0, max_out_of_service_s=3600.0))
+    up(m, 0.0)
+    for op, longest in (("suppress", 600), ("out_of_service", 3600)):
+        with pytest.raises(CommandError, match=f"{op} needs a reason"):
+            m.command(op, ID, 1.0, duration_s=60.0)
+        with pytest.raises(CommandError, match=rf"{op} needs duration_s in \(0, {longest}\], not None"):
+            m.command(op, ID, 1.0, comment="why")
+        with pytest.raises(CommandError, match=f"not {longest + 1}"):
+            m.command(op, ID, 1.0, comment="why", duration_s=longest + 1.0)
+    assert not m.alarms[ID].suppressed and not m.alarms[ID].out_of_service  # nothing changed
+    s = m.command("suppress", ID, 10.0, comment="start-up", duration_s=600.0)[0]
+    o = m.command("out_of_service", ID, 10.0, comment="sensor swap", duration_s=1200.0)[0]
+    assert s["context"]["suppressed_until"] == "1970-01-01T00:10:10.000Z" and s["context"]["comment"] == "start-up"
+    assert o["context"]["out_of_service_until"] == "1970-01-01T00:20:10.000Z"
+    assert m.tick(609.0) == []
+    ended = m.tick(610.0) + m.tick(1210.0)
+    assert [(x["state"], x["context"]["user"], x["suppressed"], x["out_of_service"]) for x in ended] == [
+        ("unsuppressed", "plantwatch", False, True), ("in_service", "plantwatch", False, False)]
+    valid(ended)
+    # saved by an older version without an end: ends after the longest allowed now
+    state = {**m.snapshot(ID), "suppressed": True}
+    del state["suppress_until"]
+    restored = manager(AlarmSystemSection(max_suppress_s=600.0))
+    restored.restore([state], 2000.0, lambda a: 5.0)
+    assert restored.alarms[ID].suppress_until == 2600.0
+
+
+def test_the_author_and_a_claimed_name_are_kept_apart():
+    m = manager()
+    up(m, 0.0)
+    msg = m.command("ack", ID, 1.0, user="alice", actor={"via": "socket", "claimed_user": "张工"})[0]
+    assert {k: msg["context"][k] for k in ("user", "via", "claimed_user")} == {
+        "user": "alice", "via": "socket", "claimed_user": "张工"}
+    assert msg["message"].endswith("— acked by alice")
+    valid([msg])
 
 
 def test_escalation_keeps_one_alarm_and_priority_follows_level():

@@ -21,8 +21,10 @@ HEADER = "name,device,address,type,unit,desc,hh,h,l,ll\r\n"
 
 
 def reactor_with_points(tmp_path: Path) -> Path:
-    """configs/chemical-reactor.toml (9 [[tags]]) with the example point list beside it."""
+    """configs/chemical-reactor.toml (9 [[tags]]) with the example point list (and the platform's CA
+    certificate the example names) beside it."""
     shutil.copy(EXAMPLE, tmp_path / "points.csv")
+    shutil.copytree(ROOT / "configs" / "keys", tmp_path / "keys")
     text = (ROOT / "configs" / "chemical-reactor.toml").read_text(encoding="utf-8")
     text = text.replace('data_dir = "/var/lib/plantwatch"', 'data_dir = "data"\npoints_file = "points.csv"')
     path = tmp_path / "plant.toml"

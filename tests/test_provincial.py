@@ -195,7 +195,7 @@ def test_default_codes_come_from_the_families_and_the_agents_own_kinds(tmp_path)
     profile = parse(provincial_config(tmp_path), base=tmp_path).provincial
     assert profile.codes == {
         "HH": "1", "H": "2", "L": "3", "LL": "4",
-        "roc": "5", "ewma": "6", "cusum": "6", "robust": "6", "flatline": "7", "pca": "8",
+        "roc": "5", "ewma": "6", "cusum": "6", "robust": "6", "flatline": "7", "pca": "8", "cva": "8",
         "sensor": "9", "discrete": "12", "mismatch": "13", "comm": "10", "storage": "11",
     }
 

@@ -131,6 +131,10 @@ def test_device_secret_files_are_found_by_their_key_names(tmp_path):
         ("devices[0] (opc).password_file", Path("/etc/plantwatch/opc.pass")),
         ("devices[0] (opc).key_password_file", Path("rel.pass")),  # a driver reads its own paths as written
     ]
+    operators = {"alarm_system": {"api_token_file": "api.token", "command_key_file": "cmd.key",
+                                  "command_public_key_file": "cmd.pub"}}  # a public key is no secret
+    assert list(secret_files(operators, tmp_path)) == [
+        ("alarm_system.api_token_file", tmp_path / "api.token"), ("alarm_system.command_key_file", tmp_path / "cmd.key")]
 
 
 def test_the_agent_logs_the_warning_at_start(tmp_path, write_config, mosquitto):

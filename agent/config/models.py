@@ -13,8 +13,9 @@ from detectors.inputs import InputSpec
 
 MODEL_KEYS = {
     "name": Key("str", required=True, check=nonempty, doc="unique model name (`plantwatch train CONFIG --model NAME`)"),
-    "kind": Key("str", shown="the only kind installed", doc="the multivariate model kind: a detector family that "
-                                                          "declares model options"),
+    "kind": Key("str", shown="the default kind", doc="the multivariate model kind: a detector family that "
+                                                 "declares model options (the default: the only kind installed, "
+                                                 "else the built-in family that declares itself the default)"),
     "tags": Key("list[str]", required=True, doc="at least two tag names; a tag belongs to at most one model"),
     "file": Key("path", required=True, check=nonempty, doc="model file, relative to `data_dir`"),
     # the model's inputs (any kind; detectors.inputs): computed per tick, identical in train, replay and live
@@ -59,7 +60,7 @@ class ModelConfig:
 
 
 def model_kinds(families: Mapping[str, type]) -> dict[str, type]:
-    return {name: f for name, f in families.items() if f.model_options}
+    return {name: families[name] for name in sorted(families) if families[name].model_options}
 
 
 def read_models(raw: Any, tag_names: Sequence[str], data_dir: Path, kinds: Mapping[str, type],
@@ -78,13 +79,16 @@ def read_models(raw: Any, tag_names: Sequence[str], data_dir: Path, kinds: Mappi
         m = p.read({k: v for k, v in table.items() if k in MODEL_KEYS} if isinstance(entry, dict) else entry, path,
                    MODEL_KEYS)
         if m["kind"] is None and isinstance(entry, dict):
-            if len(kinds) == 1:  # the only kind there is needs no naming
-                m["kind"] = next(iter(kinds))
+            default = [k for k, f in kinds.items() if f.default_model] if len(kinds) > 1 else list(kinds)
+            if len(default) == 1:  # the only kind there is, or the default kind, needs no naming
+                m["kind"] = default[0]
             else:
                 p.add(f"{path}.kind", "is required")
         fam = kinds.get(m["kind"])
         if m["kind"] is not None and fam is None:
             p.add(f"{path}.kind", one_of(*kinds)(m["kind"]) or "")
+        if fam is not None and "target_far" in fam.model_options:  # the kind checks and uses it too
+            options = {k: v for k, v in table.items() if k not in MODEL_KEYS or k == "target_far"}
         # with an unknown kind, which other keys belong is unknown too: they are not judged
         options = _options(fam, options, path, p) if fam is not None else {}
         if m["name"] in seen:
@@ -101,7 +105,11 @@ def read_models(raw: Any, tag_names: Sequence[str], data_dir: Path, kinds: Mappi
         if m["tags"] is not None and len(m["tags"]) < 2:
             p.add(f"{path}.tags", "a multivariate model needs at least 2 tags")
         inputs = _inputs(m, table, path, p)
-        if not 0 <= m["target_far"] < 0.5:
+        if fam is not None and not fam.derived_inputs:
+            for k in (k for k in INPUT_KEYS if k in table):
+                p.add(f"{path}.{k}", f"not for kind {m['kind']!r}: it takes no derived inputs (see its own keys)")
+            inputs = None
+        if (fam is None or "target_far" not in fam.model_options) and not 0 <= m["target_far"] < 0.5:
             p.add(f"{path}.target_far", f"must be in [0, 0.5), not {m['target_far']!r}")
         if not 0.1 <= m["holdout"] <= 0.9:
             p.add(f"{path}.holdout", f"must be in [0.1, 0.9], not {m['holdout']!r}")

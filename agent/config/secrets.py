@@ -4,7 +4,8 @@ their owner can read them.
 A secret file readable by group or others is a warning, not a problem: the agent still starts
 (and logs it), ``plantwatch check`` prints it, and ``plantwatch check --strict`` refuses the
 config over it. The files are found by their key names wherever they appear — [uplink],
-[[uplinks]], [provincial] and each device's own keys — so a driver's secret files are checked
+[[uplinks]], [provincial], [alarm_system] (the API token, the commands' HMAC key) and each
+device's own keys — so a driver's secret files are checked
 without the agent knowing the driver.
 """
 
@@ -19,7 +20,8 @@ from typing import Any
 from agent.config.schema import item
 
 #: key names that hold the path of a secret (a client key's certificate, ``cert_file``, is public)
-SECRET_KEYS = ("password_file", "key_file", "key_password_file", "sm4_key_file", "iv_file", "appsecret_file")
+SECRET_KEYS = ("password_file", "key_file", "key_password_file", "sm4_key_file", "iv_file", "appsecret_file",
+               "api_token_file", "command_key_file")
 
 
 def secret_files(data: Mapping[str, Any], base: Path) -> Iterator[tuple[str, Path]]:
@@ -27,7 +29,8 @@ def secret_files(data: Mapping[str, Any], base: Path) -> Iterator[tuple[str, Pat
     [provincial] paths resolve against ``base`` as the config reads them; a device's are handed
     to its driver as written."""
     tables: list[tuple[str, Any, Path | None]] = [("uplink", data.get("uplink"), base),
-                                                   ("provincial", data.get("provincial"), base)]
+                                                   ("provincial", data.get("provincial"), base),
+                                                   ("alarm_system", data.get("alarm_system"), base)]
     for name, rel in (("uplinks", base), ("devices", None)):
         entries = data.get(name)
         if isinstance(entries, list):

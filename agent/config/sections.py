@@ -3,6 +3,7 @@ key declared once, as a field of the section's dataclass, with its cross-checks 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from agent.config.schema import (
     positive,
 )
 from agent.history_compress import MODES
+from agent.signing import load_keys
 
 
 def _plant(v: str) -> str | None:
@@ -43,8 +45,27 @@ SCHEMES = {"mqtt": ("mqtt", False, 1883), "mqtts": ("mqtt", True, 8883),
            "tcp": ("tcp", False, 0), "tls": ("tcp", True, 0)}
 
 
+def redact(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***`` (what check and errors show)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _uplink_url(v: str) -> str | None:
     parts = urlsplit(v)
+    v = redact(v)
     if parts.scheme not in SCHEMES:
         return f"must start with {', '.join(s + '://' for s in SCHEMES)}, not {v!r}"
     try:
@@ -133,6 +154,14 @@ class UplinkSection:
     max_outbox_mb: float = key(
         512.0, "size cap of `outbox.db`; when full, the oldest telemetry is dropped (sent first, then unsent) and a "
         "`storage` alarm is raised; alarms are never dropped (see docs/OPERATIONS.md)", check=at_least(1, " (MB)"))
+    min_free_mb: float = key(
+        64.0, "free space to keep on the file system of `data_dir`: below it the `gateway/storage` alarm is raised "
+        "and the size cap shrinks to keep it free (the oldest telemetry goes first), before a full disk can stop "
+        "alarms being stored (see docs/OPERATIONS.md)", check=at_least(0, " (MB)"))
+    max_pending_alarms: int = key(
+        10000, "alarm messages kept in memory, in order, while the outbox cannot store them (disk full, I/O error, "
+        "locked or read-only file); beyond it the newest are lost and the `outbox/storage` alarm counts them",
+        check=at_least(100, ""))
 
     @property
     def transport(self) -> str:
@@ -165,9 +194,34 @@ class AlarmSystemSection:
     flood_window_s: float = key(600.0, "the window of `flood_count`", check=positive)
     stale_s: float = key(86400.0, "an alarm active longer than this is stale", check=positive)
     max_shelve_s: float = key(86400.0, "the longest timed shelve an operator may ask for", check=positive)
-    commands: bool = key(False, "accept operator commands on `{prefix}/{plant}/cmd` (schema docs/schemas/command.json)")
-    api_port: int = key(8787, "the local API on 127.0.0.1 (`plantwatch alarms/ack/shelve/unshelve`, `/metrics`); "
-                        "0 = off", check=between(0, 65535, "must be 0 (off) .. 65535"))
+    max_suppress_s: float = key(7 * 86400.0, "the longest suppression an operator may ask for (a suppression "
+                                "always has a reason and a duration, and ends by itself)", check=positive)
+    max_out_of_service_s: float = key(7 * 86400.0, "the longest out-of-service an operator may ask for (with a "
+                                      "reason and a duration, ends by itself)", check=positive)
+    commands: bool = key(False, "accept signed operator commands on `{prefix}/{plant}/cmd` (docs/PAYLOADS.md, "
+                         "*Commands*); needs `command_key_file` or `command_public_key_file`")
+    command_key_file: Path | None = key(None, "HMAC-SHA256 key of signed commands (`alg` `hmac-sha256`): the file's "
+                                        "bytes, at least 32, one trailing newline ignored", kind="path")
+    command_public_key_file: Path | None = key(None, "Ed25519 public key (PEM) of signed commands (`alg` `ed25519`)",
+                                               kind="path")
+    command_window_s: float = key(300.0, "a command's `ts` must be within this many seconds of the gateway's clock "
+                                  "(and not before the agent started); its nonce is remembered twice as long",
+                                  check=positive)
+    command_rate_per_min: int = key(30, "at most this many commands per minute are looked at; more are refused",
+                                    check=at_least(1))
+    api_port: int = key(8787, "the local API on 127.0.0.1: `/metrics`, `/status`, `/alarms` for anyone on the "
+                        "gateway, state changes only with the bearer token of `api_token_file`; 0 = off",
+                        check=between(0, 65535, "must be 0 (off) .. 65535"))
+    api_socket: Path | None = key(None, "the Unix socket of state-changing operator actions (`plantwatch ack/"
+                                  "shelve/...`); the OS user at the other end is recorded as the author",
+                                  kind="path", shown="`{data_dir}/api.sock`")
+    api_socket_group: str = key("", "the group that may use `api_socket` (mode 0660); empty: the agent's own group")
+    api_token_file: Path | None = key(None, "bearer token(s) for state changes over `api_port`: one per line, "
+                                      "`NAME TOKEN` (recorded as `token:NAME`) or just `TOKEN` (`token:api`); "
+                                      "absent: the port is read-only", kind="path")
+
+    def socket_path(self, data_dir: Path) -> Path:
+        return self.api_socket if self.api_socket is not None else data_dir / "api.sock"
 
 
 def read_section(cls: type, data: Any, path: str, base: Path, p: Problems) -> dict[str, Any]:
@@ -198,6 +252,12 @@ def uplink(data: Any, base: Path, p: Problems, path: str = "uplink") -> UplinkSe
         p.add(f"{path}.key_file" if u["key_file"] is None else f"{path}.cert_file", "cert_file and key_file go together")
     if u["url"] and not SCHEMES.get(urlsplit(u["url"]).scheme, (0, False))[1] and any(u[k] for k in ("ca_file", "cert_file")):
         p.add(f"{path}.url", "ca_file/cert_file are set but the url is not mqtts://, https:// or tls://")
+    if u["url"] and (urlsplit(u["url"]).username or urlsplit(u["url"]).password):
+        p.add(f"{path}.url", f"must not carry credentials ({redact(u['url'])}); use username and password_file")
+    if (u["url"] and u["password_file"] is not None and urlsplit(u["url"]).scheme in SCHEMES
+            and not SCHEMES[urlsplit(u["url"]).scheme][1] and not is_loopback(urlsplit(u["url"]).hostname or "")):
+        p.add(f"{path}.password_file", f"a password would cross the network in clear to {urlsplit(u['url']).hostname}: "
+              "use mqtts:// (or https://) with ca_file")
     if u["backoff_max_s"] < u["backoff_initial_s"]:
         p.add(f"{path}.backoff_max_s", f"must be >= backoff_initial_s ({u['backoff_initial_s']})")
     u["refused_codes"] = tuple(str(c) for c in u["refused_codes"] or ())
@@ -230,7 +290,44 @@ def alarm_system(data: Any, base: Path, p: Problems) -> AlarmSystemSection:
     section = AlarmSystemSection(**read_section(AlarmSystemSection, data, "alarm_system", base, p))
     if section.chatter_shelve_s > section.max_shelve_s:
         p.add("alarm_system.chatter_shelve_s", f"must not exceed max_shelve_s ({section.max_shelve_s:g})")
+    for k in ("command_key_file", "command_public_key_file", "api_token_file"):
+        if getattr(section, k) is not None and not getattr(section, k).is_file():
+            p.add(f"alarm_system.{k}", f"no such file: {getattr(section, k)}")
+    if section.commands and section.command_key_file is None and section.command_public_key_file is None:
+        p.add("alarm_system.commands", "commands over MQTT must be signed: set command_key_file (HMAC-SHA256) "
+              "or command_public_key_file (Ed25519)")
+    for k in ("command_key_file", "command_public_key_file"):
+        path = getattr(section, k)
+        if path is not None and path.is_file():
+            try:
+                load_keys(path if k == "command_key_file" else None, path if k != "command_key_file" else None)
+            except (ValueError, OSError) as exc:
+                p.add(f"alarm_system.{k}", str(exc))
+    if section.api_token_file is not None and section.api_token_file.is_file():
+        _check_tokens(section.api_token_file, p)
+    if section.api_socket_group:
+        import grp
+
+        try:
+            grp.getgrnam(section.api_socket_group)
+        except KeyError:
+            p.add("alarm_system.api_socket_group", f"no such group: {section.api_socket_group!r}")
     return section
+
+
+def _check_tokens(path: Path, p: Problems) -> None:
+    """api_token_file: lines `NAME TOKEN` or `TOKEN`, each token at least 16 characters."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        p.add("alarm_system.api_token_file", f"cannot be read: {exc}")
+        return
+    tokens = [line.split()[-1] for line in lines if line.split() and not line.split()[0].startswith("#")]
+    if not tokens:
+        p.add("alarm_system.api_token_file", f"{path} holds no token")
+    for n, token in enumerate(tokens, 1):
+        if len(token) < 16:
+            p.add("alarm_system.api_token_file", f"token {n} is shorter than 16 characters")
 
 
 @dataclass(frozen=True)

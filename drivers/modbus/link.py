@@ -7,8 +7,9 @@ transaction at a time, so the units on it are polled in turn, each holding the l
 whole poll, with the RTU silent interval kept between frames.
 
 The pymodbus client is private to the link, which exposes only reads. As a second wall, every
-outgoing PDU passes ``_guard``, which refuses any function code but 1–4 and 43 (device
-identification, used by the probe) before a byte is sent.
+outgoing PDU passes ``_guard``, which refuses any function code but 1–4 and 43 with MEI type 14
+(read device identification, used by the probe; MEI 13, CANopen general reference, can write)
+before a byte is sent.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from drivers.modbus import diagnose
 from drivers.modbus.address import Endpoint
 
 READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})
-ALLOWED_FUNCTION_CODES = READ_FUNCTION_CODES | {43}  # 43/14: read device identification
+ALLOWED_FUNCTION_CODES = READ_FUNCTION_CODES | {43}  # 43 only with MEI type 14 (see _guard)
+READ_DEVICE_IDENTIFICATION = 14  # the one MEI type of function 43 that is a read
 # no pymodbus-level reconnect or retry: the driver owns backoff, and a dead unit on a shared
 # bus must not make the client drop the line for the healthy ones
 _NO_DISCONNECT = 1 << 30
@@ -52,6 +54,9 @@ class ReadOnlyViolation(RuntimeError):
 def _guard(sending: bool, pdu):
     if sending and pdu.function_code not in ALLOWED_FUNCTION_CODES:
         raise ReadOnlyViolation(f"function code {pdu.function_code} refused: plantwatch only reads")
+    if sending and pdu.function_code == 43 and getattr(pdu, "sub_function_code", None) != READ_DEVICE_IDENTIFICATION:
+        mei = getattr(pdu, "sub_function_code", None)
+        raise ReadOnlyViolation(f"function code 43 with MEI type {mei} refused: only 14 (read device identification)")
     return pdu
 
 

@@ -13,7 +13,8 @@ from drivers.base import Command
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 #: probe option -> device key of docs/DRIVERS.md
-_SECURITY_OPTIONS = ("security_policy", "security_mode", "cert_file", "key_file", "username", "password_file")
+_SECURITY_OPTIONS = ("security_policy", "security_mode", "cert_file", "key_file", "username", "password_file",
+                     "allow_insecure_login")
 
 
 def probe_arguments(group: Any) -> None:
@@ -25,6 +26,8 @@ def probe_arguments(group: Any) -> None:
     group.add_argument("--trust", action="append", help="OPC-UA server certificate to trust (repeatable)")
     group.add_argument("--username")
     group.add_argument("--password-file")
+    group.add_argument("--allow-insecure-login", action="store_true",
+                       help="OPC-UA: allow --username or --trust with security policy None (password in clear)")
 
 
 async def probe(url: str, options: Mapping[str, Any]) -> list[str]:

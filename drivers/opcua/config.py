@@ -42,6 +42,7 @@ DEVICE_KEYS = frozenset(
         "session_timeout_s",
         "reconnect_max_s",
         "max_pending_samples",
+        "allow_insecure_login",
     }
 )
 TAG_KEYS = frozenset({"sampling_interval_ms", "queue_size", "deadband_abs", "deadband_percent"})
@@ -259,6 +260,24 @@ def _credentials(opts: Mapping[str, Any], problems: list[Problem]) -> tuple[str 
     return username, password_file
 
 
+def _insecure_login(opts: Mapping[str, Any], policy: str, username: str | None, trust: tuple[Path, ...],
+                    problems: list[Problem]) -> None:
+    """Under security_policy None a password crosses the plant LAN in clear to a server nobody
+    checked, and a trust list is never consulted: both only with allow_insecure_login = true."""
+    allow = opts.get("allow_insecure_login", False)
+    if not isinstance(allow, bool):
+        problems.append(Problem("allow_insecure_login", f"must be true or false, got {allow!r}"))
+        allow = False
+    if policy != "None" or allow:
+        return
+    if username:
+        problems.append(Problem("username", "with security_policy None the password is sent in clear to an "
+                                "unverified server; use a security policy, or set allow_insecure_login = true"))
+    if trust:
+        problems.append(Problem("trust", "is not used with security_policy None (the server's certificate is "
+                                "never checked); use a security policy, or set allow_insecure_login = true"))
+
+
 def _tag_options(tag: TagSpec, publishing: float, sampling: float | None, queue_size: int | None,
                  deadbands: tuple[float | None, float | None], problems: list[Problem]) -> TagOptions:
     """How one tag is monitored: its own options, else the device's."""
@@ -300,6 +319,7 @@ def parse(device: DeviceSpec, tags: Sequence[TagSpec]) -> tuple[DeviceOptions | 
     security = _security(opts, problems)
     trust = _trust(opts, problems)
     username, password_file = _credentials(opts, problems)
+    _insecure_login(opts, security["security_policy"], username, trust, problems)
     tag_opts = tuple(_tag_options(tag, publishing, sampling, queue_size, deadbands, problems) for tag in tags)
     if problems and any(p.path == "url" for p in problems):
         return None, problems

@@ -46,6 +46,8 @@ class OpcUaDriver(Driver):
             return [f"{len(tags)} tags (config has problems)"]
         sec = "no security" if not opts.secure else f"{opts.security_policy}/{opts.security_mode}"
         login = f"user {opts.username}" if opts.username else "anonymous"
+        if opts.username and not opts.secure:
+            login += " (PASSWORD IN CLEAR: allow_insecure_login)"
         n = len(tags)
         calls = max(1, math.ceil(n / opts.batch_size)) if n else 0
         if opts.mode == "poll":

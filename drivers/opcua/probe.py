@@ -14,6 +14,7 @@ from asyncua import Client, ua
 
 from drivers.base import DeviceSpec, DriverError
 from drivers.opcua import config, diagnose, security
+from drivers.opcua.guard import guard
 
 _READ_BATCH = 500
 
@@ -35,7 +36,7 @@ async def probe(url: str, depth: int = 3, timeout: float = 5.0, **security_optio
     opts, problems = config.parse(spec, [])
     if opts is None or problems:
         raise ValueError("; ".join(f"{p.path}: {p.message}" for p in problems))
-    client = Client(url, timeout=timeout)
+    client = guard(Client(url, timeout=timeout))
     await security.apply(client, opts)
     try:
         await asyncio.wait_for(client.connect(), timeout * 2)

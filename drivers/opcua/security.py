@@ -10,6 +10,7 @@ connecting and is never put in a log line, an error text or a repr.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 from asyncua import Client, ua
@@ -23,6 +24,8 @@ from cryptography.x509 import verification
 
 from drivers.base import DriverError
 from drivers.opcua.certs import application_uri, describe, load_certificate
+
+log = logging.getLogger(__name__)
 
 POLICY_CLASSES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -175,6 +178,9 @@ async def apply(client: Client, opts) -> None:
     client.name = client.description = "plantwatch"
     client.product_uri = "urn:plantwatch"
     if opts.username:
+        if not opts.secure:  # allowed only by allow_insecure_login; asyncua's own warning is silenced
+            log.warning("OPC-UA %s: the password of user %s is sent in clear (security_policy None, "
+                        "allow_insecure_login = true)", opts.url, opts.username)
         client.set_user(opts.username)
         try:
             client.set_password(read_secret(opts.password_file))

@@ -22,6 +22,7 @@ from drivers.opcua import security
 from drivers.opcua.buffer import Stats
 from drivers.opcua.config import DeviceOptions
 from drivers.opcua.decode import error_text
+from drivers.opcua.guard import guard
 
 KEEPALIVE_S = 2.0
 CONNECT_ERRORS = (DriverError, OSError, TimeoutError, asyncio.TimeoutError, ua.UaError, ConnectionError)
@@ -64,8 +65,8 @@ class Session:
         # read takes longer than the interval. On a busy gateway that read waits behind large
         # publish responses, so it gets as long as the subscription's own staleness bound: a dead
         # link is found by that bound or by the socket, not by one slow read.
-        return Client(self.opts.url, timeout=timeout, watchdog_intervall=stale_after(self.opts),
-                      reconnect_max_delay=self.opts.reconnect_max_s)
+        return guard(Client(self.opts.url, timeout=timeout, watchdog_intervall=stale_after(self.opts),
+                            reconnect_max_delay=self.opts.reconnect_max_s))
 
     async def open(self) -> Client:
         """A new connected client with a new session, after closing any session left behind."""

@@ -30,6 +30,13 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 class CertificateAuthority:
     def __init__(self, directory: Path, name: str = "plantwatch test CA"):
         self.dir = directory
@@ -53,7 +60,8 @@ class CertificateAuthority:
         self.path = self.dir / f"{slug}.pem"
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, cn: str, *, server: bool) -> Issued:
+    def issue(self, cn: str, *, server: bool, names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Issued:
+        """A certificate signed by this CA; a server certificate names ``names`` (DNS names or IPs)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         builder = (
@@ -72,7 +80,7 @@ class CertificateAuthority:
         )
         if server:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                x509.SubjectAlternativeName([_general_name(n) for n in names]),
                 critical=False,
             )
         cert = builder.sign(self.key, hashes.SHA256())

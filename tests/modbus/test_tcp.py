@@ -7,6 +7,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from pymodbus.pdu.mei_message import ReadDeviceInformationRequest
 from pymodbus.pdu.register_message import WriteSingleRegisterRequest
 
 from detectors.families import LimitFamily
@@ -57,6 +58,25 @@ def test_writes_are_refused_before_they_reach_the_wire(server):
             LinkPool.release(link)
     asyncio.run(attempt())
     assert server.function_codes == {3}
+
+
+def test_function_43_goes_out_only_with_mei_type_14(server):
+    """MEI type 13 (CANopen general reference) can write: refused before the wire; 14 is sent."""
+    async def attempt():
+        link = LinkPool.acquire(ModbusDriver(device(server.url), [tag(0, "hr:0")]).endpoint, 0.5)
+        await link.connect()
+        try:
+            for mei in (13, 0, 15, None):
+                request = ReadDeviceInformationRequest(dev_id=1)
+                request.sub_function_code = mei
+                with pytest.raises(ReadOnlyViolation, match=f"MEI type {mei} refused"):
+                    await link._client.execute(False, request)
+            assert server.function_codes == set()  # nothing of those reached the device
+            await link.device_information(1, 0.5)
+        finally:
+            LinkPool.release(link)
+    asyncio.run(attempt())
+    assert server.function_codes == {43}
 
 
 def test_one_request_per_block_and_values_follow_the_device(server):

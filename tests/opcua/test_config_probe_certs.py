@@ -61,6 +61,23 @@ def test_every_problem_is_reported_with_its_key(tmp_path):
     assert ">= 0" in found[("sampling_interval_ms", "T3")]
 
 
+def test_login_or_trust_under_policy_none_needs_allow_insecure_login(tmp_path):
+    password = tmp_path / "pw"
+    password.write_text("secret\n")
+    from drivers.opcua.certs import make_self_signed
+
+    cert, _ = make_self_signed(tmp_path, "plc", key_size=1024)
+    found = problems(device("opc.tcp://h:4840", username="op", password_file=str(password), trust=[str(cert)]))
+    assert "sent in clear to an unverified server" in found[("username", None)]
+    assert "is not used with security_policy None" in found[("trust", None)]
+    allowed = device("opc.tcp://h:4840", username="op", password_file=str(password), trust=[str(cert)],
+                     allow_insecure_login=True)
+    assert problems(allowed) == {}
+    assert "user op (PASSWORD IN CLEAR: allow_insecure_login)" in "\n".join(OpcUaDriver.plan(allowed, []))
+    assert "true or false" in problems(device("opc.tcp://h:4840", allow_insecure_login="yes"))[
+        ("allow_insecure_login", None)]
+
+
 def test_security_needs_certificate_and_key():
     found = problems(device("opc.tcp://h:4840", security_policy="Aes256Sha256RsaPss", security_mode="None"))
     assert "opcua-cert" in found[("cert_file", None)] and ("key_file", None) in found

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from asyncua import Client, ua
 
 from drivers.opcua import OpcUaDriver
+from drivers.opcua.guard import ALLOWED_REQUESTS, ReadOnlyViolation, guard
 from drivers.opcua.probe import probe
 from tests.faults.tcpproxy import TcpProxy
 from tests.opcua.helpers import Collector, PlantServer, RequestLog, device, plant_tags, run
@@ -17,7 +19,6 @@ ALLOWED = {
     "CloseSessionRequest", "ReadRequest", "BrowseRequest", "BrowseNextRequest",
     "CreateSubscriptionRequest", "ModifySubscriptionRequest", "DeleteSubscriptionsRequest",
     "CreateMonitoredItemsRequest", "DeleteMonitoredItemsRequest", "PublishRequest", "RepublishRequest",
-    "TransferSubscriptionsRequest",
 }
 
 
@@ -60,5 +61,38 @@ def test_request_log_sees_a_write_when_one_is_sent():
                         await client.get_node(ua.ObjectIds.Server).call_method(
                             ua.NodeId(ua.ObjectIds.Server_GetMonitoredItems), ua.Variant(1, ua.VariantType.UInt32))
         assert log.counts["WriteRequest"] == 1 and log.counts["CallRequest"] == 1
+
+    run(main())
+
+
+def test_every_service_off_the_allow_list_is_refused_before_it_is_sent():
+    """A guarded client (as the driver and the probe make them) tries every service request
+    asyncua knows that is not on the allow-list: each is refused in the client, the server
+    receives none of them, and the plant value is unchanged."""
+    every = {n for n in dir(ua) if n.endswith("Request") and hasattr(getattr(ua, n), "RequestHeader")}
+    refused = sorted(n for n in every if getattr(ua, n) not in ALLOWED_REQUESTS)
+    assert {"WriteRequest", "CallRequest", "AddNodesRequest", "DeleteNodesRequest", "HistoryUpdateRequest",
+            "AddReferencesRequest", "DeleteReferencesRequest", "SetMonitoringModeRequest", "SetTriggeringRequest",
+            "TransferSubscriptionsRequest", "RegisterServerRequest", "RegisterServer2Request"} <= set(refused)
+
+    async def main():
+        with RequestLog() as log:
+            async with PlantServer() as srv:
+                async with guard(Client(srv.url)) as client:
+                    protocol = client.uaclient.protocol
+                    for name in refused:
+                        sent_before = protocol._request_id
+                        with pytest.raises(ReadOnlyViolation, match=f"OPC-UA service {name} refused"):
+                            await protocol.send_request(getattr(ua, name)())
+                        assert protocol._request_id == sent_before, name  # no message id used: nothing written
+                    node = client.get_node(srv.nodes["R101.TI01"].nodeid)
+                    with pytest.raises(ReadOnlyViolation):
+                        await node.write_value(ua.DataValue(ua.Variant(1.0, ua.VariantType.Double)))
+                    with pytest.raises(ReadOnlyViolation):
+                        await client.get_node(ua.ObjectIds.Server).call_method(
+                            ua.NodeId(ua.ObjectIds.Server_GetMonitoredItems), ua.Variant(1, ua.VariantType.UInt32))
+                    assert await node.read_value() == 85.0  # the session still works, and reads
+        assert not set(log.counts) & set(refused), set(log.counts) & set(refused)
+        assert log.counts["ReadRequest"] >= 1
 
     run(main())
