@@ -93,6 +93,14 @@ class InputSpec:
             parts.append(f"lags 1..{self.lags}")
         return ", ".join(parts)
 
+    def same_inputs(self, other: InputSpec) -> bool:
+        """The same input set, whatever the order the tags are listed in."""
+        def key(spec: InputSpec) -> tuple:
+            sets = [None if v is None else frozenset(v) for v in (spec.levels, spec.rate_of, spec.mean_of)]
+            return frozenset(spec.tags), *sets, spec.rates, spec.means, spec.lags
+
+        return key(self) == key(other)
+
     def to_json(self) -> str:
         return json.dumps({"tags": self.tags, "levels": self.levels, "rates": self.rates, "means": self.means,
                            "rate_of": self.rate_of, "mean_of": self.mean_of, "lags": self.lags})

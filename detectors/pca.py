@@ -434,6 +434,10 @@ class PcaFamily(Family):
                 raise PcaModelError(
                     f"{file}: fitted for tags {list(model.names)}, but the config lists {list(by_name)}"
                 )
+            fixed = self.params[tags[0]].get("inputs")
+            if fixed and not InputSpec.from_json(fixed).same_inputs(model.spec):
+                raise PcaModelError(f"{file}: fitted with inputs {model.spec.describe()}, but the config gives "
+                                    f"{InputSpec.from_json(fixed).describe()}: fit it again with `plantwatch train`")
             self.monitors.append(_Monitor(n_tags, model, [by_name[n] for n in model.names], self.params[tags[0]]))
 
     @classmethod

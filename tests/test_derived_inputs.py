@@ -181,3 +181,23 @@ def test_derived_input_keys_are_refused_for_a_kind_without_them(write_config):
         load(write_config(data))
     assert "models[0] (loop).lags: not for kind 'cva': it takes no derived inputs" in str(err.value)
     assert "models[0] (loop).rates: not for kind 'cva'" in str(err.value)
+
+
+def test_a_model_file_fitted_with_other_inputs_than_the_config_gives_is_refused(write_config, tmp_path):
+    from tests.test_replay import plantwatch
+
+    cfg = model_config(write_config, rates=[5.0])
+    train(cfg, "reactor", table(process(600, 4)))
+    # the same inputs, the tags listed in another order: accepted
+    data = config_dict(models=[{"name": "reactor", "kind": "pca", "tags": TAGS[::-1], "file": "models/reactor.npz",
+                                "auto": False, "rates": [5.0]}])
+    data["tags"].append({"name": "R101.FI01", "device": "r1-plc", "address": "hr:104", "unit": "m³/h"})
+    csv = tmp_path / "x.csv"
+    csv.write_text("ts," + ",".join(TAGS) + "\n" + "".join(f"{T0 + i},{120 + i % 3},0.8,20\n" for i in range(10)))
+    ok = plantwatch("replay", str(write_config(data)), "--csv", str(csv), "--out", str(tmp_path / "o.jsonl"))
+    assert ok.returncode == 0, ok.stderr
+    data["models"][0]["rates"] = [10.0]
+    result = plantwatch("replay", str(write_config(data)), "--csv", str(csv), "--out", str(tmp_path / "o.jsonl"))
+    assert result.returncode == 2
+    assert (f"{cfg.models[0].file}: fitted with inputs 3 levels, rate over 5 s of 3 tags, but the config gives "
+            "3 levels, rate over 10 s of 3 tags: fit it again with `plantwatch train`") in result.stderr, result.stderr

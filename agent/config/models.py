@@ -55,8 +55,10 @@ class ModelConfig:
     holdout: float = 0.5
 
     def params(self, tag: str) -> dict[str, Any]:
-        """What the model's family watches one of the model's tags with."""
-        return {"model": self.name, "file": str(self.file), "name": tag, **self.options}
+        """What the model's family watches one of the model's tags with; with the inputs the
+        config fixes (``inputs``, as JSON), which the family holds the model file to."""
+        fixed = {"inputs": self.inputs.to_json()} if self.inputs is not None else {}
+        return {"model": self.name, "file": str(self.file), "name": tag, **self.options, **fixed}
 
 
 def model_kinds(families: Mapping[str, type]) -> dict[str, type]:
