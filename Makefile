@@ -90,6 +90,7 @@ bench: build
 	$(BIN)/python bench/kernels.py
 	$(BIN)/python bench/computed.py --kinds
 	$(BIN)/python bench/skab.py
+	$(BIN)/python bench/train_replay.py
 	@echo "driver and alarm-path benchmarks (minutes each): see docs/PERFORMANCE.md"
 
 lint: $(STAMP)

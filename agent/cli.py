@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 
 from agent.version import VersionAction
 
+# One BLAS thread: the engine multiplies small matrices per batch (a replay chunk, a device's
+# read), where a second BLAS thread on a busy gateway costs more than it brings (measured in
+# docs/PERFORMANCE.md). Set before numpy is first imported; the environment can still say otherwise.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
@@ -192,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from agent.progress import Progress
-    from agent.replay import ReplayError, columns_needed, read_table, train
+    from agent.replay import NoTimeColumn, ReplayError, columns_needed, read_table, train
     from agent.tuning import train_detectors, tuned_tags
 
     if not (args.model or args.detectors):
@@ -202,10 +207,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = next((m for m in cfg.models if m.name == args.model), None)
         tags = columns_needed(cfg, model.tags) if model else []
         tags += [t for t in (tuned_tags(cfg) if args.detectors else []) if t not in tags]
-        reading = Progress("read  ")
-        table = read_table(args.csv, tags or [t.name for t in cfg.tags], args.time_col,
-                           args.rate or (None if args.detectors else 1.0),  # the detectors need the time
-                           ZoneInfo(cfg.agent.timezone), progress=reading)
+        read = [args.csv, tags or [t.name for t in cfg.tags]]
+        zone, reading = ZoneInfo(cfg.agent.timezone), Progress("read  ")
+        try:  # the file's time column (derived inputs' windows are in seconds), else one row a second
+            table = read_table(*read, args.time_col, args.rate, zone, progress=reading)
+        except NoTimeColumn:
+            if args.detectors:  # the detectors' cycles and rates need the time
+                raise
+            table = read_table(*read, None, 1.0, zone, progress=reading)
         reading.done()
         lines = train(cfg, args.model, table)[1] if args.model else []
         if args.detectors:

@@ -25,6 +25,7 @@ import detectors
 from agent.config import Config
 from agent.payloads import dumps
 from agent.pipeline import Pipeline
+from detectors.calibrate import Training
 from detectors.expr import Evaluator
 from drivers.base import frozen_tags
 
@@ -38,6 +39,10 @@ REPLAY_EPOCH = "replay"
 
 class ReplayError(Exception):
     """Bad input: names the file, the row or column, and the problem."""
+
+
+class NoTimeColumn(ReplayError):
+    """The file has none of the usual time columns and none was named."""
 
 
 @dataclass
@@ -84,7 +89,7 @@ def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate
     if time_col is None and rate is None:
         time_col = next((c for c in TIME_COLUMNS if c in col), None)
         if time_col is None:
-            raise ReplayError(f"{path}: no time column ({', '.join(TIME_COLUMNS[:4])}); name one with --time-col or give --rate")
+            raise NoTimeColumn(f"{path}: no time column ({', '.join(TIME_COLUMNS[:4])}); name one with --time-col or give --rate")
     if time_col is not None and time_col not in col:
         raise ReplayError(f"{path}: no column {time_col!r} (columns: {', '.join(head)})")
     for name in keep:
@@ -298,7 +303,8 @@ def report_html(cfg: Config, table: Table, result: ReplayResult, labels: np.ndar
     for m in cfg.models:
         if all(t in columns for t in m.tags):
             X = np.column_stack([columns[t] for t in m.tags])
-            for name, values, limit in detectors.load(m.kind).statistics(X, list(m.tags), m.options, str(m.file)):
+            for name, values, limit in detectors.load(m.kind).statistics(X, table.ts, list(m.tags), m.options,
+                                                                     str(m.file)):
                 stats.append(Statistic(m.name, name, values, float(limit)))
     limits = {t.name: {k.upper(): float(v) for k, v in t.families.get("limit", {}).items()
                        if k in ("hh", "h", "l", "ll") and v is not None} for t in cfg.tags}
@@ -308,8 +314,9 @@ def report_html(cfg: Config, table: Table, result: ReplayResult, labels: np.ndar
 
 
 def train(cfg: Config, model_name: str, table: Table) -> tuple[Path, list[str]]:
-    """Fit the named model from the table's rows (rows with an empty cell are dropped), with
-    the training its family does."""
+    """Fit the named model from the table's rows with the training its family does (for a
+    ``target_far`` > 0, calibrated: detectors.calibrate). Bad training data is a ReplayError
+    naming the column or row: a constant column, a run of empty cells, too few rows."""
     model = next((m for m in cfg.models if m.name == model_name), None)
     if model is None:
         known = ", ".join(m.name for m in cfg.models) or "none"
@@ -319,17 +326,51 @@ def train(cfg: Config, model_name: str, table: Table) -> tuple[Path, list[str]]:
     if missing:
         raise ReplayError(f"{table.path}: no column for the model's tags {missing}")
     X = np.column_stack([table.columns[t] for t in model.tags])
-    keep = np.isfinite(X).all(axis=1)
-    X = X[keep]
+    check_training(table, list(model.tags), X, model.inputs.lags if model.inputs else 0)
+    data = Training(tuple(model.tags), X, table.ts, model.inputs, target_far=model.target_far,
+                    holdout=model.holdout, auto=model.auto)
     try:
-        described = detectors.load(model.kind).train(X, list(model.tags), model.options, str(model.file))
+        described = detectors.load(model.kind).train(data, model.options, str(model.file))
     except ValueError as exc:
         raise ReplayError(f"{table.path}: {exc}") from None
     except NotImplementedError as exc:
         raise ReplayError(f"model {model.name}: {exc}") from None
-    lines = [
-        f"model {model.name}: {len(model.tags)} tags, {len(X)} rows ({int((~keep).sum())} with empty cells dropped)",
-        *described,
-        f"  written to {model.file}",
-    ]
+    empty = int((~np.isfinite(X)).any(axis=1).sum())  # such a row is an incomplete tick: no input row
+    lines = [f"model {model.name}: {len(model.tags)} tags, {len(X)} rows ({empty} with empty cells dropped)",
+             *described, f"  written to {model.file}"]
     return model.file, lines
+
+
+#: a run of this many empty cells in a column of training data is refused (an instrument out, not a gap)
+NAN_RUN_ROWS = 10
+
+
+def check_training(table: Table, names: list[str], X: np.ndarray, lags: int) -> None:
+    """Training data that would make a wrong model: each a ReplayError naming what."""
+    for j, name in enumerate(names):
+        col = X[:, j]
+        ok = np.isfinite(col)
+        if ok.any() and np.nanmax(col) == np.nanmin(col):
+            raise ReplayError(f"{table.path}: column {name!r} is constant ({np.nanmin(col):g}) in the training "
+                              "rows: leave the tag out of the model, or train on rows where it moves")
+        run = _longest_run(~ok)
+        if run[1] >= NAN_RUN_ROWS:
+            raise ReplayError(f"{table.path}: column {name!r} has no value in data rows {run[0] + 1}-"
+                              f"{run[0] + run[1]} ({run[1]} rows): train on rows where the tag was recorded")
+    same = np.flatnonzero(np.diff(table.ts) <= 0)
+    if len(same):
+        raise ReplayError(f"{table.path}: data row {int(same[0]) + 2}: time {table.ts[same[0] + 1]:.3f} does not "
+                          "move forward from the row before (training needs one row per moment, in order)")
+    if len(X) < max(20, 3 * (lags + 1) * len(names)):
+        raise ReplayError(f"{table.path}: {len(X)} data rows are too few to train {len(names)} tags with lags "
+                          f"{lags}: need at least {max(20, 3 * (lags + 1) * len(names))}")
+
+
+def _longest_run(mask: np.ndarray) -> tuple[int, int]:
+    """(start, length) of the longest run of True."""
+    if not mask.any():
+        return 0, 0
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    i = int(np.argmax(ends - starts))
+    return int(starts[i]), int(ends[i] - starts[i])

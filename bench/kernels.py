@@ -250,7 +250,8 @@ def river_ns(name: str, n_tags: int, samples: int, repeat: int) -> tuple[float, 
 def pca_ticks_per_s(p: int, ticks: int, confidence: float, repeat: int) -> tuple[float, float]:
     """PcaFamily throughput over ``p`` variables: ticks per second, and condition changes per
     1,000 ticks (each change costs its contributions and a ConditionChange)."""
-    from detectors.pca import PcaFamily, fit
+    from detectors.pca import PcaFamily
+    from detectors.pca_model import fit
 
     rng = np.random.default_rng(2)
     loadings = rng.normal(size=(5, p))

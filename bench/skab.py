@@ -1,273 +1,107 @@
-"""SKAB benchmark: plantwatch's replay path (config, ``train``, ``replay``: the engine and the
-alarm manager of the live agent) on the Skoltech Anomaly Benchmark, with every setting chosen
-from the training parts alone, then the test parts scored once by the SKAB protocol and printed
-beside the published leaderboard.
+"""SKAB benchmark through plantwatch's own commands only: one config for all 34 files, then per
+file ``plantwatch train`` on its first 400 rows (the protocol's training part; train chooses the
+inputs, components and delays and sets the limits itself) and ``plantwatch replay`` of the rest.
+The prediction per row is whether any alarm is active after that row, from the active/cleared
+transitions of each alarm id in replay's output. Scored by the SKAB protocol (pooled point-wise
+F1, FAR, MAR; NAB with 60 s windows) and printed beside the published leaderboard.
 
-    .venv/bin/python bench/skab.py [--data ../shared/data/skab] [--select-only]
+    .venv/bin/python bench/skab.py [--data ../shared/data/skab] [--set KEY=VALUE ...]
 
-1. Selection (training rows only: the first 400 of each file). For every candidate setting and
-   every file, fit the model on rows 0-199 and replay rows 200-399 (after HISTORY_ROWS rows of
-   history that are replayed but not counted) once as recorded and once per synthetic fault.
-   A fault is a step of FAULT_SIGMAS fitting-row standard deviations, up or down, in one sensor
-   over rows 260-339: normal operation, a fault, normal operation again, so an alarm that
-   lingers after the fault has ended counts as a false alarm. False-alarm rate: the share of
-   normal rows alarmed, pooled over the recorded and the faulty replays; sensitivity: the share
-   of faulty rows alarmed; F1 over both, as the test parts are scored. The chosen setting is the
-   one with the best validation F1. data/other/2.csv is left out of the selection: its first 400
-   rows hold a labelled anomaly, so its "normal" rows are not normal.
-2. Test. Per file, fit on rows 0-399 (``agent.replay.train``), replay the remaining rows
-   (``agent.replay.replay``); the prediction per row is the result's ``alarm_rows``. Pooled
-   point-wise F1/FAR/MAR and NAB (60 s windows) over the 34 files.
-
-Preprocessing (same for fitting, validation and test, computed from past rows only): with a
-rate lag L, the two temperatures enter as their mean rate over the last L seconds,
-(x[i] - x[i-L]) / L, instead of their level; with a smoothing window W, the other sensors enter
-as their mean over the last W rows. In a plant these come from the PLC or DCS as tags of their own.
+The script writes the CSV parts and the config; everything else is the product's. ``--set`` adds
+a key to the ``[[models]]`` entry (the same for every file), e.g. ``--set target_far=0.05``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
-import itertools
+import io
+import json
 import tempfile
-import tomllib
-from dataclasses import dataclass
+import time
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from agent.config import Config, parse
-from agent.replay import Table, labels_of, read_table, replay, train
+from agent.cli import main as plantwatch
+from agent.payloads import parse_rfc3339
 from detectors.scoring import NabCounts, PointScores
 
 ROOT = Path(__file__).resolve().parent.parent
-
 SENSORS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
            "Thermocouple", "Voltage", "Volume Flow RateRMS"]
-#: the loop warms through every run, so these may enter as rates (a candidate, not a given)
-DRIFTING = ("Temperature", "Thermocouple")
 TRAIN_ROWS = 400  # the protocol's split: the first 400 rows of each file are the training part
-FIT_ROWS = 200  # selection: fit on training rows 0-199, validate on 200-399
-#: rows before the validation rows that are replayed but not counted: the preprocessing's
-#: history, and time for an alarm held over from the previous segment to clear
-HISTORY_ROWS = 70
-FAULT_ROWS = (260, 340)  # synthetic faults: rows 260-339; 200-259 and 340-399 stay normal
-FAULT_SIGMAS = 3.0
-#: the validation segments are replayed as one table, each this much later than the one before
-#: (replay needs time to move forward)
-SEGMENT_GAP_S = 10_000.0
-#: the training part of this file holds a labelled anomaly (PROTOCOL.md): not used to select
-NOT_NORMAL_TRAINING = ("other/2.csv",)
 MODEL = "skab"
 
-GRID = {
-    "lag_s": (0, 30, 60),  # 0 = all eight sensors as levels
-    "smooth_rows": (1, 5, 15, 30),  # 1 = the levels as sampled
-    "confidence": (0.99, 0.999),
-    "variance": (0.85, 0.95),
-    "on_delay_s": (0.0, 5.0, 10.0),
-    "off_delay_s": (0.0, 15.0, 30.0, 60.0),
-}
 
-
-@dataclass(frozen=True)
-class Setting:
-    lag_s: int
-    smooth_rows: int
-    confidence: float
-    variance: float
-    on_delay_s: float
-    off_delay_s: float
-
-    def __str__(self) -> str:
-        levels = "levels" if self.smooth_rows == 1 else f"levels averaged over {self.smooth_rows} rows"
-        inputs = f"8 {levels}" if self.lag_s == 0 else f"6 {levels} + temperature rates over {self.lag_s} s"
-        return (f"{inputs}, confidence {self.confidence}, variance {self.variance}, "
-                f"on-delay {self.on_delay_s:g} s, off-delay {self.off_delay_s:g} s")
-
-
-@dataclass
-class Run:
-    name: str  # "valve1/3.csv"
-    table: Table  # the raw sensor columns
-    anomaly: np.ndarray
-    changepoint: np.ndarray
-
-
-def read(path: Path) -> Run:
-    # SKAB times carry no zone; UTC keeps them as written (only differences matter here)
-    table = read_table(path, SENSORS, "datetime", None, ZoneInfo("UTC"), keep=("anomaly", "changepoint"))
-    missing = [s for s in SENSORS if s not in table.columns]
-    if missing:
-        raise SystemExit(f"{path}: missing columns {missing}")
-    return Run(f"{path.parent.name}/{path.name}", table, labels_of(table, "anomaly"), labels_of(table, "changepoint"))
-
-
-def tag_names(lag_s: int) -> list[str]:
-    if lag_s == 0:
-        return list(SENSORS)
-    return [s for s in SENSORS if s not in DRIFTING] + [f"{s}.rate{lag_s}s" for s in DRIFTING]
-
-
-def trailing_mean(x: np.ndarray, w: int) -> np.ndarray:
-    """Mean of the last ``w`` rows (this one included); NaN until ``w`` rows exist."""
-    if w == 1:
-        return x
-    out = np.full(len(x), np.nan)
-    c = np.concatenate(([0.0], np.cumsum(x)))
-    out[w - 1:] = (c[w:] - c[:-w]) / w
-    return out
-
-
-def model_inputs(ts: np.ndarray, columns: dict[str, np.ndarray], lag_s: int, smooth_rows: int) -> Table:
-    """The model's input columns from raw sensor columns: the preprocessing step. Rates look
-    back ``lag_s`` rows (1 s sampling), means ``smooth_rows`` rows; NaN where that history does
-    not exist."""
-    out = {s: trailing_mean(columns[s], smooth_rows) for s in SENSORS if lag_s == 0 or s not in DRIFTING}
-    if lag_s:
-        for s in DRIFTING:
-            rate = np.full(len(ts), np.nan)
-            rate[lag_s:] = (columns[s][lag_s:] - columns[s][:-lag_s]) / lag_s
-            out[f"{s}.rate{lag_s}s"] = rate
-    return Table(Path("skab"), ts, out, {})
-
-
-def rows(table: Table, start: int, stop: int | None = None) -> Table:
-    return Table(table.path, table.ts[start:stop], {k: v[start:stop] for k, v in table.columns.items()}, {})
-
-
-def config(tags: list[str], s: Setting, data_dir: Path) -> Config:
-    """A plant config for the test rig: the sensors as tags of one (never polled) Modbus
-    device and one PCA model over them, exactly as `plantwatch replay` would load it."""
-    model_file = f"skab-lag{s.lag_s}-w{s.smooth_rows}-c{s.confidence}-v{s.variance}.npz"
+def config(data_dir: Path, extra: list[str]) -> str:
+    """The one config: the eight sensors as tags of one (never polled) device, one model over
+    all of them with the defaults, plus the ``--set`` keys."""
     lines = ["[agent]", 'plant = "000000000000"', f'data_dir = "{data_dir}"', 'timezone = "UTC"', "",
              "[uplink]", 'url = "mqtt://127.0.0.1:1883"', "",
              "[[devices]]", 'name = "skab-rig"', 'driver = "modbus"', 'url = "tcp://127.0.0.1:5020"', ""]
-    for i, tag in enumerate(tags):
+    for i, tag in enumerate(SENSORS):
         lines += ["[[tags]]", f'name = "{tag}"', 'device = "skab-rig"', f'address = "hr:{2 * i}"', ""]
-    lines += ["[[models]]", f'name = "{MODEL}"', 'kind = "pca"', f"tags = {tags!r}".replace("'", '"'),
-              f'file = "{model_file}"', f"confidence = {s.confidence}", f"variance = {s.variance}",
-              f"on_delay_s = {s.on_delay_s}", f"off_delay_s = {s.off_delay_s}"]
-    return parse(tomllib.loads("\n".join(lines)))
+    lines += ["[[models]]", f'name = "{MODEL}"', 'kind = "pca"', f"tags = {json.dumps(SENSORS)}",
+              'file = "skab.npz"', *extra]
+    return "\n".join(lines) + "\n"
 
 
-def settings() -> list[Setting]:
-    return [Setting(*values) for values in itertools.product(*GRID.values())]
+def split(path: Path, workdir: Path) -> tuple[Path, Path, list[dict[str, str]]]:
+    """The file's training and test parts as CSV files, and the test rows (for the labels)."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter=";"))
+    head = ["datetime", *SENSORS]
+    out = []
+    for name, part in (("train", rows[:TRAIN_ROWS]), ("test", rows[TRAIN_ROWS:])):
+        p = workdir / f"{name}.csv"
+        with p.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(head)
+            w.writerows([r[h] for h in head] for r in part)
+        out.append(p)
+    return out[0], out[1], rows[TRAIN_ROWS:]
 
 
-# --- 1. selection on the training parts ------------------------------------------------------
-
-
-@dataclass
-class Validation:
-    normal_rows: int = 0
-    false_alarm_rows: int = 0
-    fault_rows: int = 0
-    detected_rows: int = 0
-
-    @property
-    def far(self) -> float:
-        return 100.0 * self.false_alarm_rows / self.normal_rows
-
-    @property
-    def sensitivity(self) -> float:
-        return 100.0 * self.detected_rows / self.fault_rows
-
-    @property
-    def f1(self) -> float:
-        """Point-wise F1 over the validation rows, as the test parts are scored."""
-        missed = self.fault_rows - self.detected_rows
-        return self.detected_rows / (self.detected_rows + (missed + self.false_alarm_rows) / 2)
-
-
-def validation_segments(run: Run) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Training rows 0-399 followed by one copy per synthetic fault (a step of FAULT_SIGMAS
-    standard deviations of the fitting rows, up and down, in each sensor over FAULT_ROWS):
-    times (segments shifted apart by SEGMENT_GAP_S) and raw columns, 400 rows per segment."""
-    raw = {s: run.table.columns[s][:TRAIN_ROWS] for s in SENSORS}
-    ts = run.table.ts[:TRAIN_ROWS]
-    segments = [raw]
-    first, stop = FAULT_ROWS
-    for s in SENSORS:
-        step = FAULT_SIGMAS * float(np.std(raw[s][:FIT_ROWS], ddof=1))
-        for sign in (1.0, -1.0):
-            faulty = dict(raw)
-            faulty[s] = raw[s].copy()
-            faulty[s][first:stop] += sign * step
-            segments.append(faulty)
-    times = np.concatenate([ts + k * SEGMENT_GAP_S for k in range(len(segments))])
-    return times, {s: np.concatenate([seg[s] for seg in segments]) for s in SENSORS}
-
-
-def validate(run: Run, candidates: list[Setting], workdir: Path) -> dict[Setting, Validation]:
-    """Fit on rows 0-199; replay rows 130-399 of the clean and of every faulty segment, count
-    rows 200-399. The clean segment comes first, so nothing is held over into it."""
-    times, raw = validation_segments(run)
-    n_seg = len(times) // TRAIN_ROWS
-    first = FIT_ROWS - HISTORY_ROWS
-    counted = TRAIN_ROWS - FIT_ROWS
-    faulty_row = np.zeros(counted, dtype=bool)
-    faulty_row[FAULT_ROWS[0] - FIT_ROWS:FAULT_ROWS[1] - FIT_ROWS] = True
-    out: dict[Setting, Validation] = {}
-    for lag_s, smooth in itertools.product(GRID["lag_s"], GRID["smooth_rows"]):
-        # the replayed rows look back at most HISTORY_ROWS rows: never into the previous segment
-        inputs = model_inputs(times, raw, lag_s, smooth)
-        fit_rows = rows(inputs, 0, FIT_ROWS)
-        keep = np.concatenate([np.arange(k * TRAIN_ROWS + first, (k + 1) * TRAIN_ROWS) for k in range(n_seg)])
-        held_out = Table(inputs.path, inputs.ts[keep], {c: v[keep] for c, v in inputs.columns.items()}, {})
-        trained: set[str] = set()
-        for s in (c for c in candidates if (c.lag_s, c.smooth_rows) == (lag_s, smooth)):
-            cfg = config(tag_names(lag_s), s, workdir)
-            if str(cfg.models[0].file) not in trained:
-                train(cfg, MODEL, fit_rows)  # rows with an undefined input are dropped
-                trained.add(str(cfg.models[0].file))
-            alarm = replay(cfg, held_out).alarm_rows.reshape(n_seg, TRAIN_ROWS - first)[:, HISTORY_ROWS:]
-            clean, faulty = alarm[0], alarm[1:]
-            normal_rows = clean.size + faulty[:, ~faulty_row].size
-            false_alarms = int(clean.sum()) + int(faulty[:, ~faulty_row].sum())
-            fault_rows = faulty[:, faulty_row]
-            out[s] = Validation(normal_rows, false_alarms, fault_rows.size, int(fault_rows.sum()))
+def alarm_rows(alarms: Path, ts: np.ndarray) -> np.ndarray:
+    """Per row: any alarm id active after it (its last transition at or before the row's time)."""
+    active: set[str] = set()
+    out = np.zeros(len(ts), dtype=bool)
+    cursor = 0
+    for line in alarms.read_text().splitlines():
+        m = json.loads(line)
+        if m["state"] not in ("active", "cleared"):
+            continue
+        row = int(np.searchsorted(ts, parse_rfc3339(m["ts"]), side="left"))
+        out[cursor:row] = bool(active)
+        cursor = max(cursor, row)
+        (active.add if m["state"] == "active" else active.discard)(m["id"])
+    out[cursor:] = bool(active)
     return out
 
 
-def select(runs: list[Run], workdir: Path) -> tuple[Setting, dict[Setting, Validation]]:
-    if max(GRID["off_delay_s"]) > TRAIN_ROWS - FAULT_ROWS[1] or max(GRID["off_delay_s"]) >= HISTORY_ROWS:
-        raise SystemExit("an off-delay that long would outlast the rows after a fault, or carry an alarm "
-                         "into the counted rows of the next segment")
-    if max(GRID["lag_s"]) > HISTORY_ROWS or max(GRID["smooth_rows"]) > HISTORY_ROWS:
-        raise SystemExit("the preprocessing would look back further than the replayed history")
-    candidates = settings()
-    pooled = {s: Validation() for s in candidates}
-    for run in runs:
-        if run.name in NOT_NORMAL_TRAINING:
-            continue
-        for s, v in validate(run, candidates, workdir).items():
-            p = pooled[s]
-            p.normal_rows += v.normal_rows
-            p.false_alarm_rows += v.false_alarm_rows
-            p.fault_rows += v.fault_rows
-            p.detected_rows += v.detected_rows
-    # the best validation F1 (the measure the test parts are ranked by); ties: fewer false alarms
-    best = max(candidates, key=lambda s: (pooled[s].f1, -pooled[s].far))
-    return best, pooled
+def run(cmd: list[str]) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = plantwatch(cmd)
+    if code != 0:
+        raise SystemExit(f"plantwatch {' '.join(cmd)}: exit {code}\n{buf.getvalue()}")
+    return buf.getvalue()
 
 
-# --- 2. the test parts, scored once ----------------------------------------------------------
-
-
-def score(runs: list[Run], s: Setting, workdir: Path) -> tuple[PointScores, NabCounts]:
-    points, nab = PointScores(), NabCounts()
-    for run in runs:
-        inputs = model_inputs(run.table.ts, run.table.columns, s.lag_s, s.smooth_rows)
-        cfg = config(tag_names(s.lag_s), s, workdir)
-        train(cfg, MODEL, rows(inputs, 0, TRAIN_ROWS))  # rows with an undefined input are dropped
-        alarm = replay(cfg, rows(inputs, TRAIN_ROWS)).alarm_rows
-        test_ts = run.table.ts[TRAIN_ROWS:]
-        points = points + PointScores.of(run.anomaly[TRAIN_ROWS:], alarm)
-        nab = nab + NabCounts.of(test_ts[run.changepoint[TRAIN_ROWS:]], alarm, test_ts)
-    return points, nab
+def score_file(path: Path, cfg: Path, workdir: Path, verbose: bool) -> tuple[PointScores, NabCounts, str]:
+    train_csv, test_csv, test_rows = split(path, workdir)
+    chose = run(["train", str(cfg), "--csv", str(train_csv), "--model", MODEL, "--time-col", "datetime"])
+    out = workdir / "alarms.jsonl"
+    run(["replay", str(cfg), "--csv", str(test_csv), "--time-col", "datetime", "--out", str(out)])
+    ts = np.array([parse_rfc3339(r["datetime"].replace(" ", "T") + "Z") for r in test_rows])
+    alarm = alarm_rows(out, ts)
+    anomaly = np.array([float(r["anomaly"]) != 0 for r in test_rows])
+    cps = np.array([float(r["changepoint"]) != 0 for r in test_rows])
+    if verbose:
+        print(f"--- {path.parent.name}/{path.name}\n{chose}", end="")
+    return PointScores.of(anomaly, alarm), NabCounts.of(ts[cps], alarm, ts), chose
 
 
 def leaderboard(path: Path) -> list[dict[str, str]]:
@@ -275,20 +109,8 @@ def leaderboard(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
-def report_selection(s: Setting, pooled: dict[Setting, Validation]) -> None:
-    print(f"\nselected: {s}")
-    v = pooled[s]
-    print(f"  validation: F1 {v.f1:.3f}, false alarms {v.far:.2f} % of {v.normal_rows} normal rows, "
-          f"synthetic faults detected in {v.sensitivity:.1f} % of {v.fault_rows} faulty rows")
-    print("\nbest per input set on validation:")
-    for lag_s, smooth in itertools.product(GRID["lag_s"], GRID["smooth_rows"]):
-        group = [c for c in pooled if (c.lag_s, c.smooth_rows) == (lag_s, smooth)]
-        c = max(group, key=lambda c: (pooled[c].f1, -pooled[c].far))
-        print(f"  F1 {pooled[c].f1:.3f}  FAR {pooled[c].far:5.2f} %  sensitivity {pooled[c].sensitivity:5.1f} %  {c}")
-
-
 def report(points: PointScores, nab: NabCounts, board_rows: list[dict[str, str]], n_files: int) -> None:
-    ours = "plantwatch PCA (replay)"
+    ours = "plantwatch PCA (train + replay)"
     print(f"\ntest parts: {n_files} files, {points.tp + points.fn + points.fp + points.tn} rows, "
           f"{nab.true_cps} true changepoints")
     print(f"\n{'outlier detection':<34}{'F1':>6}{'FAR %':>8}{'MAR %':>8}")
@@ -296,7 +118,7 @@ def report(points: PointScores, nab: NabCounts, board_rows: list[dict[str, str]]
              for r in board_rows if r["problem"] == "outlier"]
     board.append((ours, points.f1, points.far, points.mar))
     for name, f1, far, mar in sorted(board, key=lambda r: -r[1]):
-        mark = f"  <- F1 {f1:.4f}" if name == ours else ""
+        mark = f"  <- F1 {f1:.4f}, FAR {far:.3f} %, MAR {mar:.3f} %" if name == ours else ""
         print(f"{name:<34}{f1:>6.2f}{far:>8.2f}{mar:>8.2f}{mark}")
     scores = nab.nab()
     print(f"\n{'changepoint detection (NAB, 60 s)':<34}{'Std':>7}{'LowFP':>7}{'LowFN':>7}{'missed':>8}{'FPs':>6}")
@@ -312,23 +134,25 @@ def report(points: PointScores, nab: NabCounts, board_rows: list[dict[str, str]]
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "skab")
-    ap.add_argument("--select-only", action="store_true", help="run the selection, do not touch the test parts")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a key of the [[models]] entry, TOML (the same for every file)")
+    ap.add_argument("--verbose", action="store_true", help="print what train chose for each file")
     args = ap.parse_args(argv)
     files = sorted(f for f in (args.data / "data").glob("*/*.csv") if f.parent.name != "anomaly-free")
     if not files:
         raise SystemExit(f"no SKAB files under {args.data / 'data'}")
-    runs = [read(f) for f in files]
-    n_settings = len(settings())
-    print(f"selecting among {n_settings} settings on the training parts of "
-          f"{sum(r.name not in NOT_NORMAL_TRAINING for r in runs)} files "
-          f"({', '.join(NOT_NORMAL_TRAINING)} left out: anomalous training rows)", flush=True)
+    points, nab = PointScores(), NabCounts()
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pw-skab-") as tmp:
-        best, pooled = select(runs, Path(tmp) / "select")
-        report_selection(best, pooled)
-        if args.select_only:
-            return 0
-        points, nab = score(runs, best, Path(tmp) / "test")
-    report(points, nab, leaderboard(args.data / "LEADERBOARD_current_2024.csv"), len(runs))
+        work = Path(tmp)
+        cfg = work / "skab.toml"
+        cfg.write_text(config(work / "data", [s.replace("=", " = ", 1) for s in args.set]))
+        print("config ([[models]] entry):\n  " + "\n  ".join(cfg.read_text().split("[[models]]\n")[1].splitlines()))
+        for f in files:
+            p, n, _ = score_file(f, cfg, work, args.verbose)
+            points, nab = points + p, nab + n
+    print(f"\n{len(files)} files trained and replayed in {time.perf_counter() - started:.0f} s")
+    report(points, nab, leaderboard(args.data / "LEADERBOARD_current_2024.csv"), len(files))
     return 0
 
 

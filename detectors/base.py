@@ -73,6 +73,9 @@ class Family(ABC):
     #: the parameters of a ``[[models]]`` entry of this kind; a family declaring them is a
     #: multivariate model kind, configured by ``[[models]]`` rather than per tag
     model_options: ClassVar[Mapping[str, Option]] = {}
+    #: a ``[[models]]`` kind that builds its inputs with detectors.inputs (rates, rolling means,
+    #: lags of the config) and calibrates with detectors.calibrate
+    derived_inputs: ClassVar[bool] = False
     #: the model kind of a ``[[models]]`` entry that names none (at most one family says so)
     default_model: ClassVar[bool] = False
     #: the levels this family raises (a tag's ``priority`` table may name them)
@@ -139,17 +142,20 @@ class Family(ABC):
         return None
 
     @classmethod
-    def train(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any], file: str) -> list[str]:
-        """Fit a model of normal operation from rows ``X`` (one column per tag of ``names``), write
-        it to ``file`` and return lines that describe it. Only families of ``[[models]]`` learn
-        from data; the others have nothing to train."""
+    def train(cls, data: Any, options: Mapping[str, Any], file: str) -> list[str]:
+        """Fit a model of normal operation from ``data`` (a detectors.calibrate.Training: the raw
+        columns of the model's tags, their times, the inputs, target false-alarm rate and hold-out
+        the config gives; build the inputs with detectors.inputs), write it to ``file`` and return
+        lines that describe it. Only families of ``[[models]]`` learn from data; the others have
+        nothing to train."""
         raise NotImplementedError(f"the {cls.name} family has no model to train")
 
 
     @classmethod
-    def statistics(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any],
+    def statistics(cls, X: np.ndarray, ts: np.ndarray, names: list[str], options: Mapping[str, Any],
                    file: str) -> list[tuple[str, np.ndarray, float]]:
-        """A model kind's monitoring statistics over rows ``X`` as (name, values per row, limit),
+        """A model kind's monitoring statistics over rows ``X`` (the model's tags, at times ``ts``) as
+        (name, values per row, limit),
         for reports; the families without a model have none."""
         return []
 

@@ -312,8 +312,11 @@ class CvaFamily(Family):
                 f"top contributors {top}")
 
     @classmethod
-    def train(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any], file: str) -> list[str]:
-        """Fit from consecutive rows with the model's ``past``, ``future``, ``states``, ``target_far``."""
+    def train(cls, data: Any, options: Mapping[str, Any], file: str) -> list[str]:
+        """Fit from consecutive rows (``data``: a detectors.calibrate.Training; rows with an empty
+        cell are dropped) with the model's ``past``, ``future``, ``states``, ``target_far``."""
+        X = data.columns[np.isfinite(data.columns).all(axis=1)]
+        names = list(data.names)
         fitted = fit(X, names, lags=int(options["past"]), future=int(options["future"]),
                      states=int(options["states"]), target_far=float(options["target_far"]))
         Path(file).parent.mkdir(parents=True, exist_ok=True)
@@ -326,7 +329,7 @@ class CvaFamily(Family):
                 f"{fitted.target_far}"]
 
     @classmethod
-    def statistics(cls, X: np.ndarray, names: list[str], options: Mapping[str, Any],
+    def statistics(cls, X: np.ndarray, ts: np.ndarray, names: list[str], options: Mapping[str, Any],
                    file: str) -> list[tuple[str, np.ndarray, float]]:
         """T² and SPE (Q) of the rows under the model as trained (a moving-window re-fit is not
         followed here), NaN for the first rows that have no full past yet."""

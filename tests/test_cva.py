@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import detectors
-from detectors import cva_model, pca
+from detectors import cva_model, pca_model
 from detectors.cva import CvaFamily
 from detectors.cva_model import CvaModel, CvaModelError
 from tests.conftest import config_dict
@@ -49,7 +49,7 @@ def test_cva_finds_a_fault_in_a_delayed_relation_that_pca_finds_late(model):
     raised = [c for c in changes if c.active and c.ts - T0 >= 500]
     assert raised[0].ts - T0 <= 502, raised[0]
     assert raised[0].context["top_tags"][0] == 1 and "SPE" in raised[0].level
-    static = pca.fit(plant(3000, seed=1), NAMES, confidence=0.99)
+    static = pca_model.fit(plant(3000, seed=1), NAMES, confidence=0.99)
     t2, spe = static.score(fault[500:])
     assert first_alarm(t2, spe, static.t2_limit, static.spe_limit, 1) > 30  # measured: 58 ticks late
     # the fault goes on; CVA stays in alarm on most ticks, PCA on few
@@ -98,7 +98,7 @@ def test_model_file_round_trip_and_clear_errors(model, tmp_path):
     np.savez(tmp_path / "old.npz", **{**data, "version": 0})
     with pytest.raises(CvaModelError, match=r"old\.npz: CVA model format version 0, this build reads version 1"):
         CvaModel.load(tmp_path / "old.npz")
-    pca.fit(plant(300, seed=1), NAMES).save(tmp_path / "pca.npz")
+    pca_model.fit(plant(300, seed=1), NAMES).save(tmp_path / "pca.npz")
     with pytest.raises(CvaModelError, match=r"pca\.npz: not a plantwatch CVA model \(format 'plantwatch.pca'"):
         CvaModel.load(tmp_path / "pca.npz")
     (tmp_path / "junk.npz").write_bytes(b"junk")
@@ -224,7 +224,7 @@ def test_train_then_replay_raises_a_cva_alarm_naming_the_tag(write_config, tmp_p
     flat[:, 2] = 5.0
     result = plantwatch("train", str(config), "--csv", str(plant_csv(tmp_path / "flat.csv", flat)), "--model", "loop")
     assert result.returncode == 2 and "flat.csv: column 'R101.FI01' is constant" in result.stderr, result.stderr
-    result = plantwatch("train", str(config), "--csv", str(plant_csv(tmp_path / "short.csv", flat[:40])), "--model",
+    result = plantwatch("train", str(config), "--csv", str(plant_csv(tmp_path / "short.csv", plant(40, seed=1))), "--model",
                         "loop")
     assert result.returncode == 2 and "short.csv: need at least 53 rows for 4 tags with past 3" in result.stderr
     # a model fitted with another past than the config's is refused, naming the file

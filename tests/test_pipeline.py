@@ -75,7 +75,7 @@ def test_replay_imports_nothing_of_the_shell():
 def test_a_models_limit_factors_reach_the_engine(tmp_path):
     import numpy as np
 
-    from detectors.pca import fit
+    from detectors.pca_model import fit
 
     rng = np.random.default_rng(5)
     base = rng.normal(size=500)

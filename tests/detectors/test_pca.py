@@ -14,7 +14,9 @@ from scipy import stats
 
 import detectors
 from detectors.base import BAD, COMM_FAIL, GOOD, UNCERTAIN
-from detectors.pca import PcaFamily, PcaModel, PcaModelError, fit, spe_limit, t2_limit
+from detectors.calibrate import Training
+from detectors.pca import PcaFamily
+from detectors.pca_model import PcaModel, PcaModelError, fit, spe_limit, t2_limit
 
 NAMES = ["FI01", "TI01", "PI01", "LI01"]
 
@@ -130,7 +132,7 @@ def test_other_format_version_is_refused(model, tmp_path):
     data = dict(np.load(path))
     data["version"] = np.array(99)
     np.savez(path, **data)
-    with pytest.raises(PcaModelError, match="model format version 99, this build reads version 1"):
+    with pytest.raises(PcaModelError, match="model format version 99, this build reads version 2: fit it again"):
         PcaModel.load(path)
 
 
@@ -140,7 +142,7 @@ def test_inconsistent_arrays_are_refused(model, tmp_path):
     data = dict(np.load(path))
     data["mean"] = data["mean"][:3]
     np.savez(path, **data)
-    with pytest.raises(PcaModelError, match=r"mean has shape \(3,\), expected \(4,\) for 4 tags"):
+    with pytest.raises(PcaModelError, match=r"mean has shape \(3,\), expected \(4,\) for 4 inputs"):
         PcaModel.load(path)
 
 
@@ -293,12 +295,16 @@ def test_the_family_trains_its_model_into_the_named_file(tmp_path):
     rng = np.random.default_rng(5)
     X = rng.normal(size=(400, 3)) @ np.array([[1.0, 0.8, 0.1], [0.0, 0.5, 1.0], [0.0, 0.0, 0.2]])
     file = tmp_path / "models" / "m.npz"
-    lines = PcaFamily.train(X, ["a", "b", "c"], {"confidence": 0.99, "variance": 0.9, "components": 2}, str(file))
+    data = Training(("a", "b", "c"), X, np.arange(400.0), target_far=0.0)
+    options = {"confidence": 0.99, "variance": 0.9, "components": 2, "on_delay_s": None, "off_delay_s": None}
+    lines = PcaFamily.train(data, options, str(file))
     loaded = PcaModel.load(file)
     assert loaded.names == ("a", "b", "c") and loaded.n_components == 2
-    assert lines == [f"  components 2, T² limit {loaded.t2_limit:.4g}, SPE limit {loaded.spe_limit:.4g} at confidence 0.99"]
+    assert lines == [f"  inputs: 3 levels (3 columns), components 2, T² limit {loaded.t2_limit:.4g}, "
+                     f"SPE limit {loaded.spe_limit:.4g} at confidence 0.99"]
 
 
 def test_a_family_without_a_model_has_nothing_to_train(tmp_path):
     with pytest.raises(NotImplementedError, match="limit family has no model to train"):
-        detectors.load("limit").train(np.zeros((10, 2)), ["a", "b"], {}, str(tmp_path / "x.npz"))
+        detectors.load("limit").train(Training(("a", "b"), np.zeros((10, 2)), np.arange(10.0)), {},
+                                      str(tmp_path / "x.npz"))
