@@ -434,7 +434,7 @@ class AlarmManager:
             "context": context,
         }
 
-    def describe(self, alarm: Alarm) -> tuple[int, str, str]:
+    def wording(self, alarm: Alarm) -> tuple[int, str, str]:
         """An alarm's priority (1 = highest), unit and words, as its messages carry them."""
         return self._text(alarm, self._info(alarm))
 

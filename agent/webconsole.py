@@ -90,7 +90,7 @@ class Console:
         return b"data: " + json.dumps(doc, ensure_ascii=False, default=str).encode() + b"\n\n"
 
     def alarm(self, a: Any) -> dict[str, Any]:
-        priority, unit, text = self.agent.pipeline.manager.describe(a)
+        priority, unit, text = self.agent.pipeline.manager.wording(a)
         return {**alarm_view(a), "priority": priority, "unit": unit, "text": text}
 
     async def run(self) -> None:
@@ -120,9 +120,9 @@ class Console:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE)
         head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
                 b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n")
+        first = self.frame(self.tag_rows(np.arange(len(self.agent.cfg.tags))), full=True)
         try:
-            writer.write(head + b"retry: 2000\n\n" + self.frame(self.tag_rows(np.arange(len(self.agent.cfg.tags))),
-                                                                 full=True))
+            writer.write(head + b"retry: 2000\n\n" + first)
             self.clients.add(queue)
             await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
             while (data := await queue.get()) is not None:

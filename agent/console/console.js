@@ -29,7 +29,8 @@ const WORDS = {
 };
 const ROW_H = 24;
 const S = {lang: localStorage.getItem("pw-lang") || "zh", alarms: [], devices: {}, kpis: {}, uplinks: {}, outbox: {},
-  columns: [], values: [], shown: [], selected: null};
+  columns: [], values: [], shown: [], selected: null, arrived: {}};
+window.plantwatch = S;  // the page's state, for whoever inspects it (the browser tests do)
 const $ = (id) => document.getElementById(id);
 const t = (k) => WORDS[S.lang][k] ?? k;
 const token = () => sessionStorage.getItem("pw-token") || "";
@@ -152,6 +153,9 @@ function fillFilter() {
 function onFrame(doc) {
   if (doc.full) { S.columns = doc.columns; S.values = []; fillFilter(); }
   for (const [i, row] of Object.entries(doc.tags)) S.values[Number(i)] = row;
+  for (const a of doc.alarms) {  // when this page first learnt of each activation
+    if (a.active && S.arrived[a.id]?.since !== a.active_since) S.arrived[a.id] = {since: a.active_since, at: Date.now()};
+  }
   Object.assign(S, {alarms: doc.alarms, devices: doc.devices, kpis: doc.kpis, uplinks: doc.uplinks, outbox: doc.outbox});
   $("plant").textContent = "plantwatch · " + doc.name + " (" + doc.plant + ")";
   renderAlarms(); renderDevices(); renderSystem();
