@@ -220,3 +220,62 @@ def _epoch(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def read_events(port: int, seconds: float, origin: str | None = None) -> list[dict]:
+    """The frames of ``GET /events`` received in ``seconds`` (a raw socket: what any client sees)."""
+    import socket
+
+    frames, buf = [], b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    head, _, stream = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head, head
+    for event in stream.split(b"\n\n"):
+        data = [line[6:] for line in event.split(b"\n") if line.startswith(b"data: ")]
+        if data:
+            frames.append(json.loads(b"\n".join(data)))
+    return frames
+
+
+def test_live_updates_are_a_snapshot_then_deltas_at_most_one_a_second(plant):
+    plc, port, receiver, agent = plant
+    frames = read_events(port, 3.5)
+    first, rest = frames[0], frames[1:]
+    assert first["full"] and [c[0] for c in first["columns"]] == ["R101.TI01", "R101.PI01"]
+    assert first["tags"]["0"][:2] == [120.0, "good"] and first["devices"]["r1-plc"]["state"] == "ok"
+    assert 2 <= len(rest) <= 4, len(rest)  # one a second (3.5 s: 3, give or take the first tick)
+    assert all(not f["full"] and "columns" not in f for f in rest)
+    assert all(f["tags"] == {} for f in rest[1:])  # nothing changed: no tag is sent again
+    plc.set_value(102, 1.5, type="float32")  # one tag changes
+    changed = [f["tags"] for f in read_events(port, 2.5)[1:] if f["tags"]]
+    assert changed and all(set(t) == {"1"} for t in changed) and changed[0]["1"][0] == 1.5, changed
+
+
+def test_a_client_that_does_not_keep_up_is_dropped_not_waited_for():
+    import asyncio
+    from types import SimpleNamespace
+
+    from agent.webconsole import QUEUE, Console
+
+    console = Console(SimpleNamespace(cfg=SimpleNamespace(tags=[])))  # offer() needs no agent state
+    slow: asyncio.Queue = asyncio.Queue(QUEUE)
+    fast: asyncio.Queue = asyncio.Queue(QUEUE)
+    console.clients |= {slow, fast}
+    for n in range(QUEUE + 1):
+        console.offer(slow, b"frame %d" % n)
+        console.offer(fast, b"frame %d" % n)
+        fast.get_nowait()
+    assert console.clients == {fast} and console.dropped == 1
+    drained = [slow.get_nowait() for _ in range(slow.qsize())]
+    assert drained[-1] is None  # the slow client's stream ends at this mark and closes its socket
