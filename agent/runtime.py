@@ -333,6 +333,7 @@ class Agent:
                     await self.history.close()  # the buffer and every tag's held sample
                 except Exception:
                     log.exception("history: the last write failed")
+            self.console.close()  # open pages' streams end, so the port closes at once
             for server in (self.api, self.socket_api):
                 if server is not None:
                     await server.close()

@@ -11,7 +11,6 @@ is a full snapshot of every tag.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -111,9 +110,13 @@ class Console:
             self.clients.discard(queue)
             self.dropped += 1
             log.warning("console: a client that fell %d frames behind was dropped", QUEUE)
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.get_nowait()
-                queue.put_nowait(None)
+            _end(queue)
+
+    def close(self) -> None:
+        """End every open stream (the agent is stopping): each closes its connection."""
+        for queue in list(self.clients):
+            self.clients.discard(queue)
+            _end(queue)
 
     async def stream(self, writer: asyncio.StreamWriter) -> None:
         """Serve one ``GET /events`` until the client goes or is dropped."""
@@ -133,3 +136,10 @@ class Console:
         finally:
             self.clients.discard(queue)
             writer.close()
+
+
+def _end(queue: asyncio.Queue[bytes | None]) -> None:
+    """Make the stream reading ``queue`` stop at its next read (frames not yet sent are dropped)."""
+    while not queue.empty():
+        queue.get_nowait()
+    queue.put_nowait(None)

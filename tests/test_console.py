@@ -279,3 +279,17 @@ def test_a_client_that_does_not_keep_up_is_dropped_not_waited_for():
     assert console.clients == {fast} and console.dropped == 1
     drained = [slow.get_nowait() for _ in range(slow.qsize())]
     assert drained[-1] is None  # the slow client's stream ends at this mark and closes its socket
+
+
+def test_an_open_page_does_not_hold_the_agent_up_when_it_stops(plant):
+    import socket
+
+    plc, port, receiver, agent = plant
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as page:
+        page.sendall(f"GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        assert page.recv(65536).startswith(b"HTTP/1.1 200")
+        assert agent.signal(signal.SIGTERM) == 0, agent.output()  # with the stream still open
+        rest = b""
+        while chunk := page.recv(65536):  # the agent closed it: recv returns b"" rather than timing out
+            rest += chunk
+    assert "Traceback" not in agent.output()
