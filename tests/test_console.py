@@ -216,6 +216,18 @@ def test_the_console_files_are_served_with_headers_that_keep_other_sites_out(pla
     assert b"http" not in http(port, "GET", "/")[1].replace(b"http-equiv", b"")  # nothing from elsewhere
 
 
+def wait_for_port(port: int, agent: AgentProcess, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if http(port, "GET", "/status")[0] == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and agent.proc.poll() is None, agent.output()
+        time.sleep(0.2)
+
+
 def _epoch(iso: str) -> float:
     from datetime import datetime
 
@@ -293,3 +305,36 @@ def test_an_open_page_does_not_hold_the_agent_up_when_it_stops(plant):
         while chunk := page.recv(65536):  # the agent closed it: recv returns b"" rather than timing out
             rest += chunk
     assert "Traceback" not in agent.output()
+
+
+def test_ten_thousand_tags_keep_a_screenful_of_rows_in_the_page(tmp_path, write_config, mosquitto):
+    n = 10_000
+    with start_server(holding={i: i % 500 for i in range(n)}) as plc:
+        data = config_dict()
+        port = free_port()
+        data["alarm_system"] = {"api_port": port}
+        data["uplink"].update(url=mosquitto.url)
+        data["devices"][0].update(url=plc.url, interval_s=1.0, timeout_s=2.0)
+        data["tags"] = [{"name": f"T{i:05d}", "device": "r1-plc", "address": f"hr:{i}", "type": "int16", "unit": "kPa"}
+                        for i in range(n)]
+        agent = AgentProcess(write_config(data), tmp_path / "agent.log").start()
+        try:
+            wait_for_port(port, agent)
+            with Browser(tmp_path / "browser") as b:
+                b.get(f"http://127.0.0.1:{port}/")
+                b.wait("return document.getElementById('conn').className === 'ok'", 60)
+                b.click('nav button[data-view="tags"]')
+                b.wait(f"return document.getElementById('tag-count').textContent === '{n} / {n}'")
+                b.wait("return document.querySelector('#tag-rows .tagrow[data-tag=\"T00007\"] .value')"
+                       ".textContent === '7'", 30)
+                assert b.js("return document.querySelectorAll('#tag-rows .tagrow').length") < 60
+                b.js("const v = document.getElementById('tag-viewport'); v.scrollTop = v.scrollHeight;"
+                     "v.dispatchEvent(new Event('scroll'))")
+                b.wait("return document.querySelector('#tag-rows .tagrow[data-tag=\"T09999\"]')")
+                assert b.js("return document.querySelectorAll('#tag-rows .tagrow').length") < 60
+                b.type("#tag-search", "T0950")
+                b.wait("return document.getElementById('tag-count').textContent === '10 / 10000'")
+                b.screenshot(tmp_path / "tags-10k.png")
+            assert agent.signal(signal.SIGTERM) == 0, agent.output()
+        finally:
+            agent.kill()
