@@ -124,6 +124,10 @@ def test_an_operator_sees_the_alarm_acknowledges_it_with_a_token_and_sees_the_pl
         assert receiver.wait(lambda r: len(r.alarms) >= 3, 10)
         assert receiver.alarms[2]["state"] == "shelved" and receiver.alarms[2]["context"]["user"] == "token:scada"
         b.screenshot(shots / "05-shelved.png")
+        b.click("#btn-unshelve")
+        b.wait(f"return {ROW}.querySelector('.flag') === null")
+        assert receiver.wait(lambda r: len(r.alarms) >= 4, 10)
+        assert receiver.alarms[3]["context"]["user"] == "token:scada" and receiver.alarms[3]["state"] != "shelved"
 
         b.click('nav button[data-view="tags"]')
         b.wait("return document.querySelector('#tag-rows .tagrow[data-tag=\"R101.TI01\"] .value')"

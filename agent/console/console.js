@@ -13,7 +13,9 @@ const WORDS = {
     all: "全部", not_good: "非正常质量", select_alarm: "请先选择一条报警", shelved: "已搁置", suppressed: "已抑制",
     out_of_service: "停用", chattering: "振荡", done: "完成", yes: "是", no: "否", read_only: "只读",
     UNACK_ACTIVE: "未确认·激活", ACKED_ACTIVE: "已确认·激活", RTN_UNACK: "已恢复·未确认", NORMAL: "正常",
-    OK: "正常", COMM_FAIL: "通讯故障", STARTING: "启动中"},
+    OK: "正常", COMM_FAIL: "通讯故障", STARTING: "启动中", active: "激活", unacked: "未确认", stale: "陈旧报警",
+    flood: "报警泛滥", floods: "泛滥次数", new_in_window: "窗口内新报警", commands_applied: "已执行命令",
+    commands_rejected: "已拒绝命令"},
   en: {alarms: "Alarms", devices: "Devices", tags: "Tags", system: "System", offline: "offline", live: "live",
     sign_in: "Sign in", sign_out: "Sign out", token_hint: "operator token", selected: "Selected", minutes: "min",
     comment: "comment", ack: "Acknowledge", shelve: "Shelve", unshelve: "Unshelve", token_required: "token required",
@@ -97,7 +99,11 @@ function renderDevices() {
 function renderSystem() {
   const body = $("kpis");
   body.replaceChildren();
-  for (const [k, v] of Object.entries(S.kpis)) { const tr = el("tr"); tr.append(el("td", k), el("td", fmt(v))); body.append(tr); }
+  for (const [k, v] of Object.entries(S.kpis)) {
+    const tr = el("tr");
+    tr.append(el("td", S.lang === "zh" && WORDS.zh[k] ? WORDS.zh[k] + " " + k : k), el("td", fmt(v)));
+    body.append(tr);
+  }
   const up = $("uplinks");
   up.replaceChildren();
   for (const [name, u] of Object.entries(S.uplinks)) {
