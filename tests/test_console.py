@@ -135,6 +135,7 @@ def test_an_operator_sees_the_alarm_acknowledges_it_with_a_token_and_sees_the_pl
         b.type("#tag-search", "PI01")
         b.wait("return document.getElementById('tag-count').textContent === '1 / 2'")
         b.type("#tag-search", "")
+        b.wait("return document.getElementById('tag-count').textContent === '2 / 2'")
         b.screenshot(shots / "06-tags.png")
         b.click('nav button[data-view="system"]')
         b.wait("return document.querySelector('#uplinks td.OK')")

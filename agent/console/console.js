@@ -225,6 +225,7 @@ function init() {
   $("token-clear").addEventListener("click", () => { sessionStorage.removeItem("pw-token"); renderAuth(); });
   for (const b of document.querySelectorAll("button.act")) b.addEventListener("click", () => act(b.dataset.op));
   $("tag-search").addEventListener("input", filterTags);
+  $("tag-search").addEventListener("change", filterTags);
   $("tag-filter").addEventListener("change", filterTags);
   $("tag-viewport").addEventListener("scroll", renderTagRows, {passive: true});
   applyLang();
