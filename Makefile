@@ -11,8 +11,10 @@ NODE_DIR := tests/opcua_interop
 .PHONY: demo test bench build venv system-deps node lint docs clean lock wheelhouse
 
 # what the tests need from the OS: a real broker, a libmodbus server, a virtual serial cable,
-# systemd-analyze to judge the unit (tests/test_systemd.py)
-APT_NEEDS := mosquitto:mosquitto socat:socat pkg-config:pkg-config systemd-analyze:systemd
+# systemd-analyze to judge the unit (tests/test_systemd.py), headless Chromium and its driver for the
+# console's browser tests (tests/test_console.py)
+APT_NEEDS := mosquitto:mosquitto socat:socat pkg-config:pkg-config systemd-analyze:systemd \
+	chromium:chromium chromedriver:chromium-driver
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -434,6 +434,10 @@ class AlarmManager:
             "context": context,
         }
 
+    def wording(self, alarm: Alarm) -> tuple[int, str, str]:
+        """An alarm's priority (1 = highest), unit and words, as its messages carry them."""
+        return self._text(alarm, self._info(alarm))
+
     def _text(self, alarm: Alarm, info: TagInfo | None) -> tuple[int, str, str]:
         """The priority, unit and words of an alarm's message: its family's words when the
         family has its own, else the generic text of a model's, a device's or a tag's alarm."""

@@ -4,6 +4,7 @@ socket (state changes, the OS user recorded as their author).
     GET  /alarms                     every known alarm with its flags
     GET  /status                     the status document
     GET  /metrics                    Prometheus text format
+    GET  /, /console.js, /console.css  the web console (agent.webconsole); GET /events its live updates
     POST /alarms/{id}/{op}           op: ack shelve unshelve suppress unsuppress out_of_service in_service
                                      body (JSON, optional): {"user": "", "comment": "", "duration_s": 600}
 
@@ -52,6 +53,10 @@ FIXED_FIELDS = ("op", "id", "plant", "schema")
 
 Get = Callable[[str], tuple[int, str, bytes]]
 Post = Callable[[str, str, dict[str, Any], dict[str, str]], tuple[int, dict[str, Any]]]
+Events = Callable[[asyncio.StreamWriter], Any]
+#: on every answer: no page of ours loads anything from elsewhere or is framed by another site
+PAGE_HEADERS = ("Content-Security-Policy: default-src 'self'; frame-ancestors 'none'", "X-Frame-Options: DENY",
+                "X-Content-Type-Options: nosniff", "Referrer-Policy: no-referrer")
 
 
 class Refused(Exception):
@@ -120,8 +125,8 @@ def token_name(presented: str, tokens: dict[str, str]) -> str | None:
 class _Server:
     """The HTTP handling both listeners share; ``identify`` decides who is asking."""
 
-    def __init__(self, get: Get, post: Post, refused: Callable[[str], None]):
-        self._get, self._post, self._refused = get, post, refused
+    def __init__(self, get: Get, post: Post, refused: Callable[[str], None], events: Events | None = None):
+        self._get, self._post, self._refused, self._events = get, post, refused, events
         self.server: asyncio.AbstractServer | None = None
 
     async def close(self) -> None:
@@ -133,6 +138,10 @@ class _Server:
         extra: list[str] = []
         try:
             request = await asyncio.wait_for(read_request(reader), 10)
+            if self._events is not None and request.method == "GET" and request.path == "/events":
+                self.check(request)
+                await self._events(writer)  # holds the connection until the page goes
+                return
             status, ctype, body = self._handle(request, writer)
         except Refused as exc:
             self._refused(exc.reason)
@@ -147,7 +156,7 @@ class _Server:
             log.exception("operator API: internal error")
             status, ctype, body = 500, "application/json", _json({"ok": False, "error": "internal error"})
         head = (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\n" + "".join(f"{h}\r\n" for h in extra) +
+                f"Content-Length: {len(body)}\r\n" + "".join(f"{h}\r\n" for h in (*extra, *PAGE_HEADERS)) +
                 "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode()
         try:
             writer.write(head + body)
@@ -190,8 +199,8 @@ class LocalApi(_Server):
     """HTTP on 127.0.0.1:``port``: reads for anyone on the gateway, state changes with a token."""
 
     def __init__(self, port: int, get: Get, post: Post, refused: Callable[[str], None] = lambda reason: None,
-                 token_file: Path | None = None):
-        super().__init__(get, post, refused)
+                 token_file: Path | None = None, events: Events | None = None):
+        super().__init__(get, post, refused, events)
         self.port = port
         self.token_file = token_file
 

@@ -33,6 +33,7 @@ from agent.reminders import Reminders
 from agent.supervise import Notifier, Supervisor
 from agent.telemetry import Telemetry
 from agent.uplinks import Uplinks, build
+from agent.webconsole import Console, static
 from drivers.base import SampleBatch, cancel_and_wait
 
 log = logging.getLogger("plantwatch.agent")
@@ -109,6 +110,7 @@ class Agent:
         self.reminders.seq_of.update(self.outbox.last_seqs())
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
+        self.console = Console(self)
         self.socket_api: SocketApi | None = None
         self.supervisor = Supervisor(self.failed)
         self.restarts: dict[str, int] = {}  # supervised work -> restarts after a failure (replaced, not mutated)
@@ -265,6 +267,7 @@ class Agent:
         tasks.append(sup.task("outbox-pending", self.committer.run))
         tasks.append(sup.task("telemetry", self.telemetry.run))
         tasks.append(sup.task("alarm-clock", self._alarm_clock_loop))
+        tasks.append(sup.task("console", self.console.run))
         tasks.append(sup.task("provincial-repeat", self.reminders.run))
         tasks.append(sup.task("outbox-maintenance", self.housekeeping.run))
         if self.history is not None:
@@ -294,7 +297,8 @@ class Agent:
         port = rules.api_port
         if not port:
             return None
-        api = LocalApi(port, ops.api_get, ops.api_post, ops.api_refusal, rules.api_token_file)
+        api = LocalApi(port, lambda path: static(path) or ops.api_get(path), ops.api_post, ops.api_refusal,
+                       rules.api_token_file, self.console.stream)
         try:
             await api.start()
         except OSError as exc:
@@ -329,6 +333,7 @@ class Agent:
                     await self.history.close()  # the buffer and every tag's held sample
                 except Exception:
                     log.exception("history: the last write failed")
+            self.console.close()  # open pages' streams end, so the port closes at once
             for server in (self.api, self.socket_api):
                 if server is not None:
                     await server.close()

@@ -82,3 +82,8 @@ def test_wheelhouse_installs_offline_into_a_fresh_venv(tmp_path):
                              text=True, timeout=60, cwd=tmp_path, env=env)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith(f"{config}: OK\n") and "device r1-plc: modbus" in checked.stdout
+    # the web console's files are package data of the wheel
+    console = subprocess.run([str(gateway / "bin" / "python"), "-c", "from agent.webconsole import FILES, static; "
+                              "print(*(len(static(p)[2]) for p in FILES))"], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path, env=env)
+    assert console.returncode == 0 and all(int(n) > 100 for n in console.stdout.split()), console.stderr

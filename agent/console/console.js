@@ -1,0 +1,235 @@
+// plantwatch console: no build step, no library. Live data from GET /events (server-sent events);
+// operator actions POST to /alarms/{id}/{op} with the bearer token kept in sessionStorage.
+"use strict";
+
+const WORDS = {
+  zh: {alarms: "报警", devices: "设备", tags: "测点", system: "系统", offline: "离线", live: "在线",
+    sign_in: "登录", sign_out: "退出", token_hint: "操作令牌 token", selected: "已选报警", minutes: "分钟",
+    comment: "备注", ack: "确认", shelve: "搁置", unshelve: "取消搁置", token_required: "需要令牌 token required",
+    priority: "优先级", state: "状态", alarm: "报警", text: "描述", value: "值", limit: "限值", time_active: "持续时间",
+    flags: "标志", no_alarms: "无报警", device: "设备", comm: "通讯", since: "起始", error: "错误", search: "搜索",
+    tag: "测点", unit: "单位", quality: "质量", last_change: "最后变化", kpis: "报警系统指标", uplinks: "上行链路",
+    uplink: "链路", transport: "传输", connected: "已连接", sent: "已发送", dead_letters: "死信", outbox_depth: "发件箱积压",
+    all: "全部", not_good: "非正常质量", select_alarm: "请先选择一条报警", shelved: "已搁置", suppressed: "已抑制",
+    out_of_service: "停用", chattering: "振荡", done: "完成", yes: "是", no: "否", read_only: "只读",
+    UNACK_ACTIVE: "未确认·激活", ACKED_ACTIVE: "已确认·激活", RTN_UNACK: "已恢复·未确认", NORMAL: "正常",
+    OK: "正常", COMM_FAIL: "通讯故障", STARTING: "启动中", active: "激活", unacked: "未确认", stale: "陈旧报警",
+    flood: "报警泛滥", floods: "泛滥次数", new_in_window: "窗口内新报警", commands_applied: "已执行命令",
+    commands_rejected: "已拒绝命令"},
+  en: {alarms: "Alarms", devices: "Devices", tags: "Tags", system: "System", offline: "offline", live: "live",
+    sign_in: "Sign in", sign_out: "Sign out", token_hint: "operator token", selected: "Selected", minutes: "min",
+    comment: "comment", ack: "Acknowledge", shelve: "Shelve", unshelve: "Unshelve", token_required: "token required",
+    priority: "Priority", state: "State", alarm: "Alarm", text: "Text", value: "Value", limit: "Limit",
+    time_active: "Time active", flags: "Flags", no_alarms: "No alarms", device: "Device", comm: "Comm", since: "Since",
+    error: "Error", search: "search", tag: "Tag", unit: "Unit", quality: "Quality", last_change: "Last change",
+    kpis: "Alarm-system KPIs", uplinks: "Uplinks", uplink: "Uplink", transport: "Transport", connected: "Connected",
+    sent: "Sent", dead_letters: "Dead letters", outbox_depth: "Outbox depth", all: "all", not_good: "not good",
+    select_alarm: "select an alarm first", shelved: "shelved", suppressed: "suppressed", out_of_service: "out of service",
+    chattering: "chattering", done: "done", yes: "yes", no: "no", read_only: "read-only",
+    UNACK_ACTIVE: "UNACK ACTIVE", ACKED_ACTIVE: "ACKED ACTIVE", RTN_UNACK: "RTN UNACK", NORMAL: "NORMAL",
+    OK: "OK", COMM_FAIL: "COMM_FAIL", STARTING: "STARTING"},
+};
+const ROW_H = 24;
+const S = {lang: localStorage.getItem("pw-lang") || "zh", alarms: [], devices: {}, kpis: {}, uplinks: {}, outbox: {},
+  columns: [], values: [], shown: [], selected: null, arrived: {}};
+window.plantwatch = S;  // the page's state, for whoever inspects it (the browser tests do)
+const $ = (id) => document.getElementById(id);
+const t = (k) => WORDS[S.lang][k] ?? k;
+const token = () => sessionStorage.getItem("pw-token") || "";
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function isaState(a) {  // ISA-18.2 alarm states
+  if (a.active) return a.acked ? "ACKED_ACTIVE" : "UNACK_ACTIVE";
+  return a.acked ? "NORMAL" : "RTN_UNACK";
+}
+
+function since(iso) {
+  if (!iso) return "";
+  let s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  s %= 60;
+  return (h ? h + "h " : "") + (h || m ? m + "m " : "") + s + "s";
+}
+
+function fmt(v) {
+  if (v === null || v === undefined) return "—";
+  return typeof v === "number" ? String(Math.round(v * 1000) / 1000) : String(v);
+}
+
+function renderAlarms() {
+  const body = $("alarms");
+  body.replaceChildren();
+  const order = {UNACK_ACTIVE: 0, ACKED_ACTIVE: 1, RTN_UNACK: 2, NORMAL: 3};
+  const list = [...S.alarms].sort((a, b) => order[isaState(a)] - order[isaState(b)] || a.priority - b.priority);
+  for (const a of list) {
+    const st = isaState(a);
+    const tr = el("tr", undefined, st + (a.id === S.selected ? " sel" : ""));
+    tr.dataset.id = a.id;
+    tr.dataset.state = st;
+    const p = el("td"); p.append(el("span", "P" + a.priority, "prio p" + a.priority)); tr.append(p);
+    tr.append(el("td", t(st), "state"), el("td", a.id), el("td", a.text), el("td", fmt(a.value) + " " + (a.unit || "")),
+      el("td", fmt(a.limit)), el("td", a.active ? since(a.active_since) : ""));
+    const flags = el("td", undefined, "flags");
+    for (const f of ["shelved", "suppressed", "out_of_service", "chattering"]) if (a[f]) flags.append(el("span", t(f), "flag"));
+    tr.append(flags);
+    tr.addEventListener("click", () => { S.selected = a.id; $("sel-alarm").textContent = a.id; renderAlarms(); });
+    body.append(tr);
+  }
+  $("no-alarms").hidden = list.length > 0;
+}
+
+function renderDevices() {
+  const body = $("devices");
+  body.replaceChildren();
+  for (const [name, d] of Object.entries(S.devices)) {
+    const st = (d.state || "").toUpperCase();
+    const tr = el("tr");
+    tr.dataset.device = name;
+    tr.append(el("td", name), el("td", t(st), "state " + st), el("td", d.since || ""), el("td", d.error || ""));
+    body.append(tr);
+  }
+}
+
+function renderSystem() {
+  const body = $("kpis");
+  body.replaceChildren();
+  for (const [k, v] of Object.entries(S.kpis)) {
+    const tr = el("tr");
+    tr.append(el("td", S.lang === "zh" && WORDS.zh[k] ? WORDS.zh[k] + " " + k : k), el("td", fmt(v)));
+    body.append(tr);
+  }
+  const up = $("uplinks");
+  up.replaceChildren();
+  for (const [name, u] of Object.entries(S.uplinks)) {
+    const tr = el("tr");
+    tr.append(el("td", name), el("td", u.transport), el("td", u.connected ? t("yes") : t("no"), u.connected ? "OK" : "COMM_FAIL"),
+      el("td", fmt(u.sent)), el("td", fmt(u.dead_letters)));
+    up.append(tr);
+  }
+  $("outbox").textContent = JSON.stringify(S.outbox.depth || {}) + "  seq " + fmt(S.outbox.last_seq);
+}
+
+// --- the tag table: only the rows in view exist in the page (10,000 tags stay cheap) ---
+function filterTags() {
+  const q = $("tag-search").value.trim().toLowerCase(), f = $("tag-filter").value;
+  S.shown = [];
+  for (let i = 0; i < S.columns.length; i++) {
+    const [name, device] = S.columns[i], v = S.values[i] || [];
+    if (q && !name.toLowerCase().includes(q)) continue;
+    if (f === "not_good" && v[1] === "good") continue;
+    if (f.startsWith("dev:") && device !== f.slice(4)) continue;
+    S.shown.push(i);
+  }
+  $("tag-spacer").style.height = S.shown.length * ROW_H + "px";
+  $("tag-count").textContent = S.shown.length + " / " + S.columns.length;
+  renderTagRows();
+}
+
+function renderTagRows() {
+  const vp = $("tag-viewport"), rows = $("tag-rows");
+  const first = Math.floor(vp.scrollTop / ROW_H), n = Math.ceil(vp.clientHeight / ROW_H) + 2;
+  rows.style.top = first * ROW_H + "px";
+  rows.replaceChildren();
+  for (const i of S.shown.slice(first, first + n)) {
+    const [name, device, unit] = S.columns[i], [v, q, changed] = S.values[i] || [];
+    const r = el("div", undefined, "tagrow");
+    r.dataset.tag = name;
+    r.append(el("span", name), el("span", device), el("span", fmt(v), "value"), el("span", unit), el("span", q, "q-" + q),
+      el("span", changed ? new Date(changed).toLocaleTimeString() : ""));
+    rows.append(r);
+  }
+}
+
+function fillFilter() {
+  const sel = $("tag-filter"), keep = sel.value;
+  sel.replaceChildren();
+  const opt = (value, text) => { const o = el("option", text); o.value = value; sel.append(o); };
+  opt("", t("all"));
+  opt("not_good", t("not_good"));
+  for (const d of [...new Set(S.columns.map((c) => c[1]).filter(Boolean))]) opt("dev:" + d, d);
+  sel.value = keep || "";
+}
+
+function onFrame(doc) {
+  if (doc.full) { S.columns = doc.columns; S.values = []; fillFilter(); }
+  for (const [i, row] of Object.entries(doc.tags)) S.values[Number(i)] = row;
+  for (const a of doc.alarms) {  // when this page first learnt of each activation
+    if (a.active && S.arrived[a.id]?.since !== a.active_since) S.arrived[a.id] = {since: a.active_since, at: Date.now()};
+  }
+  Object.assign(S, {alarms: doc.alarms, devices: doc.devices, kpis: doc.kpis, uplinks: doc.uplinks, outbox: doc.outbox});
+  $("plant").textContent = "plantwatch · " + doc.name + " (" + doc.plant + ")";
+  renderAlarms(); renderDevices(); renderSystem();
+  if (doc.full || $("tag-filter").value === "not_good") filterTags(); else renderTagRows();
+}
+
+function connect() {
+  const es = new EventSource("/events");
+  es.onopen = () => { $("conn").className = "ok"; $("conn").dataset.t = "live"; $("conn").textContent = t("live"); };
+  es.onerror = () => { $("conn").className = "bad"; $("conn").dataset.t = "offline"; $("conn").textContent = t("offline"); };
+  es.onmessage = (ev) => onFrame(JSON.parse(ev.data));
+}
+
+// --- operator actions ---
+function renderAuth() {
+  const has = !!token();
+  for (const b of document.querySelectorAll("button.act")) {
+    b.disabled = !has;
+    b.textContent = has ? t(b.dataset.op) : t(b.dataset.op) + " (" + t("token_required") + ")";
+  }
+  $("who").textContent = has ? "✔" : t("read_only");
+  $("who").className = has ? "" : "none";
+}
+
+async function act(op) {
+  const msg = $("action-msg");
+  if (!S.selected) { msg.className = "err"; msg.textContent = t("select_alarm"); return; }
+  const body = {comment: $("comment").value};
+  if (op === "shelve") body.duration_s = Math.round(Number($("duration").value) * 60);
+  msg.className = ""; msg.textContent = "…";
+  try {
+    const r = await fetch("/alarms/" + encodeURIComponent(S.selected) + "/" + op, {
+      method: "POST", headers: {"Authorization": "Bearer " + token(), "Content-Type": "application/json"},
+      body: JSON.stringify(body), credentials: "omit", cache: "no-store"});
+    const doc = await r.json().catch(() => ({}));
+    msg.className = r.ok ? "ok" : "err";
+    msg.textContent = r.ok ? t(op) + ": " + t("done") : r.status + ": " + (doc.error || r.statusText);
+  } catch (e) {
+    msg.className = "err"; msg.textContent = String(e);
+  }
+}
+
+function applyLang() {
+  document.documentElement.lang = S.lang;
+  for (const e of document.querySelectorAll("[data-t]")) e.textContent = t(e.dataset.t);
+  for (const e of document.querySelectorAll("[data-tp]")) e.placeholder = t(e.dataset.tp);
+  $("lang").textContent = S.lang === "zh" ? "EN" : "中文";
+  fillFilter(); renderAuth(); renderAlarms(); renderDevices(); renderSystem(); renderTagRows();
+}
+
+function init() {
+  for (const b of document.querySelectorAll("nav button")) {
+    b.addEventListener("click", () => {
+      for (const o of document.querySelectorAll("nav button")) o.classList.toggle("on", o === b);
+      for (const v of ["alarms", "devices", "tags", "system"]) $("view-" + v).hidden = v !== b.dataset.view;
+      if (b.dataset.view === "tags") filterTags();
+    });
+  }
+  $("lang").addEventListener("click", () => { S.lang = S.lang === "zh" ? "en" : "zh"; localStorage.setItem("pw-lang", S.lang); applyLang(); });
+  $("token-save").addEventListener("click", () => { sessionStorage.setItem("pw-token", $("token").value.trim()); $("token").value = ""; renderAuth(); });
+  $("token-clear").addEventListener("click", () => { sessionStorage.removeItem("pw-token"); renderAuth(); });
+  for (const b of document.querySelectorAll("button.act")) b.addEventListener("click", () => act(b.dataset.op));
+  $("tag-search").addEventListener("input", filterTags);
+  $("tag-search").addEventListener("change", filterTags);
+  $("tag-filter").addEventListener("change", filterTags);
+  $("tag-viewport").addEventListener("scroll", renderTagRows, {passive: true});
+  applyLang();
+  connect();
+}
+
+document.addEventListener("DOMContentLoaded", init);
