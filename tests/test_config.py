@@ -342,3 +342,10 @@ def test_uplinks_and_http_rules_that_cannot_work_are_path_precise_problems(tmp_p
     assert "provincial.success.status: an HTTP status is 100..599: 700 can never match" in problems
     data["provincial"]["success"] = {"field": "code"}
     assert "provincial.success.equals: is required with field" in problems_of(data)
+
+
+def test_an_mqtt_keepalive_the_protocol_cannot_carry_is_a_problem():
+    data = config_dict(uplink={"url": "mqtt://127.0.0.1:1883", "keepalive_s": 70000})
+    assert problems_of(data) == ["uplink.keepalive_s: MQTT's keepalive is 1..65535 s"]
+    data["uplink"]["keepalive_s"] = 0.5
+    assert problems_of(data) == ["uplink.keepalive_s: MQTT's keepalive is 1..65535 s"]

@@ -121,7 +121,8 @@ class UplinkSection:
     cert_file: Path | None = key(None, "client certificate for mutual TLS; with `key_file`", kind="path")
     key_file: Path | None = key(None, "client key for mutual TLS; with `cert_file`", kind="path")
     mqtt_version: int = key(3, "`3` (MQTT 3.1.1) or `5`", choices=(3, 5))
-    keepalive_s: float = key(30.0, "MQTT keepalive; a silent link is detected after 1.5 × this", check=positive)
+    keepalive_s: float = key(30.0, "MQTT keepalive; a silent link is detected after 1.5 × this",
+                             check=between(1, 65535, "MQTT's keepalive is 1..65535 s"))
     heartbeat_s: float = key(60.0, "the status message is sent this often (MQTT: retained; HTTP and TCP: through the "
                              "same transport, after any pending alarm)", check=positive)
     telemetry_interval_s: float = key(60.0, "periodic telemetry snapshot; `0` turns telemetry off",
