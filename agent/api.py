@@ -167,7 +167,9 @@ class _Server:
             writer.close()
 
     def identify(self, request: Request, writer: asyncio.StreamWriter) -> dict[str, str]:
-        raise NotImplementedError
+        """Who is asking, as recorded with a state change (``user``, ``via``): each listener proves
+        it its own way (the socket's peer credentials, the port's bearer token)."""
+        raise NotImplementedError(f"{type(self).__name__} names no way to identify its callers")
 
     def check(self, request: Request) -> None:
         """Refuse (raise Refused) what must not be looked at on this listener."""

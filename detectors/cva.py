@@ -26,6 +26,7 @@ from detectors import _pca
 from detectors.base import ConditionChange, Family, Option
 from detectors.cva_model import CvaModel, CvaModelError, fit
 from detectors.kernel import as_batch
+from detectors.modelfile import model_tags
 
 #: level code -> level name: which statistic is over its limit (Q is reported as SPE)
 CVA_LEVELS = {1: "T2", 2: "SPE", 3: "T2+SPE"}
@@ -268,11 +269,8 @@ class CvaFamily(Family):
 
     def __init__(self, n_tags: int, params: Mapping[int, Mapping[str, Any]]):
         super().__init__(n_tags, params)
-        groups: dict[tuple[str, str], list[int]] = {}
-        for t, p in sorted(self.params.items()):
-            groups.setdefault((p["model"], p["file"]), []).append(t)
         self.monitors: list[_Monitor] = []
-        for (_, file), tags in groups.items():
+        for file, tags in model_tags(self.params).items():
             by_name = {self.params[t]["name"]: t for t in tags}
             model = CvaModel.load(file)
             if sorted(model.names) != sorted(by_name):

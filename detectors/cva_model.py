@@ -21,8 +21,6 @@ into large opposite terms and can name the wrong one); to T2 the complete decomp
 from __future__ import annotations
 
 import os
-import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.base import ModelError
+from detectors.modelfile import read_npz, save_npz
 
 #: version of the .npz layout written by ``CvaModel.save``
 FORMAT_VERSION = 1
@@ -119,22 +118,11 @@ class CvaModel:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model atomically (a temp file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, format="plantwatch.cva", version=FORMAT_VERSION,
-                         names=np.array(self.names, dtype=np.str_), mean=self.mean, scale=self.scale,
-                         projection=self.projection, correlations=self.correlations, lags=self.lags,
-                         future=self.future, states=self.states, n_train=self.n_train,
-                         target_far=self.target_far, t2_limit=self.t2_limit, q_limit=self.q_limit)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz(path, format="plantwatch.cva", version=FORMAT_VERSION,
+                 names=np.array(self.names, dtype=np.str_), mean=self.mean, scale=self.scale,
+                 projection=self.projection, correlations=self.correlations, lags=self.lags,
+                 future=self.future, states=self.states, n_train=self.n_train,
+                 target_far=self.target_far, t2_limit=self.t2_limit, q_limit=self.q_limit)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CvaModel:
@@ -144,20 +132,7 @@ class CvaModel:
         def fail(problem: str) -> CvaModelError:
             return CvaModelError(f"{path}: {problem}")
 
-        if not path.is_file():
-            raise fail("no such model file (fit it with `plantwatch train`)")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                data = {k: f[k] for k in f.files}
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise fail(f"not a readable .npz model file ({e})") from None
-        if str(data.get("format", "")) != "plantwatch.cva":
-            raise fail(f"not a plantwatch CVA model (format {str(data.get('format', 'none'))!r}, "
-                       "expected 'plantwatch.cva'): fit it again with `plantwatch train`")
-        version = int(data.get("version", -1))
-        if version != FORMAT_VERSION:
-            raise fail(f"CVA model format version {version}, this build reads version {FORMAT_VERSION}: "
-                       "fit it again with `plantwatch train`")
+        data = read_npz(path, "plantwatch.cva", FORMAT_VERSION, fail, "CVA", "CVA model format version")
         required = ("names", "mean", "scale", "projection", "correlations", "lags", "future", "states",
                     "n_train", "target_far", "t2_limit", "q_limit")
         missing = [k for k in required if k not in data]

@@ -22,6 +22,7 @@ from detectors import _pca
 from detectors.base import ConditionChange, Family, Option
 from detectors.inputs import InputSpec, InputStage
 from detectors.kernel import as_batch
+from detectors.modelfile import model_tags
 from detectors.pca_model import PCA_LEVELS, PcaModel, PcaModelError, fit
 
 
@@ -166,11 +167,8 @@ class PcaFamily(Family):
 
     def __init__(self, n_tags: int, params: Mapping[int, Mapping[str, Any]]):
         super().__init__(n_tags, params)
-        groups: dict[tuple[str, str], list[int]] = {}
-        for t, p in sorted(self.params.items()):
-            groups.setdefault((p["model"], p["file"]), []).append(t)
         self.monitors: list[_Monitor] = []
-        for (_, file), tags in groups.items():
+        for file, tags in model_tags(self.params).items():
             by_name = {self.params[t]["name"]: t for t in tags}
             model = PcaModel.load(file)
             missing = [n for n in model.names if n not in by_name]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from scipy import stats
 
 from detectors.base import ModelError
 from detectors.inputs import InputSpec
+from detectors.modelfile import read_npz, save_npz
 
 #: version of the .npz layout written by ``PcaModel.save``; 2 added the model's inputs (derived
 #: inputs, lags) and the on/off delays ``plantwatch train`` chose
@@ -89,35 +88,24 @@ class PcaModel:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model atomically (a temp file renamed into place: never half a file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    format="plantwatch.pca",
-                    version=FORMAT_VERSION,
-                    names=np.array(self.names, dtype=np.str_),
-                    mean=self.mean,
-                    scale=self.scale,
-                    loadings=self.loadings,
-                    eigenvalues=self.eigenvalues,
-                    residual_eigenvalues=self.residual_eigenvalues,
-                    n_train=self.n_train,
-                    confidence=self.confidence,
-                    t2_limit=self.t2_limit,
-                    spe_limit=self.spe_limit,
-                    inputs=self.spec.to_json(),
-                    delays=np.array([self.on_delay_s, self.off_delay_s]),
-                    target_far=self.target_far,
-                )
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        save_npz(
+            path,
+            format="plantwatch.pca",
+            version=FORMAT_VERSION,
+            names=np.array(self.names, dtype=np.str_),
+            mean=self.mean,
+            scale=self.scale,
+            loadings=self.loadings,
+            eigenvalues=self.eigenvalues,
+            residual_eigenvalues=self.residual_eigenvalues,
+            n_train=self.n_train,
+            confidence=self.confidence,
+            t2_limit=self.t2_limit,
+            spe_limit=self.spe_limit,
+            inputs=self.spec.to_json(),
+            delays=np.array([self.on_delay_s, self.off_delay_s]),
+            target_far=self.target_far,
+        )
 
     # linear: one check after the other, each naming the file
     @classmethod
@@ -129,19 +117,7 @@ class PcaModel:
         def fail(problem: str) -> PcaModelError:
             return PcaModelError(f"{path}: {problem}")
 
-        if not path.is_file():
-            raise fail("no such model file (fit it with `plantwatch train`)")
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                data = {k: f[k] for k in f.files}
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise fail(f"not a readable .npz model file ({e})") from None
-        if str(data.get("format", "")) != "plantwatch.pca":
-            raise fail("not a plantwatch PCA model (no 'format' = plantwatch.pca)")
-        version = int(data.get("version", -1))
-        if version != FORMAT_VERSION:
-            raise fail(f"model format version {version}, this build reads version {FORMAT_VERSION}: "
-                       "fit it again with `plantwatch train`")
+        data = read_npz(path, "plantwatch.pca", FORMAT_VERSION, fail, "PCA", "model format version")
         required = ("names", "mean", "scale", "loadings", "eigenvalues", "residual_eigenvalues",
                     "n_train", "confidence", "t2_limit", "spe_limit", "inputs", "delays", "target_far")
         missing = [k for k in required if k not in data]

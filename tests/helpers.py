@@ -10,6 +10,19 @@ from pathlib import Path
 PLANT = "640100000001"  # [agent] plant of tests.conftest.BASE_CONFIG
 
 
+class NumberingSink:
+    """Takes the place of the outbox in pipeline tests: numbers the alarm messages from 1."""
+
+    def __init__(self):
+        self.messages = []
+
+    def append_alarms(self, topic, docs, now=None, encode=None, states=()):
+        for d in docs:
+            d["seq"] = len(self.messages) + 1
+            self.messages.append(d)
+        return [d["seq"] for d in docs]
+
+
 class AgentProcess:
     """`plantwatch run CONFIG` as systemd would run it."""
 

@@ -19,6 +19,7 @@ from agent.replay import computed_columns, read_table, replay
 from detectors.expr import Evaluator
 from drivers.base import BAD, COMM_FAIL, GOOD, UNCERTAIN, SampleBatch, frozen_tags
 from tests.conftest import config_dict, to_toml
+from tests.helpers import NumberingSink
 
 T0 = 1_800_000_000.0
 NAMES = {"CW.FI01": 0, "CW.FI02": 1, "C": 2, "tag A-1": 3}
@@ -210,21 +211,10 @@ def test_a_cycle_behind_a_chain_is_reported_once_and_a_reader_of_it_not_again(tm
     assert [x.strip() for x in (r.stdout + r.stderr).splitlines()[1:]] == ["tags[3] (B).expr: cycle B -> C2 -> B"]
 
 
-class Sink:
-    def __init__(self):
-        self.messages = []
-
-    def append_alarms(self, topic, docs, now=None, encode=None, states=()):
-        for d in docs:
-            d["seq"] = len(self.messages) + 1
-            self.messages.append(d)
-        return [d["seq"] for d in docs]
-
-
 def live(cfg, rows, quality=None, frozen=False):
     """Rows of {tag: value} at 1 s ticks through a live Pipeline, one device batch per row;
     ``frozen``: the tags as one frozen array per set of names, as a driver's read plan."""
-    sink, index = Sink(), cfg.tag_index()
+    sink, index = NumberingSink(), cfg.tag_index()
     pipeline = Pipeline(cfg, sink)
     plans = {}
     for i, row in enumerate(rows):
@@ -255,7 +245,7 @@ def test_a_flow_difference_alarms_with_a_limit_and_says_which_input_went_bad():
 
 def test_a_comm_fail_input_makes_the_computed_sample_comm_fail_without_an_alarm_of_its_own():
     cfg = parse(flow_config(DIFF))
-    pipeline = Pipeline(cfg, Sink())
+    pipeline = Pipeline(cfg, NumberingSink())
     pipeline.process(SampleBatch.build("r1-plc", [0, 1], [10.0, 2.0], T0, 0), T0)
     assert pipeline.derived.value.tolist() == [8.0]
     messages = pipeline.process(SampleBatch.failed("r1-plc", [0, 1], T0 + 1, "timeout"), T0 + 1)

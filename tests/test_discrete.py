@@ -13,6 +13,7 @@ from agent.pipeline import Pipeline, build_engine, build_manager
 from agent.replay import read_table, replay
 from drivers.base import SampleBatch
 from tests.conftest import config_dict
+from tests.helpers import NumberingSink
 
 T0 = 1_800_000_000.0
 
@@ -25,17 +26,6 @@ VALVE = [
 ]
 
 
-class Sink:
-    def __init__(self):
-        self.messages = []
-
-    def append_alarms(self, topic, docs, now=None, encode=None, states=()):
-        for d in docs:
-            d["seq"] = len(self.messages) + 1
-            self.messages.append(d)
-        return [d["seq"] for d in docs]
-
-
 def config(*tags):
     data = config_dict()
     data["tags"] += [dict(t) for t in tags]
@@ -44,7 +34,7 @@ def config(*tags):
 
 def run(cfg, rows):
     """Feed rows of {tag name: value} at 1 s ticks through a live Pipeline; the alarm messages."""
-    sink, index = Sink(), cfg.tag_index()
+    sink, index = NumberingSink(), cfg.tag_index()
     pipeline = Pipeline(cfg, sink)
     for i, row in enumerate(rows):
         names = list(row)
@@ -97,7 +87,7 @@ def test_without_text_the_message_names_the_state():
 
 
 def test_bad_and_nan_samples_leave_the_state_alone():
-    cfg, sink = config(SPARK), Sink()
+    cfg, sink = config(SPARK), NumberingSink()
     pipeline, i = Pipeline(cfg, sink), cfg.tag_index()["DC1.SPARK"]
     pipeline.process(SampleBatch.build("r1-plc", [i], [1.0], T0, 2), T0)
     assert [m for m in sink.messages if m["kind"] == "discrete"] == []
@@ -117,7 +107,7 @@ def test_a_command_whose_feedback_disagrees_too_long_alarms():
 
 
 def test_command_and_feedback_may_arrive_in_separate_batches():
-    cfg, sink = config(*VALVE), Sink()
+    cfg, sink = config(*VALVE), NumberingSink()
     pipeline, index = Pipeline(cfg, sink), cfg.tag_index()
     for i in range(15):
         t = T0 + i

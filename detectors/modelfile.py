@@ -1,0 +1,59 @@
+"""The model files of the multivariate kinds: versioned .npz files, written atomically and read
+back with the checks every kind makes first (the file, its format and its version)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """Write ``arrays`` atomically: a synced temp file renamed into place, never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_npz(path: Path, fmt: str, version: int, fail: Callable[[str], Exception], kind: str,
+             version_words: str) -> dict[str, np.ndarray]:
+    """Every array of a model file of format ``fmt`` and ``version``; a missing, unreadable, other
+    or older file raises ``fail(problem)``. ``kind`` names the model kind in the messages and
+    ``version_words`` starts the one about another version."""
+    if not path.is_file():
+        raise fail("no such model file (fit it with `plantwatch train`)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise fail(f"not a readable .npz model file ({e})") from None
+    if str(data.get("format", "")) != fmt:
+        raise fail(f"not a plantwatch {kind} model (format {str(data.get('format', 'none'))!r}, "
+                   f"expected {fmt!r}): fit it again with `plantwatch train`")
+    got = int(data.get("version", -1))
+    if got != version:
+        raise fail(f"{version_words} {got}, this build reads version {version}: fit it again with `plantwatch train`")
+    return data
+
+
+def model_tags(params: Mapping[int, Mapping[str, Any]]) -> dict[str, list[int]]:
+    """Model file -> the tags of that model, in tag order: a kind's family watches every model
+    of its kind, each model's tags carrying the model's name and file in their parameters."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for t, p in sorted(params.items()):
+        groups.setdefault((p["model"], p["file"]), []).append(t)
+    return {file: tags for (_, file), tags in groups.items()}
