@@ -25,8 +25,7 @@ import numpy as np
 from detectors import _pca
 from detectors.base import ConditionChange, Family, Option
 from detectors.cva_model import CvaModel, CvaModelError, fit
-from detectors.kernel import as_batch
-from detectors.modelfile import model_tags
+from detectors.modelfile import ModelFamily, model_tags
 
 #: level code -> level name: which statistic is over its limit (Q is reported as SPE)
 CVA_LEVELS = {1: "T2", 2: "SPE", 3: "T2+SPE"}
@@ -199,7 +198,7 @@ class _Monitor:
         )
 
 
-class CvaFamily(Family):
+class CvaFamily(ModelFamily):
     """Canonical variate analysis of a dynamic process: one or more models, each over its tags.
 
     As with ``pca``, the config loader passes ``{"model", "file", "name"}`` and the model
@@ -208,6 +207,7 @@ class CvaFamily(Family):
     """
 
     name: ClassVar[str] = "cva"
+    words: ClassVar[str] = "dynamic multivariate"
     tag_key: ClassVar[str | None] = None
     model_options: ClassVar[Mapping[str, Option]] = {
         "past": Option(3, ">= 1, ticks in the past vector: each tag at t, t-1 … t-past+1 (`plantwatch train`)"),
@@ -288,26 +288,6 @@ class CvaFamily(Family):
         Family.__init__(fam, n_tags, {})
         fam.monitors = [_Monitor(n_tags, model, tags, {**cls.defaults, "model": "cva", **params})]
         return fam
-
-    def update(self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
-               ) -> list[ConditionChange]:
-        tag, value, ts, quality = as_batch(tag, value, ts, quality)
-        changes: list[ConditionChange] = []
-        for m in self.monitors:
-            changes += m.update(tag, value, ts, quality, self.name)
-        return changes
-
-    @classmethod
-    def describe(cls, level: str, active: bool, value: float, limit: float,
-                 context: Mapping[str, Any]) -> str | None:
-        """As PCA's: the model, the statistic over its limit and the top contributing tags."""
-        model = context.get("model")
-        if not active:
-            return f"多变量模型 {model} 恢复 dynamic multivariate {cls.name} back to normal"
-        stat = "SPE" if "SPE" in level else "T²"
-        top = ", ".join(context.get("top_tags", []))
-        return (f"多变量模型 {model} 异常 dynamic multivariate {cls.name} {level}: {stat} {value:.4g} > {limit:.4g}, "
-                f"top contributors {top}")
 
     @classmethod
     def train(cls, data: Any, options: Mapping[str, Any], file: str) -> list[str]:

@@ -1,5 +1,6 @@
-"""The model files of the multivariate kinds: versioned .npz files, written atomically and read
-back with the checks every kind makes first (the file, its format and its version)."""
+"""What the multivariate kinds share: their model files (versioned .npz, written atomically and
+read back with the checks every kind makes first: the file, its format and its version), the
+tags of each model, and the family that runs one monitor per model and words its alarms."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from detectors.base import ConditionChange, Family
+from detectors.kernel import as_batch
 
 
 def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
@@ -57,3 +61,33 @@ def model_tags(params: Mapping[int, Mapping[str, Any]]) -> dict[str, list[int]]:
     for t, p in sorted(params.items()):
         groups.setdefault((p["model"], p["file"]), []).append(t)
     return {file: tags for (_, file), tags in groups.items()}
+
+
+class ModelFamily(Family):
+    """A multivariate kind: one monitor per model (``self.monitors``, each with
+    ``update(tag, value, ts, quality, family_name)``), every batch handed to each."""
+
+    #: how the alarm text calls the kind, after 多变量模型
+    words: ClassVar[str] = "multivariate"
+    monitors: list
+
+    def update(self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
+               ) -> list[ConditionChange]:
+        tag, value, ts, quality = as_batch(tag, value, ts, quality)
+        changes: list[ConditionChange] = []
+        for m in self.monitors:
+            changes += m.update(tag, value, ts, quality, self.name)
+        return changes
+
+    @classmethod
+    def describe(cls, level: str, active: bool, value: float, limit: float,
+                 context: Mapping[str, Any]) -> str | None:
+        """A model's alarm names the model, the statistic over its limit and the tags that
+        contributed most (``context["top_tags"]``, by name once the alarm manager has them)."""
+        model = context.get("model")
+        if not active:
+            return f"多变量模型 {model} 恢复 {cls.words} {cls.name} back to normal"
+        stat = "SPE" if "SPE" in level else "T²"
+        top = ", ".join(context.get("top_tags", []))
+        return (f"多变量模型 {model} 异常 {cls.words} {cls.name} {level}: {stat} {value:.4g} > {limit:.4g}, "
+                f"top contributors {top}")

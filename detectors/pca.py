@@ -21,8 +21,7 @@ import numpy as np
 from detectors import _pca
 from detectors.base import ConditionChange, Family, Option
 from detectors.inputs import InputSpec, InputStage
-from detectors.kernel import as_batch
-from detectors.modelfile import model_tags
+from detectors.modelfile import ModelFamily, model_tags
 from detectors.pca_model import PCA_LEVELS, PcaModel, PcaModelError, fit
 
 
@@ -89,7 +88,7 @@ class _Monitor:
         )
 
 
-class PcaFamily(Family):
+class PcaFamily(ModelFamily):
     """Online PCA monitoring of one or more models, each over its own tags.
 
     Per tag, the config loader passes ``{"model": NAME, "file": PATH, "name": TAG_NAME}`` for
@@ -190,28 +189,6 @@ class PcaFamily(Family):
         Family.__init__(fam, n_tags, {})
         fam.monitors = [_Monitor(n_tags, model, tags, {**cls.defaults, **params})]
         return fam
-
-    def update(
-        self, tag: np.ndarray, value: np.ndarray, ts: np.ndarray, quality: np.ndarray
-    ) -> list[ConditionChange]:
-        tag, value, ts, quality = as_batch(tag, value, ts, quality)
-        changes: list[ConditionChange] = []
-        for m in self.monitors:
-            changes += m.update(tag, value, ts, quality, self.name)
-        return changes
-
-    @classmethod
-    def describe(cls, level: str, active: bool, value: float, limit: float,
-                 context: Mapping[str, Any]) -> str | None:
-        """A model's alarm names the model, the statistic over its limit and the tags that
-        contributed most (``context["top_tags"]``, by name once the alarm manager has them)."""
-        model = context.get("model")
-        if not active:
-            return f"多变量模型 {model} 恢复 multivariate {cls.name} back to normal"
-        stat = "SPE" if "SPE" in level else "T²"
-        top = ", ".join(context.get("top_tags", []))
-        return (f"多变量模型 {model} 异常 multivariate {cls.name} {level}: {stat} {value:.4g} > {limit:.4g}, "
-                f"top contributors {top}")
 
     @classmethod
     def train(cls, data: Any, options: Mapping[str, Any], file: str) -> list[str]:
