@@ -5,7 +5,8 @@ State changes go through the operator socket (``[alarm_system] api_socket``): th
 the OS user running this command as their author. Before a byte is sent the socket must prove it
 is the agent's: it is a socket, owned by root or by the agent's user (the owner of ``data_dir``),
 and the process answering on it (SO_PEERCRED) runs as one of them. ``alarms`` reads over the
-socket too, or over the loopback port (read-only) when this user may not use the socket. Neither ever goes through a proxy:
+socket too, or over the loopback port (read-only) when this user may not use the socket, once
+the port is shown to be listened on by root or the agent's user (/proc/net/tcp). Neither ever goes through a proxy:
 the HTTP client is http.client on a socket of its own, which reads no proxy settings.
 """
 
@@ -18,6 +19,7 @@ import os
 import socket
 import stat
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -92,6 +94,33 @@ def connect_socket(cfg: Config) -> socket.socket:
     return sock
 
 
+def port_owner(port: int) -> int | None:
+    """The uid owning the socket listening on 127.0.0.1:``port`` (Linux /proc/net/tcp), or None."""
+    want = f"0100007F:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 7 and fields[1] in (want, f"00000000:{port:04X}") and fields[3] == "0A":  # LISTEN
+            return int(fields[7])
+    return None
+
+
+def check_port(cfg: Config) -> None:
+    """The loopback port must be the agent's: listened on by root or the agent's user."""
+    from agent.api import user_name
+
+    port = cfg.alarm_system.api_port
+    allowed = agent_uids(cfg)
+    uid = port_owner(port)
+    if uid is not None and uid not in allowed:
+        names = " or ".join(sorted(user_name(u) for u in allowed))
+        raise NotTheAgent(f"127.0.0.1:{port} is listened on by {user_name(uid)}, not by the agent's user "
+                          f"({names}); refusing to talk to it")
+
+
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
 
@@ -113,6 +142,7 @@ def request(cfg: Config, method: str, path: str, body: dict | None = None,
     if via_socket:
         conn: http.client.HTTPConnection = _UnixConnection(connect_socket(cfg))
     else:
+        check_port(cfg)
         port = cfg.alarm_system.api_port
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:

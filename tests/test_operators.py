@@ -336,6 +336,31 @@ def test_the_cli_refuses_a_socket_that_is_not_the_agents(tmp_path, write_config)
         server.close()
 
 
+def test_alarms_refuses_a_port_that_another_user_listens_on(tmp_path, write_config):
+    """No socket for this user, and the loopback port held by someone else's process: the CLI
+    checks who listens there and sends nothing."""
+    port = free_port()
+    listener = ("import socket\n"
+                f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); s.settimeout(20)\n"
+                "print('ready', flush=True)\n"
+                "try:\n    s.accept(); print('connected', flush=True)\nexcept OSError:\n    pass\n")
+    # the OS's python: another user may not run the checkout's virtualenv
+    impostor = subprocess.Popen(["/usr/bin/python3", "-c", listener], stdout=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: os.setuid(12345), cwd="/")
+    try:
+        assert impostor.stdout.readline().strip() == "ready"
+        data = config_dict()
+        data["alarm_system"] = {"api_port": port, "api_socket": str(tmp_path / "none.sock")}
+        out = plantwatch("alarms", str(write_config(data)))
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert f"127.0.0.1:{port} is listened on by uid:12345, not by the agent's user" in out.stderr
+        assert "refusing" in out.stderr
+    finally:
+        impostor.kill()
+        rest, _ = impostor.communicate()
+    assert "connected" not in rest  # nothing was sent to it
+
+
 def test_alarm_state_survives_an_agent_restart(tmp_path, write_config, mosquitto):
     """Acknowledged before a restart, still acknowledged after it; a condition that ended
     while the agent was down is cleared once the detector had its chance to confirm it."""
