@@ -304,5 +304,22 @@ def family_table(fam: type, params: Any, path: str, p: Problems) -> dict | None:
         return None
     p.unknown(params, path, fam.options)
     known = {k: v for k, v in params.items() if k in fam.options}
-    p.extend_from(path, fam.check(known))
+    p.extend_from(path, _checked(fam, known))
     return known
+
+
+_CHECKED: dict[tuple, list] = {}  # (family, parameters) -> its problems: a point list repeats a few tables
+
+
+def _checked(fam: type, known: dict[str, Any]) -> list:
+    """``fam.check(known)``, once per distinct table (100,000 tags share a handful)."""
+    key = (fam, *((k, type(v), v) for k, v in known.items()))
+    try:
+        found = _CHECKED.get(key)
+    except TypeError:  # a list or table among the values: checked every time
+        return fam.check(known)
+    if found is None:
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        found = _CHECKED[key] = list(fam.check(known))
+    return found
