@@ -298,7 +298,10 @@ def run(args: argparse.Namespace) -> dict:
         try:
             while (full := sims.total()[1]) is None:
                 if agent.poll() is not None or time.time() - started > args.startup_limit:
-                    sys.exit(f"the agent did not read every device: {Path(tmp, 'agent.log').read_text()[-3000:]}")
+                    seen = sum(x["seen"] for x in sims.total()[0])
+                    sys.exit(f"REFUSED: {seen} of {devices} devices read in {time.time() - started:.0f} s "
+                             f"(agent CPU {cpu_seconds(agent.pid) if agent.poll() is None else 0:.1f} s); the agent's "
+                             f"log ends:\n{Path(tmp, 'agent.log').read_text()[-1500:]}")
                 time.sleep(0.2)
             startup = full - started
             time.sleep(args.settle)

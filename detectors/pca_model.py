@@ -172,7 +172,8 @@ def _spec(data: Mapping[str, Any], names: tuple[str, ...], fail) -> InputSpec:
 
 def t2_limit(n: int, k: int, confidence: float) -> float:
     """Hotelling T^2 limit for a new observation, from a model fitted on n rows, k scores."""
-    from scipy import stats  # here, not at import: scipy.stats costs ~70 MB that a config without models never needs
+    # here, not at import: scipy.stats costs ~70 MB that a config without models never needs
+    from scipy import stats
 
     return k * (n - 1) * (n + 1) / (n * (n - k)) * float(stats.f.ppf(confidence, k, n - k))
 

@@ -22,6 +22,7 @@ from agent.config.schema import (
     positive,
 )
 from agent.presets import GASES, GRADE_WORDS, PRESETS, Preset
+from detectors.base import shared
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DeviceSpec, TagSpec
 
 #: the agent's own alarm kinds, which a tag's priority table may also name
@@ -169,6 +170,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         return tags, paths
     device_names = {d.name for d in devices}
     names: dict[str, str] = {}
+    seen: dict[tuple, dict] = {}  # a family table shared by the tags that have the same one
     for i, entry in enumerate(raw):
         path = item("tags", i, entry)
         dev = entry.get("device") if isinstance(entry, dict) else None
@@ -189,7 +191,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         if isinstance(t["priority"], dict):
             t["priority"] = p.names(t["priority"], f"{path}.priority", roles.priority_names(), lambda v: None)
         _apply_preset(t, entry, path, p)
-        families = _families(t, path, roles, detector_params, p, tuned)
+        families = {k: shared(v, seen) for k, v in _families(t, path, roles, detector_params, p, tuned).items()}
         spec = TagSpec(
             index=i, name=t["name"] or f"tag{i}", device=dev if isinstance(dev, str) else "",
             address=t["address"] or "", type=t["type"], order=t["order"], scale=t["scale"], offset=t["offset"],
