@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import ConditionChange, Family
+from detectors.base import ConditionChange, Family, Statistic
 from detectors.kernel import as_batch
 
 
@@ -65,7 +65,8 @@ def model_tags(params: Mapping[int, Mapping[str, Any]]) -> dict[str, list[int]]:
 
 class ModelFamily(Family):
     """A multivariate kind: one monitor per model (``self.monitors``, each with
-    ``update(tag, value, ts, quality, family_name)``), every batch handed to each."""
+    ``update(tag, value, ts, quality, family_name)`` and ``recent``, the statistics of its last
+    update), every batch handed to each."""
 
     #: how the alarm text calls the kind, after 多变量模型
     words: ClassVar[str] = "multivariate"
@@ -76,8 +77,12 @@ class ModelFamily(Family):
         tag, value, ts, quality = as_batch(tag, value, ts, quality)
         changes: list[ConditionChange] = []
         for m in self.monitors:
+            m.recent = []
             changes += m.update(tag, value, ts, quality, self.name)
         return changes
+
+    def last_statistics(self) -> list[Statistic]:
+        return [s for m in self.monitors for s in m.recent]
 
     @classmethod
     def describe(cls, level: str, active: bool, value: float, limit: float,
