@@ -80,15 +80,20 @@ function drawTrend() {
     const n = doc.points.length;
     $("trend-info").textContent = `${doc.tag} ${doc.desc || ""} [${doc.unit || ""}] · ${n} ${t("points")} · ` +
       `${t("resolution")} ${fmt(doc.resolution_s)} s · ` + doc.sources.map((s) => t("from_" + s.source)).join(" + ");
-    box.append(panel(doc.tag, doc.points, doc.limits, null, doc.from, doc.to, doc.unit));
+    box.append(panel(doc.tag, doc.points, doc.limits, null, start(doc), doc.to, doc.unit));
     if (!n) note(box, t("no_points"));
     else if (!doc.history && doc.ring_from && doc.from < doc.ring_from - doc.resolution_s) note(box, t("ring_partial"));
   } else {
     $("trend-info").textContent = `${doc.model} (${doc.kind}) · ${t("resolution")} ${fmt(doc.resolution_s)} s`;
     const stats = Object.entries(doc.statistics);
-    for (const [name, s] of stats) box.append(panel(name === "T2" ? "T²" : name, s.points, {}, s.limit, doc.from, doc.to, ""));
+    for (const [name, s] of stats) box.append(panel(name === "T2" ? "T²" : name, s.points, {}, s.limit, start(doc), doc.to, ""));
     if (!stats.length) note(box, t("no_points"));
   }
+}
+
+function start(doc) {  // where the chart begins: what was asked, or where the kept samples begin
+  const kept = doc.tag === undefined || !doc.history ? doc.ring_from : null;
+  return kept && kept > doc.from ? Math.max(doc.from, kept - 2 * doc.resolution_s) : doc.from;
 }
 
 function note(box, text) {
@@ -109,6 +114,7 @@ function extent(points, limits, limitLine) {
 // its value in data-v), the alarm limits as bands, or a statistic's limit as a line
 function panel(title, points, limits, limitLine, t0, t1, unit) {
   const [lo, hi] = extent(points, limits, limitLine);
+  if (points.length) t1 = Math.max(t1, points[points.length - 1][0]);  // the bucket still filling: its middle
   const x = (ts) => M.l + (ts - t0) / (t1 - t0) * (W - M.l - M.r);
   const y = (v) => M.t + (hi - v) / (hi - lo) * (H - M.t - M.b);
   const s = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "trend", "data-title": title});
@@ -131,10 +137,9 @@ function panel(title, points, limits, limitLine, t0, t1, unit) {
     for (const p of points) dots.append(svg("circle", {cx: x(p[0]), cy: y(p[3]), r: 2, "data-t": p[0], "data-v": p[3]}));
     s.append(dots);
   }
-  if (limitLine && limitLine.length) {
-    const pts = limitLine.map((p) => `${x(p[0])},${y(p[1])}`);
-    if (limitLine.length === 1) pts.push(`${W - M.r},${y(limitLine[0][1])}`);
+  if (limitLine && limitLine.length) {  // across the chart: the limit of the first bucket before it, the last after
     const last = limitLine[limitLine.length - 1][1];
+    const pts = [`${M.l},${y(limitLine[0][1])}`, ...limitLine.map((p) => `${x(p[0])},${y(p[1])}`), `${W - M.r},${y(last)}`];
     s.append(svg("polyline", {points: pts.join(" "), class: "limit", "data-v": last}));
     s.append(svg("text", {x: W - M.r - 4, y: y(last) - 3, "text-anchor": "end", class: "lbl"}, `${t("limit")} ${fmt(last)}`));
   }
@@ -150,8 +155,9 @@ function axes(s, lo, hi, t0, t1, x, y, unit) {
   }
   for (let i = 0; i <= 6; i++) {
     const ts = t0 + (t1 - t0) * i / 6;
-    const label = new Date(ts * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
-    s.append(svg("text", {x: x(ts), y: H - 8, "text-anchor": "middle", class: "tick"}, label));
+    const opts = t1 - t0 < 900 ? {hour: "2-digit", minute: "2-digit", second: "2-digit"} : {hour: "2-digit", minute: "2-digit"};
+    const label = new Date(ts * 1000).toLocaleTimeString([], opts);
+    s.append(svg("text", {x: x(ts), y: H - 8, "text-anchor": i === 6 ? "end" : i ? "middle" : "start", class: "tick"}, label));
   }
   if (unit) s.append(svg("text", {x: 4, y: M.t + 10, class: "tick"}, unit));
 }
