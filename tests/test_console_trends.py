@@ -112,6 +112,9 @@ def test_bad_input_gives_a_clear_message_in_the_page(plant, shots, tmp_path):  #
         assert b.text("#action-msg") == ("409: R101.TI01/limit has cleared (returned to normal) and is already "
                                          "acknowledged: nothing to acknowledge")
         b.screenshot(shots / "14-ack-of-a-cleared-alarm.png")
+        # a trend button only where there is a trend: the tag's alarm, not the agent's own (outbox/gateway)
+        assert b.js("return [...document.querySelectorAll('#alarms tr')].filter(r => r.querySelector('.trend-btn'))"
+                    ".map(r => r.dataset.id)") == ["R101.TI01/limit"]
     assert "Traceback" not in agent.output()
 
 
@@ -144,7 +147,7 @@ def model_plant(tmp_path, write_config, mosquitto):
             agent.kill()
 
 
-def test_a_models_statistics_against_their_limits(model_plant, shots, tmp_path):
+def test_a_models_statistics_against_their_limits(model_plant, shots, tmp_path):  # noqa: F811
     plc, port, agent, model = model_plant
     t2, spe = model.score(np.array([[np.float32(121.0), np.float32(0.504)]], dtype=np.float64))
     doc = wait_trend(port, "model=reactor-pca&seconds=600", lambda d: len(d["statistics"].get("SPE", {}).get("points", [])) >= 2)

@@ -77,9 +77,9 @@ function renderAlarms() {
       el("td", fmt(a.limit)), el("td", a.active ? since(a.active_since) : ""));
     const flags = el("td", undefined, "flags");
     for (const f of ["shelved", "suppressed", "out_of_service", "chattering"]) if (a[f]) flags.append(el("span", t(f), "flag"));
-    const trend = el("button", "📈", "trend-btn");  // trend.js opens the alarm's trend
-    trend.dataset.alarm = a.id;
-    tr.append(flags, el("td")); tr.lastChild.append(trend);
+    tr.append(flags, el("td"));
+    const trend = window.trendButton && trendButton(a);  // trend.js: the alarm's trend, where it has one
+    if (trend) tr.lastChild.append(trend);
     tr.addEventListener("click", () => { S.selected = a.id; $("sel-alarm").textContent = a.id; renderAlarms(); });
     body.append(tr);
   }

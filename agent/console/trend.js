@@ -7,15 +7,15 @@ Object.assign(WORDS.zh, {trend: "趋势", trend_tag: "测点", trend_model: "模
   trend_from: "从", trend_to: "到", trend_none: "—", no_points: "该时段无数据", points: "点", resolution: "分辨率",
   from_history: "历史库", from_ring: "内存", unknown_tag: "未知测点", unknown_model: "未知模型",
   beyond_ring: "超出内存趋势范围，且未启用历史库", bad_range: "时间范围无效", no_series: "请输入测点或选择模型",
-  history_unreadable: "历史库无法读取", trend_failed: "趋势请求失败", limit: "限值", ring_partial: "更早的数据未保存（未启用历史库）"});
+  history_unreadable: "历史库无法读取", trend_failed: "趋势请求失败", stat_limit: "限值", ring_partial: "更早的数据未保存（未启用历史库）"});
 Object.assign(WORDS.en, {trend: "Trend", trend_tag: "Tag", trend_model: "Model", trend_show: "Show", trend_last: "last",
   trend_from: "from", trend_to: "to", trend_none: "—", no_points: "no samples in this range", points: "points",
   resolution: "resolution", from_history: "history", from_ring: "memory", unknown_tag: "unknown tag",
   unknown_model: "unknown model", beyond_ring: "beyond the in-memory trend, and no history is kept",
   bad_range: "bad time range", no_series: "enter a tag or choose a model", history_unreadable: "history unreadable",
-  trend_failed: "trend request failed", limit: "limit", ring_partial: "older samples are not kept (no history)"});
+  trend_failed: "trend request failed", stat_limit: "limit", ring_partial: "older samples are not kept (no history)"});
 
-const TR = {what: null, models: [], timer: null, doc: null};
+const TR = {what: null, models: [], timer: null, doc: null, columns: null, names: new Set()};
 const SVGNS = "http://www.w3.org/2000/svg";
 const W = 1000, H = 320, M = {l: 64, r: 16, t: 12, b: 28};
 const BAND = {HH: "band-hh", H: "band-h", L: "band-l", LL: "band-ll"};
@@ -141,7 +141,7 @@ function panel(title, points, limits, limitLine, t0, t1, unit) {
     const last = limitLine[limitLine.length - 1][1];
     const pts = [`${M.l},${y(limitLine[0][1])}`, ...limitLine.map((p) => `${x(p[0])},${y(p[1])}`), `${W - M.r},${y(last)}`];
     s.append(svg("polyline", {points: pts.join(" "), class: "limit", "data-v": last}));
-    s.append(svg("text", {x: W - M.r - 4, y: y(last) - 3, "text-anchor": "end", class: "lbl"}, `${t("limit")} ${fmt(last)}`));
+    s.append(svg("text", {x: W - M.r - 4, y: y(last) - 3, "text-anchor": "end", class: "lbl"}, `${t("stat_limit")} ${fmt(last)}`));
   }
   s.append(svg("text", {x: M.l + 6, y: M.t + 14, class: "title"}, title));
   return s;
@@ -175,10 +175,22 @@ async function loadModels() {
   for (const m of TR.models) { const o = el("option", `${m.name} (${m.kind})`); o.value = m.name; sel.append(o); }
 }
 
+function modelOf(a) {
+  return TR.models.find((m) => a.id === m.name + "/" + m.kind);
+}
+
+function trendButton(a) {  // for the alarm table: a button to the trend of a tag's or a model's alarm
+  if (TR.columns !== S.columns) { TR.columns = S.columns; TR.names = new Set(S.columns.map((c) => c[0])); }
+  if (!modelOf(a) && !TR.names.has(a.tag)) return null;
+  const b = el("button", t("trend"), "trend-btn");
+  b.dataset.alarm = a.id;
+  return b;
+}
+
 function alarmTrend(id) {  // a model's alarm (id MODEL/KIND) opens its statistics, any other its tag
   const a = S.alarms.find((x) => x.id === id);
   if (!a) return;
-  const model = TR.models.find((m) => a.id === m.name + "/" + m.kind);
+  const model = modelOf(a);
   openTrend(model ? {model: model.name} : {tag: a.tag});
 }
 
