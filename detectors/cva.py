@@ -137,6 +137,7 @@ class _Monitor:
         self.spe_limit = model.q_limit * self.factors[1]
 
     def update(self, tag, value, ts, quality, kind: str) -> list[ConditionChange]:
+        self.recent = []
         X, idx = self.collector.collect(tag, value, ts, quality)
         changes: list[ConditionChange] = []
         start = 0

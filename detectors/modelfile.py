@@ -66,7 +66,7 @@ def model_tags(params: Mapping[int, Mapping[str, Any]]) -> dict[str, list[int]]:
 class ModelFamily(Family):
     """A multivariate kind: one monitor per model (``self.monitors``, each with
     ``update(tag, value, ts, quality, family_name)`` and ``recent``, the statistics of its last
-    update), every batch handed to each."""
+    update, replaced at each), every batch handed to each."""
 
     #: how the alarm text calls the kind, after 多变量模型
     words: ClassVar[str] = "multivariate"
@@ -77,7 +77,6 @@ class ModelFamily(Family):
         tag, value, ts, quality = as_batch(tag, value, ts, quality)
         changes: list[ConditionChange] = []
         for m in self.monitors:
-            m.recent = []
             changes += m.update(tag, value, ts, quality, self.name)
         return changes
 

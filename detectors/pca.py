@@ -50,6 +50,7 @@ class _Monitor:
     def update(self, tag, value, ts, quality, kind: str) -> list[ConditionChange]:
         X, times = self.stage.rows(tag, value, ts, quality)
         if times.shape[0] == 0:
+            self.recent = []
             return []
         Z = self.model.autoscale(X)
         t2, spe = self.model.statistics(Z)

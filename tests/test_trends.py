@@ -58,6 +58,30 @@ def test_a_trend_section_with_a_bucket_wider_than_half_its_window_is_refused():
     assert "trend.resolution_s: must be at most half of window_s (600 s), not 400" in str(exc.value)
 
 
+def test_the_model_kinds_hand_over_the_statistics_of_their_last_batch_with_their_limits():
+    """What the engine collects for the model trends: each tick's T2 and SPE as the model scores
+    it, against the limit the family judges with; a batch without the model's ticks has none."""
+    from detectors import cva_model
+    from detectors.cva import CvaFamily
+    from detectors.engine import Engine
+    from tests.detectors.dynamic_plant import NAMES, batches, plant
+
+    X = plant(400, seed=3)
+    model = cva_model.fit(plant(3000, seed=1), NAMES, lags=3)
+    engine = Engine(5, [CvaFamily.for_model(5, model, [0, 1, 2, 3], t2_factor=2.0)])
+    tag, value, ts, quality = next(iter(batches(X, [0, 1, 2, 3], 1_800_000_000.0, 100)))
+    engine.process(tag, value, ts, quality)
+    t2, spe = engine.statistics()
+    t2_want, q_want = model.score(X[:100])
+    assert (t2.source, t2.name, spe.name) == ("cva", "T2", "SPE") and len(t2.ts) == 98  # the first full past: tick 3
+    # the monitor scores in float32: within its precision of the float64 scoring
+    assert t2.value == pytest.approx(t2_want, rel=1e-5) and spe.value == pytest.approx(q_want, rel=1e-5)
+    assert t2.limit == 2.0 * model.t2_limit and spe.limit == model.q_limit
+    assert np.array_equal(t2.ts, 1_800_000_000.0 + np.arange(2, 100))
+    engine.process(np.array([4], dtype=np.int32), np.array([1.0]), np.array([1_800_000_200.0]), np.zeros(1, np.uint8))
+    assert engine.statistics() == []  # another tag's batch: no tick of the model
+
+
 def test_bad_requests_are_answered_4xx_with_a_code_and_the_reason():
     trends = Trends(parse(config_dict(history={"enabled": False})))
     now = 1_800_000_000.0
