@@ -36,6 +36,7 @@ from drivers.base import BAD, SampleBatch
 
 MB = 2**20
 MAX_POINTS = 720  # a history range is read back as at most this many buckets
+EPOCH_RANGE = (0.0, 4102444800.0)  # 1970 .. 2100: what a request's times may be
 MAX_SPAN_S = 7 * 86400.0  # the longest range: its history is read on the event loop
 
 Answer = tuple[int, str, bytes]
@@ -123,7 +124,9 @@ class Trends:
                 t1, t0 = now, now - float(q.get("seconds") or 3600)
         except (QueryError, ValueError) as exc:
             raise TrendError(400, "bad_range", f"bad time range: {exc}") from None
-        if not (math.isfinite(t0) and math.isfinite(t1)) or t0 >= t1:
+        if not (EPOCH_RANGE[0] <= t0 <= EPOCH_RANGE[1] and EPOCH_RANGE[0] <= t1 <= EPOCH_RANGE[1]):
+            raise TrendError(400, "bad_range", "times must lie between 1970 and 2100")
+        if t0 >= t1:
             raise TrendError(400, "bad_range", "the range must start before it ends (from < to, seconds > 0)")
         if t1 - t0 > MAX_SPAN_S:
             raise TrendError(400, "bad_range", f"a trend spans at most {MAX_SPAN_S / 86400:g} days")

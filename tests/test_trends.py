@@ -94,6 +94,10 @@ def test_bad_requests_are_answered_4xx_with_a_code_and_the_reason():
         "seconds=60": (400, "no_series", "name a tag (?tag=NAME) or a model (?model=NAME)"),
         f"from={now - 7200}&to={now - 3700}&tag=R101.TI01": (400, "beyond_ring", "[history] is disabled"),
     }
+    cases.update({q: (400, "bad_range", words) for q, words in (
+        ("seconds=nan&tag=R101.TI01", "between 1970 and 2100"), ("seconds=1e400&tag=R101.TI01", "between 1970 and 2100"),
+        ("from=1e15&to=1000000000000001&tag=R101.TI01", "between 1970 and 2100"),
+        ("from=-5&tag=R101.TI01", "between 1970 and 2100"), ("seconds=abc&model=m", "bad time range"))})
     for query, (status, code, words) in cases.items():
         got, ctype, body = trends.get("/trend", query, now)
         doc = json.loads(body)
@@ -164,6 +168,12 @@ def test_bad_input_over_http_is_a_4xx_with_its_reason_never_a_server_error(plant
     assert "[history] is disabled" in doc["error"] and "at most the last 600 s" in doc["error"]
     status, doc = trend(port, "tag=R101.TI01&from=" + quote("2026-13-45 25:00"))
     assert (status, doc["code"]) == (400, "bad_range")
+    odd = ["/trend", "/trend?tag", "/trend?&&=&", "/trend?tag=%00", "/trend?tag=%FF%FE", "/trend?tag=R101.TI01&seconds=0",
+           "/trend?tag=R101.TI01&from=&to=", "/trend?model=", "/trend?tag=R101.TI01&from=2030-01-01", "/trend/x",
+           "/trend?tag=" + "A" * 5000, "/trend?tag=R101.TI01&from=2026-11-29T00:00:00%2B25:00"]
+    for target in odd:
+        status, body = http(port, "GET", target)
+        assert 400 <= status < 500 and json.loads(body)["error"], (target, status, body)
     # the last hour on an agent up for seconds: what the ring has, not an error
     status, doc = trend(port, "tag=R101.TI01&seconds=3600")
     assert status == 200 and doc["points"] and doc["ring_from"] > now - 120
