@@ -69,7 +69,9 @@ async function loadTrend() {
   TR.doc = doc;
   msg.className = ""; msg.dataset.code = ""; msg.textContent = "";
   drawTrend();
-  if (!$("trend-from").value.trim() && !$("view-trend").hidden) TR.timer = setInterval(loadTrend, 5000);
+  // a relative range follows the present: every 5 s for the last 15 min, less often for longer ones
+  const every = Math.max(5, (doc.to - doc.from) / 360) * 1000;
+  if (!$("trend-from").value.trim() && !$("view-trend").hidden) TR.timer = setInterval(loadTrend, every);
 }
 
 function drawTrend() {
