@@ -4,7 +4,7 @@ socket (state changes, the OS user recorded as their author).
     GET  /alarms                     every known alarm with its flags
     GET  /status                     the status document
     GET  /metrics                    Prometheus text format
-    GET  /, /console.js, /console.css  the web console (agent.webconsole); GET /events its live updates
+    GET  /, /console.js, /trend.js, /console.css  the web console (agent.webconsole); GET /events its updates
     GET  /trend?tag=NAME|model=NAME  a tag's or a model's trend (agent.trends); GET /trend/models
     POST /alarms/{id}/{op}           op: ack shelve unshelve suppress unsuppress out_of_service in_service
                                      body (JSON, optional): {"user": "", "comment": "", "duration_s": 600}
