@@ -4,6 +4,7 @@ The PLCs are ``ceil(N / 62)`` Modbus TCP devices (one port each, 62 float32 tags
 registers, one read request per poll), served by ``--sim-procs`` simulator processes of their
 own, so the agent's figures are its own. The agent is a real ``plantwatch run`` process with a
 generated config (``[agent] points_file`` CSV, or ``--toml`` for [[tags]] tables): 1 s polling,
+a range (0-500, so the history's swinging door has its default error bound of 0.2 % of it),
 H/HH/L limits and the ewma, cusum and flatline detectors on every tag, publishing to a real
 mosquitto. Every tag's value moves every second (a slow sine, so flatline never fires and the
 limits are never reached); on a schedule known to the simulators, one tag at a time is held above
@@ -175,11 +176,11 @@ def write_config(folder: Path, ports: list[int], tags: int, broker_url: str, tom
         head.append(f'\n[[devices]]\nname = "D{d:04d}"\ndriver = "modbus"\nurl = "tcp://127.0.0.1:{port}"\n'
                     'interval_s = 1.0\ntimeout_s = 2.0\n')
     rows = [{"name": tag_name(g), "device": f"D{g // PER_DEVICE:04d}", "address": f"hr:{(g % PER_DEVICE) * 2}",
-             "type": "float32", "unit": "°C", "hh": HH, "h": H, "l": 20.0, "alarms.deadband": 1.0,
+             "type": "float32", "unit": "°C", "range": "0;500", "hh": HH, "h": H, "l": 20.0, "alarms.deadband": 1.0,
              "detectors": "ewma;cusum;flatline"} for g in range(tags)]
     if toml:
         head.extend(f'\n[[tags]]\nname = "{r["name"]}"\ndevice = "{r["device"]}"\naddress = "{r["address"]}"\n'
-                    f'type = "float32"\nunit = "°C"\nalarms = {{ hh = {HH}, h = {H}, l = 20.0, deadband = 1.0 }}\n'
+                    f'type = "float32"\nunit = "°C"\nrange = [0, 500]\nalarms = {{ hh = {HH}, h = {H}, l = 20.0, deadband = 1.0 }}\n'
                     'detectors = ["ewma", "cusum", "flatline"]\n' for r in rows)
     else:
         with open(folder / "points.csv", "w", encoding="utf-8", newline="") as f:
