@@ -294,8 +294,9 @@ def run(args: argparse.Namespace) -> dict:
         sub = subscribe(broker.url, arrivals, cond)
         log = open(Path(tmp) / "agent.log", "wb")  # noqa: SIM115
         started = time.time()
-        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", str(config)], cwd=ROOT,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=log)
+        tree = Path(args.tree or ROOT).resolve()  # whose agent runs: this tree, or another checkout to compare
+        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", str(config)], cwd=tree,
+                                 env={**os.environ, "PYTHONPATH": str(tree)}, stdout=subprocess.DEVNULL, stderr=log)
         try:
             while (full := sims.total()[1]) is None:
                 if agent.poll() is not None or time.time() - started > args.startup_limit:
@@ -343,6 +344,7 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=10.0, help="s after the first full poll before measuring")
     ap.add_argument("--startup-limit", type=float, default=900.0)
     ap.add_argument("--toml", action="store_true", help="the tags as [[tags]] tables instead of a points file")
+    ap.add_argument("--tree", help="run the agent of this checkout (e.g. a `git worktree` of an older commit)")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
