@@ -305,7 +305,7 @@ def run(args: argparse.Namespace) -> dict:
                              f"(agent CPU {cpu_seconds(agent.pid) if agent.poll() is None else 0:.1f} s); the agent's "
                              f"log ends:\n{Path(tmp, 'agent.log').read_text()[-1500:]}")
                 time.sleep(0.2)
-            startup = full - started
+            startup, startup_cpu = full - started, cpu_seconds(agent.pid)
             time.sleep(args.settle)
             t0 = time.time() + 1.0
             sims.start(t0, args.step, args.hold, args.steps)
@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> dict:
             sims.stop()
     window = wall1 - wall0
     lat, missing = latencies(arrivals, t0, args.step, args.hold, args.steps, tags)
-    return {"tags": tags, "devices": devices, "startup_s": startup, "cpu_pct": 100 * (cpu1 - cpu0) / window,
+    return {"tags": tags, "devices": devices, "startup_s": startup, "startup_cpu_s": startup_cpu, "cpu_pct": 100 * (cpu1 - cpu0) / window,
             "rss_mb": rss / 1024, "hwm_mb": hwm / 1024, "polls_pct": 100 * polls_achieved(req0, req1),
             "sim_cpu_pct": 100 * (sim1 - sim0) / window, "window_s": window, "transitions": len(lat),
             "missing": missing, "p50_ms": percentile(lat, 50) if lat else float("nan"),
@@ -358,7 +358,7 @@ def main() -> None:
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores (shared), load average at the end {r['load']:.1f}")
     print(f"{r['tags']} tags on {r['devices']} devices ({args.sim_procs} simulator processes), "
           f"{'[[tags]] tables' if args.toml else 'points.csv'}, 1 s polling, limits + ewma, cusum, flatline on every tag")
-    print(f"start-up to first full poll: {r['startup_s']:.1f} s")
+    print(f"start-up to first full poll: {r['startup_s']:.1f} s (agent CPU by then {r['startup_cpu_s']:.1f} s)")
     print(f"agent CPU {r['cpu_pct']:.1f} % of one core over {r['window_s']:.0f} s; RSS {r['rss_mb']:.0f} MB "
           f"(peak {r['hwm_mb']:.0f} MB); polls achieved {r['polls_pct']:.1f} %; simulators' CPU {r['sim_cpu_pct']:.1f} %")
     print(f"alarm latency (H limit, raise and clear, {r['transitions']} transitions of {2 * args.steps}): "
