@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import random
 import time
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -368,7 +369,11 @@ class PollingDriver(Driver):
         connected = False
         failures = 0
         retry_at = 0.0
-        next_tick = time.monotonic()
+        # each device at its own phase (fixed by its name, within the first second at most, so a
+        # slow device is not read late at start): 1,613 devices polled every second are then
+        # 1,613 requests spread over the second, not one burst whose last answer waits for all
+        # the others (and whose connects all time out together at start)
+        next_tick = time.monotonic() + min(interval, 1.0) * (zlib.crc32(self.device.name.encode()) / 2**32)
         try:
             while True:
                 now = time.monotonic()
