@@ -250,11 +250,18 @@ class PcaFamily(ModelFamily):
 
         model = PcaModel.load(file, names)
         Z, at = table_rows(model.spec, np.asarray(X, dtype=np.float64), np.asarray(ts, dtype=np.float64))
-        t2, spe = model.score(Z)
+        lt, ls = model.t2_limit * options.get("t2_factor", 1.0), model.spe_limit * options.get("spe_factor", 1.0)
+        centre = recentring(model, options)
+        if centre is None:
+            t2, spe = model.score(Z)
+        else:  # against the moving centre, as the engine judges them
+            on, off = options.get("on_delay_s"), options.get("off_delay_s")
+            debounce = _pca.SeriesDebounce(model.on_delay_s if on is None else float(on),
+                                           model.off_delay_s if off is None else float(off))
+            _, t2, spe, *_ = centre.judge(model.statistics, Z, np.ascontiguousarray(at), debounce, lt, ls)
         rows = np.searchsorted(ts, at)
         out = []
-        for name, values, limit in (("T²", t2, model.t2_limit * options.get("t2_factor", 1.0)),
-                                    ("SPE", spe, model.spe_limit * options.get("spe_factor", 1.0))):
+        for name, values, limit in (("T²", t2, lt), ("SPE", spe, ls)):
             full = np.full(len(X), np.nan)
             full[rows] = values
             out.append((name, full, limit))
