@@ -221,8 +221,13 @@ def _component_options(tr: Training, q: int) -> list[tuple[float | None, int]]:
     return [(v, 0) for v in VARIANCES]
 
 
-def _delays(tr: Training, dt: float) -> list[tuple[float, float]]:
+def _delays(tr: Training, dt: float, n_hold: int) -> list[tuple[float, float]]:
+    """The (on, off) delays searched. An off-delay of k intervals makes every false alarm at least
+    1 + k rows long; it is searched only when the hold-out's false-alarm budget (``target_far`` of
+    its rows) holds such an alarm: else the limits set on the hold-out sit above all its rows
+    whatever the off-delay, its cost cannot show, and the search would take the longest."""
     auto_on, auto_off = (ON_DELAYS, OFF_DELAYS) if tr.auto else ((0,), (0,))
+    auto_off = tuple(k for k in auto_off if 1 + k <= tr.target_far * n_hold) or (0,)
     ons = [tr.on_delay_s] if tr.on_delay_s is not None else [k * dt for k in auto_on]
     offs = [tr.off_delay_s] if tr.off_delay_s is not None else [k * dt for k in auto_off]
     return list(itertools.product(ons, offs))
@@ -273,7 +278,7 @@ def search(tr: Training) -> list[Candidate]:  # linear: one loop nest over the c
         for m, f, (variance, _) in zip(live, faulty, [o for o, m in zip(options, models, strict=True) if m is not None],
                                        strict=True):
             normal = (*m.score(d.X[hold]), d.times[hold])
-            for on, off in _delays(tr, dt):
+            for on, off in _delays(tr, dt, int(hold.sum())):
                 f1, far, sens = _score(normal, f, on, off, tr.target_far)
                 out.append(Candidate(spec, variance, m.n_components, on, off, f1, far, sens))
     return sorted(out, key=lambda c: (-c.f1, c.far))
