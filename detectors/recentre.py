@@ -68,12 +68,13 @@ class Recentring:
             a, b = stats(z)
             raw = (a > t2_limit).astype(np.int8) + 2 * (b > spe_limit).astype(np.int8)
             saved = debounce.level, debounce.pending, debounce.since
-            pos, _, new = debounce.run(raw, times[i:])
+            pos, prev, new = debounce.run(raw, times[i:])
             accepted = (raw == 0) & (levels(saved[0], pos, new, n - i) == 0)
             stop = np.flatnonzero(accepted if frozen else ~accepted)
             k = n - i if not len(stop) else int(stop[0]) + (1 if frozen else 0)
-            debounce.level, debounce.pending, debounce.since = saved
-            pos, prev, new = debounce.run(np.ascontiguousarray(raw[:k]), np.ascontiguousarray(times[i:i + k]))
+            if k < n - i:  # judge again up to the row where the centre's rule changes
+                debounce.level, debounce.pending, debounce.since = saved
+                pos, prev, new = debounce.run(np.ascontiguousarray(raw[:k]), np.ascontiguousarray(times[i:i + k]))
             events.append((pos + i, prev, new))
             Z[i:i + k], t2[i:i + k], spe[i:i + k] = z[:k], a[:k], b[:k]
             if frozen and len(stop):  # the accepted row that ends the frozen run moves the centre
