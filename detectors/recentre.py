@@ -35,6 +35,8 @@ from detectors import _pca
 from detectors.cva import levels
 
 Statistics = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: rows judged at once after a change of the centre's rule (doubling while none comes)
+LOOK_AHEAD = 64
 
 
 class Recentring:
@@ -56,23 +58,26 @@ class Recentring:
               t2_limit: float, spe_limit: float):
         """Judge input rows X (times ``times``) as the live model does, moving the centre after
         each accepted row: (Z autoscaled rows, t2, spe, pos, prev, new) with the debounce's changes
-        (positions into X) as ``SeriesDebounce.run`` gives them."""
+        (positions into X) as ``SeriesDebounce.run`` gives them. Rows are looked at ``span`` at a
+        time, the span doubling while the centre's rule holds over all of it and starting again at
+        LOOK_AHEAD where it changes: rows past a change are judged again, so a stretch of frequent
+        changes costs little more than one of none."""
         n = len(X)
         Z, t2, spe = np.empty_like(X), np.empty(n), np.empty(n)
         events: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        i, frozen = 0, False
+        i, frozen, span = 0, False, LOOK_AHEAD
         while i < n:
-            path = np.broadcast_to(self.mean, (n - i + 1, X.shape[1])) if frozen else self._path(X[i:])
-            centre = path[:-1]
-            z = (X[i:] - centre) / self.scale
+            end = min(n, i + span)
+            path = np.broadcast_to(self.mean, (end - i + 1, X.shape[1])) if frozen else self._path(X[i:end])
+            z = (X[i:end] - path[:-1]) / self.scale
             a, b = stats(z)
             raw = (a > t2_limit).astype(np.int8) + 2 * (b > spe_limit).astype(np.int8)
             saved = debounce.level, debounce.pending, debounce.since
-            pos, prev, new = debounce.run(raw, times[i:])
-            accepted = (raw == 0) & (levels(saved[0], pos, new, n - i) == 0)
+            pos, prev, new = debounce.run(raw, times[i:end])
+            accepted = (raw == 0) & (levels(saved[0], pos, new, end - i) == 0)
             stop = np.flatnonzero(accepted if frozen else ~accepted)
-            k = n - i if not len(stop) else int(stop[0]) + (1 if frozen else 0)
-            if k < n - i:  # judge again up to the row where the centre's rule changes
+            k = end - i if not len(stop) else int(stop[0]) + (1 if frozen else 0)
+            if k < end - i:  # judge again up to the row where the centre's rule changes
                 debounce.level, debounce.pending, debounce.since = saved
                 pos, prev, new = debounce.run(np.ascontiguousarray(raw[:k]), np.ascontiguousarray(times[i:i + k]))
             events.append((pos + i, prev, new))
@@ -81,7 +86,7 @@ class Recentring:
                 self.mean += self.alpha * (X[i + k - 1] - self.mean)
             elif not frozen:
                 self.mean = np.array(path[k])
-            i, frozen = i + k, not frozen
+            i, frozen, span = i + k, frozen != bool(len(stop)), LOOK_AHEAD if len(stop) else 2 * span
         pos, prev, new = (np.concatenate(e) for e in zip(*events, strict=True)) if events else \
             (np.empty(0, np.intp), np.empty(0, np.int8), np.empty(0, np.int8))
         return Z, t2, spe, pos, prev, new
