@@ -46,6 +46,7 @@ class Recentring:
         self.mean = np.array(mean, dtype=np.float64)
         self.scale = np.asarray(scale, dtype=np.float64)
         self.alpha = 1.0 / max(float(memory), 1.0)
+        self.span = LOOK_AHEAD  # rows judged at once next (carried over from batch to batch)
 
     def _path(self, X: np.ndarray) -> np.ndarray:
         """The centre before each row of X and after the last (len(X) + 1 rows) when every row is
@@ -65,7 +66,7 @@ class Recentring:
         n = len(X)
         Z, t2, spe = np.empty_like(X), np.empty(n), np.empty(n)
         events: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        i, frozen, span = 0, False, LOOK_AHEAD
+        i, frozen, span = 0, False, self.span
         while i < n:
             end = min(n, i + span)
             path = np.broadcast_to(self.mean, (end - i + 1, X.shape[1])) if frozen else self._path(X[i:end])
@@ -86,7 +87,9 @@ class Recentring:
                 self.mean += self.alpha * (X[i + k - 1] - self.mean)
             elif not frozen:
                 self.mean = np.array(path[k])
-            i, frozen, span = i + k, frozen != bool(len(stop)), LOOK_AHEAD if len(stop) else 2 * span
+            i, frozen = i + k, frozen != bool(len(stop))
+            span = LOOK_AHEAD if len(stop) else min(2 * span, 1 << 20)
+        self.span = span
         pos, prev, new = (np.concatenate(e) for e in zip(*events, strict=True)) if events else \
             (np.empty(0, np.intp), np.empty(0, np.int8), np.empty(0, np.int8))
         return Z, t2, spe, pos, prev, new
