@@ -38,6 +38,34 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+class Counts:
+    """What the driver received per node in the window: every node's value is the server's
+    update number, so a node's values must run k, k+1, ... with no hole and no repeat."""
+
+    def __init__(self, nodes: int):
+        import numpy as np
+
+        self.np = np
+        self.n = np.zeros(nodes, dtype=np.int64)
+        self.lo = np.full(nodes, np.inf)
+        self.hi = np.full(nodes, -np.inf)
+
+    def add(self, tag, value) -> None:
+        np = self.np
+        np.add.at(self.n, tag, 1)
+        np.minimum.at(self.lo, tag, value)
+        np.maximum.at(self.hi, tag, value)
+
+    def summary(self) -> dict:
+        np = self.np
+        seen = self.n > 0
+        span = (self.hi - self.lo + 1)[seen]
+        got = self.n[seen]
+        return {"updates_seen": int(self.hi.max() - self.lo.min() + 1) if seen.any() else 0,
+                "holes": int(np.clip(span - got, 0, None).sum()), "repeats": int(np.clip(got - span, 0, None).sum()),
+                "nodes_silent": int((~seen).sum())}
+
+
 async def _run_driver(url: str, nodes: int, warmup: float, seconds: float) -> dict:
     from drivers.base import DeviceSpec, TagSpec
     from drivers.opcua import OpcUaDriver
@@ -49,17 +77,23 @@ async def _run_driver(url: str, nodes: int, warmup: float, seconds: float) -> di
     samples = 0
     start = time.monotonic()
     cpu0 = None
+    seen = Counts(nodes)
     async for batch in driver.batches():
         now = time.monotonic()
         if cpu0 is None and now - start >= warmup:
             cpu0, t0, samples = _cpu_s(), now, 0
-        samples += len(batch)
         if cpu0 is not None and now - t0 >= seconds:
             break
+        samples += len(batch)
+        if cpu0 is not None:
+            seen.add(batch.tag, batch.value)
     cpu = _cpu_s() - cpu0
     wall = time.monotonic() - t0
+    stats = driver.stats
     await driver.close()
-    return {"client": "plantwatch driver", "cpu_s": cpu, "wall_s": wall, "samples": samples}
+    return {"client": "plantwatch driver", "cpu_s": cpu, "wall_s": wall, "samples": samples, **seen.summary(),
+            "missed_messages": stats.missed_messages, "server_overflows": stats.server_overflows,
+            "client_overflows": stats.client_overflows}
 
 
 async def _run_bare(url: str, nodes: int, warmup: float, seconds: float) -> dict:
@@ -67,11 +101,16 @@ async def _run_bare(url: str, nodes: int, warmup: float, seconds: float) -> dict
 
     class Handler:
         count = 0
+        lo, hi = float("inf"), float("-inf")
+        on = False
 
         def datachange_notification(self, node, val, data):
             self.count += 1
+            if self.on:
+                self.lo, self.hi = min(self.lo, val), max(self.hi, val)
 
     handler = Handler()
+    started = time.monotonic()
     client = Client(url, timeout=10)
     await client.connect()
     sub = await client.create_subscription(1000, handler)
@@ -79,14 +118,17 @@ async def _run_bare(url: str, nodes: int, warmup: float, seconds: float) -> dict
     for start in range(0, nodes, 1000):
         batch = [client.get_node(ua.NodeId(f"C.{i}", idx)) for i in range(start, min(start + 1000, nodes))]
         await sub.subscribe_data_change(batch, sampling_interval=1000, queuesize=2)
+    subscribed = time.monotonic() - started
     await asyncio.sleep(warmup)
     cpu0, t0, c0 = _cpu_s(), time.monotonic(), handler.count
+    handler.on = True
     await asyncio.sleep(seconds)
     cpu = _cpu_s() - cpu0
     wall = time.monotonic() - t0
     samples = handler.count - c0
     await client.disconnect()
-    return {"client": "bare asyncua", "cpu_s": cpu, "wall_s": wall, "samples": samples}
+    return {"client": "bare asyncua", "cpu_s": cpu, "wall_s": wall, "samples": samples, "subscribe_s": subscribed,
+            "updates_seen": int(handler.hi - handler.lo + 1) if samples else 0}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -124,8 +166,11 @@ def main() -> None:
             out = subprocess.run(
                 [sys.executable, __file__, "--role", role, "--url", url, "--nodes", str(args.nodes),
                  "--seconds", str(args.seconds), "--warmup", str(args.warmup)],
-                check=True, capture_output=True, text=True,
+                capture_output=True, text=True,
             )
+            if out.returncode != 0:
+                sys.stderr.write(out.stderr[-3000:])
+                raise SystemExit(f"refused: the {role} client failed (exit {out.returncode}), no figure printed")
             results[role] = json.loads(out.stdout.strip().splitlines()[-1])
             print(json.dumps(results[role]))
         d, b = results["driver"], results["bare"]
