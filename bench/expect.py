@@ -13,15 +13,18 @@ import sys
 from collections.abc import Mapping
 
 
-def shortfalls(sides: Mapping[str, tuple[float, float]]) -> list[str]:
-    """``sides``: name -> (work done, work expected). The ones short, as text."""
-    return [f"{name} did {done:,.0f} of the {expected:,.0f} expected" for name, (done, expected) in sides.items()
-            if not done >= expected]
+def shortfalls(sides: Mapping[str, tuple[float, float]], why: Mapping[str, str] | None = None) -> list[str]:
+    """``sides``: name -> (work done, work expected). The ones short, as text, each followed by
+    ``why[name]`` when given (what the run knows about the cause)."""
+    why = why or {}
+    return [f"{name} did {done:,.0f} of the {expected:,.0f} expected" + (f" ({why[name]})" if name in why else "")
+            for name, (done, expected) in sides.items() if not done >= expected]
 
 
-def refuse_short(sides: Mapping[str, tuple[float, float]], what: str = "work") -> None:
+def refuse_short(sides: Mapping[str, tuple[float, float]], what: str = "work",
+                 why: Mapping[str, str] | None = None) -> None:
     """Exit 1, with a message naming every short side, unless each side did its expected work."""
-    short = shortfalls(sides)
+    short = shortfalls(sides, why)
     if short:
         print(f"refused: a side fell short of the expected {what}, no figure printed: " + "; ".join(short),
               file=sys.stderr, flush=True)
