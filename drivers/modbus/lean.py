@@ -67,7 +67,7 @@ def decode_pdu(pdu: bytes, fc: int) -> Answer:
     got = pdu[0]
     if got == fc | 0x80 and len(pdu) >= 2:
         return Answer(exception_code=pdu[1])
-    if got != fc or len(pdu) < 2 or len(pdu) != 2 + pdu[1]:
+    if got != fc or len(pdu) < 2 or len(pdu) != 2 + pdu[1] or (fc > 2 and pdu[1] % 2):
         raise DriverError(f"garbled answer to function {fc}: {pdu[:8].hex()}")
     data = np.frombuffer(pdu, dtype=np.uint8, offset=2)
     if fc <= 2:
@@ -160,7 +160,8 @@ class LeanTcpClient:
                 if len(window) >= self.max_in_flight:
                     break
             while window:
-                out.append(await window.popleft())
+                out.append(await window[0])  # still in the window if this poll is cancelled here
+                window.popleft()
                 nxt = next(todo, None)
                 if nxt is not None:
                     window.append(self.send(nxt[0], nxt[1], nxt[2], unit, timeout_s))

@@ -13,7 +13,7 @@ import pytest
 from agent.broker import free_port
 from drivers.base import DriverError
 from drivers.modbus import ModbusDriver
-from drivers.modbus.lean import LeanTcpClient, NoAnswer, ReadOnlyViolation, encode_read
+from drivers.modbus.lean import LeanTcpClient, NoAnswer, ReadOnlyViolation, decode_pdu, encode_read
 from tests.modbus.helpers import device, poll, tag
 from tests.modbus.test_libmodbus import check, image, libmodbus_server, running  # noqa: F401 - fixture
 
@@ -123,6 +123,16 @@ def test_a_response_is_decoded_in_one_piece_registers_and_bits(server):
     assert regs.registers.tolist() == [1, 0xFFFF, 0x1234] and not regs.isError()
     assert bits.bits[:9].tolist() == [0, 0, 0, 1, 0, 1, 0, 0, 0]
     assert refused.isError() and refused.exception_code == 2
+
+
+def test_an_answer_that_does_not_fit_its_request_is_an_error_not_values():
+    assert decode_pdu(bytes([3, 4, 0, 1, 0xFF, 0xFF]), 3).registers.tolist() == [1, 0xFFFF]
+    assert decode_pdu(bytes([0x83, 2]), 3).exception_code == 2
+    for pdu, fc in ((bytes([3, 3, 0, 1, 2]), 3),  # an odd byte count for registers
+                    (bytes([4, 2, 0, 1]), 3),  # another function's answer
+                    (bytes([3, 4, 0, 1]), 3)):  # fewer bytes than it says
+        with pytest.raises(DriverError, match="garbled answer to function 3"):
+            decode_pdu(pdu, fc)
 
 
 def test_an_answer_split_across_many_tcp_segments_is_put_together(server):
