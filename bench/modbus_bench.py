@@ -20,8 +20,10 @@ import asyncio
 import logging
 import os
 import platform
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 
@@ -100,16 +102,19 @@ async def run_driver(devices, tagsets, seconds: float, **options) -> tuple[float
     devices = [replace(d, options={**d.options, **options}) for d in devices]
     drivers = [ModbusDriver(d, t) for d, t in zip(devices, tagsets, strict=True)]
     polls = errors = 0
+    took: list[float] = []  # each poll, from its first request to its batch
 
     async def consume(drv):
         nonlocal polls, errors
         async for batch in drv.batches():
             polls += 1
             errors += batch.error is not None
+            took.append(time.time() - float(batch.ts[0]))
 
     tasks = [asyncio.create_task(consume(d)) for d in drivers]
     await asyncio.sleep(2.0)  # connect and warm up outside the measurement
     polls = errors = 0
+    took.clear()
     cpu0 = time.process_time()
     await asyncio.sleep(seconds)
     cpu = time.process_time() - cpu0
@@ -117,7 +122,7 @@ async def run_driver(devices, tagsets, seconds: float, **options) -> tuple[float
     await cancel_and_wait(tasks)
     for d in drivers:
         await d.close()
-    return cpu, n, errors
+    return cpu, n, errors, float(np.median(took)) * 1e3
 
 
 async def run_raw(devices, tagsets, seconds: float, **_) -> tuple[float, int, int]:
@@ -154,7 +159,41 @@ async def run_raw(devices, tagsets, seconds: float, **_) -> tuple[float, int, in
     cpu = time.process_time() - cpu0
     n = polls
     await cancel_and_wait(tasks)
-    return cpu, n, errors
+    return cpu, n, errors, float("nan")
+
+
+def pipelining(args: argparse.Namespace) -> None:
+    """The lean client with 1 and ``--in-flight`` requests outstanding, against one libmodbus
+    server process per device (50 float32 tags in hr:0-99, max_registers 10: 10 requests a poll)."""
+    from agent.broker import free_port
+
+    src = os.path.join(ROOT, "tests", "modbus", "libmodbus_server.c")
+    with tempfile.TemporaryDirectory(prefix="pw-libmodbus-") as tmp:
+        binary = os.path.join(tmp, "libmodbus_server")
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libmodbus"], check=True, capture_output=True,
+                               text=True).stdout
+        subprocess.run(["gcc", "-O2", "-o", binary, src, *shlex.split(flags)], check=True)
+        ports = [free_port() for _ in range(args.libmodbus)]
+        logs = [os.path.join(tmp, f"{p}.log") for p in ports]
+        servers = [subprocess.Popen([binary, "tcp", str(p)], stdout=open(log, "w"))  # noqa: SIM115
+                   for p, log in zip(ports, logs, strict=True)]
+        try:
+            while not all(os.path.exists(log) and os.path.getsize(log) for log in logs):
+                time.sleep(0.05)
+            devices = [DeviceSpec(f"plc{d:02d}", "modbus", f"tcp://127.0.0.1:{p}", interval_s=args.interval,
+                                  timeout_s=2.0, options={"max_registers": 10}) for d, p in enumerate(ports)]
+            tagsets = [[TagSpec(d * 50 + i, f"plc{d:02d}.T{i}", f"plc{d:02d}", f"hr:{2 * i}", "float32") for i in range(50)]
+                       for d in range(len(ports))]
+            runs = {}
+            for n in (1, args.in_flight):
+                print(f"measuring lean, {n} in flight ...", file=sys.stderr, flush=True)
+                runs[f"lean, {n} in flight"] = asyncio.run(run_driver(devices, tagsets, args.seconds, max_in_flight=n))
+        finally:
+            for srv in servers:
+                srv.terminate()
+                srv.wait(5)
+    report(runs, len(ports), args.seconds, args.interval, 50)
+    print("requests per poll cycle: 10 per device")
 
 
 def cpu_model() -> str:
@@ -177,9 +216,16 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--port", type=int, default=15020)
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--libmodbus", type=int, default=0, metavar="N",
+                    help="instead: N devices, each its own libmodbus server (which queues requests), read by the "
+                         "lean client with 1 and --in-flight requests outstanding")
+    ap.add_argument("--in-flight", type=int, default=4)
     args = ap.parse_args()
     if args.serve:
         serve(args.port)
+        return
+    if args.libmodbus:
+        pipelining(args)
         return
 
     per = args.tags // args.devices
@@ -216,18 +262,23 @@ def main() -> None:
     finally:
         server.stdin.close()
         server.wait(10)
-    expected = args.devices * (args.seconds / args.interval - 1)
-    refuse_short({label: (polls - err, expected) for label, (_, polls, err) in runs.items()}, "device polls")
-
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"devices {args.devices}, tags {n_tags}, interval {args.interval} s, measured {args.seconds} s each")
+    report(runs, args.devices, args.seconds, args.interval, per)
     print(f"requests per poll cycle: planner {n_req}, one-pass merge {one_pass}, one per tag {n_tags}")
     print(f"decode all {n_tags} tags once: {decode_us:.0f} us")
-    for label, (cpu, polls, err) in runs.items():
+
+
+def report(runs: dict, devices: int, seconds: float, interval: float, per: int) -> None:
+    """Refuse the run if a side fell short, else print each side's CPU per 1,000 values."""
+    expected = devices * (seconds / interval - 1)
+    refuse_short({label: (r[1] - r[2], expected) for label, r in runs.items()}, "device polls")
+
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"devices {devices}, tags {devices * per}, interval {interval} s, measured {seconds} s each")
+    for label, (cpu, polls, err, took_ms) in runs.items():
         values = polls * per
-        print(f"{label:28s}: CPU {cpu:6.2f} s in {args.seconds:.0f} s = {100 * cpu / args.seconds:5.1f} % of a core; "
+        print(f"{label:28s}: CPU {cpu:6.2f} s in {seconds:.0f} s = {100 * cpu / seconds:5.1f} % of a core; "
               f"{polls} device polls, {err} errors; {1e3 * cpu / polls:.2f} ms CPU per device poll, "
-              f"{1e9 * cpu / values:.0f} us per 1,000 values")
+              f"{1e9 * cpu / values:.0f} us per 1,000 values; median poll {took_ms:.1f} ms")
 
 
 if __name__ == "__main__":
