@@ -278,7 +278,7 @@ def report(runs: dict, devices: int, seconds: float, interval: float, per: int) 
         values = polls * per
         print(f"{label:28s}: CPU {cpu:6.2f} s in {seconds:.0f} s = {100 * cpu / seconds:5.1f} % of a core; "
               f"{polls} device polls, {err} errors; {1e3 * cpu / polls:.2f} ms CPU per device poll, "
-              f"{1e9 * cpu / values:.0f} us per 1,000 values; median poll {took_ms:.1f} ms")
+              f"{1e9 * cpu / values:.0f} us per 1,000 values" + (f"; median poll {took_ms:.1f} ms" if took_ms == took_ms else ""))
 
 
 if __name__ == "__main__":
