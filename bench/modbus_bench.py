@@ -30,13 +30,14 @@ from dataclasses import replace
 import numpy as np
 from pymodbus.client import AsyncModbusTcpClient
 
-from bench.expect import refuse_short
-from drivers.base import DeviceSpec, TagSpec, cancel_and_wait
-from drivers.modbus import ModbusDriver
-from drivers.modbus.address import make_point
-from drivers.modbus.planner import Limits, plan_points
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.expect import refuse_short  # noqa: E402
+from drivers.base import DeviceSpec, TagSpec, cancel_and_wait  # noqa: E402
+from drivers.modbus import ModbusDriver  # noqa: E402
+from drivers.modbus.address import make_point  # noqa: E402
+from drivers.modbus.planner import Limits, plan_points  # noqa: E402
 
 
 def device_tags(dev: int, n: int, first_index: int) -> list[TagSpec]:
