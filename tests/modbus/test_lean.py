@@ -15,9 +15,24 @@ from drivers.base import DriverError
 from drivers.modbus import ModbusDriver
 from drivers.modbus.lean import LeanTcpClient, NoAnswer, ReadOnlyViolation, decode_pdu, encode_read
 from tests.modbus.helpers import device, poll, tag
+from tests.modbus.server import start_server
 from tests.modbus.test_libmodbus import check, image, libmodbus_server, running  # noqa: F401 - fixture
 
 WRITES = (5, 6, 15, 16, 22, 23)
+WORDS = list(range(100, 200))  # hr:0-99, the whole holding area of the libmodbus server
+
+
+@pytest.fixture(params=["pymodbus", "libmodbus"])
+def backend(request) -> int:
+    """The port of a real server holding WORDS: the pymodbus test server or libmodbus (C)."""
+    if request.param == "pymodbus":
+        with start_server(holding=dict(enumerate(WORDS))) as srv:
+            yield srv.port
+        return
+    binary = request.getfixturevalue("libmodbus_server")
+    port = free_port()
+    with running([str(binary), "tcp", str(port), *(f"hr:{i}={w}" for i, w in enumerate(WORDS))]):
+        yield port
 
 
 class Relay:
@@ -135,32 +150,28 @@ def test_an_answer_that_does_not_fit_its_request_is_an_error_not_values():
             decode_pdu(pdu, fc)
 
 
-def test_an_answer_split_across_many_tcp_segments_is_put_together(server):
-    server.set_registers(0, list(range(100, 225)))
-
+def test_an_answer_split_across_many_tcp_segments_is_put_together(backend):
     async def body(client):
-        return [(await client.read(3, 0, 125, 1, 2.0)).registers.tolist() for _ in range(2)]
-    (answers, relay) = asyncio.run(_through(server.port, "bytewise", body))
-    assert answers == [list(range(100, 225))] * 2 and relay.answered == 2
+        return [(await client.read(3, 0, 100, 1, 5.0)).registers.tolist() for _ in range(2)]
+    (answers, relay) = asyncio.run(_through(backend, "bytewise", body))
+    assert answers == [WORDS] * 2 and relay.answered == 2
 
 
-def test_an_answer_with_another_transaction_id_is_dropped_not_taken(server):
-    server.set_registers(0, [7])
-
+def test_an_answer_with_another_transaction_id_is_dropped_not_taken(backend):
     async def body(client):
         with pytest.raises(NoAnswer, match="no response within 0.3 s"):
             await client.read(3, 0, 1, 1, 0.3)
         return client.connected
-    (still_open, relay) = asyncio.run(_through(server.port, "wrong tid", body))
+    (still_open, relay) = asyncio.run(_through(backend, "wrong tid", body))
     assert still_open and relay.answered == 1
 
 
-def test_a_server_closing_mid_answer_fails_the_request_and_the_connection(server):
+def test_a_server_closing_mid_answer_fails_the_request_and_the_connection(backend):
     async def body(client):
         with pytest.raises(DriverError, match="connection lost"):
             await client.read(3, 0, 20, 1, 2.0)
         return client.connected
-    (still_open, _) = asyncio.run(_through(server.port, "cut", body))
+    (still_open, _) = asyncio.run(_through(backend, "cut", body))
     assert not still_open
 
 
