@@ -12,7 +12,7 @@ outgoing PDU passes ``_guard``, which refuses any function code but 1–4 and 43
 before a byte is sent.
 
 Modbus TCP devices polled by the driver use the lean client of lean.py instead (reads 1–4 only,
-several requests in flight where the device allows); ``client = "pymodbus"`` on a device keeps
+several requests in flight where the device allows); ``tcp_client = "pymodbus"`` on a device keeps
 pymodbus for it.
 """
 
