@@ -5,8 +5,10 @@ down as code: every message is checked against the published schema (json profil
 with the province's envelope, cipher and key and read back through its field names and codes
 (provincial profile), alarms are de-duplicated by (plant, epoch, seq), a jump in seq is reported
 as a gap (and closed when the missing seq arrives), a new epoch (the gateway started a new
-outbox, seq from 1 again) is reported as such, and the status messages tell whether each
-plant's gateway is online. The MQTT subscriber here and the HTTP and TCP listeners
+outbox, seq from 1 again) is reported as such, an unnumbered alarm (sent from the gateway's
+memory while its outbox could not store it) is shown at once but kept out of the sequence and
+matched with its numbered record by (plant, alarm, state, time), and the status messages tell
+whether each plant's gateway is online. The MQTT subscriber here and the HTTP and TCP listeners
 (``agent.platform``) all feed one Receiver.
 
 Whatever a sender puts in a message, the receiver goes on: a message that is too large, nested
@@ -118,6 +120,8 @@ class Receiver:
         self.plants: dict[str, PlantTrack] = {}
         self.alarms: list[dict[str, Any]] = []  # the last KEEP unique alarms in arrival order
         self.unnumbered: list[dict[str, Any]] = []  # the last KEEP unnumbered alarms (sent from memory)
+        # (plant, alarm, state, time) of recent alarms -> seq (None: only the unnumbered one so far)
+        self.numbered_as: dict[tuple, int | None] = {}
         self.accepted = 0  # unique alarms taken, all told
         self.arrivals: list[int] = []  # the last KEEP alarm seqs as they arrived, duplicates included
         self.invalid: list[str] = []  # the last KEEP refusals, "where: why"
@@ -223,22 +227,39 @@ class Receiver:
     def _alarm(self, doc: dict[str, Any]) -> None:
         value = "" if doc["value"] is None else f" value={doc['value']:g}{doc['unit'] and ' ' + doc['unit']}"
         text = f"{doc['ts']} {doc['id']} {doc['state']} {doc['level']} p{doc['priority']}{value} | {doc['message']}"
+        key = (doc["plant"], doc["id"], doc["state"], doc["ts"])
         if doc.get("unnumbered"):
-            self._unnumbered(doc["plant"], doc, text)
+            self._unnumbered(key, doc, text)
         else:
-            self._sequenced(doc["plant"], doc["epoch"], doc["seq"], doc, text)
+            self._sequenced(doc["plant"], doc["epoch"], doc["seq"], doc, text, key)
 
-    def _unnumbered(self, plant: str, doc: dict[str, Any], text: str) -> None:
+    def _unnumbered(self, key: tuple, doc: dict[str, Any], text: str) -> None:
         """An alarm the gateway sent from memory while its outbox could not store it: shown at
         once, kept apart, never booked in the sequence (no gap, no duplicate, not in ``alarms``
-        or --out); its numbered record follows once stored."""
-        self.track(plant).unnumbered += 1
+        or --out); its numbered record follows once stored. ``key`` (plant, alarm, state, time)
+        de-duplicates it, against itself sent again and against the numbered record."""
+        plant = key[0]
+        self.track(plant)
+        if key in self.numbered_as:
+            seq = self.numbered_as[key]
+            self._say(f"duplicate unnumbered {plant} {text} ({f'numbered seq={seq}' if seq else 'seen'}; ignored)")
+            return
+        self._remember(key, None)
+        self.plants[plant].unnumbered += 1
         self.unnumbered.append(doc)
         _keep(self.unnumbered)
         self._say(f"UNNUMBERED {plant} {text} (sent from the gateway's memory; the numbered record follows)")
 
-    def _sequenced(self, plant: str, epoch: str, seq: int, doc: dict[str, Any], text: str) -> None:
-        """The (plant, epoch, seq) bookkeeping of an alarm, whichever profile it came in."""
+    def _remember(self, key: tuple, seq: int | None) -> None:
+        """(plant, alarm, state, time) of the last KEEP alarms -> their seq (None: unnumbered)."""
+        self.numbered_as[key] = seq
+        if len(self.numbered_as) > KEEP:
+            for old in list(self.numbered_as)[:KEEP // 2]:
+                del self.numbered_as[old]
+
+    def _sequenced(self, plant: str, epoch: str, seq: int, doc: dict[str, Any], text: str, key: tuple) -> None:
+        """The (plant, epoch, seq) bookkeeping of an alarm, whichever profile it came in; ``key``
+        matches it with an unnumbered alarm received before (``_unnumbered``)."""
         if seq > MAX_SEQ:
             raise Refused("seq out of range", f"seq {str(seq)[:30]} is over {MAX_SEQ}")
         t = self.track(plant)
@@ -267,6 +288,9 @@ class Receiver:
         _keep(self.alarms)
         self.accepted += 1
         self._say(f"ALARM {plant} seq={seq} {text}")
+        if key in self.numbered_as and self.numbered_as[key] is None:
+            self._say(f"numbered {plant} seq={seq}: the record of the unnumbered alarm received before")
+        self._remember(key, seq)
         if self.out is not None:
             try:
                 self.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
@@ -368,8 +392,9 @@ class Receiver:
         unit = doc.get(f["unit"]) or ""
         text = (f"{when} {doc.get(f['point'])} {state} code={doc.get(f['alarm_code'])} "
                 f"value={doc.get(f['value'])}{unit and ' ' + unit} | {doc.get(f['message'])}")
+        key = (plant, doc.get(f["point"]), doc.get(f["state"]), doc.get(f["time"]))
         if f.get("unnumbered") and doc.get(f["unnumbered"]) == "1":
-            self._unnumbered(plant, doc, text)
+            self._unnumbered(key, doc, text)
             return None
         seq = doc.get(f["seq"])
         if isinstance(seq, str) and seq.isdigit():
@@ -378,7 +403,7 @@ class Receiver:
             return f"{f['seq']}: not a sequence number: {seq!r}"
         # the epoch is in the province's fields only when `fields.epoch` names one
         epoch = str(doc.get(f["epoch"], ""))[:64] if f.get("epoch") else ""
-        self._sequenced(plant, epoch, seq, doc, text)
+        self._sequenced(plant, epoch, seq, doc, text, key)
         return None
 
     def _telemetry(self, doc: dict[str, Any]) -> None:

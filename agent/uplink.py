@@ -39,6 +39,8 @@ from drivers.base import backoff_delay
 
 log = logging.getLogger("plantwatch.uplink")
 
+_MARK_WAIT_S = 0.2  # for another connection's write lock, when marking rows sent
+
 
 class Uplink:
     def __init__(
@@ -131,6 +133,9 @@ class Uplink:
 
     def _run(self) -> None:
         outbox = Outbox(self.outbox_path, durable=False)
+        # a mark that waits out another program's write lock would stall the session past its
+        # keepalive: it fails at once instead and is retried with the next (``_mark``)
+        outbox.wait_for_locks(_MARK_WAIT_S)
         failures = 0
         try:
             while not self._stop.is_set():
@@ -304,9 +309,9 @@ class Uplink:
         next_status = time.monotonic() + self.cfg.heartbeat_s
         window = self.window = min(self.cfg.inflight, ud["receive_max"] or self.cfg.inflight)
         while True:
-            for mid, reason in [r for r in ud["refused"] if r[0] in memory]:  # nothing to keep for those
-                ud["refused"].remove((mid, reason))
-                self.memory.done(memory.pop(mid), refused=reason)
+            # from memory, ahead of everything that needs the outbox
+            if not self._from_memory(client, memory, window - len(inflight), props):
+                return
             if ud["refused"]:
                 mid, reason = ud["refused"][0]
                 # the row stays unsent: reconnect (with backoff) and retry from the oldest unsent row
@@ -315,16 +320,12 @@ class Uplink:
                 return
             if ud["acked"] or self._unmarked:
                 acked, ud["acked"] = ud["acked"], []
-                for mid in [m for m in acked if m in memory]:
-                    self.memory.done(memory.pop(mid))
                 rows = [inflight.pop(mid) for mid in acked if mid in inflight]
                 self._mark(outbox, [r.id for r in rows])
                 self.sent_count += len(rows)
                 now = time.monotonic()
                 self._acked.extend((now, r.id) for r in rows if r.lane == ALARM)
             stopping = self._stop.is_set()
-            if not self._publish_memory(client, memory, window - len(inflight), props):
-                return
             room = window - len(inflight) - len(memory)
             if room > 0 and not self._publish_pending(client, outbox, room, last, inflight, props, stopping):
                 return
@@ -341,10 +342,19 @@ class Uplink:
             if not self._pump(client, timeout):
                 return
 
-    def _publish_memory(self, client: mqtt.Client, memory: dict[int, dict[str, Any]], room: int,
-                        props: dict) -> bool:
-        """The unnumbered alarms not yet in flight on this connection, ahead of the outbox's rows,
-        QoS 1, within ``room``; False when a publish failed and the session must end."""
+    def _from_memory(self, client: mqtt.Client, memory: dict[int, dict[str, Any]], room: int,
+                     props: dict) -> bool:
+        """The unnumbered alarms (agent.unnumbered): take the broker's answers to those in flight
+        (a refusal is final: no row stands behind them), then publish, QoS 1, the ones not yet in
+        flight on this connection, within ``room``. False when a publish failed and the session
+        must end."""
+        ud = client.user_data_get()
+        for mid, reason in [r for r in ud["refused"] if r[0] in memory]:
+            ud["refused"].remove((mid, reason))
+            self.memory.done(memory.pop(mid), refused=reason)
+        for mid in [m for m in ud["acked"] if m in memory]:
+            ud["acked"].remove(mid)
+            self.memory.done(memory.pop(mid))
         flying = [id(d) for d in memory.values()]
         for doc in [d for d in self.memory.pending() if id(d) not in flying][:max(0, room - len(memory))]:
             try:

@@ -6,6 +6,8 @@ Each ends the same way: every alarm the outbox committed reached the receiver th
 mosquitto, first arrivals in seq order without a hole, none of the transitions made during the
 fault was lost (each tag's alarm alternates active / cleared, so one lost transition shows as two
 of the same in a row), and the ``outbox/storage`` alarm was raised and cleared in that order.
+While the fault lasts, the ``outbox/storage`` alarm reaches the receiver unnumbered, sent from
+the agent's memory (the outbox cannot take it); its numbered record follows once stored.
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ def states_of(receiver: Receiver, alarm_id: str) -> list[str]:
     return [a["state"] for a in receiver.alarms if a["id"] == alarm_id]
 
 
+def unnumbered_of(receiver: Receiver, alarm_id: str) -> list[str]:
+    return [a["state"] for a in receiver.unnumbered if a["id"] == alarm_id]
+
+
+def twin(receiver: Receiver, doc: dict) -> list[dict]:
+    """The numbered records of an unnumbered alarm: same id, state and ts (docs/PAYLOADS.md)."""
+    return [a for a in receiver.alarms if (a["id"], a["state"], a["ts"]) == (doc["id"], doc["state"], doc["ts"])]
+
+
 class Plant:
     """A PLC whose TAGS tags cross their H limit every 0.3 s, the agent watching it, a receiver."""
 
@@ -109,6 +120,15 @@ class Plant:
     def log_has(self, text: str, timeout: float = 60) -> bool:
         return wait_for(lambda: text in self.agent.output(), timeout)
 
+    def wait_unnumbered_storage_alarm(self) -> None:
+        """The ``outbox/storage`` alarm arrived from the agent's memory, unnumbered, while the
+        fault lasts: its numbered record cannot have arrived (the outbox has not stored it)."""
+        assert self.receiver.wait(lambda r: unnumbered_of(r, "outbox/storage") == ["active"], 30), \
+            (self.receiver.unnumbered, self.agent.output()[-3000:])
+        assert states_of(self.receiver, "outbox/storage") == []
+        doc = next(a for a in self.receiver.unnumbered if a["id"] == "outbox/storage")
+        assert "seq" not in doc and doc["unnumbered"] is True and doc["context"]["error"], doc
+
     def wait_pending(self, n: int) -> None:
         """The status message, sent from memory, says at least ``n`` alarm messages wait."""
         assert self.receiver.wait(lambda r: storage(r).get("pending_alarms", 0) >= n, 60), \
@@ -129,6 +149,11 @@ class Plant:
             assert len(states) >= 4, states
             assert all(a != b for a, b in zip(states, states[1:], strict=False)), (i, states)
         assert storage(self.receiver).get("ok") is True
+        # every message sent from memory has its numbered record, exactly once, of the same epoch
+        assert unnumbered_of(self.receiver, "outbox/storage") == ["active"]
+        for doc in self.receiver.unnumbered:
+            numbered = twin(self.receiver, doc)
+            assert len(numbered) == 1 and numbered[0]["epoch"] == doc["epoch"], (doc, numbered)
         return seqs
 
     def close(self) -> None:
@@ -158,6 +183,8 @@ def test_a_full_disk_then_a_read_only_outbox_lose_no_alarm(tmp_path, mosquitto, 
         fill(filler)
         assert plant.log_has("cannot store alarm messages"), plant.agent.output()[-3000:]
         plant.wait_pending(2 * TAGS)
+        plant.wait_unnumbered_storage_alarm()  # the disk is still full
+        assert os.statvfs(small_disk).f_bavail == 0
         # the telemetry loop cannot store its snapshots either: it says so and goes on
         assert plant.receiver.wait(lambda r: loop_state(r, "telemetry").get("state") == "failing", 30), \
             plant.receiver.status.get(PLANT)
@@ -208,6 +235,8 @@ def test_a_write_lock_held_past_the_busy_timeout_loses_no_alarm(tmp_path, mosqui
         assert plant.log_has("cannot store alarm messages (OperationalError: database is locked)"), \
             plant.agent.output()[-3000:]
         plant.wait_pending(TAGS)
+        plant.wait_unnumbered_storage_alarm()  # the lock is still held
+        assert holder.poll() is None
         holder.stdin.write("\n")
         holder.stdin.flush()
         assert holder.wait(30) == 0
