@@ -13,8 +13,9 @@ none skipped, whatever fails and whenever the agent is killed.
 The queue is bounded (``[uplink] max_pending_alarms`` messages). Beyond it the newest
 transitions are not kept: they are counted, their alarms' latest state is saved with the last
 message kept before them, and the ``outbox/storage`` alarm says how many were lost. While the queue is not
-empty that alarm is active (it lands, numbered, in order behind the messages it is about) and
-the status message carries ``outbox.storage`` from memory, which every uplink publishes at once.
+empty that alarm is active (it lands, numbered, in order behind the messages it is about; the
+agent sends a copy at once from memory, unnumbered: agent.unnumbered) and the status message
+carries ``outbox.storage`` from memory, which every uplink publishes at once.
 """
 
 from __future__ import annotations
