@@ -153,3 +153,26 @@ def test_a_provincial_uplink_carries_it_only_when_the_province_names_a_field_for
     assert doc["lsbj"] == "1" and "xh" not in doc and doc["bjlx"] == "11"  # the storage alarm code
     assert [int(a["xh"]) for a in r.alarms] == [1, 2]
     assert wait_for(lambda: up.memory.sent == 1, 5)
+
+
+def test_tcp_carries_it_in_the_province_envelope_ahead_of_the_outbox(tmp_path):
+    from tests.test_tcp_uplink import platform_for, provincial_config
+
+    cfg = provincial_config(tmp_path)
+    cfg = replace(cfg, provincial=replace(cfg.provincial, fields={**cfg.provincial.fields, "unnumbered": "lsbj"}))
+    platform, r = platform_for(cfg)
+    lines: list[str] = []
+    r.emit = lines.append
+    path = tmp_path / "outbox.db"
+    Burst(path, lambda: None, total=3, batch=3, pause=0.0).run()
+    up = build(cfg, replace(cfg.uplink, url=platform.url), path, status_doc)
+    up.memory.add([unnumbered(storage_alarm(), EPOCH)])
+    up.start()
+    try:
+        assert r.wait(lambda r: len(r.alarms) >= 3, 20), r.summary()
+    finally:
+        up.stop(2.0)
+        platform.close()
+    assert [line.split()[0] for line in lines if line.startswith(("UNNUMBERED", "ALARM"))] == \
+        ["UNNUMBERED", "ALARM", "ALARM", "ALARM"]
+    assert r.unnumbered[0]["lsbj"] == "1" and r.invalid == [] and up.memory.sent == 1
