@@ -187,6 +187,8 @@ class Committer:
             self.on_fault(False)  # may queue the storage alarm's clear: it goes through append_alarms
             if not self.queue:
                 self.since, self.error, self.lost = None, "", 0
+            else:  # the clear itself could not be stored: the fault is back, and so is its alarm
+                self.on_fault(True)
 
     def flush_now(self) -> None:
         """At shutdown: one last attempt, on this thread; what still cannot be stored is lost."""

@@ -295,3 +295,54 @@ def test_beyond_max_pending_alarms_the_newest_are_counted_lost_and_their_state_k
     # the lost transitions (cleared) are what the manager knew last: that is the state on disk
     assert {s["id"]: s["active"] for s in outbox.alarm_states()} == {"T0/limit": False, "T1/limit": False}
     outbox.close()
+
+
+def test_a_clear_that_cannot_be_stored_raises_the_storage_alarm_again(small_disk):
+    """The queue lands, and the disk fills again before the storage alarm's clear is stored: the
+    fault is back, and so is its alarm (never cleared while nothing can be stored)."""
+    import asyncio
+
+    from agent.alarms import AlarmManager
+    from agent.outbox import Outbox
+    from agent.pending import Committer
+
+    path = small_disk / "outbox.db"
+    outbox = Outbox(path)
+    committer = Committer(outbox, path, limit=100)
+    manager = AlarmManager(PLANT, [])
+    filler = small_disk / "filler"
+    faults: list[bool] = []
+    landed: list[dict] = []
+
+    def on_fault(failing: bool) -> None:
+        faults.append(failing)
+        if faults == [True, False]:
+            fill(filler)  # just as the queue landed
+        msgs = manager.raise_system("storage", "outbox", failing, 1.0, {"text": "storage"})
+        if committer.append_alarms("t/alarm", msgs, states=[(m["id"], manager.snapshot(m["id"])) for m in msgs]):
+            landed.extend(msgs)  # stored at once
+
+    committer.on_fault = on_fault
+    committer.on_committed = landed.extend
+    fill(filler)
+    msgs = manager.raise_system("gateway", "task.x", True, 1.0, {"text": "a transition made during the fault"})
+    assert committer.append_alarms("t/alarm", msgs) == []
+
+    async def drain(until) -> None:
+        task = asyncio.create_task(committer.run())
+        while not until():
+            await asyncio.sleep(0.05)
+        task.cancel()
+
+    filler.unlink()
+    asyncio.run(asyncio.wait_for(drain(lambda: len(faults) >= 3), 30))
+    assert faults == [True, False, True]
+    assert manager.alarms["outbox/storage"].active  # raised again: the disk is full again
+    filler.unlink()
+    asyncio.run(asyncio.wait_for(drain(lambda: committer.since is None), 30))
+    assert faults == [True, False, True, False]
+    states = [(m["id"], m["state"]) for m in landed]
+    assert states == [("task.x/gateway", "active"), ("outbox/storage", "active"), ("outbox/storage", "cleared"),
+                      ("outbox/storage", "active"), ("outbox/storage", "cleared")]
+    assert [m["seq"] for m in landed] == [1, 2, 3, 4, 5]
+    outbox.close()
