@@ -12,6 +12,7 @@ the agent's memory (the outbox cannot take it); its numbered record follows once
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -92,7 +93,8 @@ def twin(receiver: Receiver, doc: dict) -> list[dict]:
 class Plant:
     """A PLC whose TAGS tags cross their H limit every 0.3 s, the agent watching it, a receiver."""
 
-    def __init__(self, tmp_path: Path, broker, write_config, data_dir: Path, **uplink):
+    def __init__(self, tmp_path: Path, broker, write_config, data_dir: Path, more_uplinks: tuple = (), **uplink):
+        """``more_uplinks``: [[uplinks]] entries beside the MQTT one (then named ``park``)."""
         self.receiver = Receiver(emit=lambda line: None)
         self.sub = connect(self.receiver, broker.url, PLANT)
         self.plc_cm = start_server(holding={})
@@ -101,6 +103,8 @@ class Plant:
             self.plc.set_value(a, 120.0, type="float32")
         data = plant_config(self.plc.url, broker.url, tags=TAGS, **uplink)
         data["agent"]["data_dir"] = str(data_dir)
+        if more_uplinks:
+            data["uplinks"] = [{"name": "park", **data.pop("uplink")}, *more_uplinks]
         self.outbox = data_dir / "outbox.db"
         self.agent = AgentProcess(write_config(data), tmp_path / "agent.log").start()
         self.flipper = Flipper(self.plc, tag_addresses(TAGS), period=0.3)
@@ -234,7 +238,7 @@ def test_a_write_lock_held_past_the_busy_timeout_loses_no_alarm(tmp_path, mosqui
         assert holder.stdout.readline().strip() == "locked"
         assert plant.log_has("cannot store alarm messages (OperationalError: database is locked)"), \
             plant.agent.output()[-3000:]
-        plant.wait_pending(TAGS)
+        plant.wait_pending(3 * TAGS)  # a few transitions of each tag held back
         plant.wait_unnumbered_storage_alarm()  # the lock is still held
         assert holder.poll() is None
         holder.stdin.write("\n")
@@ -247,6 +251,49 @@ def test_a_write_lock_held_past_the_busy_timeout_loses_no_alarm(tmp_path, mosqui
             holder.kill()
         plant.close()
     assert len(seqs) > 4 * TAGS
+
+
+def test_a_held_lock_with_an_http_uplink_beside_mqtt_reaches_both_platforms(tmp_path, mosquitto, write_config):
+    """Two uplinks, MQTT and HTTPS (json profile): each platform gets the unnumbered storage
+    alarm while the lock is still held, then every numbered alarm in order, the numbered
+    storage alarm among them."""
+    from tests.http_platform import Platform
+
+    platform = Platform(tmp_path).start()
+    province = {"name": "province", "url": platform.url, "ca_file": str(platform.ca.path), "timeout_s": 2.0,
+                "backoff_initial_s": 0.1, "backoff_max_s": 1.0}
+    plant = Plant(tmp_path, mosquitto, write_config, tmp_path / "data", more_uplinks=(province,))
+    holder = None
+
+    def unnumbered_at_province(p: Platform) -> list[dict]:
+        with p.cond:
+            docs = [json.loads(b) for b in p.accepted if b.startswith(b"{")]
+        return [d for d in docs if d.get("unnumbered")]
+
+    try:
+        plant.start()
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(plant.outbox)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "locked"
+        plant.wait_unnumbered_storage_alarm()
+        assert platform.wait(lambda p: [d["id"] for d in unnumbered_at_province(p)] == ["outbox/storage"], 30), \
+            plant.agent.output()[-3000:]
+        plant.wait_pending(3 * TAGS)  # a few transitions of each tag held back
+        assert holder.poll() is None  # all while the lock is still held
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(30) == 0
+        seqs = plant.finish()
+        assert platform.wait(lambda p: list(dict.fromkeys(p.seqs())) == seqs, 60), (platform.seqs(), seqs)
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        plant.close()
+        platform.stop()
+    doc = unnumbered_at_province(platform)[0]
+    numbered = [json.loads(b) for b in platform.accepted if b'"seq"' in b]
+    twins = {(d["epoch"], d["seq"]) for d in numbered if (d["id"], d["state"], d["ts"]) == (doc["id"], doc["state"], doc["ts"])}
+    assert "seq" not in doc and len(twins) == 1 and next(iter(twins))[0] == doc["epoch"], (doc, twins)
 
 
 def test_beyond_max_pending_alarms_the_newest_are_counted_lost_and_their_state_kept(small_disk):
