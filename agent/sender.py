@@ -168,17 +168,24 @@ class RequestUplink:
             self.transport.close()
             outbox.close()
 
+    def _ask(self, lane: int, payloads: list[bytes]) -> Answer:
+        """One request; a network error is an answer to retry."""
+        try:
+            return self.transport.send(lane, payloads)
+        except OSError as exc:
+            return Answer(RETRY, f"{type(exc).__name__}: {exc}")
+
     def _send_memory(self) -> bool | None:
         """Send the unnumbered alarms (agent.unnumbered), each its own request: None when there
         was none, False when one must be tried again after a backoff."""
         docs = self.memory.pending()
         for doc in docs:
             try:
-                answer = self.transport.send(ALARM, [self.memory.encode(doc)])
-            except OSError as exc:
-                answer = Answer(RETRY, f"{type(exc).__name__}: {exc}")
+                payload = self.memory.encode(doc)
             except Exception as exc:  # a message that cannot be encoded must not stop the uplink
                 answer = Answer(REFUSED, f"cannot encode: {type(exc).__name__}: {exc}")
+            else:
+                answer = self._ask(ALARM, [payload])
             if answer.outcome == RETRY:
                 self.last_error = f"unnumbered alarm: {answer.reason}"
                 self.connected.clear()
@@ -238,10 +245,7 @@ class RequestUplink:
             for pairs in groups:
                 group = [r for r, _ in pairs]
                 payloads = [payload for _, payload in pairs]
-                try:
-                    answer = self.transport.send(group[0].lane, payloads)
-                except OSError as exc:
-                    answer = Answer(RETRY, f"{type(exc).__name__}: {exc}")
+                answer = self._ask(group[0].lane, payloads)
                 if answer.outcome == SENT:
                     done += [r.id for r in group]
                     self.connected.set()
