@@ -251,6 +251,8 @@ def test_a_write_lock_held_past_the_busy_timeout_loses_no_alarm(tmp_path, mosqui
             holder.kill()
         plant.close()
     assert len(seqs) > 4 * TAGS
+    # the uplink never waited out the lock to mark rows sent: its connection stayed up throughout
+    assert "uplink: connection lost" not in plant.agent.output(), plant.agent.output()[-3000:]
 
 
 def test_a_held_lock_with_an_http_uplink_beside_mqtt_reaches_both_platforms(tmp_path, mosquitto, write_config):
