@@ -44,9 +44,10 @@ def serve(directory: str, tls: bool) -> None:
     p = Platform(Path(directory), tls=tls).start()
     print(p.url, p.ca.path, flush=True)
     sys.stdin.readline()
-    if p.accepted[:1] and b'"seq"' in p.accepted[0]:  # the json profile: judge the order
-        seqs = [json.loads(b)["seq"] for b in p.accepted]
-        print(len(p.accepted), list(dict.fromkeys(seqs)) == list(range(1, len(set(seqs)) + 1)), flush=True)
+    if p.accepted[:1] and b'"seq"' in p.accepted[0]:  # the json profile: judge the alarms' order
+        alarms = [m for m in map(json.loads, p.accepted) if "seq" in m]  # not the status posts
+        seqs = [m["seq"] for m in alarms]
+        print(len(alarms), list(dict.fromkeys(seqs)) == list(range(1, len(set(seqs)) + 1)), flush=True)
     else:
         print(len(p.accepted), "unjudged", flush=True)
     p.stop()
