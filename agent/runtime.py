@@ -25,15 +25,16 @@ from agent.housekeeping import Housekeeping
 from agent.loops import LoopHealth
 from agent.operators import Operators
 from agent.outbox_check import open_checked, set_aside
-from agent.payloads import STATUS_SCHEMA, rfc3339
+from agent.payloads import STATUS_SCHEMA, rfc3339, unnumbered
 from agent.pending import Committer
 from agent.pipeline import Pipeline, restore_grace
 from agent.registration import send_if_changed
 from agent.reminders import Reminders
 from agent.supervise import Notifier, Supervisor
 from agent.telemetry import Telemetry
+from agent.trends import Trends
 from agent.uplinks import Uplinks, build
-from agent.webconsole import Console, static
+from agent.webconsole import Console
 from drivers.base import SampleBatch, cancel_and_wait
 
 log = logging.getLogger("plantwatch.agent")
@@ -103,7 +104,7 @@ class Agent:
         self.outbox.set_uplinks(self.uplinks.names)
         self.uplink = self.uplinks.members[0]  # the first (or only) uplink
         self.telemetry = Telemetry(cfg, self.outbox, self.uplinks.wake, self.health)
-        self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit,
+        self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit_storage,
                                          cfg.uplink.min_free_mb, self.health)
         self.reminders = Reminders(self.pipeline, self.outbox, self.uplinks.wake, self.health)
         # an alarm active before a restart is repeated after it with the seq of its last message
@@ -111,6 +112,8 @@ class Agent:
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
         self.console = Console(self)
+        self.trends = Trends(cfg)
+        self.console.routes.update({"/trend": self.trends.get, "/trend/models": self.trends.get})
         self.socket_api: SocketApi | None = None
         self.supervisor = Supervisor(self.failed)
         self.restarts: dict[str, int] = {}  # supervised work -> restarts after a failure (replaced, not mutated)
@@ -199,9 +202,22 @@ class Agent:
                 f"; {c.lost} alarm transition(s) were lost: more than max_pending_alarms waited" if c.lost else
                 ": none was lost")
         context = {"error": c.error, "pending": c.queued, "lost": c.lost, "text": text}
-        self.commit(self.pipeline.manager.raise_system("storage", "outbox", failing, time.time(), context,
-                                                       value=float(c.lost), limit=0.0, unit="messages"))
+        if not failing:  # what was sent from memory is stored now: the numbered records follow
+            self.uplinks.withdraw_unnumbered()
+        self.commit_storage(self.pipeline.manager.raise_system("storage", "outbox", failing, time.time(), context,
+                                                               value=float(c.lost), limit=0.0, unit="messages"))
         self.uplinks.announce()
+
+    def commit_storage(self, messages: list[dict[str, Any]]) -> None:
+        """A ``storage`` alarm's messages: committed like any; those the outbox cannot take now
+        are also sent at once from memory, unnumbered (docs/PAYLOADS.md), by every uplink that
+        can carry them. Their numbered records follow once the outbox stores them."""
+        stored = self.pipeline.commit(messages)
+        if stored:
+            self.committed(stored)
+        elif messages:
+            log.warning("outbox: %d storage alarm message(s) sent from memory, unnumbered, until stored", len(messages))
+            self.uplinks.send_unnumbered([unnumbered(m, self.outbox.epoch) for m in messages])
 
     def committed(self, messages: list[dict[str, Any]]) -> None:
         """Alarm messages are durable: log them, refresh the KPIs, let the uplink send them."""
@@ -229,8 +245,12 @@ class Agent:
                 log.info("device %s: answers again", batch.device)
             self.device_state[batch.device] = {"state": "ok"}
         self.telemetry.record(batch)
+        self.trends.record(batch)
+        if len(batch):  # the engine judged it: the model statistics it computed
+            self.trends.record_statistics(self.pipeline.engine.statistics())
         if self.pipeline.derived is not None:  # the computed tags the batch moved
             self.telemetry.record(self.pipeline.derived)
+            self.trends.record(self.pipeline.derived)
         if self.history is not None:
             self.history.record(batch)
             if self.pipeline.derived is not None:
@@ -297,8 +317,8 @@ class Agent:
         port = rules.api_port
         if not port:
             return None
-        api = LocalApi(port, lambda path: static(path) or ops.api_get(path), ops.api_post, ops.api_refusal,
-                       rules.api_token_file, self.console.stream)
+        api = LocalApi(port, lambda target: self.console.get(target) or ops.api_get(target), ops.api_post,
+                       ops.api_refusal, rules.api_token_file, self.console.stream)
         try:
             await api.start()
         except OSError as exc:
