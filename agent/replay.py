@@ -326,7 +326,7 @@ def train(cfg: Config, model_name: str, table: Table) -> tuple[Path, list[str]]:
     if missing:
         raise ReplayError(f"{table.path}: no column for the model's tags {missing}")
     X = np.column_stack([table.columns[t] for t in model.tags])
-    check_training(table, list(model.tags), X, model.inputs.lags if model.inputs else 0)
+    check_training(table, list(model.tags), X, model.inputs.lags if model.inputs else int(model.options.get("lags") or 0))
     data = Training(tuple(model.tags), X, table.ts, model.inputs, target_far=model.target_far,
                     holdout=model.holdout, auto=model.auto)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,12 @@ class PcaModel:
         # the loadings are orthonormal, so |z - P t|^2 = |z|^2 - |t|^2: no reconstruction needed
         spe = np.einsum("ij,ij->i", Z, Z) - TT.sum(axis=1)
         return t2, np.maximum(spe, 0.0, out=spe)
+
+    def with_limits(self, t2_limit: float, spe_limit: float, on_delay_s: float, off_delay_s: float,
+                    target_far: float) -> PcaModel:
+        """The model with the limits and delays ``plantwatch train`` calibrated."""
+        return replace(self, t2_limit=t2_limit, spe_limit=spe_limit, on_delay_s=on_delay_s, off_delay_s=off_delay_s,
+                       target_far=target_far)
 
     def autoscale(self, X: np.ndarray) -> np.ndarray:
         return (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
