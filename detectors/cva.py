@@ -136,6 +136,7 @@ class _Monitor:
         on, off = params.get("on_delay_s"), params.get("off_delay_s")
         self.delays = (model.on_delay_s if on is None else float(on), model.off_delay_s if off is None else float(off))
         self.debounce = _pca.SeriesDebounce(*self.delays)
+        self.restart = (self.delays[0], 0.0, model.lags - 1)
         self.top = int(params["top"])
         self.name = str(params["model"])
         self.factors = float(params["t2_factor"]), float(params["spe_factor"])
