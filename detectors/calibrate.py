@@ -313,9 +313,10 @@ def final_limits(tr: Training, spec: InputSpec, c: Candidate, d: _Data) -> tuple
     """Limits for the model fitted on all rows ``d``: out-of-sample statistics of each half under
     a model fitted on the other half, pooled, at the target rate after the delays."""
     half = int(round(len(tr.ts) * (1 - tr.holdout)))
-    a = d.pos < half
+    cut = int(np.searchsorted(d.pos, half))  # the rows are in time: each half is a slice, not a copy
+    a, b = slice(0, cut), slice(cut, len(d.pos))
     series = []
-    for fit_on, judge in ((a, ~a), (~a, a)):
+    for fit_on, judge in ((a, b), (b, a)):
         m = (tr.kind or PCA).fit(d.X[fit_on], tr, spec, **dict(c.fixed))
         series.append(_stats(m, d.X[judge], d.times[judge]))
     return empirical_limits(series, c.on_delay_s, c.off_delay_s, tr.target_far)
