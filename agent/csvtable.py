@@ -25,7 +25,7 @@ import numpy as np
 
 TIME_COLUMNS = ("ts", "time", "timestamp", "datetime", "date_time", "Time", "Timestamp", "DateTime")
 #: lines parsed at once
-CHUNK_LINES = 32768
+CHUNK_LINES = 8192
 
 
 class ReplayError(Exception):
