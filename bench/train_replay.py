@@ -86,7 +86,10 @@ def run_cli(args: argparse.Namespace) -> None:
         cfg = Path(tmp) / "plant.toml"
         cfg.write_text(text)
         csv = Path(tmp) / "n.csv"
-        write_csv(csv, args.rows, args.tags)
+        # written by another process: a child's peak RSS counts its parent's at the fork, so this
+        # one holds no rows
+        subprocess.run([sys.executable, __file__, "--write-csv", str(csv), "--rows", str(args.rows), "--tags",
+                        str(args.tags)], check=True)
         print(f"CSV: {csv.stat().st_size / 1e6:.0f} MB")
         took, rss, out = command("train", str(cfg), "--csv", str(csv), "--model", "m")
         print(out.rstrip())
@@ -106,7 +109,11 @@ def main() -> int:
                     help="a key of the [[models]] entry, TOML, e.g. --set 'rates=[30]' --set lags=1")
     ap.add_argument("--cli", action="store_true", help="run `plantwatch train` and `replay` on a CSV, with peak RSS")
     ap.add_argument("--kind", default="pca", help="the model kind (pca, cva)")
+    ap.add_argument("--write-csv", metavar="FILE", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.write_csv:
+        write_csv(Path(args.write_csv), args.rows, args.tags)
+        return 0
     args.set = [*args.set, f'kind = "{args.kind}"']
     print(f"load average before: {os.getloadavg()[0]:.2f}, {os.cpu_count()} cpus")
     if args.cli:
