@@ -99,8 +99,13 @@ class CvaModel:
 
     def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """T2 and Q of consecutive raw rows X (n, m) in engineering units, for the rows from the
-        ``lags``-th on (the first have no full past)."""
-        return self.statistics(self.past((np.asarray(X, dtype=np.float64) - self.mean) / self.scale))
+        ``lags``-th on (the first have no full past); the past vectors of CHUNK windows at a time."""
+        X = np.asarray(X, dtype=np.float64)
+        if len(X) < self.lags:
+            return np.empty(0), np.empty(0)
+        parts = [self.statistics(self.past((X[a:a + CHUNK + self.lags - 1] - self.mean) / self.scale))
+                 for a in range(0, max(1, len(X) - self.lags + 1), CHUNK)]
+        return np.concatenate([t for t, _ in parts]), np.concatenate([q for _, q in parts])
 
     def contributions(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-tag contributions of one past vector to T2 and to Q. T2: the complete

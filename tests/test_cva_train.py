@@ -134,3 +134,14 @@ def test_a_cva_model_file_of_an_older_format_is_refused_naming_it(write_config, 
             in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_scores_of_a_long_history_are_those_of_its_windows_taken_a_chunk_at_a_time():
+    from detectors import cva_model
+
+    model = cva_model.fit(plant(3000, seed=1), NAMES, lags=4)
+    X = plant(2 * cva_model.CHUNK + 77, seed=5)
+    t2, q = model.score(X)
+    whole = model.statistics(model.past((X - model.mean) / model.scale))
+    assert len(t2) == len(X) - 3 and np.allclose(t2, whole[0]) and np.allclose(q, whole[1])
+    assert len(model.score(X[:3])[0]) == 0 and len(model.score(X[:4])[0]) == 1
