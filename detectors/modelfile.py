@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import ConditionChange, Family
+from detectors.base import ConditionChange, Family, Statistic
 from detectors.kernel import as_batch
 
 
@@ -65,7 +65,8 @@ def model_tags(params: Mapping[int, Mapping[str, Any]]) -> dict[str, list[int]]:
 
 class ModelFamily(Family):
     """A multivariate kind: one monitor per model (``self.monitors``, each with
-    ``update(tag, value, ts, quality, family_name)``), every batch handed to each."""
+    ``update(tag, value, ts, quality, family_name)`` and ``recent``, the statistics of its last
+    update, replaced at each), every batch handed to each."""
 
     #: how the alarm text calls the kind, after 多变量模型
     words: ClassVar[str] = "multivariate"
@@ -84,6 +85,9 @@ class ModelFamily(Family):
         on-delay in force, the config's or the one the model file holds, seconds of warm-up of
         its derived inputs, ticks of its past); None: no such model here."""
         return next((m.restart for m in self.monitors if m.name == model), None)
+
+    def last_statistics(self) -> list[Statistic]:
+        return [s for m in self.monitors for s in m.recent]
 
     @classmethod
     def describe(cls, level: str, active: bool, value: float, limit: float,
