@@ -138,9 +138,11 @@ class Workers:
 
     def stop(self) -> None:
         for p in self.procs:
-            p.send_signal(signal.SIGTERM)
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in self.procs:
-            p.wait(60)
+            if p is not None:
+                p.wait(60)
 
 
 def start_gateways(args, broker: str, directory: Path, backlog: int) -> list[subprocess.Popen]:
@@ -192,6 +194,47 @@ def verify(store: Store, expected: dict[str, list]) -> dict[str, int]:
             "gaps": len(store.report(3600).gaps), "duplicate_rows": rows - distinct, "copies_absorbed": int(again or 0)}
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pg_pids(pg) -> list[int]:
+    """The postmaster and its backends."""
+    master = int((pg.data / "postmaster.pid").read_text().split()[0])
+    out = [master]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+class Meter:
+    """CPU of the broker, the database and the workers over a phase."""
+
+    def __init__(self, broker, pg, workers: Workers):
+        self.broker, self.pg, self.workers = broker, pg, workers
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {"broker": cpu_s([self.broker.proc.pid]), "database": cpu_s(pg_pids(self.pg)),
+                "workers": cpu_s([p.pid for p in self.workers.procs if p is not None and p.poll() is None])}
+
+    def used(self, workers_since_start: bool) -> dict[str, float]:
+        now = self._now()
+        return {f"cpu_s_{k}": now[k] - (0 if k == "workers" and workers_since_start else self.start[k]) for k in now}
+
+
 def latencies(store: Store, since: float) -> dict[str, float]:
     rows = store.query(f"SELECT ts, stored_at FROM alarms WHERE stored_at >= {since!r}")
     lat = sorted(stored - parse_rfc3339(ts) for ts, stored in rows)
@@ -205,8 +248,9 @@ def latencies(store: Store, since: float) -> dict[str, float]:
             "max_ms": lat[-1] * 1000}
 
 
-def steady(args, broker: str, store: Store, workers: Workers, directory: Path) -> dict:
-    procs = start_gateways(args, broker, directory / "steady", 0)
+def steady(args, broker, pg, store: Store, workers: Workers, directory: Path) -> dict:
+    procs = start_gateways(args, broker.url, directory / "steady", 0)
+    meter = Meter(broker, pg, workers)
     t0 = go(procs)
     killer = None
     if args.kill:
@@ -221,21 +265,24 @@ def steady(args, broker: str, store: Store, workers: Workers, directory: Path) -
     if killer is not None:
         killer.join()
     wait_stored(store, sum(v[1] for v in expected.values()))
-    return {"phase": "steady", **verify(store, expected), **latencies(store, t0 - 1)}
+    cpu = meter.used(workers_since_start=False)  # the killed worker's share is not counted
+    return {"phase": "steady", **verify(store, expected), **latencies(store, t0 - 1), **cpu}
 
 
-def drain(args, broker: str, store: Store, workers: Workers, directory: Path) -> dict:
+def drain(args, broker, pg, store: Store, workers: Workers, directory: Path) -> dict:
     store.write([])  # the tables exist
     store.query("DELETE FROM alarms RETURNING 1")
     workers.stop()  # their sessions stay: the broker queues their share
-    procs = start_gateways(args, broker, directory / "drain", args.backlog)
+    procs = start_gateways(args, broker.url, directory / "drain", args.backlog)
     go(procs)
     expected = finish_gateways(procs)
     t0 = time.time()
+    meter = Meter(broker, pg, workers)
     for i in range(len(workers.procs)):
         workers.start(i)
     wait_stored(store, sum(v[1] for v in expected.values()))
-    return {"phase": "drain", **verify(store, expected), **latencies(store, t0 - 1)}
+    cpu = meter.used(workers_since_start=True)  # their start-up included
+    return {"phase": "drain", **verify(store, expected), **latencies(store, t0 - 1), **cpu}
 
 
 def main() -> None:
@@ -271,15 +318,17 @@ def main() -> None:
             with Mosquitto(workdir=directory / "mosquitto", extra="max_connections -1") as broker:
                 store = Store.open(pg.url)
                 workers = Workers(broker.url, pg.url, args.workers, directory)
-                results = [steady(args, broker.url, store, workers, directory)]
-                if args.backlog:
-                    results.append(drain(args, broker.url, store, workers, directory))
-                workers.stop()
-                store.close()
+                try:
+                    results = [steady(args, broker, pg, store, workers, directory)]
+                    if args.backlog:
+                        results.append(drain(args, broker, pg, store, workers, directory))
+                finally:
+                    workers.stop()
+                    store.close()
         finally:
             pg.close()
     for r in results:
-        print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
+        print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
         assert r["lost"] == 0 and r["gaps"] == 0 and r["duplicate_rows"] == 0 and r["stored"] == r["expected"], r
 
 
