@@ -32,8 +32,9 @@ from agent.registration import send_if_changed
 from agent.reminders import Reminders
 from agent.supervise import Notifier, Supervisor
 from agent.telemetry import Telemetry
+from agent.trends import Trends
 from agent.uplinks import Uplinks, build
-from agent.webconsole import Console, static
+from agent.webconsole import Console
 from drivers.base import SampleBatch, cancel_and_wait
 
 log = logging.getLogger("plantwatch.agent")
@@ -111,6 +112,8 @@ class Agent:
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
         self.console = Console(self)
+        self.trends = Trends(cfg)
+        self.console.routes.update({"/trend": self.trends.get, "/trend/models": self.trends.get})
         self.socket_api: SocketApi | None = None
         self.supervisor = Supervisor(self.failed)
         self.restarts: dict[str, int] = {}  # supervised work -> restarts after a failure (replaced, not mutated)
@@ -229,8 +232,12 @@ class Agent:
                 log.info("device %s: answers again", batch.device)
             self.device_state[batch.device] = {"state": "ok"}
         self.telemetry.record(batch)
+        self.trends.record(batch)
+        if len(batch):  # the engine judged it: the model statistics it computed
+            self.trends.record_statistics(self.pipeline.engine.statistics())
         if self.pipeline.derived is not None:  # the computed tags the batch moved
             self.telemetry.record(self.pipeline.derived)
+            self.trends.record(self.pipeline.derived)
         if self.history is not None:
             self.history.record(batch)
             if self.pipeline.derived is not None:
@@ -297,8 +304,8 @@ class Agent:
         port = rules.api_port
         if not port:
             return None
-        api = LocalApi(port, lambda path: static(path) or ops.api_get(path), ops.api_post, ops.api_refusal,
-                       rules.api_token_file, self.console.stream)
+        api = LocalApi(port, lambda target: self.console.get(target) or ops.api_get(target), ops.api_post,
+                       ops.api_refusal, rules.api_token_file, self.console.stream)
         try:
             await api.start()
         except OSError as exc:

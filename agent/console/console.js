@@ -77,7 +77,9 @@ function renderAlarms() {
       el("td", fmt(a.limit)), el("td", a.active ? since(a.active_since) : ""));
     const flags = el("td", undefined, "flags");
     for (const f of ["shelved", "suppressed", "out_of_service", "chattering"]) if (a[f]) flags.append(el("span", t(f), "flag"));
-    tr.append(flags);
+    tr.append(flags, el("td"));
+    const trend = window.trendButton && trendButton(a);  // trend.js: the alarm's trend, where it has one
+    if (trend) tr.lastChild.append(trend);
     tr.addEventListener("click", () => { S.selected = a.id; $("sel-alarm").textContent = a.id; renderAlarms(); });
     body.append(tr);
   }
@@ -216,7 +218,7 @@ function init() {
   for (const b of document.querySelectorAll("nav button")) {
     b.addEventListener("click", () => {
       for (const o of document.querySelectorAll("nav button")) o.classList.toggle("on", o === b);
-      for (const v of ["alarms", "devices", "tags", "system"]) $("view-" + v).hidden = v !== b.dataset.view;
+      for (const v of ["alarms", "devices", "tags", "trend", "system"]) $("view-" + v).hidden = v !== b.dataset.view;
       if (b.dataset.view === "tags") filterTags();
     });
   }
