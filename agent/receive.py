@@ -105,13 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if wrong:
         print(f"receive: {wrong}", file=sys.stderr)
         return EXIT_CONFIG
-    password = None
-    if args.password_file:
-        try:
-            password = Path(args.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            print(f"receive: cannot read {args.password_file}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_CONFIG
+    password = broker_password(args)
+    if password is False:
+        return EXIT_CONFIG
     out = open(args.out, "a", encoding="utf-8") if args.out else None  # noqa: SIM115 - closed below
     if args.max_payload is not None and args.max_payload < 1:
         print(f"receive: --max-payload must be >= 1, not {args.max_payload}", file=sys.stderr)
@@ -146,6 +142,17 @@ def run(args: argparse.Namespace) -> int:
     if args.strict and (receiver.refused or any(t.gaps or t.missing_earlier() for t in receiver.plants.values())):
         return EXIT_FAIL
     return EXIT_OK
+
+
+def broker_password(args: argparse.Namespace) -> str | None | bool:
+    """The first line of --password-file (None without one); False, said on stderr, when unreadable."""
+    if not args.password_file:
+        return None
+    try:
+        return Path(args.password_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        print(f"receive: cannot read {args.password_file}: {exc.strerror or exc}", file=sys.stderr)
+        return False
 
 
 def _wait(args: argparse.Namespace, taken) -> None:

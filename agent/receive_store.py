@@ -6,7 +6,6 @@ import argparse
 import logging
 import socket
 import sys
-from pathlib import Path
 
 from agent.cli import EXIT_CONFIG, EXIT_FAIL, EXIT_OK
 
@@ -59,17 +58,13 @@ def run_store(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, store, client_id: str) -> int:
     from agent.ingest import Worker, connect
-    from agent.receive import _wait
+    from agent.receive import _wait, broker_password
     from agent.receiver import MAX_PAYLOAD
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    password = None
-    if args.password_file:
-        try:
-            password = Path(args.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            print(f"receive: cannot read {args.password_file}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_CONFIG
+    password = broker_password(args)
+    if password is False:
+        return EXIT_CONFIG
     worker = Worker(store, emit=lambda line: print(line, flush=True), max_payload=args.max_payload or MAX_PAYLOAD)
     worker.start()
     client = None
