@@ -71,8 +71,7 @@ def read(msg: Incoming, max_payload: int = MAX_PAYLOAD) -> Row | None:
     if kind == "alarm":
         if doc["seq"] > MAX_SEQ:
             raise Refused("seq out of range", f"seq {str(doc['seq'])[:30]} is over {MAX_SEQ}")
-        # alarm/1 has no epoch: (plant, seq) with the empty epoch, as docs/PAYLOADS.md says
-        return Row(**common, epoch=doc.get("epoch", ""), seq=doc["seq"])
+        return Row(**common, epoch=doc["epoch"], seq=doc["seq"])
     if kind == "status":
         return Row(**common, online=bool(doc["online"]))
     return Row(**common, digest=hashlib.sha1(msg.payload).hexdigest())
