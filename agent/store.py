@@ -108,6 +108,8 @@ class Report:
         for plant, seen, online, ts in self.presence:
             if online is not None and not online:
                 out.append((plant, f"status offline at {ts}"))
+            elif not seen:
+                out.append((plant, "never heard, only its retained status"))
             elif self.now - seen > self.offline_after:
                 out.append((plant, f"nothing heard for {self.now - seen:.0f} s (over {self.offline_after:g} s)"))
         return out
@@ -130,7 +132,8 @@ class Report:
         offline = dict(self.offline())
         for plant, seen, online, _ in self.presence:
             state = f"OFFLINE ({offline[plant]})" if plant in offline else "online" if online else "no status yet"
-            out.append(f"plant {plant}: {state}, last heard {self.now - seen:.0f} s ago")
+            heard = f"last heard {self.now - seen:.0f} s ago" if seen else "never heard live"
+            out.append(f"plant {plant}: {state}, {heard}")
         missing = sum(last - first + 1 for _, _, first, last in self.gaps)
         again = sum(row[5] for row in self.epochs)
         out.append(f"{sum(row[2] for row in self.epochs)} alarms stored, {missing} missing in {len(self.gaps)} gaps, "
@@ -193,9 +196,8 @@ class Store:
         statuses = sorted((r.plant, r.ts, int(r.online), r.doc, r.received_at, now) for r in rows if r.kind == "status")
         telemetry = sorted((r.plant, r.ts, r.digest, r.doc, r.received_at, now) for r in rows if r.kind == "telemetry")
         seen: dict[str, float] = {}
-        for r in rows:
-            if not r.retained:  # a retained status is the broker's memory, not a sign of life
-                seen[r.plant] = max(seen.get(r.plant, 0.0), r.received_at)
+        for r in rows:  # a retained status is the broker's memory, not a sign of life: the plant, never heard
+            seen[r.plant] = max(seen.get(r.plant, 0.0), 0.0 if r.retained else r.received_at)
         return {INSERT_ALARM: alarms, INSERT_STATUS: statuses, INSERT_TELEMETRY: telemetry,
                 SEEN: sorted(seen.items())}
 

@@ -211,7 +211,14 @@ def test_new_epoch_is_reported_as_such(mosquitto, store_url):
 
 
 def test_offline_from_the_status_and_from_silence(mosquitto, store_url, tmp_path):
-    quiet = "640100000002"
+    quiet, gone = "640100000002", "640100000003"
+    p = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    p.connect("127.0.0.1", mosquitto.port)
+    p.loop_start()
+    # a gateway that went away before the platform started: only its retained will is left
+    p.publish(f"plantwatch/{gone}/status", status(True, plant=gone), qos=1, retain=True).wait_for_publish(5)
+    p.disconnect()
+    p.loop_stop()
     w = InProcess(mosquitto.url, store_url, "w1")
     try:
         publish(mosquitto.port, [
@@ -222,14 +229,16 @@ def test_offline_from_the_status_and_from_silence(mosquitto, store_url, tmp_path
                                                      "ts": "2026-11-28T00:00:00.000Z",
                                                      "tags": {"R101.TI01": {"v": 1.0, "q": "good"}}})),
         ])
-        until(lambda: sum(w.worker.stored.values()) >= 4, what="four messages stored")
+        until(lambda: sum(w.worker.stored.values()) >= 5, what="five messages stored")
     finally:
         w.close()
     report = Store.open(store_url).report(offline_after=60)
-    assert [p for p, _ in report.offline()] == [PLANT]  # its latest status (as received) is the will
+    # PLANT: its latest status (as received) is the will; gone: a retained status is no sign of life
+    assert report.offline() == [(PLANT, "status offline at 2026-11-28T00:00:00.000Z"),
+                                (gone, "never heard, only its retained status")]
     assert query(store_url, "SELECT COUNT(*) FROM telemetry") == [(1,)]
     later = Store.open(store_url).report(offline_after=60, now=time.time() + 120)
-    assert [p for p, _ in later.offline()] == [PLANT, quiet]
+    assert [p for p, _ in later.offline()] == [PLANT, quiet, gone]
     out = subprocess.run([sys.executable, "-m", "agent.cli", "receive", "--store", store_url, "--report",
                           "--strict", "--offline-after", "60"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stdout + out.stderr
