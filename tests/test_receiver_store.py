@@ -59,6 +59,14 @@ def query(url: str, sql: str) -> list[tuple]:
         store.close()
 
 
+def report(url: str, offline_after: float, now: float | None = None):
+    store = Store.open(url)
+    try:
+        return store.report(offline_after, now)
+    finally:
+        store.close()
+
+
 def stored(url: str) -> int:
     return query(url, "SELECT COUNT(*) FROM alarms")[0][0]
 
@@ -123,9 +131,9 @@ def test_redelivered_and_resent_alarms_are_stored_once(mosquitto, store_url):
     finally:
         w.close()
     assert query(store_url, "SELECT seq, copies FROM alarms ORDER BY seq") == [(1, 1), (2, 2), (3, 3)]
-    report = Store.open(store_url).report(180)
-    assert report.gaps == []
-    assert [row[5] for row in report.epochs] == [3]  # copies received again, stored once
+    found = report(store_url, 180)
+    assert found.gaps == []
+    assert [row[5] for row in found.epochs] == [3]  # copies received again, stored once
 
 
 def test_two_workers_share_a_subscription_and_gaps_are_judged_across_them(mosquitto, pg_url):
@@ -135,8 +143,8 @@ def test_two_workers_share_a_subscription_and_gaps_are_judged_across_them(mosqui
     try:
         publish(mosquitto.port, [(ALARMS, alarm(s)) for s in range(1, 101) if s not in missing])
         until(lambda: stored(pg_url) == 97, what="97 alarms stored")
-        report = Store.open(pg_url).report(180)
-        assert [(g[2], g[3]) for g in report.gaps] == [(37, 38), (77, 77)]
+        found = report(pg_url, 180)
+        assert [(g[2], g[3]) for g in found.gaps] == [(37, 38), (77, 77)]
         publish(mosquitto.port, [(ALARMS, alarm(37))])  # late, to whichever worker
         until(lambda: stored(pg_url) == 98, what="the late alarm stored")
     finally:
@@ -144,7 +152,7 @@ def test_two_workers_share_a_subscription_and_gaps_are_judged_across_them(mosqui
         b.close()
     workers = dict(query(pg_url, "SELECT worker, COUNT(*) FROM alarms GROUP BY worker"))
     assert set(workers) == {"wa", "wb"}, workers  # each got a share: the gap spans both
-    assert [(g[2], g[3]) for g in Store.open(pg_url).report(180).gaps] == [(38, 38), (77, 77)]
+    assert [(g[2], g[3]) for g in report(pg_url, 180).gaps] == [(38, 38), (77, 77)]
 
 
 @pytest.mark.parametrize("kind, workers", [("sqlite", 1), ("postgresql", 1), ("postgresql", 2)])
@@ -164,7 +172,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_duplicates_nothing(mosquit
     for p in procs:
         p.stop()
     assert query(store_url, "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM alarms") == [(total, total, 1, total)]
-    assert Store.open(store_url).report(180).gaps == []
+    assert report(store_url, 180).gaps == []
 
 
 def test_database_down_messages_stay_with_the_broker_until_stored(mosquitto):
@@ -189,7 +197,7 @@ def test_database_down_messages_stay_with_the_broker_until_stored(mosquitto):
         until(lambda: stored(pg.url) == 80, what="all 80 alarms stored")
         w.stop()
         assert query(pg.url, "SELECT COUNT(DISTINCT seq), MAX(seq) FROM alarms") == [(80, 80)]
-        assert Store.open(pg.url).report(180).gaps == []
+        assert report(pg.url, 180).gaps == []
     finally:
         pg.close()
 
@@ -203,10 +211,10 @@ def test_new_epoch_is_reported_as_such(mosquitto, store_url):
         until(lambda: w.worker.stored["alarm"] >= 6, what="six alarms stored")
     finally:
         w.close()
-    report = Store.open(store_url).report(180)
-    assert report.gaps == []  # seq 1 of the new epoch is neither a gap nor a duplicate
-    assert [(r[1], r[2], r[3], r[4]) for r in report.epochs] == [(EPOCH, 4, 1, 4), (new, 2, 1, 2)]
-    lines = report.lines()
+    found = report(store_url, 180)
+    assert found.gaps == []  # seq 1 of the new epoch is neither a gap nor a duplicate
+    assert [(r[1], r[2], r[3], r[4]) for r in found.epochs] == [(EPOCH, 4, 1, 4), (new, 2, 1, 2)]
+    lines = found.lines()
     assert f"EPOCH {PLANT}: new sequence epoch {new} (was {EPOCH})" in "\n".join(lines)
 
 
@@ -232,12 +240,12 @@ def test_offline_from_the_status_and_from_silence(mosquitto, store_url, tmp_path
         until(lambda: sum(w.worker.stored.values()) >= 5, what="five messages stored")
     finally:
         w.close()
-    report = Store.open(store_url).report(offline_after=60)
+    found = report(store_url, 60)
     # PLANT: its latest status (as received) is the will; gone: a retained status is no sign of life
-    assert report.offline() == [(PLANT, "status offline at 2026-11-28T00:00:00.000Z"),
+    assert found.offline() == [(PLANT, "status offline at 2026-11-28T00:00:00.000Z"),
                                 (gone, "never heard, only its retained status")]
     assert query(store_url, "SELECT COUNT(*) FROM telemetry") == [(1,)]
-    later = Store.open(store_url).report(offline_after=60, now=time.time() + 120)
+    later = report(store_url, 60, time.time() + 120)
     assert [p for p, _ in later.offline()] == [PLANT, quiet, gone]
     out = subprocess.run([sys.executable, "-m", "agent.cli", "receive", "--store", store_url, "--report",
                           "--strict", "--offline-after", "60"], capture_output=True, text=True, timeout=60)
