@@ -25,7 +25,7 @@ from agent.housekeeping import Housekeeping
 from agent.loops import LoopHealth
 from agent.operators import Operators
 from agent.outbox_check import open_checked, set_aside
-from agent.payloads import STATUS_SCHEMA, rfc3339
+from agent.payloads import STATUS_SCHEMA, rfc3339, unnumbered
 from agent.pending import Committer
 from agent.pipeline import Pipeline, restore_grace
 from agent.registration import send_if_changed
@@ -104,7 +104,7 @@ class Agent:
         self.outbox.set_uplinks(self.uplinks.names)
         self.uplink = self.uplinks.members[0]  # the first (or only) uplink
         self.telemetry = Telemetry(cfg, self.outbox, self.uplinks.wake, self.health)
-        self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit,
+        self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit_storage,
                                          cfg.uplink.min_free_mb, self.health)
         self.reminders = Reminders(self.pipeline, self.outbox, self.uplinks.wake, self.health)
         # an alarm active before a restart is repeated after it with the seq of its last message
@@ -202,9 +202,22 @@ class Agent:
                 f"; {c.lost} alarm transition(s) were lost: more than max_pending_alarms waited" if c.lost else
                 ": none was lost")
         context = {"error": c.error, "pending": c.queued, "lost": c.lost, "text": text}
-        self.commit(self.pipeline.manager.raise_system("storage", "outbox", failing, time.time(), context,
-                                                       value=float(c.lost), limit=0.0, unit="messages"))
+        if not failing:  # what was sent from memory is stored now: the numbered records follow
+            self.uplinks.withdraw_unnumbered()
+        self.commit_storage(self.pipeline.manager.raise_system("storage", "outbox", failing, time.time(), context,
+                                                               value=float(c.lost), limit=0.0, unit="messages"))
         self.uplinks.announce()
+
+    def commit_storage(self, messages: list[dict[str, Any]]) -> None:
+        """A ``storage`` alarm's messages: committed like any; those the outbox cannot take now
+        are also sent at once from memory, unnumbered (docs/PAYLOADS.md), by every uplink that
+        can carry them. Their numbered records follow once the outbox stores them."""
+        stored = self.pipeline.commit(messages)
+        if stored:
+            self.committed(stored)
+        elif messages:
+            log.warning("outbox: %d storage alarm message(s) sent from memory, unnumbered, until stored", len(messages))
+            self.uplinks.send_unnumbered([unnumbered(m, self.outbox.epoch) for m in messages])
 
     def committed(self, messages: list[dict[str, Any]]) -> None:
         """Alarm messages are durable: log them, refresh the KPIs, let the uplink send them."""
