@@ -68,10 +68,12 @@ def read(msg: Incoming, max_payload: int = MAX_PAYLOAD) -> Row | None:
     text = msg.payload.decode("utf-8")
     common = {"kind": kind, "plant": doc["plant"], "ts": doc["ts"], "doc": text,
               "received_at": msg.received_at, "retained": msg.retained}
+    if kind == "alarm" and doc.get("unnumbered"):  # sent from memory: kept out of the sequence
+        return Row(**{**common, "kind": "unnumbered"}, epoch=doc["epoch"], alarm_id=doc["id"], state=doc["state"])
     if kind == "alarm":
         if doc["seq"] > MAX_SEQ:
             raise Refused("seq out of range", f"seq {str(doc['seq'])[:30]} is over {MAX_SEQ}")
-        return Row(**common, epoch=doc["epoch"], seq=doc["seq"])
+        return Row(**common, epoch=doc["epoch"], seq=doc["seq"], alarm_id=doc["id"], state=doc["state"])
     if kind == "status":
         return Row(**common, online=bool(doc["online"]))
     return Row(**common, digest=hashlib.sha1(msg.payload).hexdigest())
@@ -127,7 +129,7 @@ class Worker:
             taken = self._take()
             if not taken:
                 continue
-            rows = []
+            rows, keep = [], []
             for msg in taken:
                 try:
                     row = read(msg, self.max_payload)
@@ -135,10 +137,16 @@ class Worker:
                     self.refused[exc.reason] += 1
                     self._say(f"INVALID {msg.topic}: {exc} (acknowledged, not stored)")
                     continue
+                except Exception as exc:  # an error of ours: the message stays the broker's
+                    self.refused["receiver error"] += 1
+                    keep.append(msg)
+                    log.error("store: %s: %s: %s", msg.topic, type(exc).__name__, exc, exc_info=exc)
+                    self._say(f"ERROR {msg.topic}: {type(exc).__name__}: {exc} (not stored, kept unacknowledged)")
+                    continue
                 if row is not None:
                     rows.append(row)
             if self._commit(rows):
-                self._ack(taken)
+                self._ack([m for m in taken if m not in keep])
 
     def _commit(self, rows: list[Row]) -> bool:
         """Store the batch, retrying while the database is down; False when told to stop first."""
@@ -194,7 +202,7 @@ class Worker:
         return True
 
     def summary(self) -> list[str]:
-        kinds = ", ".join(f"{self.stored[k]} {k}" for k in ("alarm", "status", "telemetry"))
+        kinds = ", ".join(f"{self.stored[k]} {k}" for k in ("alarm", "unnumbered", "status", "telemetry"))
         lines = [f"stored {kinds} messages in {self.batches} transactions"]
         if self.refused:
             reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.refused.items()))

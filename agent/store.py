@@ -23,8 +23,13 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS alarms (
         plant TEXT NOT NULL, epoch TEXT NOT NULL, seq BIGINT NOT NULL, ts TEXT NOT NULL,
         doc TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL, stored_at DOUBLE PRECISION NOT NULL,
-        worker TEXT NOT NULL, copies INTEGER NOT NULL DEFAULT 1,
+        worker TEXT NOT NULL, copies INTEGER NOT NULL DEFAULT 1, alarm_id TEXT NOT NULL, state TEXT NOT NULL,
         PRIMARY KEY (plant, epoch, seq))""",
+    # storage alarms the gateway sent from memory, before it could number them (docs/PAYLOADS.md)
+    """CREATE TABLE IF NOT EXISTS unnumbered (
+        plant TEXT NOT NULL, alarm_id TEXT NOT NULL, state TEXT NOT NULL, ts TEXT NOT NULL, epoch TEXT NOT NULL,
+        doc TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL, stored_at DOUBLE PRECISION NOT NULL,
+        copies INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (plant, alarm_id, state, ts))""",
     """CREATE TABLE IF NOT EXISTS statuses (
         plant TEXT NOT NULL, ts TEXT NOT NULL, online INTEGER NOT NULL, doc TEXT NOT NULL,
         received_at DOUBLE PRECISION NOT NULL, stored_at DOUBLE PRECISION NOT NULL,
@@ -38,8 +43,12 @@ SCHEMA = (
 )
 
 INSERT_ALARM = (
-    "INSERT INTO alarms (plant, epoch, seq, ts, doc, received_at, stored_at, worker) VALUES (?,?,?,?,?,?,?,?) "
-    "ON CONFLICT (plant, epoch, seq) DO UPDATE SET copies = alarms.copies + 1"
+    "INSERT INTO alarms (plant, epoch, seq, ts, doc, received_at, stored_at, worker, alarm_id, state) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (plant, epoch, seq) DO UPDATE SET copies = alarms.copies + 1"
+)
+INSERT_UNNUMBERED = (
+    "INSERT INTO unnumbered (plant, alarm_id, state, ts, epoch, doc, received_at, stored_at) VALUES (?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (plant, alarm_id, state, ts) DO UPDATE SET copies = unnumbered.copies + 1"
 )
 INSERT_STATUS = (
     "INSERT INTO statuses (plant, ts, online, doc, received_at, stored_at) VALUES (?,?,?,?,?,?) "
@@ -63,6 +72,10 @@ EPOCHS = """SELECT plant, epoch, COUNT(*), MIN(seq), MAX(seq), SUM(copies) - COU
     FROM alarms GROUP BY plant, epoch ORDER BY plant, MIN(ts), MIN(received_at)"""
 # each plant's latest status as received (a will carries the time its connection began, so the
 # arrival orders statuses, not their ts) and when anything of it was last heard
+# each unnumbered alarm with the seq of its numbered record (NULL: none stored yet)
+UNNUMBERED = """SELECT u.plant, u.alarm_id, u.state, u.ts, MIN(a.seq) FROM unnumbered u LEFT JOIN alarms a
+    ON a.plant = u.plant AND a.alarm_id = u.alarm_id AND a.state = u.state AND a.ts = u.ts
+    GROUP BY u.plant, u.alarm_id, u.state, u.ts ORDER BY u.plant, u.ts"""
 PRESENCE = """SELECT p.plant, p.last_seen, s.online, s.ts FROM plants p LEFT JOIN (
     SELECT plant, online, ts, ROW_NUMBER() OVER (PARTITION BY plant ORDER BY received_at DESC, ts DESC) AS n
     FROM statuses) s ON s.plant = p.plant AND s.n = 1 ORDER BY p.plant"""
@@ -80,14 +93,16 @@ class StoreUrlError(ValueError):
 class Row:
     """One message as it goes into the store."""
 
-    kind: str  # alarm | status | telemetry
+    kind: str  # alarm | unnumbered | status | telemetry
     plant: str
     ts: str
     doc: str
     received_at: float
     retained: bool = False
-    epoch: str = ""  # alarm
+    epoch: str = ""  # alarm, unnumbered
     seq: int = 0  # alarm
+    alarm_id: str = ""  # alarm, unnumbered
+    state: str = ""  # alarm, unnumbered
     online: bool = False  # status
     digest: str = ""  # telemetry: the payload's hash (a redelivered snapshot is the same row)
 
@@ -99,6 +114,7 @@ class Report:
     epochs: list[tuple]  # (plant, epoch, count, min seq, max seq, copies received again, first ts, first arrival)
     gaps: list[tuple]  # (plant, epoch, first missing, last missing)
     presence: list[tuple]  # (plant, last seen, online of the latest status or None, its ts)
+    unnumbered: list[tuple]  # (plant, alarm id, state, ts, seq of its numbered record or None)
     now: float
     offline_after: float
 
@@ -127,6 +143,9 @@ class Report:
                                "the gateway started a new outbox, seq starts again at 1")
                 out.append(f"plant {plant} epoch {epoch or '(none)'}: {count} alarms, seq {low}..{high}, "
                            f"{again} received again (stored once)")
+        for plant, alarm_id, state, ts, seq in self.unnumbered:
+            record = f"its numbered record is seq {seq}" if seq else "NO NUMBERED RECORD stored (yet)"
+            out.append(f"UNNUMBERED {plant} {alarm_id} {state} at {ts}: sent from the gateway's memory; {record}")
         for plant, epoch, first, last in self.gaps:
             out.append(f"GAP {plant} epoch {epoch or '(none)'}: seq {first}..{last} missing ({last - first + 1})")
         offline = dict(self.offline())
@@ -136,8 +155,10 @@ class Report:
             out.append(f"plant {plant}: {state}, {heard}")
         missing = sum(last - first + 1 for _, _, first, last in self.gaps)
         again = sum(row[5] for row in self.epochs)
+        alone = sum(1 for row in self.unnumbered if row[4] is None)
         out.append(f"{sum(row[2] for row in self.epochs)} alarms stored, {missing} missing in {len(self.gaps)} gaps, "
-                   f"{again} duplicates received, {len(offline)} of {len(self.presence)} plants offline")
+                   f"{again} duplicates received, {len(self.unnumbered)} unnumbered ({alone} without a numbered record), "
+                   f"{len(offline)} of {len(self.presence)} plants offline")
         return out
 
 
@@ -191,14 +212,16 @@ class Store:
     def _rows(self, rows: Sequence[Row], now: float) -> dict[str, list[tuple]]:
         """The parameters of each statement, sorted by key so that concurrent workers lock rows in
         one order (no deadlock between two batches touching the same plants)."""
-        alarms = sorted((r.plant, r.epoch, r.seq, r.ts, r.doc, r.received_at, now, self.worker)
+        alarms = sorted((r.plant, r.epoch, r.seq, r.ts, r.doc, r.received_at, now, self.worker, r.alarm_id, r.state)
                         for r in rows if r.kind == "alarm")
+        unnumbered = sorted((r.plant, r.alarm_id, r.state, r.ts, r.epoch, r.doc, r.received_at, now)
+                            for r in rows if r.kind == "unnumbered")
         statuses = sorted((r.plant, r.ts, int(r.online), r.doc, r.received_at, now) for r in rows if r.kind == "status")
         telemetry = sorted((r.plant, r.ts, r.digest, r.doc, r.received_at, now) for r in rows if r.kind == "telemetry")
         seen: dict[str, float] = {}
         for r in rows:  # a retained status is the broker's memory, not a sign of life: the plant, never heard
             seen[r.plant] = max(seen.get(r.plant, 0.0), 0.0 if r.retained else r.received_at)
-        return {INSERT_ALARM: alarms, INSERT_STATUS: statuses, INSERT_TELEMETRY: telemetry,
+        return {INSERT_ALARM: alarms, INSERT_UNNUMBERED: unnumbered, INSERT_STATUS: statuses, INSERT_TELEMETRY: telemetry,
                 SEEN: sorted(seen.items())}
 
     def write(self, rows: Sequence[Row]) -> None:
@@ -230,7 +253,7 @@ class Store:
             raise StoreError(f"{type(exc).__name__}: {str(exc).strip()[:300]}") from exc
 
     def report(self, offline_after: float, now: float | None = None) -> Report:
-        return Report(self.query(EPOCHS), self.query(GAPS), self.query(PRESENCE),
+        return Report(self.query(EPOCHS), self.query(GAPS), self.query(PRESENCE), self.query(UNNUMBERED),
                       time.time() if now is None else now, offline_after)
 
 

@@ -13,9 +13,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.alarms import AlarmManager, TagInfo
 from agent.ingest import Worker, connect
 from agent.payloads import STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps
 from agent.store import Store
+from detectors.base import ConditionChange
 from tests.helpers import PLANT
 from tests.postgres import Postgres
 from tests.test_receiver import EPOCH, alarm
@@ -45,6 +47,15 @@ def publish(port: int, items: list[tuple[str, bytes]], pause_s: float = 0.0) -> 
         info.wait_for_publish(30)
     p.disconnect()
     p.loop_stop()
+
+
+def sent_from_memory(seq: int | None = None) -> bytes:
+    """An alarm the gateway sent unnumbered (``seq`` None), or its numbered record."""
+    m = AlarmManager(PLANT, [TagInfo("R101.TI01", "r1-plc", "°C", "1#反应釜温度")])
+    doc = m.on_changes([ConditionChange(0, "limit", "H", True, 161.0, 160.0, 5.0)])[0]
+    doc["epoch"] = EPOCH
+    doc.update({"seq": seq} if seq else {"unnumbered": True})
+    return dumps(doc)
 
 
 def status(online: bool, plant: str = PLANT, ts: str = "2026-11-28T00:00:00.000Z") -> bytes:
@@ -251,6 +262,24 @@ def test_offline_from_the_status_and_from_silence(mosquitto, store_url, tmp_path
                           "--strict", "--offline-after", "60"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"plant {PLANT}: OFFLINE (status offline at 2026-11-28T00:00:00.000Z)" in out.stdout
+
+
+def test_unnumbered_alarms_are_kept_out_of_the_sequence_and_matched_with_their_record(mosquitto, store_url):
+    w = InProcess(mosquitto.url, store_url, "w1")
+    try:
+        publish(mosquitto.port, [(ALARMS, sent_from_memory()), (ALARMS, sent_from_memory()), (ALARMS, alarm(2))])
+        until(lambda: w.worker.stored["unnumbered"] == 2 and w.worker.stored["alarm"] == 1, what="three stored")
+        before = report(store_url, 180)
+        publish(mosquitto.port, [(ALARMS, sent_from_memory(1))])  # its numbered record
+        until(lambda: w.worker.stored["alarm"] == 2, what="the numbered record stored")
+    finally:
+        w.close()
+    assert [row[4] for row in before.unnumbered] == [None]  # stored once, no numbered record yet
+    assert [(g[2], g[3]) for g in before.gaps] == [(1, 1)]  # it reserved no seq: 1 is missing until its record
+    after = report(store_url, 180)
+    assert [row[4] for row in after.unnumbered] == [1] and after.gaps == []
+    assert query(store_url, "SELECT copies FROM unnumbered") == [(2,)]
+    assert "its numbered record is seq 1" in "\n".join(after.lines())
 
 
 def test_invalid_messages_are_acknowledged_and_counted_not_stored(mosquitto, tmp_path):
