@@ -27,7 +27,7 @@ from agent.operators import Operators
 from agent.outbox_check import open_checked, set_aside
 from agent.payloads import STATUS_SCHEMA, rfc3339, unnumbered
 from agent.pending import Committer
-from agent.pipeline import Pipeline, restore_grace
+from agent.pipeline import Pipeline
 from agent.registration import send_if_changed
 from agent.reminders import Reminders
 from agent.supervise import Notifier, Supervisor
@@ -84,7 +84,7 @@ class Agent:
         self.pipeline = Pipeline(cfg, self.committer)
         self.started = time.time()
         manager = self.pipeline.manager
-        manager.restore(self.outbox.alarm_states(), self.started, lambda alarm: restore_grace(cfg, alarm))
+        manager.restore(self.outbox.alarm_states(), self.started, self.pipeline.restore_grace)
         # what the status message and the metrics report, replaced (not mutated) on the loop:
         # the uplink thread reads them
         self.alarm_counts: dict[str, Any] = manager.kpis(self.started)

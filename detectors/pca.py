@@ -41,6 +41,7 @@ class _Monitor:
         off = params.get("off_delay_s")
         self.debounce = _pca.SeriesDebounce(model.on_delay_s if on is None else float(on),
                                             model.off_delay_s if off is None else float(off))
+        self.restart = (model.on_delay_s if on is None else float(on), model.spec.warmup_s, model.spec.lags)
         self.top = int(params["top"])
         self.name = str(params["model"])
         self.recent: list[Statistic] = []  # T2 and SPE of the last update (for trends)
