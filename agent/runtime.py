@@ -20,8 +20,10 @@ from typing import Any
 import drivers
 from agent.api import LocalApi, SocketApi
 from agent.config import Config
+from agent.config.sections import listen_address
 from agent.history import History
 from agent.housekeeping import Housekeeping
+from agent.lan import LanApi, tls_context
 from agent.loops import LoopHealth
 from agent.operators import Operators
 from agent.outbox_check import open_checked, set_aside
@@ -110,6 +112,7 @@ class Agent:
         self.reminders.seq_of.update(self.outbox.last_seqs())
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
+        self.lan: LanApi | None = None
         self.console = Console(self)
         self.socket_api: SocketApi | None = None
         self.supervisor = Supervisor(self.failed)
@@ -306,6 +309,23 @@ class Agent:
             return None
         return api
 
+    async def _start_lan(self) -> LanApi | None:
+        """The console on ``console_listen`` (HTTPS, logins), when configured."""
+        rules, ops = self.cfg.alarm_system, self.operators
+        if not rules.console_listen or rules.console_cert_file is None or rules.console_key_file is None:
+            return None  # the config check refuses a listen address without TLS
+        host, port = listen_address(rules.console_listen)
+        try:
+            lan = LanApi(host, port, tls_context(rules.console_cert_file, rules.console_key_file),
+                         lambda path: static(path) or ops.api_get(path), ops.api_post, ops.api_refusal,
+                         users_file=rules.console_users_file, token_file=rules.api_token_file,
+                         session_s=rules.console_session_s, events=self.console.stream)
+            await lan.start()
+        except (OSError, ValueError) as exc:
+            log.error("console: cannot listen on https://%s: %s", rules.console_listen, exc)
+            return None
+        return lan
+
     async def run(self, stop: asyncio.Event) -> None:
         self.operators.loop = self.loop = asyncio.get_running_loop()
         self.outbox_seq = self.outbox.last_seq()
@@ -319,6 +339,7 @@ class Agent:
             cls = drivers.load(d.driver)
             driver_objs.append(cls(d, [t.spec for t in self.cfg.device_tags(d.name)]))
         self.api = await self._start_api()
+        self.lan = await self._start_lan()
         tasks = self._start_tasks(driver_objs)
         log.info("plantwatch %s running: plant %s, %d devices, %d tags", agent_version(), self.cfg.agent.plant,
                  len(driver_objs), len(self.cfg.tags))
@@ -334,7 +355,7 @@ class Agent:
                 except Exception:
                     log.exception("history: the last write failed")
             self.console.close()  # open pages' streams end, so the port closes at once
-            for server in (self.api, self.socket_api):
+            for server in (self.api, self.lan, self.socket_api):
                 if server is not None:
                     await server.close()
             for drv in driver_objs:

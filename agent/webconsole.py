@@ -38,6 +38,8 @@ SEND_TIMEOUT_S = 10.0
 
 def static(path: str) -> tuple[int, str, bytes] | None:
     """The console's file at ``path``, or None when ``path`` is not one of them."""
+    if path == "/session":  # the loopback page: reads for anyone, acts with a bearer token
+        return 200, "application/json", b'{"mode": "token"}'
     if path not in FILES:
         return None
     name, ctype = FILES[path]

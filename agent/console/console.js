@@ -1,5 +1,6 @@
 // plantwatch console: no build step, no library. Live data from GET /events (server-sent events);
-// operator actions POST to /alarms/{id}/{op} with the bearer token kept in sessionStorage.
+// operator actions POST to /alarms/{id}/{op} with the bearer token kept in sessionStorage (loopback)
+// or, on the LAN console (HTTPS), with the session cookie and its CSRF token after a login.
 "use strict";
 
 const WORDS = {
@@ -15,7 +16,8 @@ const WORDS = {
     UNACK_ACTIVE: "未确认·激活", ACKED_ACTIVE: "已确认·激活", RTN_UNACK: "已恢复·未确认", NORMAL: "正常",
     OK: "正常", COMM_FAIL: "通讯故障", STARTING: "启动中", active: "激活", unacked: "未确认", stale: "陈旧报警",
     flood: "报警泛滥", floods: "泛滥次数", new_in_window: "窗口内新报警", commands_applied: "已执行命令",
-    commands_rejected: "已拒绝命令"},
+    commands_rejected: "已拒绝命令", login_title: "登录控制台", user: "用户名", password: "密码",
+    or_token: "或操作令牌", session_expired: "会话已过期，请重新登录"},
   en: {alarms: "Alarms", devices: "Devices", tags: "Tags", system: "System", offline: "offline", live: "live",
     sign_in: "Sign in", sign_out: "Sign out", token_hint: "operator token", selected: "Selected", minutes: "min",
     comment: "comment", ack: "Acknowledge", shelve: "Shelve", unshelve: "Unshelve", token_required: "token required",
@@ -27,15 +29,16 @@ const WORDS = {
     select_alarm: "select an alarm first", shelved: "shelved", suppressed: "suppressed", out_of_service: "out of service",
     chattering: "chattering", done: "done", yes: "yes", no: "no", read_only: "read-only",
     UNACK_ACTIVE: "UNACK ACTIVE", ACKED_ACTIVE: "ACKED ACTIVE", RTN_UNACK: "RTN UNACK", NORMAL: "NORMAL",
-    OK: "OK", COMM_FAIL: "COMM_FAIL", STARTING: "STARTING"},
+    OK: "OK", COMM_FAIL: "COMM_FAIL", STARTING: "STARTING", login_title: "Sign in to the console", user: "User",
+    password: "Password", or_token: "or operator token", session_expired: "session expired: sign in again"},
 };
 const ROW_H = 24;
 const S = {lang: localStorage.getItem("pw-lang") || "zh", alarms: [], devices: {}, kpis: {}, uplinks: {}, outbox: {},
-  columns: [], values: [], shown: [], selected: null, arrived: {}};
+  columns: [], values: [], shown: [], selected: null, arrived: {}, mode: "token", user: null, csrf: null};
 window.plantwatch = S;  // the page's state, for whoever inspects it (the browser tests do)
 const $ = (id) => document.getElementById(id);
 const t = (k) => WORDS[S.lang][k] ?? k;
-const token = () => sessionStorage.getItem("pw-token") || "";
+const token = () => S.mode === "session" ? S.csrf || "" : sessionStorage.getItem("pw-token") || "";
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -171,8 +174,47 @@ function onFrame(doc) {
 function connect() {
   const es = new EventSource("/events");
   es.onopen = () => { $("conn").className = "ok"; $("conn").dataset.t = "live"; $("conn").textContent = t("live"); };
-  es.onerror = () => { $("conn").className = "bad"; $("conn").dataset.t = "offline"; $("conn").textContent = t("offline"); };
+  es.onerror = () => {
+    $("conn").className = "bad"; $("conn").dataset.t = "offline"; $("conn").textContent = t("offline");
+    if (S.mode === "session") { es.close(); setTimeout(startSession, 2000); }  // expired? ask /session
+  };
   es.onmessage = (ev) => onFrame(JSON.parse(ev.data));
+}
+
+// --- the LAN console: a login yields a session cookie (HttpOnly) and a CSRF token for the POSTs ---
+async function startSession() {
+  const r = await fetch("/session", {cache: "no-store"}).catch(() => null);
+  if (!r) { setTimeout(startSession, 2000); return; }
+  const doc = await r.json().catch(() => ({}));
+  S.mode = doc.mode || "token";
+  document.body.classList.toggle("lan", S.mode === "session");
+  if (S.mode === "session" && !doc.user) {
+    if (S.user) $("login-msg").textContent = t("session_expired");
+    S.user = S.csrf = null; showLogin(true); renderAuth(); return;
+  }
+  S.user = doc.user || null; S.csrf = doc.csrf || null;
+  showLogin(false); renderAuth(); connect();
+}
+
+function showLogin(on) {
+  $("login").hidden = !on;
+  for (const v of ["alarms", "devices", "tags", "system"]) $("view-" + v).hidden = on || !document.querySelector(`nav button[data-view="${v}"]`).classList.contains("on");
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  const token = $("login-token").value.trim(), body = token ? {token} : {user: $("login-user").value, password: $("login-password").value};
+  $("login-password").value = ""; $("login-token").value = "";
+  const r = await fetch("/login", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body), cache: "no-store"});
+  const doc = await r.json().catch(() => ({}));
+  if (!r.ok) { $("login-msg").className = "err"; $("login-msg").textContent = r.status + ": " + (doc.error || r.statusText); return; }
+  $("login-msg").textContent = ""; startSession();
+}
+
+async function signOut() {
+  if (S.mode !== "session") { sessionStorage.removeItem("pw-token"); renderAuth(); return; }
+  await fetch("/logout", {method: "POST", headers: {"X-CSRF-Token": S.csrf || ""}, cache: "no-store"}).catch(() => null);
+  location.reload();
 }
 
 // --- operator actions ---
@@ -182,7 +224,7 @@ function renderAuth() {
     b.disabled = !has;
     b.textContent = has ? t(b.dataset.op) : t(b.dataset.op) + " (" + t("token_required") + ")";
   }
-  $("who").textContent = has ? "✔" : t("read_only");
+  $("who").textContent = has ? (S.user ? "✔ " + S.user : "✔") : t("read_only");
   $("who").className = has ? "" : "none";
 }
 
@@ -194,8 +236,9 @@ async function act(op) {
   msg.className = ""; msg.textContent = "…";
   try {
     const r = await fetch("/alarms/" + encodeURIComponent(S.selected) + "/" + op, {
-      method: "POST", headers: {"Authorization": "Bearer " + token(), "Content-Type": "application/json"},
-      body: JSON.stringify(body), credentials: "omit", cache: "no-store"});
+      method: "POST", headers: S.mode === "session" ? {"X-CSRF-Token": token(), "Content-Type": "application/json"}
+        : {"Authorization": "Bearer " + token(), "Content-Type": "application/json"},
+      body: JSON.stringify(body), credentials: S.mode === "session" ? "same-origin" : "omit", cache: "no-store"});
     const doc = await r.json().catch(() => ({}));
     msg.className = r.ok ? "ok" : "err";
     msg.textContent = r.ok ? t(op) + ": " + t("done") : r.status + ": " + (doc.error || r.statusText);
@@ -222,14 +265,15 @@ function init() {
   }
   $("lang").addEventListener("click", () => { S.lang = S.lang === "zh" ? "en" : "zh"; localStorage.setItem("pw-lang", S.lang); applyLang(); });
   $("token-save").addEventListener("click", () => { sessionStorage.setItem("pw-token", $("token").value.trim()); $("token").value = ""; renderAuth(); });
-  $("token-clear").addEventListener("click", () => { sessionStorage.removeItem("pw-token"); renderAuth(); });
+  $("token-clear").addEventListener("click", signOut);
+  $("login").addEventListener("submit", login);
   for (const b of document.querySelectorAll("button.act")) b.addEventListener("click", () => act(b.dataset.op));
   $("tag-search").addEventListener("input", filterTags);
   $("tag-search").addEventListener("change", filterTags);
   $("tag-filter").addEventListener("change", filterTags);
   $("tag-viewport").addEventListener("scroll", renderTagRows, {passive: true});
   applyLang();
-  connect();
+  startSession();
 }
 
 document.addEventListener("DOMContentLoaded", init);
