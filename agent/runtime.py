@@ -21,11 +21,13 @@ import drivers
 from agent.api import LocalApi, SocketApi
 from agent.config import Config
 from agent.config.sections import listen_address
+from agent.device_stats import DeviceStats
 from agent.history import History
 from agent.housekeeping import Housekeeping
 from agent.lan import LanApi, tls_context
 from agent.loops import LoopHealth
 from agent.operators import Operators
+from agent.outbox import unsent_view
 from agent.outbox_check import open_checked, set_aside
 from agent.payloads import STATUS_SCHEMA, rfc3339
 from agent.pending import Committer
@@ -91,8 +93,11 @@ class Agent:
         self.alarm_counts: dict[str, Any] = manager.kpis(self.started)
         self.outbox_seq = 0
         self.outbox_depth: dict[str, int] = {}
+        self.outbox_oldest: dict[str, Any] | None = None  # the oldest row some uplink has not delivered
+        self.uplink_oldest: dict[str, dict[str, Any] | None] = {}  # the same, per uplink
         self.batches = 0
         self.device_state: dict[str, dict[str, Any]] = {d.name: {"state": "starting"} for d in cfg.devices}
+        self.device_stats = DeviceStats([d.name for d in cfg.devices])
         self.operators = Operators(self)
         self.loop: asyncio.AbstractEventLoop | None = None  # set by run
         on_command = self.operators.from_uplink if cfg.alarm_system.commands else None
@@ -131,16 +136,22 @@ class Agent:
             "ts": rfc3339(time.time()),
             "version": agent_version(),
             "started": rfc3339(self.started),
-            "devices": dict(self.device_state),
+            "devices": {name: {**st, **self.device_stats.counts(name)} for name, st in self.device_state.items()},
             "outbox": {"last_seq": self.outbox_seq, "sent": self.uplinks.sent_count, "depth": self.outbox_depth,
+                       "oldest_unsent": unsent_view(self.outbox_oldest, time.time()),
                        "used_mb": self.housekeeping.used_mb, "free_mb": self.housekeeping.free_mb,
                        "storage_alarm": self.housekeeping.storage_active or not self.committer.view()["ok"],
                        "storage": self.committer.view()},
             "loops": self.health.view(),
-            "uplinks": self.uplinks.view(),
+            "uplinks": self.uplink_view(),
             "alarms": self.alarm_counts,
             "restarts": self.restarts,
         }
+
+    def uplink_view(self) -> dict[str, dict[str, Any]]:
+        """Each uplink's state with the oldest row it has not delivered (its age, its seq)."""
+        now, oldest = time.time(), self.uplink_oldest
+        return {name: {**u, "oldest_unsent": unsent_view(oldest.get(name), now)} for name, u in self.uplinks.view().items()}
 
     def failed(self, name: str, exc: BaseException | None) -> None:
         """Supervised work (a timer loop, an uplink) failed and is restarting, or ran long enough
@@ -221,6 +232,7 @@ class Agent:
         now = time.time()
         self.committed(self.pipeline.process(batch, now))
         self.batches += 1
+        self.device_stats.batch(batch.device, batch.error is not None)
         old = self.device_state[batch.device]
         if batch.error is not None:
             if old.get("state") != "comm_fail":
@@ -287,6 +299,8 @@ class Agent:
                 self.commit(self.pipeline.manager.tick(now))
                 self.alarm_counts = self.pipeline.manager.kpis(now)
                 self.outbox_depth = self.outbox.depth()  # here, on the loop's own connection
+                self.outbox_oldest = self.outbox.oldest_unsent()
+                self.uplink_oldest = {name: self.outbox.oldest_unsent(name) for name in self.uplinks.names}
 
     async def _start_api(self) -> LocalApi | None:
         rules, ops = self.cfg.alarm_system, self.operators
@@ -338,6 +352,7 @@ class Agent:
         for d in self.cfg.devices:
             cls = drivers.load(d.driver)
             driver_objs.append(cls(d, [t.spec for t in self.cfg.device_tags(d.name)]))
+        self.device_stats.drivers = {drv.device.name: drv for drv in driver_objs}
         self.api = await self._start_api()
         self.lan = await self._start_lan()
         tasks = self._start_tasks(driver_objs)

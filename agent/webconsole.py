@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agent.operators import alarm_view
+from agent.outbox import unsent_view
 from agent.payloads import number, rfc3339
 from agent.telemetry import QUALITY_NAMES
 
@@ -81,9 +82,11 @@ class Console:
         doc = {
             "ts": rfc3339(time.time()), "full": full, "plant": agent.cfg.agent.plant, "name": agent.cfg.agent.name,
             "alarms": [self.alarm(a) for a in agent.pipeline.manager.alarms.values()],
-            "devices": dict(agent.device_state),
+            "devices": agent.device_stats.view(dict(agent.device_state)),
             "kpis": {k: (len(v) if isinstance(v, list | tuple | set | dict) else v) for k, v in kpis.items()},
-            "uplinks": agent.uplinks.view(), "outbox": {"depth": agent.outbox_depth, "last_seq": agent.outbox_seq},
+            "uplinks": agent.uplink_view(),
+            "outbox": {"depth": agent.outbox_depth, "last_seq": agent.outbox_seq,
+                       "oldest_unsent": unsent_view(agent.outbox_oldest, time.time())},
             "tags": tags,
         }
         if full:

@@ -17,7 +17,9 @@ const WORDS = {
     OK: "正常", COMM_FAIL: "通讯故障", STARTING: "启动中", active: "激活", unacked: "未确认", stale: "陈旧报警",
     flood: "报警泛滥", floods: "泛滥次数", new_in_window: "窗口内新报警", commands_applied: "已执行命令",
     commands_rejected: "已拒绝命令", login_title: "登录控制台", user: "用户名", password: "密码",
-    or_token: "或操作令牌", session_expired: "会话已过期，请重新登录"},
+    or_token: "或操作令牌", session_expired: "会话已过期，请重新登录", rate: "实际采集频率", reads: "读取次数",
+    errors: "错误次数", latency: "上次读取耗时", oldest_unsent: "最早未发送", none_unsent: "无（全部已发送）",
+    age: "已等待", every: "设定周期"},
   en: {alarms: "Alarms", devices: "Devices", tags: "Tags", system: "System", offline: "offline", live: "live",
     sign_in: "Sign in", sign_out: "Sign out", token_hint: "operator token", selected: "Selected", minutes: "min",
     comment: "comment", ack: "Acknowledge", shelve: "Shelve", unshelve: "Unshelve", token_required: "token required",
@@ -30,7 +32,9 @@ const WORDS = {
     chattering: "chattering", done: "done", yes: "yes", no: "no", read_only: "read-only",
     UNACK_ACTIVE: "UNACK ACTIVE", ACKED_ACTIVE: "ACKED ACTIVE", RTN_UNACK: "RTN UNACK", NORMAL: "NORMAL",
     OK: "OK", COMM_FAIL: "COMM_FAIL", STARTING: "STARTING", login_title: "Sign in to the console", user: "User",
-    password: "Password", or_token: "or operator token", session_expired: "session expired: sign in again"},
+    password: "Password", or_token: "or operator token", session_expired: "session expired: sign in again",
+    rate: "Rate achieved", reads: "Reads", errors: "Errors", latency: "Last read latency",
+    oldest_unsent: "Oldest unsent", none_unsent: "none (all sent)", age: "waiting", every: "set"},
 };
 const ROW_H = 24;
 const S = {lang: localStorage.getItem("pw-lang") || "zh", alarms: [], devices: {}, kpis: {}, uplinks: {}, outbox: {},
@@ -94,9 +98,35 @@ function renderDevices() {
     const st = (d.state || "").toUpperCase();
     const tr = el("tr");
     tr.dataset.device = name;
-    tr.append(el("td", name), el("td", t(st), "state " + st), el("td", d.since || ""), el("td", d.error || ""));
+    const rate = d.rate_hz === undefined ? "" : fmt(d.rate_hz) + " /s" + (d.interval_s ? " (" + t("every") + " " + fmt(1 / d.interval_s) + " /s)" : "");
+    tr.append(el("td", name), el("td", t(st), "state " + st), el("td", d.since || ""), el("td", rate, "rate"),
+      el("td", fmt(d.reads), "reads"), el("td", fmt(d.errors), "errors"),
+      el("td", d.latency_ms === null || d.latency_ms === undefined ? "—" : fmt(d.latency_ms) + " ms", "latency"),
+      el("td", d.error || ""));
     body.append(tr);
+    if ((d.details || []).length) body.append(deviceDetails(name, d.details));
   }
+}
+
+function deviceDetails(name, details) {  // the driver's own tables (request plan, subscription), as it words them
+  const tr = el("tr", undefined, "details"), td = el("td");
+  td.colSpan = 8;
+  tr.dataset.details = name;
+  for (const sec of details) {
+    const box = el("div", undefined, "detail"), table = el("table"), head = el("tr");
+    box.append(el("strong", sec.title));
+    if ((sec.columns || []).some((c) => c)) { for (const c of sec.columns) head.append(el("th", c)); table.append(head); }
+    for (const row of sec.rows || []) { const r = el("tr"); for (const c of row) r.append(el("td", fmt(c))); table.append(r); }
+    box.append(table);
+    td.append(box);
+  }
+  tr.append(td);
+  return tr;
+}
+
+function unsent(o) {
+  return o ? o.lane + " #" + o.id + (o.seq !== null && o.seq !== undefined ? " seq " + o.seq : "") + ", " + t("age") + " " + fmt(o.age_s) + " s (" + o.created + ")"
+    : t("none_unsent");
 }
 
 function renderSystem() {
@@ -112,10 +142,12 @@ function renderSystem() {
   for (const [name, u] of Object.entries(S.uplinks)) {
     const tr = el("tr");
     tr.append(el("td", name), el("td", u.transport), el("td", u.connected ? t("yes") : t("no"), u.connected ? "OK" : "COMM_FAIL"),
-      el("td", fmt(u.sent)), el("td", fmt(u.dead_letters)));
+      el("td", fmt(u.sent)), el("td", fmt(u.dead_letters)), el("td", unsent(u.oldest_unsent), "oldest"));
+    tr.dataset.uplink = name;
     up.append(tr);
   }
   $("outbox").textContent = JSON.stringify(S.outbox.depth || {}) + "  seq " + fmt(S.outbox.last_seq);
+  $("outbox-oldest").textContent = unsent(S.outbox.oldest_unsent);
 }
 
 // --- the tag table: only the rows in view exist in the page (10,000 tags stay cheap) ---
