@@ -21,7 +21,7 @@ import numpy as np
 
 from agent.operators import alarm_view
 from agent.outbox import unsent_view
-from agent.payloads import number, rfc3339
+from agent.payloads import rfc3339
 from agent.telemetry import QUALITY_NAMES
 
 if TYPE_CHECKING:
@@ -60,10 +60,21 @@ class Console:
         self.sent_quality = np.full(n, 255, dtype=np.uint16)
         self.changed_at = np.zeros(n)
 
-    def tag_rows(self, idx: np.ndarray) -> dict[str, list[Any]]:
+    def tag_rows(self, idx: np.ndarray, full: bool = False) -> dict[str, list[Any]]:
+        """The tags at ``idx`` as columns: index ``i``, value ``v`` (null when not finite), quality
+        ``q`` (an index into the frame's ``qualities``); a full frame adds ``c``, when each last
+        changed (epoch seconds, null: not yet). A delta frame's tags changed at its ``t``.
+        Columns of plain numbers: cheap to build from the arrays, to encode and to parse."""
         tel = self.agent.telemetry
-        return {str(i): [number(tel.last_value[i]), QUALITY_NAMES[tel.last_quality[i]],
-                         rfc3339(self.changed_at[i]) if self.changed_at[i] > 0 else None] for i in idx.tolist()}
+        value = tel.last_value[idx]
+        values = value.tolist()
+        for k in np.flatnonzero(~np.isfinite(value)).tolist():
+            values[k] = None
+        rows = {"i": idx.tolist(), "v": values, "q": tel.last_quality[idx].tolist()}
+        if full:
+            changed = np.round(self.changed_at[idx], 3)
+            rows["c"] = [c if c > 0 else None for c in changed.tolist()]
+        return rows
 
     def _changes(self, now: float) -> np.ndarray:
         """The tags whose value or quality changed since the last frame (their change time kept)."""
@@ -76,11 +87,12 @@ class Console:
         self.sent_quality[mask] = quality[mask]
         return np.flatnonzero(mask)
 
-    def frame(self, tags: dict[str, list[Any]], full: bool) -> bytes:
+    def frame(self, tags: dict[str, list[Any]], full: bool, now: float | None = None) -> bytes:
         agent = self.agent
-        kpis = agent.pipeline.manager.kpis(time.time())
+        now = time.time() if now is None else now
+        kpis = agent.pipeline.manager.kpis(now)
         doc = {
-            "ts": rfc3339(time.time()), "full": full, "plant": agent.cfg.agent.plant, "name": agent.cfg.agent.name,
+            "ts": rfc3339(now), "t": round(now, 3), "full": full, "plant": agent.cfg.agent.plant, "name": agent.cfg.agent.name,
             "alarms": [self.alarm(a) for a in agent.pipeline.manager.alarms.values()],
             "devices": agent.device_stats.view(dict(agent.device_state)),
             "kpis": {k: (len(v) if isinstance(v, list | tuple | set | dict) else v) for k, v in kpis.items()},
@@ -91,7 +103,8 @@ class Console:
         }
         if full:
             doc["columns"] = [[t.name, t.device or "", t.unit] for t in agent.cfg.tags]
-        return b"data: " + json.dumps(doc, ensure_ascii=False, default=str).encode() + b"\n\n"
+            doc["qualities"] = list(QUALITY_NAMES)
+        return b"data: " + json.dumps(doc, ensure_ascii=False, default=str, separators=(",", ":")).encode() + b"\n\n"
 
     def alarm(self, a: Any) -> dict[str, Any]:
         priority, unit, text = self.agent.pipeline.manager.wording(a)
@@ -101,10 +114,11 @@ class Console:
         """Once a second, while anyone listens: one delta frame for every client."""
         while True:
             await asyncio.sleep(self.interval_s)
-            changed = self._changes(time.time())
+            now = time.time()
+            changed = self._changes(now)
             if not self.clients:
                 continue
-            data = self.frame(self.tag_rows(changed), full=False)
+            data = self.frame(self.tag_rows(changed), full=False, now=now)
             for queue in list(self.clients):
                 self.offer(queue, data)
 
@@ -128,7 +142,7 @@ class Console:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE)
         head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
                 b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n")
-        first = self.frame(self.tag_rows(np.arange(len(self.agent.cfg.tags))), full=True)
+        first = self.frame(self.tag_rows(np.arange(len(self.agent.cfg.tags)), full=True), full=True)
         try:
             writer.write(head + b"retry: 2000\n\n" + first)
             self.clients.add(queue)

@@ -38,7 +38,8 @@ const WORDS = {
 };
 const ROW_H = 24;
 const S = {lang: localStorage.getItem("pw-lang") || "zh", alarms: [], devices: {}, kpis: {}, uplinks: {}, outbox: {},
-  columns: [], values: [], shown: [], selected: null, arrived: {}, mode: "token", user: null, csrf: null};
+  columns: [], values: [], shown: [], selected: null, arrived: {}, mode: "token", user: null, csrf: null,
+  stats: {frames: 0, ms: 0, max: 0, chars: 0, loaded: null}};  // the cost of the live updates in this page
 window.plantwatch = S;  // the page's state, for whoever inspects it (the browser tests do)
 const $ = (id) => document.getElementById(id);
 const t = (k) => WORDS[S.lang][k] ?? k;
@@ -192,8 +193,9 @@ function fillFilter() {
 }
 
 function onFrame(doc) {
-  if (doc.full) { S.columns = doc.columns; S.values = []; fillFilter(); }
-  for (const [i, row] of Object.entries(doc.tags)) S.values[Number(i)] = row;
+  if (doc.full) { S.columns = doc.columns; S.qualities = doc.qualities; S.values = new Array(doc.columns.length); fillFilter(); }
+  const {i, v, q, c} = doc.tags, at = doc.t * 1000;  // columns: index, value, quality; a delta changed at t
+  for (let k = 0; k < i.length; k++) S.values[i[k]] = [v[k], S.qualities[q[k]], c ? (c[k] === null ? null : c[k] * 1000) : at];
   for (const a of doc.alarms) {  // when this page first learnt of each activation
     if (a.active && S.arrived[a.id]?.since !== a.active_since) S.arrived[a.id] = {since: a.active_since, at: Date.now()};
   }
@@ -210,7 +212,14 @@ function connect() {
     $("conn").className = "bad"; $("conn").dataset.t = "offline"; $("conn").textContent = t("offline");
     if (S.mode === "session") { es.close(); setTimeout(startSession, 2000); }  // expired? ask /session
   };
-  es.onmessage = (ev) => onFrame(JSON.parse(ev.data));
+  es.onmessage = (ev) => {
+    const t0 = performance.now(), doc = JSON.parse(ev.data);
+    onFrame(doc);
+    void document.body.offsetHeight;  // style and layout now, inside the measured time
+    const ms = performance.now() - t0, st = S.stats;
+    st.frames++; st.ms += ms; st.max = Math.max(st.max, ms); st.chars += ev.data.length;
+    if (doc.full && st.loaded === null) st.loaded = performance.now();  // since the navigation started
+  };
 }
 
 // --- the LAN console: a login yields a session cookie (HttpOnly) and a CSRF token for the POSTs ---
