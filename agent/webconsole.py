@@ -55,6 +55,8 @@ class Console:
         self.interval_s = interval_s
         self.clients: set[asyncio.Queue[bytes | None]] = set()
         self.dropped = 0
+        self.frames = 0  # built, one per tick while anyone listens (snapshots too)
+        self.cpu_s = 0.0  # CPU of the loop's thread building and writing frames
         n = len(agent.cfg.tags)
         self.sent_value = np.full(n, np.nan)
         self.sent_quality = np.full(n, 255, dtype=np.uint16)
@@ -114,13 +116,14 @@ class Console:
         """Once a second, while anyone listens: one delta frame for every client."""
         while True:
             await asyncio.sleep(self.interval_s)
-            now = time.time()
+            now, cpu = time.time(), time.thread_time()
             changed = self._changes(now)
-            if not self.clients:
-                continue
-            data = self.frame(self.tag_rows(changed), full=False, now=now)
-            for queue in list(self.clients):
-                self.offer(queue, data)
+            if self.clients:
+                data = self.frame(self.tag_rows(changed), full=False, now=now)
+                for queue in list(self.clients):
+                    self.offer(queue, data)
+                self.frames += 1
+                self.cpu_s += time.thread_time() - cpu
 
     def offer(self, queue: asyncio.Queue[bytes | None], data: bytes) -> None:
         try:
@@ -142,13 +145,18 @@ class Console:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE)
         head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
                 b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n")
+        cpu = time.thread_time()
         first = self.frame(self.tag_rows(np.arange(len(self.agent.cfg.tags)), full=True), full=True)
+        self.frames += 1
+        self.cpu_s += time.thread_time() - cpu
         try:
             writer.write(head + b"retry: 2000\n\n" + first)
             self.clients.add(queue)
             await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
             while (data := await queue.get()) is not None:
+                cpu = time.thread_time()
                 writer.write(data)
+                self.cpu_s += time.thread_time() - cpu
                 await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
         except (ConnectionError, TimeoutError):
             pass

@@ -34,6 +34,8 @@ def test_the_devices_view_shows_rate_errors_latency_and_the_modbus_requests(plan
         assert b.js(f"return {PLAN}.querySelector('strong').textContent") == "Modbus requests per poll"
         rows = b.js(f"return [...{PLAN}.querySelectorAll('tr')].map(r => [...r.cells].map(c => c.textContent))")
         assert rows == [["function", "area", "start", "count", "tags"], ["3", "hr", "100", "4", "2"]], rows
+        listening = http(port, "GET", "/metrics")[1].decode()
+        assert "plantwatch_console_clients 1" in listening and "plantwatch_console_frames_total 0" not in listening
         b.click("#lang")
         b.screenshot(shots / "10-devices.png")
         b.click("#lang")

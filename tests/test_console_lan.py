@@ -29,6 +29,7 @@ from tests.conftest import config_dict
 from tests.faults.certs import CertificateAuthority
 from tests.helpers import PLANT, AgentProcess
 from tests.modbus.server import start_server
+from tests.test_console import shots  # noqa: F401 - fixture
 from tests.webdriver import Browser
 
 PASSWORD = "correct horse battery"
@@ -66,12 +67,12 @@ def https(port: int, method: str, path: str, ca: Path, body: dict | None = None,
 class Served:
     """A LanApi on its own loop in a thread, answering /alarms and recording every POST it lets through."""
 
-    def __init__(self, pki, users: Path, session_s: float):
+    def __init__(self, pki, users: Path, session_s: float, token_file: Path | None = None):
         self.posts: list[tuple[str, str, dict]] = []
         self.loop = asyncio.new_event_loop()
         get = lambda path: (200, "application/json", b'{"alarms": []}')  # noqa: E731
         self.api = LanApi("127.0.0.1", 0, tls_context(pki[1], pki[2]), get, self.post, users_file=users,
-                          token_file=None, session_s=session_s)
+                          token_file=token_file, session_s=session_s)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.api.start(), self.loop).result(10)
@@ -171,6 +172,23 @@ def test_no_state_change_without_session_csrf_and_own_origin(served, pki):
     assert https(served.port, "GET", "/alarms", ca, headers=jar)[0] == 401
 
 
+def test_an_operator_token_signs_in_as_its_name(pki, tmp_path):
+    users, tokens = tmp_path / "users", tmp_path / "api.token"
+    add_user(users, "anna", PASSWORD)
+    tokens.write_text(f"scada {TOKEN}\n")
+    s = Served(pki, users, session_s=3600, token_file=tokens)
+    try:
+        own = {"Origin": s.origin}
+        assert https(s.port, "POST", "/login", pki[0], {"token": TOKEN[:-1] + "0"}, own)[0] == 401
+        status, headers, doc = https(s.port, "POST", "/login", pki[0], {"token": TOKEN}, own)
+        assert status == 200 and doc["user"] == "token:scada"
+        jar = {"Cookie": headers["set-cookie"].split(";")[0], "X-CSRF-Token": doc["csrf"], **own}
+        assert https(s.port, "POST", "/alarms/A%2Flimit/shelve", pki[0], {"duration_s": 60}, jar)[0] == 200
+        assert s.posts == [("A/limit", "shelve", {"user": "token:scada", "via": "login"})]
+    finally:
+        s.close()
+
+
 def test_an_expired_session_is_no_session(pki, tmp_path):
     users = tmp_path / "users"
     add_user(users, "anna", PASSWORD)
@@ -234,7 +252,8 @@ def test_check_refuses_a_lan_address_without_tls(write_config, tmp_path, pki):
     assert result.returncode == 0, result.stderr
 
 
-def test_an_operator_signs_in_over_tls_in_the_browser_and_acknowledges(tmp_path, write_config, mosquitto, pki):
+def test_an_operator_signs_in_over_tls_in_the_browser_and_acknowledges(tmp_path, write_config, mosquitto, pki,
+                                                                       shots):  # noqa: F811
     """The running agent: the page asks for a login, refuses a wrong password, and the ack of a
     signed-in operator reaches the broker as login:anna."""
     users = tmp_path / "users"
@@ -257,7 +276,8 @@ def test_an_operator_signs_in_over_tls_in_the_browser_and_acknowledges(tmp_path,
                 b.get(f"https://127.0.0.1:{lan}/")
                 b.wait("return !document.getElementById('login').hidden")
                 assert b.js("return document.getElementById('alarms').children.length") == 0
-                b.screenshot(tmp_path / "login.png")
+                b.click("#lang")  # English
+                b.screenshot(shots / "13-login.png")
                 b.type("#login-user", "anna")
                 b.type("#login-password", "not the password")
                 b.click("#login-go")
