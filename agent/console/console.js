@@ -267,6 +267,7 @@ function renderAuth() {
   }
   $("who").textContent = has ? (S.user ? "✔ " + S.user : "✔") : t("read_only");
   $("who").className = has ? "" : "none";
+  $("token-clear").hidden = S.mode === "session" && !S.user;  // on the LAN: nothing to sign out of yet
 }
 
 async function act(op) {
