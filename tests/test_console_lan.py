@@ -250,6 +250,7 @@ def test_check_refuses_a_lan_address_without_tls(write_config, tmp_path, pki):
     data["alarm_system"].update(console_listen="0.0.0.0:8443")
     result = check(write_config(data))
     assert result.returncode == 0, result.stderr
+    assert "console https://0.0.0.0:8443 (login)" in result.stdout
 
 
 def test_an_operator_signs_in_over_tls_in_the_browser_and_acknowledges(tmp_path, write_config, mosquitto, pki,
