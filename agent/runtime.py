@@ -95,6 +95,7 @@ class Agent:
         self.outbox_depth: dict[str, int] = {}
         self.outbox_oldest: dict[str, Any] | None = None  # the oldest row some uplink has not delivered
         self.uplink_oldest: dict[str, dict[str, Any] | None] = {}  # the same, per uplink
+        self._oldest_at = 0.0  # when uplink_oldest was last looked up (several uplinks)
         self.batches = 0
         self.device_state: dict[str, dict[str, Any]] = {d.name: {"state": "starting"} for d in cfg.devices}
         self.device_stats = DeviceStats([d.name for d in cfg.devices])
@@ -299,8 +300,19 @@ class Agent:
                 self.commit(self.pipeline.manager.tick(now))
                 self.alarm_counts = self.pipeline.manager.kpis(now)
                 self.outbox_depth = self.outbox.depth()  # here, on the loop's own connection
-                self.outbox_oldest = self.outbox.oldest_unsent()
-                self.uplink_oldest = {name: self.outbox.oldest_unsent(name) for name in self.uplinks.names}
+                self._refresh_oldest(now)
+
+    def _refresh_oldest(self, now: float) -> None:
+        """The oldest unsent row, every second; per uplink the same row when there is one uplink
+        (a row is sent once every uplink has it), else every 10 s: with one platform away and a
+        backlog, finding what each other uplink still owes walks the rows the away one holds."""
+        self.outbox_oldest = self.outbox.oldest_unsent()
+        names = self.uplinks.names
+        if len(names) == 1:
+            self.uplink_oldest = {names[0]: self.outbox_oldest}
+        elif now - self._oldest_at >= 10.0:
+            self._oldest_at = now
+            self.uplink_oldest = {name: self.outbox.oldest_unsent(name) for name in names}
 
     async def _start_api(self) -> LocalApi | None:
         rules, ops = self.cfg.alarm_system, self.operators
