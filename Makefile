@@ -98,6 +98,7 @@ bench: build
 	$(BIN)/python bench/computed.py --kinds
 	$(BIN)/python bench/skab.py
 	$(BIN)/python bench/train_replay.py
+	$(BIN)/python bench/trend.py
 	@echo "driver and alarm-path benchmarks (minutes each): see docs/PERFORMANCE.md"
 
 lint: $(STAMP)

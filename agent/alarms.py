@@ -331,6 +331,9 @@ class AlarmManager:
 
     def _apply(self, alarm: Alarm, op: str, now: float, duration_s: float | None, comment: str = "") -> str:
         if op == "ack":
+            if alarm.acked and not alarm.active:
+                raise CommandError(f"{alarm.id} has cleared (returned to normal) and is already acknowledged: "
+                                   "nothing to acknowledge")
             if alarm.acked:
                 raise CommandError(f"{alarm.id} is already acknowledged")
             alarm.acked, alarm.latched = True, False

@@ -4,7 +4,8 @@ socket (state changes, the OS user recorded as their author).
     GET  /alarms                     every known alarm with its flags
     GET  /status                     the status document
     GET  /metrics                    Prometheus text format
-    GET  /, /console.js, /console.css  the web console (agent.webconsole); GET /events its live updates
+    GET  /, /console.js, /trend.js, /console.css  the web console (agent.webconsole); GET /events its updates
+    GET  /trend?tag=NAME|model=NAME  a tag's or a model's trend (agent.trends); GET /trend/models
     POST /alarms/{id}/{op}           op: ack shelve unshelve suppress unsuppress out_of_service in_service
                                      body (JSON, optional): {"user": "", "comment": "", "duration_s": 600}
 
@@ -187,7 +188,7 @@ class _Server:
     def _handle(self, request: Request, writer: asyncio.StreamWriter) -> tuple[int, str, bytes]:
         self.check(request)
         if request.method == "GET":
-            return self._get(request.path)
+            return self._get(request.target)  # with its query string
         if request.method != "POST":
             return 405, "application/json", _json({"ok": False, "error": "only GET and POST"})
         parts = request.path.strip("/").split("/")

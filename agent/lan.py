@@ -46,11 +46,12 @@ from agent.api import (
     token_name,
 )
 from agent.passwords import check_login, read_users
+from agent.webconsole import FILES
 
 log = logging.getLogger("plantwatch.api")
 
 COOKIE = "__Host-pw_session"
-PUBLIC = frozenset({"/", "/index.html", "/console.js", "/console.css", "/session"})
+PUBLIC = frozenset({*FILES, "/session"})  # the page's own files carry no plant data
 MAX_SESSIONS = 256
 FAILS, FAIL_WINDOW_S = 5, 60.0
 

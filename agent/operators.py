@@ -104,7 +104,8 @@ class Operators:
             return 400, {"ok": False, "error": str(exc)}
         return self.apply_command(cmd, actor)
 
-    def api_get(self, path: str) -> tuple[int, str, bytes]:
+    def api_get(self, target: str) -> tuple[int, str, bytes]:
+        path = target.split("?", 1)[0]
         if path == "/alarms":
             alarms = [alarm_view(a) for a in self.manager.alarms.values()]
             return 200, "application/json", dumps({"alarms": alarms})

@@ -179,6 +179,11 @@ class Outbox:
     def close(self) -> None:
         self.db.close()
 
+    def wait_for_locks(self, seconds: float) -> None:
+        """How long a write on this connection waits for another's write lock before it fails
+        (SQLite's busy timeout; 10 s unless set here)."""
+        self.db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
     def running(self) -> None:
         """The agent runs on this file: until ``closed_cleanly``, a start reads it through."""
         self.db.execute("INSERT INTO meta (key, value) VALUES ('clean', 0) ON CONFLICT(key) DO UPDATE SET value=0")

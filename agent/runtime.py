@@ -29,15 +29,16 @@ from agent.loops import LoopHealth
 from agent.operators import Operators
 from agent.outbox import unsent_view
 from agent.outbox_check import open_checked, set_aside
-from agent.payloads import STATUS_SCHEMA, rfc3339
+from agent.payloads import STATUS_SCHEMA, rfc3339, unnumbered
 from agent.pending import Committer
 from agent.pipeline import Pipeline, restore_grace
 from agent.registration import send_if_changed
 from agent.reminders import Reminders
 from agent.supervise import Notifier, Supervisor
 from agent.telemetry import Telemetry
+from agent.trends import Trends
 from agent.uplinks import Uplinks, build
-from agent.webconsole import Console, static
+from agent.webconsole import Console
 from drivers.base import SampleBatch, cancel_and_wait
 
 log = logging.getLogger("plantwatch.agent")
@@ -111,7 +112,7 @@ class Agent:
         self.outbox.set_uplinks(self.uplinks.names)
         self.uplink = self.uplinks.members[0]  # the first (or only) uplink
         self.telemetry = Telemetry(cfg, self.outbox, self.uplinks.wake, self.health)
-        self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit,
+        self.housekeeping = Housekeeping(self.outbox_path, cfg.uplink.max_outbox_mb, manager, self.commit_storage,
                                          cfg.uplink.min_free_mb, self.health)
         self.reminders = Reminders(self.pipeline, self.outbox, self.uplinks.wake, self.health)
         # an alarm active before a restart is repeated after it with the seq of its last message
@@ -120,6 +121,8 @@ class Agent:
         self.api: LocalApi | None = None
         self.lan: LanApi | None = None
         self.console = Console(self)
+        self.trends = Trends(cfg)
+        self.console.routes.update({"/trend": self.trends.get, "/trend/models": self.trends.get})
         self.socket_api: SocketApi | None = None
         self.supervisor = Supervisor(self.failed)
         self.restarts: dict[str, int] = {}  # supervised work -> restarts after a failure (replaced, not mutated)
@@ -214,9 +217,22 @@ class Agent:
                 f"; {c.lost} alarm transition(s) were lost: more than max_pending_alarms waited" if c.lost else
                 ": none was lost")
         context = {"error": c.error, "pending": c.queued, "lost": c.lost, "text": text}
-        self.commit(self.pipeline.manager.raise_system("storage", "outbox", failing, time.time(), context,
-                                                       value=float(c.lost), limit=0.0, unit="messages"))
+        if not failing:  # what was sent from memory is stored now: the numbered records follow
+            self.uplinks.withdraw_unnumbered()
+        self.commit_storage(self.pipeline.manager.raise_system("storage", "outbox", failing, time.time(), context,
+                                                               value=float(c.lost), limit=0.0, unit="messages"))
         self.uplinks.announce()
+
+    def commit_storage(self, messages: list[dict[str, Any]]) -> None:
+        """A ``storage`` alarm's messages: committed like any; those the outbox cannot take now
+        are also sent at once from memory, unnumbered (docs/PAYLOADS.md), by every uplink that
+        can carry them. Their numbered records follow once the outbox stores them."""
+        stored = self.pipeline.commit(messages)
+        if stored:
+            self.committed(stored)
+        elif messages:
+            log.warning("outbox: %d storage alarm message(s) sent from memory, unnumbered, until stored", len(messages))
+            self.uplinks.send_unnumbered([unnumbered(m, self.outbox.epoch) for m in messages])
 
     def committed(self, messages: list[dict[str, Any]]) -> None:
         """Alarm messages are durable: log them, refresh the KPIs, let the uplink send them."""
@@ -245,8 +261,12 @@ class Agent:
                 log.info("device %s: answers again", batch.device)
             self.device_state[batch.device] = {"state": "ok"}
         self.telemetry.record(batch)
+        self.trends.record(batch)
+        if len(batch):  # the engine judged it: the model statistics it computed
+            self.trends.record_statistics(self.pipeline.engine.statistics())
         if self.pipeline.derived is not None:  # the computed tags the batch moved
             self.telemetry.record(self.pipeline.derived)
+            self.trends.record(self.pipeline.derived)
         if self.history is not None:
             self.history.record(batch)
             if self.pipeline.derived is not None:
@@ -326,14 +346,17 @@ class Agent:
         port = rules.api_port
         if not port:
             return None
-        api = LocalApi(port, lambda path: static(path) or ops.api_get(path), ops.api_post, ops.api_refusal,
-                       rules.api_token_file, self.console.stream)
+        api = LocalApi(port, self._api_get, ops.api_post, ops.api_refusal, rules.api_token_file, self.console.stream)
         try:
             await api.start()
         except OSError as exc:
             log.error("local API: cannot listen on 127.0.0.1:%d: %s", port, exc)
             return None
         return api
+
+    def _api_get(self, target: str) -> tuple[int, str, bytes]:
+        """A GET of either listener: the console's files and routes, else the operator API's."""
+        return self.console.get(target) or self.operators.api_get(target)
 
     async def _start_lan(self) -> LanApi | None:
         """The console on ``console_listen`` (HTTPS, logins), when configured."""
@@ -343,7 +366,7 @@ class Agent:
         host, port = listen_address(rules.console_listen)
         try:
             lan = LanApi(host, port, tls_context(rules.console_cert_file, rules.console_key_file),
-                         lambda path: static(path) or ops.api_get(path), ops.api_post, ops.api_refusal,
+                         self._api_get, ops.api_post, ops.api_refusal,
                          users_file=rules.console_users_file, token_file=rules.api_token_file,
                          session_s=rules.console_session_s, events=self.console.stream)
             await lan.start()

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,10 @@ log = logging.getLogger("plantwatch.console")
 FILES = {"/": ("index.html", "text/html; charset=utf-8"),
          "/index.html": ("index.html", "text/html; charset=utf-8"),
          "/console.js": ("console.js", "text/javascript; charset=utf-8"),
+         "/trend.js": ("trend.js", "text/javascript; charset=utf-8"),
          "/console.css": ("console.css", "text/css; charset=utf-8")}
+#: a read-only JSON route of the page: (path, query string, now) -> (status, content type, body)
+Route = Callable[[str, str, float], tuple[int, str, bytes]]
 QUEUE = 4  # frames a client may be behind before it is dropped
 SEND_TIMEOUT_S = 10.0
 
@@ -61,6 +65,13 @@ class Console:
         self.sent_value = np.full(n, np.nan)
         self.sent_quality = np.full(n, 255, dtype=np.uint16)
         self.changed_at = np.zeros(n)
+        self.routes: dict[str, Route] = {}  # path -> the GET route another module registered
+
+    def get(self, target: str) -> tuple[int, str, bytes] | None:
+        """The answer to ``GET target`` when it is one of the console's files or routes, else None."""
+        path, _, query = target.partition("?")
+        route = self.routes.get(path)
+        return route(path, query, time.time()) if route is not None else static(path)
 
     def tag_rows(self, idx: np.ndarray, full: bool = False) -> dict[str, list[Any]]:
         """The tags at ``idx`` as columns: index ``i``, value ``v`` (null when not finite), quality

@@ -48,6 +48,19 @@ class ConditionChange:
 
 
 @dataclass(frozen=True)
+class Statistic:
+    """A monitoring statistic a family computed over its last batch, one value per tick: the
+    ``source`` it belongs to (a model's name), the statistic's ``name`` (e.g. ``T2``, ``SPE``),
+    the ticks' times and values, and the ``limit`` the family judged them against."""
+
+    source: str
+    name: str
+    ts: np.ndarray
+    value: np.ndarray
+    limit: float
+
+
+@dataclass(frozen=True)
 class Option:
     """One parameter a family accepts: its default (None: unset, or required when ``required``)
     and the one-line doc that docs/CONFIG.md shows for it."""
@@ -133,6 +146,18 @@ class Family(ABC):
     ) -> list[ConditionChange]:
         """Judge one batch (int32 tag, float64 value, float64 ts, uint8 quality) in one kernel
         call; return only the tags whose condition changed."""
+
+    @classmethod
+    def value_limits(cls, params: Mapping[str, Any]) -> dict[str, float]:
+        """Level -> the value of the tag at which this family raises it, for the limits a trend
+        draws (a tag's parameters, resolved); none for a family that judges anything else than
+        the value against a fixed threshold."""
+        return {}
+
+    def last_statistics(self) -> list[Statistic]:
+        """The monitoring statistics of the last ``update`` (for trends), references to arrays
+        the family computed anyway; the families without a statistic have none."""
+        return []
 
     @classmethod
     def describe(cls, level: str, active: bool, value: float, limit: float,

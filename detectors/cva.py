@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors import _pca
-from detectors.base import ConditionChange, Family, Option
+from detectors.base import ConditionChange, Family, Option, Statistic
 from detectors.cva_model import CvaModel, CvaModelError, fit
 from detectors.modelfile import ModelFamily, model_tags
 
@@ -123,6 +123,7 @@ class _Monitor:
         self.name = str(params["model"])
         self.factors = float(params["t2_factor"]), float(params["spe_factor"])
         self.ring = np.empty((0, m))
+        self.recent: list[Statistic] = []  # T2 and SPE of the last update (for trends)
         self.window: _Window | None = None
         if params.get("refit", "none") == "moving-window":
             size = int(params["refit_window"]) or min(model.n_train, DEFAULT_WINDOW)
@@ -136,6 +137,7 @@ class _Monitor:
         self.spe_limit = model.q_limit * self.factors[1]
 
     def update(self, tag, value, ts, quality, kind: str) -> list[ConditionChange]:
+        self.recent = []
         X, idx = self.collector.collect(tag, value, ts, quality)
         changes: list[ConditionChange] = []
         start = 0
@@ -156,6 +158,8 @@ class _Monitor:
         raw = (t2 > self.t2_limit).astype(np.int8) + 2 * (spe > self.spe_limit).astype(np.int8)
         when = np.ascontiguousarray(ts[idx[start + j0:]])
         n, due = self._plan(raw, when)
+        self.recent += [Statistic(self.name, "T2", when[:n], t2[:n], self.t2_limit),
+                        Statistic(self.name, "SPE", when[:n], spe[:n], self.spe_limit)]
         before = int(self.debounce.level)
         pos, prev, new = self.debounce.run(raw[:n], when[:n])
         for j, a, b in zip(pos.tolist(), prev.tolist(), new.tolist(), strict=True):

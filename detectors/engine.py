@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detectors.base import ConditionChange, Family
+from detectors.base import ConditionChange, Family, Statistic
 from detectors.tune import Cycles
 
 
@@ -38,3 +38,7 @@ class Engine:
             else:
                 changes.extend(family.update(tag, value, ts, quality))
         return changes
+
+    def statistics(self) -> list[Statistic]:
+        """Every family's monitoring statistics of the last batch (see Family.last_statistics)."""
+        return [s for family in self.families for s in family.last_statistics()]

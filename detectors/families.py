@@ -51,6 +51,10 @@ class LimitFamily(KernelFamily):
     levels: ClassVar[tuple[str, ...]] = tuple(LIMIT_LEVELS.values())
 
     @classmethod
+    def value_limits(cls, params: Mapping[str, Any]) -> dict[str, float]:
+        return {level: float(params[level.lower()]) for level in cls.levels if _number(params.get(level.lower()))}
+
+    @classmethod
     def check(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
         problems = super().check(params)
         given = [(k, params[k]) for k in ("hh", "h", "l", "ll") if _number(params.get(k))]

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import ConditionChange, Family
+from detectors.base import ConditionChange, Family, Statistic
 from detectors.kernel import as_batch
 
 
@@ -65,7 +65,8 @@ def model_tags(params: Mapping[int, Mapping[str, Any]]) -> dict[str, list[int]]:
 
 class ModelFamily(Family):
     """A multivariate kind: one monitor per model (``self.monitors``, each with
-    ``update(tag, value, ts, quality, family_name)``), every batch handed to each."""
+    ``update(tag, value, ts, quality, family_name)`` and ``recent``, the statistics of its last
+    update, replaced at each), every batch handed to each."""
 
     #: how the alarm text calls the kind, after 多变量模型
     words: ClassVar[str] = "multivariate"
@@ -78,6 +79,9 @@ class ModelFamily(Family):
         for m in self.monitors:
             changes += m.update(tag, value, ts, quality, self.name)
         return changes
+
+    def last_statistics(self) -> list[Statistic]:
+        return [s for m in self.monitors for s in m.recent]
 
     @classmethod
     def describe(cls, level: str, active: bool, value: float, limit: float,

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors import _pca
-from detectors.base import ConditionChange, Family, Option
+from detectors.base import ConditionChange, Family, Option, Statistic
 from detectors.inputs import InputSpec, InputStage
 from detectors.modelfile import ModelFamily, model_tags
 from detectors.pca_model import PCA_LEVELS, PcaModel, PcaModelError, fit
@@ -43,15 +43,19 @@ class _Monitor:
                                             model.off_delay_s if off is None else float(off))
         self.top = int(params["top"])
         self.name = str(params["model"])
+        self.recent: list[Statistic] = []  # T2 and SPE of the last update (for trends)
         self.t2_limit = model.t2_limit * float(params["t2_factor"])
         self.spe_limit = model.spe_limit * float(params["spe_factor"])
 
     def update(self, tag, value, ts, quality, kind: str) -> list[ConditionChange]:
         X, times = self.stage.rows(tag, value, ts, quality)
         if times.shape[0] == 0:
+            self.recent = []
             return []
         Z = self.model.autoscale(X)
         t2, spe = self.model.statistics(Z)
+        self.recent = [Statistic(self.name, "T2", times, t2, self.t2_limit),
+                       Statistic(self.name, "SPE", times, spe, self.spe_limit)]
         raw = ((t2 > self.t2_limit).astype(np.int8) + 2 * (spe > self.spe_limit).astype(np.int8))
         pos, prev, new = self.debounce.run(raw, np.ascontiguousarray(times))
         return [self._change(kind, Z[j], float(times[j]), int(a), int(b), t2[j], spe[j])

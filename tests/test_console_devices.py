@@ -37,9 +37,9 @@ def test_the_devices_view_shows_rate_errors_latency_and_the_modbus_requests(plan
         listening = http(port, "GET", "/metrics")[1].decode()
         assert "plantwatch_console_clients 1" in listening and "plantwatch_console_frames_total 0" not in listening
         b.click("#lang")
-        b.screenshot(shots / "10-devices.png")
+        b.screenshot(shots / "16-devices.png")
         b.click("#lang")
-        b.screenshot(shots / "11-devices-zh.png")
+        b.screenshot(shots / "17-devices-zh.png")
 
         plc.stop()  # unplugged: errors count, the rate of good and failed reads goes on
         b.wait(f"return {DEV}.querySelector('.COMM_FAIL') && Number({DEV}.querySelector('.errors').textContent) > "
@@ -68,7 +68,7 @@ def test_the_oldest_unsent_row_is_shown_while_the_broker_is_away(tmp_path, write
                 b.wait("return document.querySelector('#uplinks tr[data-uplink=\"default\"] .oldest')"
                        ".textContent.includes('#')")
                 b.wait("return /waiting [1-9]/.test(document.getElementById('outbox-oldest').textContent)")
-                b.screenshot(shots / "12-system-outbox-waiting.png")
+                b.screenshot(shots / "18-system-outbox-waiting.png")
             doc = json.loads(http(port, "GET", "/status")[1])
             oldest, mine = doc["outbox"]["oldest_unsent"], doc["uplinks"]["default"]["oldest_unsent"]
             assert oldest is not None and oldest["id"] == mine["id"] and oldest["age_s"] >= 1, doc["outbox"]

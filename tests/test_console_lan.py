@@ -278,7 +278,7 @@ def test_an_operator_signs_in_over_tls_in_the_browser_and_acknowledges(tmp_path,
                 b.wait("return !document.getElementById('login').hidden")
                 assert b.js("return document.getElementById('alarms').children.length") == 0
                 b.click("#lang")  # English
-                b.screenshot(shots / "13-login.png")
+                b.screenshot(shots / "19-login.png")
                 b.type("#login-user", "anna")
                 b.type("#login-password", "not the password")
                 b.click("#login-go")
@@ -287,6 +287,8 @@ def test_an_operator_signs_in_over_tls_in_the_browser_and_acknowledges(tmp_path,
                 b.click("#login-go")
                 b.wait(f"return document.querySelector('#alarms tr[data-id=\"{ID}\"]')")
                 assert b.js("return document.cookie") == ""  # HttpOnly: the page's scripts never see it
+                b.js("fetch('/trend/models', {credentials: 'same-origin'}).then(r => window.models = r.status)")
+                assert b.wait("return window.models") == 200 and b.js("return typeof window.plantwatchTrend") == "object"
                 b.js(f"document.querySelector('#alarms tr[data-id=\"{ID}\"]').click()")
                 b.type("#comment", "on site")
                 b.click("#btn-ack")

@@ -18,7 +18,13 @@ from agent.config.devices import DEVICE_KEYS
 from agent.config.models import MODEL_KEYS, model_kinds
 from agent.config.provincial import PROVINCIAL_KEYS
 from agent.config.schema import Key, keys_of
-from agent.config.sections import AgentSection, AlarmSystemSection, HistorySection, UplinkSection
+from agent.config.sections import (
+    AgentSection,
+    AlarmSystemSection,
+    HistorySection,
+    TrendSection,
+    UplinkSection,
+)
 from agent.config.tags import TAG_KEYS, FamilyRoles
 
 CONFIG_MD = Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md"
@@ -86,6 +92,7 @@ def tables() -> dict[str, str]:
         "alarm_system": key_table(keys_of(AlarmSystemSection)),
         "provincial": key_table(PROVINCIAL_KEYS),
         "history": key_table(keys_of(HistorySection)),
+        "trend": key_table(keys_of(TrendSection)),
     }
     for fam in families.values():
         if not fam.model_options:

@@ -19,7 +19,13 @@ from agent.config.models import ModelConfig, model_kinds, read_models
 from agent.config.provincial import read_provincial
 from agent.config.schema import ConfigError, Problems, did_you_mean
 from agent.config.secrets import permission_warnings, secret_files
-from agent.config.sections import AgentSection, AlarmSystemSection, HistorySection, UplinkSection
+from agent.config.sections import (
+    AgentSection,
+    AlarmSystemSection,
+    HistorySection,
+    TrendSection,
+    UplinkSection,
+)
 from agent.config.tags import FamilyRoles, TagConfig, family_table, read_tags
 from agent.config.tuning import Tuning
 from agent.expressions import Plan
@@ -27,7 +33,7 @@ from agent.provincial import Profile, uuid_field
 from drivers.base import DeviceSpec
 
 SECTIONS = ("agent", "uplink", "uplinks", "devices", "tags", "detectors", "models", "alarm_system", "provincial",
-            "history")
+            "history", "trend")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Config:
     history: HistorySection = HistorySection()
     warnings: tuple[str, ...] = ()  # not problems: the agent starts, logs them; `check` prints them
     tuning: Tuning | None = None  # the per-tag detector calibration of `plantwatch train --detectors`
+    trend: TrendSection = TrendSection()
 
     def __post_init__(self) -> None:
         if not self.uplinks:
@@ -118,6 +125,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
     uplink = uplinks[0]
     alarm_system = sections.alarm_system(data.get("alarm_system", {}), base, p)
     history = sections.history(data.get("history", {}), base, p)
+    trend = sections.trend(data.get("trend", {}), base, p)
 
     families = registered_families()
     roles = FamilyRoles.of(families)
@@ -139,7 +147,7 @@ def parse(data: Mapping[str, Any], base: Path = Path("."), path: Path | None = N
         raise ConfigError(sheet.relocate(p) if sheet is not None else list(p))
     warnings = tuple(permission_warnings(secret_files(data, base)))
     return Config(path, agent, uplink, tuple(devices), tuple(tags), detector_params, tuple(models), alarm_system,
-                  provincial, uplinks, http, computed, history, warnings, tuned)
+                  provincial, uplinks, http, computed, history, warnings, tuned, trend)
 
 
 def tag_tables(data: Mapping[str, Any], agent: AgentSection, roles: FamilyRoles, driver_of: Mapping[str, type],

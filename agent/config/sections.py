@@ -433,3 +433,27 @@ class HistorySection:
 
 def history(data: Any, base: Path, p: Problems) -> HistorySection:
     return HistorySection(**read_section(HistorySection, data, "history", base, p))
+
+
+@dataclass(frozen=True)
+class TrendSection:
+    """The console's trends: the recent past of every tag and model statistic in memory
+    (agent.trend_ring, docs/CONSOLE.md)."""
+
+    window_s: float = key(3600.0, "how far back the in-memory trend of every tag and model statistic reaches; "
+                          "earlier ranges come from the history when `[history] enabled`", check=at_least(60, " (s)"))
+    resolution_s: float = key(10.0, "width of a trend bucket: each keeps the lowest, highest and last value of the "
+                              "tag (12 bytes per tag and bucket)", check=positive)
+    max_mb: float = key(32.0, "memory cap of the tags' trend ring; with many tags the buckets widen to stay under it "
+                        "(docs/CONSOLE.md)", check=at_least(1, " (MB)"))
+
+    def check(self, path: str, p: Problems) -> None:
+        if self.resolution_s * 2 > self.window_s:
+            p.add(f"{path}.resolution_s", f"must be at most half of window_s ({self.window_s:g} s), "
+                  f"not {self.resolution_s:g}")
+
+
+def trend(data: Any, base: Path, p: Problems) -> TrendSection:
+    section = TrendSection(**read_section(TrendSection, data, "trend", base, p))
+    section.check("trend", p)
+    return section

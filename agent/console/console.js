@@ -85,7 +85,9 @@ function renderAlarms() {
       el("td", fmt(a.limit)), el("td", a.active ? since(a.active_since) : ""));
     const flags = el("td", undefined, "flags");
     for (const f of ["shelved", "suppressed", "out_of_service", "chattering"]) if (a[f]) flags.append(el("span", t(f), "flag"));
-    tr.append(flags);
+    tr.append(flags, el("td"));
+    const trend = window.trendButton && trendButton(a);  // trend.js: the alarm's trend, where it has one
+    if (trend) tr.lastChild.append(trend);
     tr.addEventListener("click", () => { S.selected = a.id; $("sel-alarm").textContent = a.id; renderAlarms(); });
     body.append(tr);
   }
@@ -247,7 +249,7 @@ async function startSession() {
 
 function showLogin(on) {
   $("login").hidden = !on;
-  for (const v of ["alarms", "devices", "tags", "system"]) $("view-" + v).hidden = on || !document.querySelector(`nav button[data-view="${v}"]`).classList.contains("on");
+  for (const b of document.querySelectorAll("nav button")) $("view-" + b.dataset.view).hidden = on || !b.classList.contains("on");
 }
 
 async function login(ev) {
@@ -309,7 +311,7 @@ function init() {
   for (const b of document.querySelectorAll("nav button")) {
     b.addEventListener("click", () => {
       for (const o of document.querySelectorAll("nav button")) o.classList.toggle("on", o === b);
-      for (const v of ["alarms", "devices", "tags", "system"]) $("view-" + v).hidden = v !== b.dataset.view;
+      for (const v of ["alarms", "devices", "tags", "trend", "system"]) $("view-" + v).hidden = v !== b.dataset.view;
       if (b.dataset.view === "tags") filterTags();
     });
   }

@@ -1,0 +1,209 @@
+"""Trends for the console: ``GET /trend?tag=NAME`` and ``GET /trend?model=NAME`` (read-only JSON),
+``GET /trend/models``.
+
+Part of the shell. The rings (agent.trend_ring) are filled on the event loop from every batch the
+agent handles, one vectorised write per batch, and from the model statistics the detector
+families computed for it (``Engine.statistics``). A range older than the tags' ring is read from
+the local history (agent.history_store) when ``[history] enabled``. Every bad request is answered
+4xx with ``{"ok": false, "code", "error"}``: ``code`` is what the page translates, ``error`` the
+details in English.
+
+Query: ``seconds=S`` (the last S seconds, default 3600) or ``from=T`` and ``to=T`` (RFC 3339 or
+``YYYY-MM-DD HH:MM[:SS]`` in the plant's time zone, or seconds since the epoch; ``to`` defaults
+to now).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from typing import Any
+from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+import detectors
+from agent.config import Config
+from agent.config.schema import did_you_mean
+from agent.history_query import QueryError, parse_time
+from agent.history_store import read
+from agent.payloads import rfc3339
+from agent.trend_ring import Ring, Series, decimate, ring_resolution, ring_slots
+from detectors.base import Statistic
+from drivers.base import BAD, SampleBatch
+
+MB = 2**20
+MAX_POINTS = 720  # a history range is read back as at most this many buckets
+EPOCH_RANGE = (0.0, 4102444800.0)  # 1970 .. 2100: what a request's times may be
+MAX_SPAN_S = 7 * 86400.0  # the longest range: its history is read on the event loop
+
+Answer = tuple[int, str, bytes]
+
+
+class TrendError(Exception):
+    """A request the trend cannot answer: its HTTP status, the page's code, the details."""
+
+    def __init__(self, status: int, code: str, text: str):
+        super().__init__(text)
+        self.status, self.code = status, code
+
+
+class Trends:
+    """The rings of one agent and the answers to the console's trend requests."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        t = cfg.trend
+        n = len(cfg.tags)
+        slots = ring_slots(t.window_s, t.resolution_s, n, t.max_mb * MB)
+        self.tags = Ring(n, slots, ring_resolution(t.window_s, t.resolution_s, slots))
+        # the model statistics: a few series, at the configured resolution
+        full = max(2, math.ceil(t.window_s / t.resolution_s))
+        self.stats, self.limits = Ring(0, full, t.resolution_s), Ring(0, full, t.resolution_s)
+        self.series: dict[tuple[str, str], int] = {}  # (model, statistic) -> row of self.stats
+        self.index = cfg.tag_index()
+        self.models = {m.name: m for m in cfg.models}
+        self.history = cfg.history.path(cfg.agent.data_dir) if cfg.history.enabled else None
+        self.tz = ZoneInfo(cfg.agent.timezone)
+
+    # --- filling (the event loop, every batch) ----------------------------------------------------
+
+    def record(self, batch: SampleBatch) -> None:
+        """A batch's samples of good or uncertain quality (BAD and COMM_FAIL values are not shown)."""
+        if len(batch) == 0:
+            return
+        ok = batch.quality < BAD
+        if ok.all():
+            self.tags.add(batch.tag, batch.ts, batch.value)
+        else:
+            self.tags.add(batch.tag[ok], batch.ts[ok], batch.value[ok])
+
+    def record_statistics(self, stats: list[Statistic]) -> None:
+        """The model statistics of a batch (``Engine.statistics``), each with its limit."""
+        if not stats:
+            return
+        rows = [self._row(s) for s in stats]
+        row = np.concatenate([np.full(len(s.ts), r, dtype=np.int64) for r, s in zip(rows, stats, strict=True)])
+        ts = np.concatenate([s.ts for s in stats])
+        self.stats.add(row, ts, np.concatenate([s.value for s in stats]))
+        self.limits.add(row, ts, np.concatenate([np.full(len(s.ts), s.limit) for s in stats]))
+
+    def _row(self, s: Statistic) -> int:
+        key = (s.source, s.name)
+        if key not in self.series:
+            self.series[key] = len(self.series)
+            self.stats.grow(len(self.series))
+            self.limits.grow(len(self.series))
+        return self.series[key]
+
+    # --- answering ------------------------------------------------------------------------------
+
+    def get(self, path: str, query: str, now: float) -> Answer:
+        """The answer to ``GET /trend`` or ``/trend/models`` with query string ``query``."""
+        try:
+            if path == "/trend/models":
+                return _ok({"ok": True, "models": self.model_list()})
+            q = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+            t0, t1 = self.window(q, now)
+            if "tag" in q:
+                return _ok(self.tag_trend(q["tag"], t0, t1, now))
+            if "model" in q:
+                return _ok(self.model_trend(q["model"], t0, t1))
+            raise TrendError(400, "no_series", "name a tag (?tag=NAME) or a model (?model=NAME)")
+        except TrendError as exc:
+            return exc.status, "application/json", _json({"ok": False, "code": exc.code, "error": str(exc)})
+
+    def window(self, q: dict[str, str], now: float) -> tuple[float, float]:
+        try:
+            if "from" in q:
+                t1 = _time(q["to"], self.tz) if q.get("to") else now
+                t0 = _time(q["from"], self.tz)
+            else:
+                t1, t0 = now, now - float(q.get("seconds") or 3600)
+        except (QueryError, ValueError) as exc:
+            raise TrendError(400, "bad_range", f"bad time range: {exc}") from None
+        if not (EPOCH_RANGE[0] <= t0 <= EPOCH_RANGE[1] and EPOCH_RANGE[0] <= t1 <= EPOCH_RANGE[1]):
+            raise TrendError(400, "bad_range", "times must lie between 1970 and 2100")
+        if t0 >= t1:
+            raise TrendError(400, "bad_range", "the range must start before it ends (from < to, seconds > 0)")
+        if t1 - t0 > MAX_SPAN_S:
+            raise TrendError(400, "bad_range", f"a trend spans at most {MAX_SPAN_S / 86400:g} days")
+        return t0, t1
+
+    def tag_trend(self, name: str, t0: float, t1: float, now: float) -> dict[str, Any]:
+        if name not in self.index:
+            raise TrendError(404, "unknown_tag", f"unknown tag {name!r}{did_you_mean(name, self.index)}")
+        tag = self.cfg.tags[self.index[name]]
+        start = self.tags.start()
+        held = start if start is not None else now  # the ring holds [held, now]
+        parts, sources = [], []
+        older = min(t1, held)
+        if t0 < older:  # some of the range is older than the ring
+            if self.history is not None:
+                width = max(self.tags.resolution_s, (older - t0) / MAX_POINTS)
+                parts.append(self._from_history(name, t0, older, width))
+                sources.append({"source": "history", "from": rfc3339(t0), "to": rfc3339(older)})
+            elif t1 < held:
+                raise TrendError(400, "beyond_ring", self._beyond(t1, start))
+        if start is not None and t1 >= start:
+            parts.append(self.tags.series(tag.index, max(t0, start), t1))
+            sources.append({"source": "ring", "from": rfc3339(max(t0, start)), "to": rfc3339(t1)})
+        limits: dict[str, float] = {}
+        for family, params in tag.families.items():
+            limits.update(detectors.load(family).value_limits(params))
+        return {"ok": True, "tag": name, "unit": tag.unit, "device": tag.device or "", "desc": tag.desc,
+                "from": t0, "to": t1, "resolution_s": self.tags.resolution_s, "ring_from": start,
+                "history": self.history is not None, "sources": sources, "limits": limits,
+                "points": Series.concat(parts).rows()}
+
+    def _beyond(self, t1: float, start: float | None) -> str:
+        held = f"since {rfc3339(start)}" if start is not None else "nothing yet"
+        return (f"the range ends at {rfc3339(t1)}, before what the in-memory trend holds ({held}, at most the last "
+                f"{self.cfg.trend.window_s:g} s), and [history] is disabled: nothing older is kept")
+
+    def _from_history(self, name: str, t0: float, t1: float, width: float) -> Series:
+        assert self.history is not None
+        try:
+            pts = read(self.history, name, t0, t1) if self.history.is_dir() else None
+        except sqlite3.DatabaseError as exc:
+            raise TrendError(503, "history_unreadable", f"the history files cannot be read: {exc}") from None
+        if pts is None or len(pts) == 0:
+            return Series.concat([])
+        ok = pts.quality < BAD
+        return decimate(pts.ts[ok], pts.value[ok], t0, t1, width)
+
+    def model_trend(self, name: str, t0: float, t1: float) -> dict[str, Any]:
+        if name not in self.models:
+            raise TrendError(404, "unknown_model", f"unknown model {name!r}{did_you_mean(name, self.models)}"
+                             + (f" (models: {', '.join(self.models)})" if self.models else " (no [[models]] configured)"))
+        start = self.stats.start()
+        if start is not None and t1 < start:
+            raise TrendError(400, "beyond_ring", f"a model's statistics are kept in memory only (the last "
+                             f"{self.cfg.trend.window_s:g} s, since {rfc3339(start)}); the range ends at {rfc3339(t1)}")
+        out = {}
+        for (model, stat), row in self.series.items():
+            if model == name:
+                values, limits = self.stats.series(row, t0, t1), self.limits.series(row, t0, t1)
+                out[stat] = {"points": values.rows(), "limit": [[t, c] for t, _, _, c in limits.rows()]}
+        return {"ok": True, "model": name, "kind": self.models[name].kind, "from": t0, "to": t1,
+                "resolution_s": self.stats.resolution_s, "ring_from": start, "statistics": out}
+
+    def model_list(self) -> list[dict[str, Any]]:
+        return [{"name": m.name, "kind": m.kind, "tags": list(m.tags)} for m in self.models.values()]
+
+
+def _time(text: str, tz: ZoneInfo) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return parse_time(text, tz)
+
+
+def _ok(doc: dict[str, Any]) -> Answer:
+    return 200, "application/json", _json(doc)
+
+
+def _json(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False).encode()
