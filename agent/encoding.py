@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from agent.payloads import ALARM_SCHEMA, TELEMETRY_SCHEMA, parse_rfc3339
+from agent.payloads import ALARM_SCHEMA, TELEMETRY_SCHEMA, dumps, parse_rfc3339
 from agent.provincial import Profile
 
 ALARM_LANE = 0  # agent.outbox.ALARM (the core does not import the outbox)
@@ -44,6 +44,17 @@ def provincial_rows(profile: Profile) -> RowEncoder:
         return profile.encode(doc)
 
     return encode
+
+
+def unnumbered_encoder(profile: Profile | None) -> Callable[[dict], bytes] | None:
+    """How an uplink encodes an alarm sent from memory, unnumbered (agent.unnumbered): the json
+    document as it is; in the provincial profile only when ``[provincial.fields] unnumbered``
+    names the province's field for it (its platforms key alarms on the seq field), else None."""
+    if profile is None:
+        return dumps
+    if not profile.fields.get("unnumbered"):
+        return None
+    return lambda doc: profile.encode(profile.alarm(doc))
 
 
 def row_encoder(profile_name: str, profile: Profile | None) -> RowEncoder:

@@ -30,7 +30,8 @@ class Housekeeping:
     def __init__(self, outbox_path: Path, max_outbox_mb: float, manager: AlarmManager,
                  commit: Callable[[list[dict[str, Any]]], None], min_free_mb: float = 0.0,
                  health: LoopHealth | None = None):
-        """``commit`` makes the storage alarm's messages durable and sends them."""
+        """``commit`` makes the storage alarm's messages durable and sends them (from memory,
+        unnumbered, while the outbox cannot take them)."""
         self.outbox_path = outbox_path
         self.max_bytes = int(max_outbox_mb * 1024 * 1024)
         self.min_free = int(min_free_mb * 1024 * 1024)

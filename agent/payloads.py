@@ -73,6 +73,15 @@ def validator(name: str):
     return cls(s, format_checker=cls.FORMAT_CHECKER)
 
 
+def unnumbered(doc: dict[str, Any], epoch: str) -> dict[str, Any]:
+    """The alarm message ``doc`` as sent from memory while the outbox cannot store it: no seq,
+    ``unnumbered: true``, the epoch of the outbox that will number it. The numbered record
+    (same id, state and ts) follows once stored; a receiver never books this one in the sequence."""
+    out = {k: v for k, v in doc.items() if k != "seq"}
+    out.update(epoch=epoch, unnumbered=True)
+    return out
+
+
 def batch_body(payloads: list[bytes]) -> bytes:
     """Several messages in one request body (an HTTP batch): a JSON array of them, each message
     that is JSON itself as it is, one that is not (a bare ciphertext) as a JSON string."""

@@ -13,8 +13,9 @@ none skipped, whatever fails and whenever the agent is killed.
 The queue is bounded (``[uplink] max_pending_alarms`` messages). Beyond it the newest
 transitions are not kept: they are counted, their alarms' latest state is saved with the last
 message kept before them, and the ``outbox/storage`` alarm says how many were lost. While the queue is not
-empty that alarm is active (it lands, numbered, in order behind the messages it is about) and
-the status message carries ``outbox.storage`` from memory, which every uplink publishes at once.
+empty that alarm is active (it lands, numbered, in order behind the messages it is about; the
+agent sends a copy at once from memory, unnumbered: agent.unnumbered) and the status message
+carries ``outbox.storage`` from memory, which every uplink publishes at once.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ class Committer:
                 await asyncio.sleep(delay)
                 delay = min(_RETRY_MAX_S, delay * 2)
                 continue
-            self._landed(entries, stored)
+            if self._landed(entries, stored):  # the fault came back at once: not a busy loop
+                await asyncio.sleep(delay)
+                delay = min(_RETRY_MAX_S, delay * 2)
 
     def _store(self, entries: list[Entry]) -> int:
         """In a worker thread, on a connection of its own: store the entries oldest first, a
@@ -171,10 +174,11 @@ class Committer:
         finally:
             outbox.close()
 
-    def _landed(self, entries: list[Entry], stored: int) -> None:
-        """On the loop: the first ``stored`` entries are on disk, numbered."""
+    def _landed(self, entries: list[Entry], stored: int) -> bool:
+        """On the loop: the first ``stored`` entries are on disk, numbered. True when the queue
+        was empty and the fault came straight back (the storage alarm's clear failed)."""
         if not stored:
-            return
+            return False
         landed = entries[:stored]
         del self.queue[:stored]
         self.queued -= sum(len(e.docs) for e in landed)
@@ -186,6 +190,10 @@ class Committer:
             self.on_fault(False)  # may queue the storage alarm's clear: it goes through append_alarms
             if not self.queue:
                 self.since, self.error, self.lost = None, "", 0
+            else:  # the clear itself could not be stored: the fault is back, and so is its alarm
+                self.on_fault(True)
+                return True
+        return False
 
     def flush_now(self) -> None:
         """At shutdown: one last attempt, on this thread; what still cannot be stored is lost."""

@@ -58,15 +58,22 @@ def build_manager(cfg: Config) -> AlarmManager:
     return AlarmManager(cfg.agent.plant, infos, cfg.alarm_system, describe)
 
 
-def restore_grace(cfg: Config, alarm: Alarm) -> float:
+def restore_grace(cfg: Config, alarm: Alarm, engine: Engine | None = None) -> float:
     """How long a detector may take to raise a restored alarm again: its on-delay and
-    warm-up, plus a few polls of the device."""
+    warm-up, plus a few polls of the device. A model's alarm: the on-delay the engine's model
+    runs with (the config's, else the one ``plantwatch train`` chose, from the model file), its
+    derived inputs' warm-up and its past ticks."""
     tag = next((t for t in cfg.tags if t.name == alarm.tag), None)
     if tag is None:
         return 0.0
     interval = cfg.interval_of(tag)
     params: Mapping[str, Any] = tag.families.get(alarm.kind, {})
     if "model" in alarm.context:  # a model's alarm: its delays are the model's options
+        family = next((f for f in engine.families if f.name == alarm.kind), None) if engine is not None else None
+        restart = getattr(family, "restart", lambda _: None)(alarm.context["model"])
+        if restart is not None:
+            on_delay, warmup_s, ticks = restart
+            return on_delay + warmup_s + ticks * interval + 3 * interval + 2.0
         model = next((m for m in cfg.models if m.name == alarm.context["model"]), None)
         params = model.options if model else {}
     elif alarm.kind in tag.families:  # the family's defaults count too (an untrained chart's warm-up)
@@ -95,6 +102,11 @@ class Pipeline:
         # computed tag -> the tags whose quality explains its own: its inputs, read and computed
         self._computed = {p.out: tuple(dict.fromkeys((*plan.source_tags(p.out), *p.inputs))) for p in plan.programs}
         self._plans: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def restore_grace(self, alarm: Alarm) -> float:
+        """``restore_grace`` with this pipeline's engine: a model's alarm waits for the delays
+        the running model has."""
+        return restore_grace(self.cfg, alarm, self.engine)
 
     def process(self, batch: SampleBatch, now: float) -> list[dict[str, Any]]:
         """Judge a batch; commit the resulting alarm messages (fsync) and return them. ``now``

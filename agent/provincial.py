@@ -35,6 +35,9 @@ DEFAULT_FIELDS = {
     "seq": "xh",  # 序号
     # the sequence epoch (agent.outbox): not in the province's messages unless named here
     "epoch": "",
+    # marks an alarm sent from memory, without a seq (agent.unnumbered): such alarms go to the
+    # province only when named here
+    "unnumbered": "",
     "point": "cdbm",  # 测点编码
     "time": "cjsj",  # 采集时间
     "value": "cdz",  # 测点值
@@ -134,13 +137,14 @@ class Profile:
         return self.codes.get(doc["kind"], self.codes.get(doc["level"], ""))
 
     def alarm(self, doc: dict[str, Any], repeat: bool = False) -> dict[str, Any]:
-        """A json-profile alarm document (with seq) in the province's fields."""
+        """A json-profile alarm document in the province's fields: with its seq, or, unnumbered
+        (sent from memory), with the ``unnumbered`` field "1" in place of the seq."""
         f = self.fields
         return {
             f["enterprise"]: self.enterprise_code,
             f["gateway"]: self.gateway_code,
             f["type"]: self.types["alarm"],
-            f["seq"]: doc["seq"],
+            **({f["unnumbered"]: "1"} if doc.get("unnumbered") else {f["seq"]: doc["seq"]}),
             **({f["epoch"]: doc["epoch"]} if f.get("epoch") else {}),
             f["point"]: self.point(doc["tag"], doc["device"]),
             f["time"]: self.local_time(parse_rfc3339(doc["ts"])),

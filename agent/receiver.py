@@ -5,8 +5,10 @@ down as code: every message is checked against the published schema (json profil
 with the province's envelope, cipher and key and read back through its field names and codes
 (provincial profile), alarms are de-duplicated by (plant, epoch, seq), a jump in seq is reported
 as a gap (and closed when the missing seq arrives), a new epoch (the gateway started a new
-outbox, seq from 1 again) is reported as such, and the status messages tell whether each
-plant's gateway is online. The MQTT subscriber here and the HTTP and TCP listeners
+outbox, seq from 1 again) is reported as such, an unnumbered alarm (sent from the gateway's
+memory while its outbox could not store it) is shown at once but kept out of the sequence and
+matched with its numbered record by (plant, alarm, state, time), and the status messages tell
+whether each plant's gateway is online. The MQTT subscriber here and the HTTP and TCP listeners
 (``agent.platform``) all feed one Receiver.
 
 Whatever a sender puts in a message, the receiver goes on: a message that is too large, nested
@@ -19,7 +21,6 @@ seq), at most ``max_plants`` plants, and the last ``KEEP`` alarms and refusals.
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import math
@@ -27,7 +28,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,14 +36,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.payloads import topic, validator
 from agent.provincial import Profile, ProvincialError
+from agent.seqtrack import PlantTrack
 
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 1024 * 1024  # bytes of one message as it arrives (the largest registry fits many times)
 MAX_DEPTH = 32  # nesting of objects and arrays; plantwatch's own messages nest 4 deep at most
 MAX_SEQ = 2**63 - 1  # the agent's seq is a signed 64-bit integer
-MAX_GAPS = 10_000  # missing seq ranges remembered per plant; past it the oldest are forgotten
-MAX_EPOCHS = 16  # earlier sequence epochs remembered per plant (late messages of an old outbox)
 MAX_PLANTS = 100_000  # plants tracked; a message of one more is refused
 KEEP = 10_000  # alarms, arrivals, refusals and registries kept in memory (the --out file has every alarm)
 
@@ -59,68 +58,6 @@ class Refused(Exception):
     def __init__(self, reason: str, why: str):
         super().__init__(why)
         self.reason = reason
-
-
-@dataclass
-class PlantTrack:
-    """What the receiver knows about one plant's alarm stream, in bounded memory: the highest seq
-    and the ranges below it still missing; every other seq up to the highest has arrived. A jump
-    to seq 10**18 costs one range. At most MAX_GAPS ranges are kept: past that the oldest range is
-    forgotten (``forgotten`` counts its seqs) and a seq in it arriving later reads as a duplicate."""
-
-    highest: int = 0
-    gaps: list[list[int]] = field(default_factory=list)  # [first, last] missing, ascending
-    received: int = 0  # unique alarms taken
-    duplicates: int = 0
-    forgotten: int = 0
-    online: bool | None = None
-    epoch: str | None = None  # of highest and gaps; None: no alarm yet
-    earlier: dict[str, PlantTrack] = field(default_factory=dict)  # epochs before, oldest first
-
-    def new_epoch(self, epoch: str) -> None:
-        """The gateway numbers from 1 again under ``epoch``: the current sequence becomes an earlier one."""
-        if self.epoch is not None:
-            self.earlier[self.epoch] = PlantTrack(highest=self.highest, gaps=self.gaps)
-            while len(self.earlier) > MAX_EPOCHS:
-                del self.earlier[next(iter(self.earlier))]
-        self.epoch, self.highest, self.gaps = epoch, 0, []
-
-    def missing_earlier(self, limit: int = 20) -> dict[str, list[int]]:
-        """The first missing seqs of each earlier epoch that has any."""
-        return {e: t.missing(limit) for e, t in self.earlier.items() if t.gaps}
-
-    def take(self, seq: int) -> str:
-        """Book one seq: "new", "gap" (new, after missing ones), "late" (fills a gap) or "duplicate"."""
-        if seq > self.highest:
-            outcome = "gap" if seq > self.highest + 1 else "new"
-            if outcome == "gap":
-                self.gaps.append([self.highest + 1, seq - 1])
-                if len(self.gaps) > MAX_GAPS:
-                    first, last = self.gaps.pop(0)
-                    self.forgotten += last - first + 1
-            self.highest = seq
-        else:
-            i = bisect.bisect_right(self.gaps, seq, key=lambda g: g[0]) - 1
-            if i < 0 or self.gaps[i][1] < seq:
-                self.duplicates += 1
-                return "duplicate"
-            first, last = self.gaps[i]
-            self.gaps[i:i + 1] = [g for g in ([first, seq - 1], [seq + 1, last]) if g[0] <= g[1]]
-            outcome = "late"
-        self.received += 1
-        return outcome
-
-    def missing(self, limit: int = 1000) -> list[int]:
-        """The first ``limit`` missing seqs."""
-        out: list[int] = []
-        for first, last in self.gaps:
-            out.extend(range(first, min(last, first + limit - len(out) - 1) + 1))
-            if len(out) >= limit:
-                break
-        return out
-
-    def missing_count(self) -> int:
-        return sum(last - first + 1 for first, last in self.gaps)
 
 
 def _keep(items: list) -> None:
@@ -182,6 +119,9 @@ class Receiver:
         self.max_plants = max_plants
         self.plants: dict[str, PlantTrack] = {}
         self.alarms: list[dict[str, Any]] = []  # the last KEEP unique alarms in arrival order
+        self.unnumbered: list[dict[str, Any]] = []  # the last KEEP unnumbered alarms (sent from memory)
+        # (plant, alarm, state, time) of recent alarms -> seq (None: only the unnumbered one so far)
+        self.numbered_as: dict[tuple, int | None] = {}
         self.accepted = 0  # unique alarms taken, all told
         self.arrivals: list[int] = []  # the last KEEP alarm seqs as they arrived, duplicates included
         self.invalid: list[str] = []  # the last KEEP refusals, "where: why"
@@ -287,10 +227,39 @@ class Receiver:
     def _alarm(self, doc: dict[str, Any]) -> None:
         value = "" if doc["value"] is None else f" value={doc['value']:g}{doc['unit'] and ' ' + doc['unit']}"
         text = f"{doc['ts']} {doc['id']} {doc['state']} {doc['level']} p{doc['priority']}{value} | {doc['message']}"
-        self._sequenced(doc["plant"], doc["epoch"], doc["seq"], doc, text)
+        key = (doc["plant"], doc["id"], doc["state"], doc["ts"])
+        if doc.get("unnumbered"):
+            self._unnumbered(key, doc, text)
+        else:
+            self._sequenced(doc["plant"], doc["epoch"], doc["seq"], doc, text, key)
 
-    def _sequenced(self, plant: str, epoch: str, seq: int, doc: dict[str, Any], text: str) -> None:
-        """The (plant, epoch, seq) bookkeeping of an alarm, whichever profile it came in."""
+    def _unnumbered(self, key: tuple, doc: dict[str, Any], text: str) -> None:
+        """An alarm the gateway sent from memory while its outbox could not store it: shown at
+        once, kept apart, never booked in the sequence (no gap, no duplicate, not in ``alarms``
+        or --out); its numbered record follows once stored. ``key`` (plant, alarm, state, time)
+        de-duplicates it, against itself sent again and against the numbered record."""
+        plant = key[0]
+        self.track(plant)
+        if key in self.numbered_as:
+            seq = self.numbered_as[key]
+            self._say(f"duplicate unnumbered {plant} {text} ({f'numbered seq={seq}' if seq else 'seen'}; ignored)")
+            return
+        self._remember(key, None)
+        self.plants[plant].unnumbered += 1
+        self.unnumbered.append(doc)
+        _keep(self.unnumbered)
+        self._say(f"UNNUMBERED {plant} {text} (sent from the gateway's memory; the numbered record follows)")
+
+    def _remember(self, key: tuple, seq: int | None) -> None:
+        """(plant, alarm, state, time) of the last KEEP alarms -> their seq (None: unnumbered)."""
+        self.numbered_as[key] = seq
+        if len(self.numbered_as) > KEEP:
+            for old in list(self.numbered_as)[:KEEP // 2]:
+                del self.numbered_as[old]
+
+    def _sequenced(self, plant: str, epoch: str, seq: int, doc: dict[str, Any], text: str, key: tuple) -> None:
+        """The (plant, epoch, seq) bookkeeping of an alarm, whichever profile it came in; ``key``
+        matches it with an unnumbered alarm received before (``_unnumbered``)."""
         if seq > MAX_SEQ:
             raise Refused("seq out of range", f"seq {str(seq)[:30]} is over {MAX_SEQ}")
         t = self.track(plant)
@@ -319,6 +288,9 @@ class Receiver:
         _keep(self.alarms)
         self.accepted += 1
         self._say(f"ALARM {plant} seq={seq} {text}")
+        if key in self.numbered_as and self.numbered_as[key] is None:
+            self._say(f"numbered {plant} seq={seq}: the record of the unnumbered alarm received before")
+        self._remember(key, seq)
         if self.out is not None:
             try:
                 self.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
@@ -390,20 +362,7 @@ class Receiver:
         self._topic_plant(topic_plant, self.topic_of.get(plant, plant))
         when = str(doc.get(f["time"], ""))
         if kind == "alarm":
-            seq = doc.get(f["seq"])
-            if isinstance(seq, str) and seq.isdigit():
-                seq = int(seq)
-            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-                return f"{f['seq']}: not a sequence number: {seq!r}"
-            states = {}
-            for name, code in reversed(p.states.items()):  # a code shared by two states reads as the first
-                states[code] = name
-            state = states.get(str(doc.get(f["state"])), f"state {doc.get(f['state'])!r}")
-            unit = doc.get(f["unit"]) or ""
-            # the epoch is in the province's fields only when `fields.epoch` names one
-            epoch = str(doc.get(f["epoch"], ""))[:64] if f.get("epoch") else ""
-            self._sequenced(plant, epoch, seq, doc, f"{when} {doc.get(f['point'])} {state} code={doc.get(f['alarm_code'])} "
-                            f"value={doc.get(f['value'])}{unit and ' ' + unit} | {doc.get(f['message'])}")
+            return self._provincial_alarm(doc, plant, when)
         elif kind == "status":
             online = doc.get(f["online"])
             if online not in ("0", "1"):
@@ -420,9 +379,35 @@ class Receiver:
             self._say(f"REGISTRY {plant} {len(datas)} points at {when}")
         return None
 
+    def _provincial_alarm(self, doc: dict[str, Any], plant: str, when: str) -> str | None:
+        """Book a provincial alarm: by (enterprise, epoch, seq), or apart when the profile names an
+        ``unnumbered`` field and the message has it "1" (sent from the gateway's memory)."""
+        p = self.profile
+        assert p is not None
+        f = p.fields
+        states = {}
+        for name, code in reversed(p.states.items()):  # a code shared by two states reads as the first
+            states[code] = name
+        state = states.get(str(doc.get(f["state"])), f"state {doc.get(f['state'])!r}")
+        unit = doc.get(f["unit"]) or ""
+        text = (f"{when} {doc.get(f['point'])} {state} code={doc.get(f['alarm_code'])} "
+                f"value={doc.get(f['value'])}{unit and ' ' + unit} | {doc.get(f['message'])}")
+        key = (plant, doc.get(f["point"]), doc.get(f["state"]), doc.get(f["time"]))
+        if f.get("unnumbered") and doc.get(f["unnumbered"]) == "1":
+            self._unnumbered(key, doc, text)
+            return None
+        seq = doc.get(f["seq"])
+        if isinstance(seq, str) and seq.isdigit():
+            seq = int(seq)
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            return f"{f['seq']}: not a sequence number: {seq!r}"
+        # the epoch is in the province's fields only when `fields.epoch` names one
+        epoch = str(doc.get(f["epoch"], ""))[:64] if f.get("epoch") else ""
+        self._sequenced(plant, epoch, seq, doc, text, key)
+        return None
+
     def _telemetry(self, doc: dict[str, Any]) -> None:
         self.telemetry += 1
-
     def wait(self, predicate: Callable[[Receiver], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self.changed:
@@ -443,8 +428,9 @@ class Receiver:
             online = {None: "unknown", True: "online", False: "offline"}[t.online]
             epochs = f", epoch {t.epoch}" + (f" ({len(t.earlier)} earlier)" if t.earlier else "")
             epochs += "".join(f", MISSING {m} of epoch {e}" for e, m in t.missing_earlier().items())
+            unnumbered = f", {t.unnumbered} unnumbered (sent from memory)" if t.unnumbered else ""
             lines.append(f"plant {plant}: {t.received} alarms, seq 1..{t.highest}{gaps}{forgot}, "
-                         f"{t.duplicates} duplicates, {online}{epochs}")
+                         f"{t.duplicates} duplicates{unnumbered}, {online}{epochs}")
         if self.refused:
             reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.refused.items()))
             lines.append(f"{sum(self.refused.values())} messages refused ({reasons})")
@@ -460,36 +446,23 @@ def connect(receiver: Receiver, broker: str, plant: str | None, prefix: str = "p
     several receivers behind a broker cluster split the load. ``username`` and ``password``
     (as the agent's ``[uplink]`` has them) win over any in the URL.
     """
-    parts = urlsplit(broker)
-    # a named client keeps a persistent session: the broker queues alarms while it is away
+    parts = urlsplit(broker)  # a named client keeps a persistent session: the broker queues alarms while it is away
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id or "",
                          clean_session=not client_id)
     client.reconnect_delay_set(0.1, 5)
-    if parts.scheme == "mqtts":
-        client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
-    if username or parts.username:
-        client.username_pw_set(username or parts.username, password if username else parts.password)
-    who = plant or "+"
+    login(client, parts, ca_file, cert_file, key_file, username, password)
     subscribed = threading.Event()
 
     def on_connect(c, ud, flags, rc, props):
         if rc.is_failure:
             receiver.emit(f"receiver: broker refused: {rc}")
             return
-        subs = []
-        for kind in ("alarm", "telemetry"):
-            t = topic(prefix, who, kind)
-            subs.append((f"$share/{group}/{t}" if group else t, 1))
-        subs.append((topic(prefix, who, "status"), 1))
-        if receiver.profile is not None:
-            subs.append((topic(prefix, who, "registry"), 1))
-        c.subscribe(subs)
+        c.subscribe(subscriptions(prefix, plant, group, registry=receiver.profile is not None))
 
     def on_subscribe(c, ud, mid, rcs, props):
         subscribed.set()
 
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
+    client.on_connect, client.on_subscribe = on_connect, on_subscribe
     client.on_message = lambda c, ud, msg: receiver.feed(msg.topic, msg.payload)  # feed never raises
     client.connect(parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883))
     client.loop_start()
@@ -497,3 +470,18 @@ def connect(receiver: Receiver, broker: str, plant: str | None, prefix: str = "p
         client.loop_stop()
         raise ConnectionError(f"could not subscribe at {broker}")
     return client
+
+
+def login(client: mqtt.Client, parts, ca_file=None, cert_file=None, key_file=None, username=None, password=None) -> None:
+    """TLS for mqtts://, and the user name and password (``username`` wins over the URL's)."""
+    if parts.scheme == "mqtts":
+        client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
+    if username or parts.username:
+        client.username_pw_set(username or parts.username, password if username else parts.password)
+
+
+def subscriptions(prefix: str, plant: str | None, group: str | None, registry: bool = False) -> list[tuple[str, int]]:
+    """Alarms and telemetry (shared under ``group``), status (every receiver: retained) at QoS 1."""
+    who = plant or "+"
+    subs = [(f"$share/{group}/{t}" if group else t, 1) for t in (topic(prefix, who, k) for k in ("alarm", "telemetry"))]
+    return subs + [(topic(prefix, who, k), 1) for k in ("status", "registry")[:1 + registry]]

@@ -8,123 +8,32 @@ the file the config names.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 import detectors
 from agent.config import Config
+
+# the reader lives in agent.csvtable; replay's callers take it from here
+from agent.csvtable import TIME_COLUMNS, NoTimeColumn, ReplayError, Table, read_table  # noqa: F401
 from agent.payloads import dumps
 from agent.pipeline import Pipeline
 from detectors.calibrate import Training
 from detectors.expr import Evaluator
 from drivers.base import frozen_tags
 
-TIME_COLUMNS = ("ts", "time", "timestamp", "datetime", "date_time", "Time", "Timestamp", "DateTime")
 CHUNK_ROWS = 2048
 
 
 #: the epoch of replayed messages: they are numbered from 1 by the replay, not by an outbox
 REPLAY_EPOCH = "replay"
-
-
-class ReplayError(Exception):
-    """Bad input: names the file, the row or column, and the problem."""
-
-
-class NoTimeColumn(ReplayError):
-    """The file has none of the usual time columns and none was named."""
-
-
-@dataclass
-class Table:
-    path: Path
-    ts: np.ndarray  # float64 UTC seconds per row
-    columns: dict[str, np.ndarray]  # float64 per tag column, NaN where the cell was empty
-    extra: dict[str, list[str]]  # other columns, raw text (labels, ...)
-
-
-def _parse_time(text: str, tz: ZoneInfo) -> float:
-    text = text.strip()
-    try:
-        return float(text)  # epoch seconds
-    except ValueError:
-        pass
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:  # historian exports are usually plant-local time
-        dt = dt.replace(tzinfo=tz)
-    return dt.timestamp()
-
-
-def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate: float | None,
-               tz: ZoneInfo, keep: Sequence[str] = (), progress: Any = None) -> Table:
-    """Read a CSV (',' or ';' separated) whose columns are named like the tags (``progress(done, rows)``)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ReplayError(f"{path}: not UTF-8 text: {exc}") from None
-    lines = text.splitlines()
-    if not lines:
-        raise ReplayError(f"{path}: empty file")
-    delimiter = ";" if lines[0].count(";") > lines[0].count(",") else ","
-    rows = list(csv.reader(lines, delimiter=delimiter))
-    head = [h.strip() for h in rows[0]]
-    numbered = [(n, r) for n, r in enumerate(rows[1:], start=2) if r]  # (line in the file, fields)
-    body = [r for _, r in numbered]
-    if not body:
-        raise ReplayError(f"{path}: no data rows")
-    col = {name: i for i, name in enumerate(head)}
-    if time_col is None and rate is None:
-        time_col = next((c for c in TIME_COLUMNS if c in col), None)
-        if time_col is None:
-            raise NoTimeColumn(f"{path}: no time column ({', '.join(TIME_COLUMNS[:4])}); name one with --time-col or give --rate")
-    if time_col is not None and time_col not in col:
-        raise ReplayError(f"{path}: no column {time_col!r} (columns: {', '.join(head)})")
-    for name in keep:
-        if name not in col:
-            raise ReplayError(f"{path}: no column {name!r} (columns: {', '.join(head)})")
-    present = [t for t in tags if t in col]
-    if not present:
-        raise ReplayError(f"{path}: no column is named like a tag of the config (tags: {', '.join(tags[:10])})")
-    ts = np.empty(len(body))
-    columns = {t: np.full(len(body), np.nan) for t in present}
-    for i, (line, row) in enumerate(numbered):
-        if progress is not None and (i % 16384 == 0 or i + 1 == len(body)):
-            progress(i + 1, len(body))
-        if len(row) != len(head):
-            raise ReplayError(f"{path}:{line}: {len(row)} fields, the header has {len(head)}")
-        if time_col is not None:
-            try:
-                ts[i] = _parse_time(row[col[time_col]], tz)
-            except ValueError:
-                raise ReplayError(f"{path}:{line}: column {time_col!r}: {row[col[time_col]]!r} is not a time") from None
-        else:
-            ts[i] = i * rate
-        for t in present:
-            cell = row[col[t]].strip()
-            if cell == "":
-                continue
-            try:
-                columns[t][i] = float(cell)
-            except ValueError:
-                raise ReplayError(f"{path}:{line}: column {t!r}: {cell!r} is not a number") from None
-    if np.any(np.diff(ts) < 0):
-        bad = numbered[int(np.flatnonzero(np.diff(ts) < 0)[0]) + 1][0]
-        raise ReplayError(f"{path}:{bad}: time goes backwards")
-    extra = {name: [row[col[name]] for row in body] for name in keep}
-    return Table(path, ts, columns, extra)
 
 
 class _Recorder:
@@ -162,7 +71,7 @@ def replay(cfg: Config, table: Table, progress: Any = None) -> ReplayResult:
     # a computed tag is computed from its inputs' columns, as live; a column of its name is ignored
     names = [n for n in table.columns if n not in computed_names(cfg)]
     tag_ids = np.array([index[n] for n in names], dtype=np.int32)
-    values = np.column_stack([table.columns[n] for n in names])  # rows x tags
+    values = table.matrix(names)  # rows x tags
     n_rows = len(table.ts)
     active: set[str] = set()
     alarm_rows = np.zeros(n_rows, dtype=bool)
@@ -221,7 +130,7 @@ def computed_columns(cfg: Config, table: Table) -> dict[str, np.ndarray]:
     ev = Evaluator(len(cfg.tags), cfg.computed.programs, cfg.computed.intervals)
     index = cfg.tag_index()
     names = [n for n in table.columns if n not in computed_names(cfg)]
-    block = np.column_stack([table.columns[n] for n in names]) if names else np.empty((len(table.ts), 0))
+    block = table.matrix(names)
     ok = ~np.isnan(block)
     tag = np.broadcast_to(np.array([index[n] for n in names], dtype=np.int32), block.shape)[ok]
     rows = np.broadcast_to(np.arange(len(table.ts))[:, None], block.shape)[ok]
@@ -325,8 +234,8 @@ def train(cfg: Config, model_name: str, table: Table) -> tuple[Path, list[str]]:
     missing = [t for t in model.tags if t not in table.columns]
     if missing:
         raise ReplayError(f"{table.path}: no column for the model's tags {missing}")
-    X = np.column_stack([table.columns[t] for t in model.tags])
-    check_training(table, list(model.tags), X, model.inputs.lags if model.inputs else 0)
+    X = table.matrix(model.tags)
+    check_training(table, list(model.tags), X, model.inputs.lags if model.inputs else int(model.options.get("lags") or 0))
     data = Training(tuple(model.tags), X, table.ts, model.inputs, target_far=model.target_far,
                     holdout=model.holdout, auto=model.auto)
     try:

@@ -34,12 +34,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         print(f"replay: --rate must be > 0, not {args.rate}", file=sys.stderr)
         return EXIT_CONFIG
-    reading, replaying = Progress("read  "), Progress("replay")
+    reading = Progress("read  ")
     try:
         table = read_table(args.csv, [t.name for t in cfg.tags], args.time_col, args.rate, ZoneInfo(cfg.agent.timezone),
                            keep=[args.labels] if args.labels else [], progress=reading)
-        reading.done()
+        read_s = reading.done()
         labels = labels_of(table, args.labels) if args.labels else None
+        replaying = Progress("replay")  # the rate is the replay's own, the read apart
         result = replay(cfg, table, progress=replaying)
         seconds = replaying.done()
     except (ReplayError, ModelError) as exc:
@@ -51,7 +52,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     span = result.ts[-1] - result.ts[0] if result.rows > 1 else 0.0
     lines = [f"{args.csv}: {result.rows} rows over {span:.0f} s, {len(result.tags)} tags -> "
              f"{len(result.messages)} alarm messages in {args.out}",
-             f"replayed in {seconds:.2f} s: {result.rows / max(seconds, 1e-9):,.0f} rows/s"]
+             f"read in {read_s:.2f} s, replayed in {seconds:.2f} s: {result.rows / max(seconds, 1e-9):,.0f} rows/s"]
     scores = score_lines(labels, result.alarm_rows, result.ts) if labels is not None else []
     print("\n".join([*lines, *(f"  {line}" for line in scores)]))
     if args.report:

@@ -31,6 +31,7 @@ from agent.config import UplinkSection
 from agent.encoding import RowEncoder
 from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox, Row
 from agent.supervise import Report, run_supervised
+from agent.unnumbered import Encode, Unnumbered
 from drivers.base import backoff_delay
 
 log = logging.getLogger("plantwatch.uplink")
@@ -74,9 +75,10 @@ class RequestUplink:
 
     def __init__(self, cfg: UplinkSection, outbox_path, transport: Transport, rows: RowEncoder,
                  on_refused: Callable[[str, str], None] | None = None,
-                 heartbeat: Callable[[bool], bytes] | None = None):
+                 heartbeat: Callable[[bool], bytes] | None = None, unnumbered: Encode | None = None):
         """``on_refused(uplink name, reason)`` is told, on this thread, of rows dead-lettered;
-        ``heartbeat(online)`` is the encoded status message (None: no heartbeat)."""
+        ``heartbeat(online)`` is the encoded status message (None: no heartbeat); ``unnumbered``
+        encodes an alarm sent from memory (agent.unnumbered; None: this uplink sends none)."""
         self.cfg = cfg
         self.name = cfg.name
         self.outbox_path = outbox_path
@@ -85,6 +87,7 @@ class RequestUplink:
         self.on_refused = on_refused
         self.heartbeat = heartbeat
         self.heartbeats = 0  # status messages the platform took
+        self.memory = Unnumbered(cfg.name, unnumbered)
         self.connected = threading.Event()  # set while the platform's last answer was a success
         self.sent_count = 0
         self.dead_letters = 0
@@ -129,11 +132,12 @@ class RequestUplink:
                 stopping = self._stop.is_set()
                 if stopping and time.monotonic() > self._flush_until:
                     return
-                rows = self._next(outbox, stopping)
+                memory_failed = self._send_memory() is False  # ahead of the outbox's rows
+                rows = [] if memory_failed else self._next(outbox, stopping)
                 if self._announce:
                     self._announce, next_beat = False, time.monotonic()
-                beat_failed = False
-                if self.heartbeat and not stopping and time.monotonic() >= next_beat and \
+                beat_failed = memory_failed
+                if self.heartbeat and not stopping and not memory_failed and time.monotonic() >= next_beat and \
                         not (rows and rows[0][0].lane == ALARM):  # never ahead of a pending alarm
                     if self._beat(True):
                         failures, next_beat = 0, time.monotonic() + self.cfg.heartbeat_s
@@ -148,6 +152,8 @@ class RequestUplink:
                     continue
                 if rows:
                     failures = 0 if self._deliver(outbox, rows) else failures + 1
+                elif memory_failed:
+                    failures += 1
                 if failures:
                     delay = backoff_delay(failures, self.cfg.backoff_initial_s, self.cfg.backoff_max_s)
                     log.warning("uplink %s: %s; retry in %.1f s", self.name, self.last_error, delay)
@@ -161,6 +167,33 @@ class RequestUplink:
             self.connected.clear()
             self.transport.close()
             outbox.close()
+
+    def _ask(self, lane: int, payloads: list[bytes]) -> Answer:
+        """One request; a network error is an answer to retry."""
+        try:
+            return self.transport.send(lane, payloads)
+        except OSError as exc:
+            return Answer(RETRY, f"{type(exc).__name__}: {exc}")
+
+    def _send_memory(self) -> bool | None:
+        """Send the unnumbered alarms (agent.unnumbered), each its own request: None when there
+        was none, False when one must be tried again after a backoff."""
+        docs = self.memory.pending()
+        for doc in docs:
+            try:
+                payload = self.memory.encode(doc)
+            except Exception as exc:  # a message that cannot be encoded must not stop the uplink
+                answer = Answer(REFUSED, f"cannot encode: {type(exc).__name__}: {exc}")
+            else:
+                answer = self._ask(ALARM, [payload])
+            if answer.outcome == RETRY:
+                self.last_error = f"unnumbered alarm: {answer.reason}"
+                self.connected.clear()
+                self.connect_failures += 1
+                return False
+            self.connected.set()
+            self.memory.done(doc, refused=answer.reason if answer.outcome == REFUSED else "")
+        return True if docs else None
 
     def _beat(self, online: bool) -> bool:
         """Send the status message; False when it must be tried again after a backoff."""
@@ -212,10 +245,7 @@ class RequestUplink:
             for pairs in groups:
                 group = [r for r, _ in pairs]
                 payloads = [payload for _, payload in pairs]
-                try:
-                    answer = self.transport.send(group[0].lane, payloads)
-                except OSError as exc:
-                    answer = Answer(RETRY, f"{type(exc).__name__}: {exc}")
+                answer = self._ask(group[0].lane, payloads)
                 if answer.outcome == SENT:
                     done += [r.id for r in group]
                     self.connected.set()

@@ -34,9 +34,12 @@ from agent.encoding import RowEncoder, json_rows
 from agent.outbox import ALARM, STATUS, TELEMETRY, Outbox, Row
 from agent.payloads import ALARM_SCHEMA, STATUS_SCHEMA, TELEMETRY_SCHEMA, dumps, topic
 from agent.supervise import Report, run_supervised
+from agent.unnumbered import Encode, Unnumbered
 from drivers.base import backoff_delay
 
 log = logging.getLogger("plantwatch.uplink")
+
+_MARK_WAIT_S = 0.2  # for another connection's write lock, when marking rows sent
 
 
 class Uplink:
@@ -49,14 +52,18 @@ class Uplink:
         encode: Callable[[dict[str, Any]], bytes] = dumps,
         on_command: Callable[[bytes, bool], None] | None = None,
         rows: RowEncoder = json_rows,
+        unnumbered: Encode | None = None,
     ):
         """``status(online)`` returns the status document to publish (retained), ``encode``
         turns it into the payload (the profile's), ``rows`` encodes a stored row in the profile.
         With ``on_command``, the uplink subscribes to ``{prefix}/{plant}/cmd`` and hands every
-        message's payload to it, on its own thread."""
+        message's payload to it, on its own thread. ``unnumbered`` encodes an alarm sent from
+        memory (agent.unnumbered); None: this uplink sends none."""
         self.cfg = cfg
         self.name = cfg.name
         self.rows = rows
+        self.memory = Unnumbered(cfg.name, unnumbered)
+        self.alarm_topic = topic(cfg.topic_prefix, plant, "alarm")
         self.dead_letters = 0  # rows that could not be encoded (a broker never refuses a message for good)
         self.plant = plant
         self.outbox_path = outbox_path
@@ -126,6 +133,9 @@ class Uplink:
 
     def _run(self) -> None:
         outbox = Outbox(self.outbox_path, durable=False)
+        # a mark that waits out another program's write lock would stall the session past its
+        # keepalive: it fails at once instead and is retried with the next (``_mark``)
+        outbox.wait_for_locks(_MARK_WAIT_S)
         failures = 0
         try:
             while not self._stop.is_set():
@@ -289,6 +299,7 @@ class Uplink:
         """Publish until the connection drops or we are told to stop (then flush)."""
         ud = client.user_data_get()
         inflight: dict[int, Row] = {}  # mid -> outbox row
+        memory: dict[int, dict[str, Any]] = {}  # mid -> unnumbered alarm sent from memory
         last = {ALARM: 0, TELEMETRY: 0}
         props = self._publish_properties()
         client.publish(self.status_topic, self.encode(self.status(True)), qos=1, retain=True, properties=props[STATUS])
@@ -298,6 +309,9 @@ class Uplink:
         next_status = time.monotonic() + self.cfg.heartbeat_s
         window = self.window = min(self.cfg.inflight, ud["receive_max"] or self.cfg.inflight)
         while True:
+            # from memory, ahead of everything that needs the outbox
+            if not self._from_memory(client, memory, window - len(inflight), props):
+                return
             if ud["refused"]:
                 mid, reason = ud["refused"][0]
                 # the row stays unsent: reconnect (with backoff) and retry from the oldest unsent row
@@ -312,7 +326,7 @@ class Uplink:
                 now = time.monotonic()
                 self._acked.extend((now, r.id) for r in rows if r.lane == ALARM)
             stopping = self._stop.is_set()
-            room = window - len(inflight)
+            room = window - len(inflight) - len(memory)
             if room > 0 and not self._publish_pending(client, outbox, room, last, inflight, props, stopping):
                 return
             if stopping:
@@ -327,6 +341,33 @@ class Uplink:
             timeout = 0.05 if stopping else min(1.0, max(0.0, next_status - time.monotonic()))
             if not self._pump(client, timeout):
                 return
+
+    def _from_memory(self, client: mqtt.Client, memory: dict[int, dict[str, Any]], room: int,
+                     props: dict) -> bool:
+        """The unnumbered alarms (agent.unnumbered): take the broker's answers to those in flight
+        (a refusal is final: no row stands behind them), then publish, QoS 1, the ones not yet in
+        flight on this connection, within ``room``. False when a publish failed and the session
+        must end."""
+        ud = client.user_data_get()
+        for mid, reason in [r for r in ud["refused"] if r[0] in memory]:
+            ud["refused"].remove((mid, reason))
+            self.memory.done(memory.pop(mid), refused=reason)
+        for mid in [m for m in ud["acked"] if m in memory]:
+            ud["acked"].remove(mid)
+            self.memory.done(memory.pop(mid))
+        flying = [id(d) for d in memory.values()]
+        for doc in [d for d in self.memory.pending() if id(d) not in flying][:max(0, room - len(memory))]:
+            try:
+                payload = self.memory.encode(doc)
+            except Exception as exc:  # a message that cannot be encoded must not stop the uplink
+                self.memory.done(doc, refused=f"cannot encode: {type(exc).__name__}: {exc}")
+                continue
+            info = client.publish(self.alarm_topic, payload, qos=1, properties=props.get(ALARM))
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.last_error = f"publish failed: {info.rc}"
+                return False
+            memory[info.mid] = doc
+        return True
 
     def _publish_pending(self, client: mqtt.Client, outbox: Outbox, room: int, last: dict[str, int],
                          inflight: dict[int, int], props: dict, stopping: bool) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.config import Config, UplinkSection
-from agent.encoding import row_encoder
+from agent.encoding import row_encoder, unnumbered_encoder
 from agent.payloads import dumps
 from agent.provincial import uuid_field
 from agent.sender import RequestUplink
@@ -27,6 +27,7 @@ def build(cfg: Config, u: UplinkSection, outbox_path, status: Callable[[bool], d
     profile = cfg.provincial if u.profile == "provincial" else None
     rows = row_encoder(u.profile, profile)
     encode = dumps if profile is None else lambda doc: profile.encode(profile.status(time.time(), doc["online"]))
+    unnumbered = unnumbered_encoder(profile)
 
     def heartbeat(online: bool) -> bytes:
         return encode(status(online))
@@ -38,16 +39,17 @@ def build(cfg: Config, u: UplinkSection, outbox_path, status: Callable[[bool], d
                   "appsecret": str(getattr(profile, "appsecret", "") or "")}
         local_time = profile.local_time if profile is not None else None
         transport = HttpTransport(u, cfg.http, values, **({"local_time": local_time} if local_time else {}))
-        return RequestUplink(u, outbox_path, transport, rows, on_refused, heartbeat=heartbeat)
+        return RequestUplink(u, outbox_path, transport, rows, on_refused, heartbeat=heartbeat, unnumbered=unnumbered)
     if u.transport == "tcp":
         from agent.tcp_transport import TcpTransport
 
         id_field = uuid_field(profile.envelope if profile is not None else "") or ""
         transport = TcpTransport(u, cfg.http.success, id_field)
-        return RequestUplink(u, outbox_path, transport, rows, on_refused, heartbeat=heartbeat)
+        return RequestUplink(u, outbox_path, transport, rows, on_refused, heartbeat=heartbeat, unnumbered=unnumbered)
     from agent.uplink import Uplink
 
-    return Uplink(u, cfg.agent.plant, outbox_path, status, encode=encode, on_command=on_command, rows=rows)
+    return Uplink(u, cfg.agent.plant, outbox_path, status, encode=encode, on_command=on_command, rows=rows,
+                  unnumbered=unnumbered)
 
 
 class Uplinks:
@@ -73,6 +75,18 @@ class Uplinks:
         for u in self.members:
             u.announce()
 
+    def send_unnumbered(self, docs: list[dict[str, Any]]) -> None:
+        """Alarm messages the outbox cannot store now: each uplink that can carry them sends them
+        at once from memory (agent.unnumbered)."""
+        for u in self.members:
+            if u.memory.add(docs):
+                u.wake()
+
+    def withdraw_unnumbered(self) -> None:
+        """The outbox stored them: their numbered records follow, the unsent copies are dropped."""
+        for u in self.members:
+            u.memory.withdraw()
+
     def stop(self, flush_s: float = 5.0) -> None:
         """Each flushes for up to ``flush_s``, all at once (one slow platform does not hold the others)."""
         threads = [threading.Thread(target=u.stop, args=(flush_s,)) for u in self.members]
@@ -91,5 +105,5 @@ class Uplinks:
     def view(self) -> dict[str, dict[str, Any]]:
         """Per uplink, for the status message and the local API."""
         return {u.name: {"transport": u.cfg.transport, "connected": u.connected.is_set(), "sent": u.sent_count,
-                         "dead_letters": u.dead_letters, "last_error": u.last_error}
+                         "dead_letters": u.dead_letters, "unnumbered_sent": u.memory.sent, "last_error": u.last_error}
                 for u in self.members}

@@ -21,13 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.alarms import AlarmManager, TagInfo
-from agent.broker import Mosquitto
-from agent.config import UplinkSection
-from agent.outbox import Outbox
-from agent.payloads import STATUS_SCHEMA, topic
-from agent.receiver import Receiver, connect
-from detectors.base import ConditionChange
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.alarms import AlarmManager, TagInfo  # noqa: E402
+from agent.broker import Mosquitto  # noqa: E402
+from agent.config import UplinkSection  # noqa: E402
+from agent.outbox import Outbox  # noqa: E402
+from agent.payloads import STATUS_SCHEMA, topic  # noqa: E402
+from agent.receiver import Receiver, connect  # noqa: E402
+from bench.expect import refuse_short  # noqa: E402
+from detectors.base import ConditionChange  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,6 +94,7 @@ def bench_replay(directory: Path, backlog: int, inflight: int, mqtt_version: int
         while up.sent_count < backlog and time.time() - t0 < 600:
             time.sleep(0.005)
         acked = time.time() - t0
+        refuse_short({"the uplink (acknowledged and marked sent)": (up.sent_count, backlog)}, "messages")
         done, ok, invalid = platform_proc.stdout.readline().split()
         platform_proc.wait(30)
         up.stop(2.0)

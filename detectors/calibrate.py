@@ -17,10 +17,11 @@
    delays: no row judges a model it was fitted with.
 
 Pure numpy and the detectors' own kernels: no files, no clock. The model kind is a parameter
-(``Fitter``): PCA by default; another kind passes its own fit function, whose model has
-``score(X) -> (t2, spe)`` (two statistics over their limits: T² and SPE for PCA), ``n_components``,
-and the dataclass fields ``t2_limit``, ``spe_limit``, ``on_delay_s``, ``off_delay_s`` and
-``target_far`` that ``calibrate`` sets.
+(``Kind``): PCA by default, searched over its numbers of components; another kind passes its own
+structures (CVA: its past windows, detectors.cva), whose model has ``score(X) -> (t2, spe)`` (two
+statistics over their limits, for the rows from the ``len(X) - len(t2)``-th on: T² and SPE for
+PCA), ``n_components`` and ``with_limits(t2_limit, spe_limit, on_delay_s, off_delay_s,
+target_far)``, the model with what ``calibrate`` sets.
 """
 
 from __future__ import annotations
@@ -36,8 +37,18 @@ from detectors import _pca
 from detectors.inputs import InputSpec, table_rows
 from detectors.pca_model import fit
 
-#: fit(X, tags, confidence, variance, n_components or None, inputs) -> a model (see above)
-Fitter = Callable[..., Any]
+
+@dataclass(frozen=True)
+class Kind:
+    """How ``calibrate`` searches and fits one model kind. ``options(tr, width)``: the structures
+    searched, each a dict of keyword arguments of ``fit``; ``fit(X, tr, spec, **structure)``: a
+    model (see above), ValueError when the rows cannot fit it; ``fixed(model)``: the structure
+    that fits the same model again on other rows; ``describe(candidate)``: what was chosen."""
+
+    options: Callable[[Training, int], list[dict[str, Any]]]
+    fit: Callable[..., Any]
+    fixed: Callable[[Any], dict[str, Any]]
+    describe: Callable[[Candidate], str]
 
 FAULT_SIGMAS = 3.0
 VARIANCES = (0.8, 0.9, 0.95)
@@ -70,7 +81,7 @@ class Training:
     auto: bool = True  # False: nothing searched; what the config leaves open takes its default
     confidence: float = 0.99
     variance: float = 0.9
-    fit: Fitter = fit  # the model kind's fit function
+    kind: Kind | None = None  # the model kind searched: None = PCA
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,8 @@ class Candidate:
     f1: float = 0.0
     far: float = 0.0  # share of normal hold-out rows alarmed (clean and faulty segments)
     sensitivity: float = 0.0  # share of faulty rows alarmed
+    structure: tuple[tuple[str, Any], ...] = ()  # the kind's structure searched (Kind.options)
+    fixed: tuple[tuple[str, Any], ...] = ()  # the structure that fits the chosen model again
 
 
 def interval(ts: np.ndarray) -> float:
@@ -204,25 +217,47 @@ def _faulty_stats(tr: Training, spec: InputSpec, models: list[Any], segs, faults
             cols = tr.columns[first:b].copy()
             cols[f0 - first:f1 - first, col] += step
             d = _rows(spec, cols, tr.ts[first:b])
-            keep = d.pos + first >= a
-            X, pos = d.X[keep], d.pos[keep] + first
-            mask = (pos >= f0) & (pos < f1)
-            for i, m in enumerate(models):
-                t2, spe = m.score(X)
-                out[i].append((t2, spe, d.times[keep], mask))
+            pos = d.pos + first
+            for i, m in enumerate(models):  # the statistics of the rows from the segment's start
+                t2, spe, times = _stats(m, d.X, d.times)
+                at = pos[len(pos) - len(t2):]
+                keep = at >= a
+                out[i].append((t2[keep], spe[keep], times[keep], (at[keep] >= f0) & (at[keep] < f1)))
     return out
 
 
-def _component_options(tr: Training, q: int) -> list[tuple[float | None, int]]:
+def _stats(m: Any, X: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t2, spe, times) of the rows a model scores (a dynamic one: those with a full past)."""
+    t2, spe = m.score(X)
+    return t2, spe, times[len(times) - len(t2):]
+
+
+def _component_options(tr: Training, q: int) -> list[dict[str, Any]]:
     if tr.components:
-        return [(None, min(tr.components, q))]
+        return [{"components": min(tr.components, q)}]
     if not tr.auto:
-        return [(tr.variance, 0)]
-    return [(v, 0) for v in VARIANCES]
+        return [{"variance": tr.variance}]
+    return [{"variance": v} for v in VARIANCES]
 
 
-def _delays(tr: Training, dt: float) -> list[tuple[float, float]]:
+def _fit_pca(X: np.ndarray, tr: Training, spec: InputSpec, variance: float | None = None, components: int = 0):
+    return fit(X, spec.tags, tr.confidence, variance or tr.variance, components or None, spec)
+
+
+def _describe_pca(c: Candidate) -> str:
+    return f"components {c.components}" + (f" (explained variance {c.variance})" if c.variance else "")
+
+
+PCA = Kind(_component_options, _fit_pca, lambda m: {"components": m.n_components}, _describe_pca)
+
+
+def _delays(tr: Training, dt: float, n_hold: int) -> list[tuple[float, float]]:
+    """The (on, off) delays searched. An off-delay of k intervals makes every false alarm at least
+    1 + k rows long; it is searched only when the hold-out's false-alarm budget (``target_far`` of
+    its rows) holds such an alarm: else the limits set on the hold-out sit above all its rows
+    whatever the off-delay, its cost cannot show, and the search would take the longest."""
     auto_on, auto_off = (ON_DELAYS, OFF_DELAYS) if tr.auto else ((0,), (0,))
+    auto_off = tuple(k for k in auto_off if 1 + k <= tr.target_far * n_hold) or (0,)
     ons = [tr.on_delay_s] if tr.on_delay_s is not None else [k * dt for k in auto_on]
     offs = [tr.off_delay_s] if tr.off_delay_s is not None else [k * dt for k in auto_off]
     return list(itertools.product(ons, offs))
@@ -253,6 +288,7 @@ def search(tr: Training) -> list[Candidate]:  # linear: one loop nest over the c
     n_fit = int(round(n * (1 - tr.holdout)))
     dt = interval(part.ts)
     segs, faults = _segments(part, n_fit, n), _faults(part, n_fit)
+    kind = tr.kind or PCA
     out: list[Candidate] = []
     for spec in input_candidates(part, part.columns[:n_fit]):
         d = _rows(spec, part.columns, part.ts)
@@ -260,22 +296,21 @@ def search(tr: Training) -> list[Candidate]:  # linear: one loop nest over the c
         hold = ~fit_mask
         if fit_mask.sum() < d.X.shape[1] + 2 or hold.sum() < 10:
             continue
-        models = []
-        options = _component_options(tr, d.X.shape[1])
-        for variance, k in options:
+        models, options = [], []
+        for option in kind.options(tr, d.X.shape[1]):
             try:
-                models.append(tr.fit(d.X[fit_mask], spec.tags, tr.confidence, variance or tr.variance, k or None, spec))
+                models.append(kind.fit(d.X[fit_mask], tr, spec, **option))
+                options.append(option)
             except ValueError:
-                models.append(None)
-        history = int(np.ceil(spec.warmup_s / dt)) + spec.lags + 2
-        live = [m for m in models if m is not None]
-        faulty = _faulty_stats(part, spec, live, segs, faults, history)
-        for m, f, (variance, _) in zip(live, faulty, [o for o, m in zip(options, models, strict=True) if m is not None],
-                                       strict=True):
-            normal = (*m.score(d.X[hold]), d.times[hold])
-            for on, off in _delays(tr, dt):
+                continue
+        history = int(np.ceil(spec.warmup_s / dt)) + spec.lags + 2 + max((o.get("lags", 0) for o in options), default=0)
+        faulty = _faulty_stats(part, spec, models, segs, faults, history)
+        for m, f, option in zip(models, faulty, options, strict=True):
+            normal = _stats(m, d.X[hold], d.times[hold])
+            for on, off in _delays(tr, dt, int(hold.sum())):
                 f1, far, sens = _score(normal, f, on, off, tr.target_far)
-                out.append(Candidate(spec, variance, m.n_components, on, off, f1, far, sens))
+                out.append(Candidate(spec, option.get("variance"), m.n_components, on, off, f1, far, sens,
+                                     tuple(option.items()), tuple(kind.fixed(m).items())))
     return sorted(out, key=lambda c: (-c.f1, c.far))
 
 
@@ -283,11 +318,12 @@ def final_limits(tr: Training, spec: InputSpec, c: Candidate, d: _Data) -> tuple
     """Limits for the model fitted on all rows ``d``: out-of-sample statistics of each half under
     a model fitted on the other half, pooled, at the target rate after the delays."""
     half = int(round(len(tr.ts) * (1 - tr.holdout)))
-    a = d.pos < half
+    cut = int(np.searchsorted(d.pos, half))  # the rows are in time: each half is a slice, not a copy
+    a, b = slice(0, cut), slice(cut, len(d.pos))
     series = []
-    for fit_on, judge in ((a, ~a), (~a, a)):
-        m = tr.fit(d.X[fit_on], spec.tags, tr.confidence, n_components=c.components, inputs=spec)
-        series.append((*m.score(d.X[judge]), d.times[judge]))
+    for fit_on, judge in ((a, b), (b, a)):
+        m = (tr.kind or PCA).fit(d.X[fit_on], tr, spec, **dict(c.fixed))
+        series.append(_stats(m, d.X[judge], d.times[judge]))
     return empirical_limits(series, c.on_delay_s, c.off_delay_s, tr.target_far)
 
 
@@ -299,15 +335,13 @@ def calibrate(tr: Training) -> tuple[Any, Candidate | None, list[str]]:
         raise ValueError("too few rows to calibrate on: no candidate could be fitted and held out")
     c = candidates[0]
     lines.append(f"  inputs: {c.spec.describe()} ({len(c.spec.columns())} columns)")
-    lines.append(f"  components {c.components}" + (f" (explained variance {c.variance})" if c.variance else ""))
+    lines.append(f"  {(tr.kind or PCA).describe(c)}")
     lines.append(f"  on-delay {c.on_delay_s:g} s, off-delay {c.off_delay_s:g} s")
     lines.append(f"  hold-out with synthetic faults ({len(candidates)} candidates): F1 {c.f1:.3f}, "
                  f"false alarms {100 * c.far:.2f} % of normal rows, faulty rows detected {100 * c.sensitivity:.1f} %")
     d = _rows(c.spec, tr.columns, tr.ts)
-    model = tr.fit(d.X, c.spec.tags, tr.confidence, n_components=c.components, inputs=c.spec)
+    model = (tr.kind or PCA).fit(d.X, tr, c.spec, **dict(c.fixed))
     lt, ls, far = final_limits(tr, c.spec, c, d)
     lines.append(f"  limits at target false-alarm rate {100 * tr.target_far:g} % (out-of-sample, after the delays): "
                  f"T² {lt:.4g}, SPE {ls:.4g}; {100 * far:.2f} % of normal rows alarmed")
-    model = replace(model, t2_limit=lt, spe_limit=ls, on_delay_s=c.on_delay_s, off_delay_s=c.off_delay_s,
-                    target_far=tr.target_far)
-    return model, c, lines
+    return model.with_limits(lt, ls, c.on_delay_s, c.off_delay_s, tr.target_far), c, lines

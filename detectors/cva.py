@@ -1,6 +1,6 @@
 """Online monitoring of dynamic processes with canonical variate analysis (``kind = "cva"``).
 
-Each model keeps the last ``past - 1`` complete ticks of its tags; a batch's ticks become past
+Each model keeps the last ``lags`` complete ticks of its tags (its past window, t-1 … t-lags); a batch's ticks become past
 vectors over a sliding window and are scored by one matrix product for the whole batch
 (``detectors.cva_model``). The alarm is the model's, as with PCA: level T2, SPE (CVA's Q) or
 T2+SPE, named after its top contributing tags.
@@ -17,6 +17,7 @@ leaving them out would narrow the window's spread, tighten the limits and stop t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +25,8 @@ import numpy as np
 
 from detectors import _pca
 from detectors.base import ConditionChange, Family, Option, Statistic
-from detectors.cva_model import CvaModel, CvaModelError, fit
+from detectors.calibrate import Kind
+from detectors.cva_model import CvaModel, CvaModelError, fit, min_rows
 from detectors.modelfile import ModelFamily, model_tags
 
 #: level code -> level name: which statistic is over its limit (Q is reported as SPE)
@@ -33,6 +35,19 @@ REFIT = ("none", "moving-window")
 #: the longest default moving window: a fit runs inside the tick that makes it due, and its cost
 #: grows with the window (at 50 tags and past 5, about a second for 10,000 rows)
 DEFAULT_WINDOW = 10_000
+#: the past windows (`lags`) `plantwatch train` chooses among, and the one without calibration
+LAGS = (1, 2, 4)
+DEFAULT_LAGS = 2
+
+
+def configured_lags(options: Mapping[str, Any]) -> int | None:
+    """The past window the config fixes, ``lags`` or its former name ``past`` (= lags + 1);
+    None: chosen by ``plantwatch train``."""
+    if options.get("lags") is not None:
+        return int(options["lags"])
+    if options.get("past") is not None:
+        return int(options["past"]) - 1
+    return None
 
 
 def levels(before: int, pos: np.ndarray, new: np.ndarray, n: int) -> np.ndarray:
@@ -118,7 +133,10 @@ class _Monitor:
         var[self.tags] = np.arange(m, dtype=np.int32)
         # the collector hands over raw values: scaling is the model's, and changes with a re-fit
         self.collector = _pca.TickCollector(var, np.zeros(m), np.ones(m))
-        self.debounce = _pca.SeriesDebounce(float(params["on_delay_s"]), float(params["off_delay_s"]))
+        on, off = params.get("on_delay_s"), params.get("off_delay_s")
+        self.delays = (model.on_delay_s if on is None else float(on), model.off_delay_s if off is None else float(off))
+        self.debounce = _pca.SeriesDebounce(*self.delays)
+        self.restart = (self.delays[0], 0.0, model.lags - 1)
         self.top = int(params["top"])
         self.name = str(params["model"])
         self.factors = float(params["t2_factor"]), float(params["spe_factor"])
@@ -202,6 +220,30 @@ class _Monitor:
         )
 
 
+def calibration(options: Mapping[str, Any]) -> Kind:
+    """How detectors.calibrate searches a CVA model: the past windows (``lags``) the config leaves
+    open, with its ``future`` and ``states``; the chosen model is fitted again with its states."""
+    fixed = configured_lags(options)
+    future, states = int(options["future"]), int(options["states"])
+
+    searched: list[int] = []
+
+    def choices(tr: Any, width: int) -> list[dict[str, Any]]:
+        searched[:] = [fixed] if fixed is not None else list(LAGS) if tr.auto else [DEFAULT_LAGS]
+        return [{"lags": k, "states": states} for k in searched]
+
+    def fit_one(X: np.ndarray, tr: Any, spec: Any, lags: int, states: int) -> CvaModel:
+        return fit(X, spec.tags, lags + 1, future, states, tr.target_far)
+
+    def describe(c: Any) -> str:
+        lags = dict(c.fixed)["lags"]
+        how = ("fixed by the config" if fixed is not None else
+               f"chosen among {', '.join(map(str, searched))}" if len(searched) > 1 else "the default")
+        return f"lags {lags} (a past of {lags + 1} ticks, {how}), future {future or lags + 1}, {c.components} states"
+
+    return Kind(choices, fit_one, lambda model: {"lags": model.lags - 1, "states": model.states}, describe)
+
+
 class CvaFamily(ModelFamily):
     """Canonical variate analysis of a dynamic process: one or more models, each over its tags.
 
@@ -214,14 +256,20 @@ class CvaFamily(ModelFamily):
     words: ClassVar[str] = "dynamic multivariate"
     tag_key: ClassVar[str | None] = None
     model_options: ClassVar[Mapping[str, Option]] = {
-        "past": Option(3, ">= 1, ticks in the past vector: each tag at t, t-1 … t-past+1 (`plantwatch train`)"),
-        "future": Option(0, "ticks in the future vector the past is correlated with (0 = `past`; `plantwatch train`)"),
+        "lags": Option(None, ">= 0, the past window: the past vector holds each tag at t, t-1 … t-lags (as `lags` "
+                             "gives PCA its lagged inputs); not given: chosen by `plantwatch train` among "
+                             f"{', '.join(map(str, LAGS))} on the hold-out ({DEFAULT_LAGS} with `auto = false`)"),
+        "past": Option(None, "the former name of the past window, in ticks: `past = lags + 1`; give `lags` or `past`, "
+                             "not both"),
+        "future": Option(0, "ticks in the future vector the past is correlated with (0 = `lags + 1`; `plantwatch train`)"),
         "states": Option(0, "canonical variates kept as states (0 = those with canonical correlation >= 0.5; "
                             "`plantwatch train`)"),
         "target_far": Option(0.01, "in (0, 0.5), the share of training ticks over the T² or SPE limit "
                                    "(limits set empirically by `plantwatch train`)"),
-        "on_delay_s": Option(0.0, ">= 0; T²/SPE must stay over its limit this long before the alarm is raised"),
-        "off_delay_s": Option(0.0, ">= 0; T²/SPE must stay under its limit this long before the alarm clears"),
+        "on_delay_s": Option(None, ">= 0; T²/SPE must stay over its limit this long before the alarm is raised "
+                                   "(not given: as `plantwatch train` chose)"),
+        "off_delay_s": Option(None, ">= 0; T²/SPE must stay under its limit this long before the alarm clears "
+                                    "(not given: as `plantwatch train` chose)"),
         "top": Option(3, "how many top contributing tags the alarm names"),
         "t2_factor": Option(1.0, "> 0, multiplier of the fitted T² limit"),
         "spe_factor": Option(1.0, "> 0, multiplier of the fitted SPE (Q) limit"),
@@ -230,7 +278,7 @@ class CvaFamily(ModelFamily):
         "refit_window": Option(0, "ticks the moving window holds (0 = the rows the model was trained on, at most 10,000)"),
         "refit_every": Option(0, "accepted ticks between fits (0 = a tenth of `refit_window`)"),
         "refit_hold": Option(0, "ticks after the last tick in alarm before ticks are accepted again "
-                                "(0 = `past` + `future`)"),
+                                "(0 = `lags + 1` + `future`)"),
     }
     options: ClassVar[Mapping[str, Option]] = {
         "model": Option(None, "the model's name", required=True),
@@ -254,11 +302,14 @@ class CvaFamily(ModelFamily):
     def check_model(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
         problems = super().check_model(options)
         number = {k: v for k, v in options.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        least = {"past": 1, "future": 0, "states": 0, "top": 1, "refit_window": 0, "refit_every": 0, "refit_hold": 0}
+        least = {"lags": 0, "past": 1, "future": 0, "states": 0, "top": 1, "refit_window": 0, "refit_every": 0, "refit_hold": 0}
         for key, low in least.items():
             v = number.get(key)
             if v is not None and (v != int(v) or v < low):
                 problems.append((key, f"must be a whole number >= {low}, not {v!r}"))
+        if options.get("lags") is not None and options.get("past") is not None:
+            problems.append(("past", f"is the former name of the past window (past = lags + 1): give lags alone, "
+                                     f"not lags = {options['lags']!r} and past = {options['past']!r}"))
         if "target_far" in number and not 0 < number["target_far"] < 0.5:
             problems.append(("target_far", f"must be in (0, 0.5), not {number['target_far']}"))
         for key in ("on_delay_s", "off_delay_s"):
@@ -279,9 +330,9 @@ class CvaFamily(ModelFamily):
             model = CvaModel.load(file)
             if sorted(model.names) != sorted(by_name):
                 raise CvaModelError(f"{file}: fitted for tags {list(model.names)}, but the config lists {list(by_name)}")
-            past = int(self.params[tags[0]]["past"])
-            if model.lags != past:
-                raise CvaModelError(f"{file}: fitted with past {model.lags}, but the config says past {past}: "
+            lags = configured_lags(self.params[tags[0]])
+            if lags is not None and model.lags != lags + 1:
+                raise CvaModelError(f"{file}: fitted with lags {model.lags - 1}, but the config says lags {lags}: "
                                     "fit it again with `plantwatch train`")
             self.monitors.append(_Monitor(n_tags, model, [by_name[n] for n in model.names], self.params[tags[0]]))
 
@@ -295,20 +346,28 @@ class CvaFamily(ModelFamily):
 
     @classmethod
     def train(cls, data: Any, options: Mapping[str, Any], file: str) -> list[str]:
-        """Fit from consecutive rows (``data``: a detectors.calibrate.Training; rows with an empty
-        cell are dropped) with the model's ``past``, ``future``, ``states``, ``target_far``."""
-        X = data.columns[np.isfinite(data.columns).all(axis=1)]
-        names = list(data.names)
-        fitted = fit(X, names, lags=int(options["past"]), future=int(options["future"]),
-                     states=int(options["states"]), target_far=float(options["target_far"]))
+        """Fit from ``data`` (a detectors.calibrate.Training: the tags' raw columns; rows with an
+        empty cell are no tick) through the hold-out calibration PCA has (detectors.calibrate):
+        the past window (``lags``) and the on/off delays the config leaves open chosen on the
+        hold-out with synthetic faults, the limits set empirically at ``target_far``."""
+        from detectors.calibrate import calibrate
+        from detectors.inputs import InputSpec
+
+        lags = configured_lags(options)
+        least = lags if lags is not None else min(LAGS) if data.auto else DEFAULT_LAGS
+        m, n = len(data.names), int(np.isfinite(data.columns).all(axis=1).sum())
+        need = int(np.ceil(min_rows(m, least + 1, int(options["future"]) or least + 1) / (1 - data.holdout)))
+        if n < need:
+            raise ValueError(f"{n} complete rows are too few to train {m} tags with lags {least}: need at least "
+                             f"{need} (the first {1 - data.holdout:.0%} of them fit the model, the rest calibrate it)")
+        tr = replace(data, spec=InputSpec(data.names), on_delay_s=options["on_delay_s"],
+                     off_delay_s=options["off_delay_s"], kind=calibration(options))
+        fitted, _, lines = calibrate(tr)
         Path(file).parent.mkdir(parents=True, exist_ok=True)
         fitted.save(file)
         kept = " ".join(f"{c:.3f}" for c in fitted.correlations[: fitted.states])
         rest = " ".join(f"{c:.3f}" for c in fitted.correlations[fitted.states: fitted.states + 3])
-        return [f"  past {fitted.lags}, future {fitted.future}, {fitted.states} states (canonical correlations "
-                f"{kept} | next {rest or 'none'})",
-                f"  T² limit {fitted.t2_limit:.4g}, SPE limit {fitted.q_limit:.4g} at target false-alarm rate "
-                f"{fitted.target_far}"]
+        return [*lines, f"  canonical correlations of the states {kept} | next {rest or 'none'}"]
 
     @classmethod
     def statistics(cls, X: np.ndarray, ts: np.ndarray, names: list[str], options: Mapping[str, Any],

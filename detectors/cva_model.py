@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -31,8 +31,9 @@ import numpy as np
 from detectors.base import ModelError
 from detectors.modelfile import read_npz, save_npz
 
-#: version of the .npz layout written by ``CvaModel.save``
-FORMAT_VERSION = 1
+#: version of the .npz layout written by ``CvaModel.save``; 2 added the on/off delays
+#: ``plantwatch train`` chose
+FORMAT_VERSION = 2
 #: canonical correlations at or above this are states when ``states`` is not fixed
 STATE_CORRELATION = 0.5
 #: relative ridge added to the covariance eigenvalues before whitening (perfectly collinear tags
@@ -60,10 +61,23 @@ class CvaModel:
     target_far: float
     t2_limit: float
     q_limit: float
+    on_delay_s: float = 0.0  # chosen by train; the config's on_delay_s/off_delay_s win when given
+    off_delay_s: float = 0.0
 
     @property
     def width(self) -> int:
         return len(self.names) * self.lags
+
+    @property
+    def n_components(self) -> int:
+        """The states (what ``plantwatch train`` reports as a model's components)."""
+        return self.states
+
+    def with_limits(self, t2_limit: float, q_limit: float, on_delay_s: float, off_delay_s: float,
+                    target_far: float) -> CvaModel:
+        """The model with the limits and delays ``plantwatch train`` calibrated."""
+        return replace(self, t2_limit=t2_limit, q_limit=q_limit, on_delay_s=on_delay_s, off_delay_s=off_delay_s,
+                       target_far=target_far)
 
     def past(self, Z: np.ndarray) -> np.ndarray:
         """Past vectors (n - lags + 1, m*lags) of autoscaled consecutive rows Z (n, m)."""
@@ -85,8 +99,13 @@ class CvaModel:
 
     def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """T2 and Q of consecutive raw rows X (n, m) in engineering units, for the rows from the
-        ``lags``-th on (the first have no full past)."""
-        return self.statistics(self.past((np.asarray(X, dtype=np.float64) - self.mean) / self.scale))
+        ``lags``-th on (the first have no full past); the past vectors of CHUNK windows at a time."""
+        X = np.asarray(X, dtype=np.float64)
+        if len(X) < self.lags:
+            return np.empty(0), np.empty(0)
+        parts = [self.statistics(self.past((X[a:a + CHUNK + self.lags - 1] - self.mean) / self.scale))
+                 for a in range(0, max(1, len(X) - self.lags + 1), CHUNK)]
+        return np.concatenate([t for t, _ in parts]), np.concatenate([q for _, q in parts])
 
     def contributions(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-tag contributions of one past vector to T2 and to Q. T2: the complete
@@ -122,7 +141,8 @@ class CvaModel:
                  names=np.array(self.names, dtype=np.str_), mean=self.mean, scale=self.scale,
                  projection=self.projection, correlations=self.correlations, lags=self.lags,
                  future=self.future, states=self.states, n_train=self.n_train,
-                 target_far=self.target_far, t2_limit=self.t2_limit, q_limit=self.q_limit)
+                 target_far=self.target_far, t2_limit=self.t2_limit, q_limit=self.q_limit,
+                 delays=np.array([self.on_delay_s, self.off_delay_s]))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CvaModel:
@@ -134,7 +154,7 @@ class CvaModel:
 
         data = read_npz(path, "plantwatch.cva", FORMAT_VERSION, fail, "CVA", "CVA model format version")
         required = ("names", "mean", "scale", "projection", "correlations", "lags", "future", "states",
-                    "n_train", "target_far", "t2_limit", "q_limit")
+                    "n_train", "target_far", "t2_limit", "q_limit", "delays")
         missing = [k for k in required if k not in data]
         if missing:
             raise fail(f"missing arrays: {', '.join(missing)}")
@@ -152,7 +172,8 @@ class CvaModel:
         return cls(names=names, mean=arrays["mean"], scale=arrays["scale"], projection=arrays["projection"],
                    correlations=arrays["correlations"], lags=lags, future=int(data["future"]), states=states,
                    n_train=int(data["n_train"]), target_far=float(data["target_far"]),
-                   t2_limit=float(data["t2_limit"]), q_limit=float(data["q_limit"]))
+                   t2_limit=float(data["t2_limit"]), q_limit=float(data["q_limit"]),
+                   on_delay_s=float(data["delays"][0]), off_delay_s=float(data["delays"][1]))
 
 
 def _inv_sqrt(S: np.ndarray) -> np.ndarray:

@@ -80,6 +80,12 @@ class ModelFamily(Family):
             changes += m.update(tag, value, ts, quality, self.name)
         return changes
 
+    def restart(self, model: str) -> tuple[float, float, int] | None:
+        """What a restored alarm of ``model`` needs before the model can raise it again: (the
+        on-delay in force, the config's or the one the model file holds, seconds of warm-up of
+        its derived inputs, ticks of its past); None: no such model here."""
+        return next((m.restart for m in self.monitors if m.name == model), None)
+
     def last_statistics(self) -> list[Statistic]:
         return [s for m in self.monitors for s in m.recent]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,9 @@ from detectors.modelfile import read_npz, save_npz
 #: version of the .npz layout written by ``PcaModel.save``; 2 added the model's inputs (derived
 #: inputs, lags) and the on/off delays ``plantwatch train`` chose
 FORMAT_VERSION = 2
+
+#: rows per chunk where a fit or a score goes over many rows
+CHUNK = 65536
 
 #: level code -> level name: which statistic is over its limit
 PCA_LEVELS = {1: "T2", 2: "SPE", 3: "T2+SPE"}
@@ -68,12 +71,21 @@ class PcaModel:
         spe = np.einsum("ij,ij->i", Z, Z) - TT.sum(axis=1)
         return t2, np.maximum(spe, 0.0, out=spe)
 
+    def with_limits(self, t2_limit: float, spe_limit: float, on_delay_s: float, off_delay_s: float,
+                    target_far: float) -> PcaModel:
+        """The model with the limits and delays ``plantwatch train`` calibrated."""
+        return replace(self, t2_limit=t2_limit, spe_limit=spe_limit, on_delay_s=on_delay_s, off_delay_s=off_delay_s,
+                       target_far=target_far)
+
     def autoscale(self, X: np.ndarray) -> np.ndarray:
         return (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
 
     def score(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """T^2 and SPE of raw rows X (n, p) in engineering units."""
-        return self.statistics(self.autoscale(X))
+        """T^2 and SPE of raw rows X (n, p) in engineering units (a chunk of rows at a time)."""
+        if len(X) <= CHUNK:
+            return self.statistics(self.autoscale(X))
+        parts = [self.statistics(self.autoscale(X[a:a + CHUNK])) for a in range(0, len(X), CHUNK)]
+        return np.concatenate([t for t, _ in parts]), np.concatenate([s for _, s in parts])
 
     def contributions(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-variable contributions of one autoscaled row to T^2 and to SPE; each sums to
@@ -192,6 +204,15 @@ def spe_limit(residual_eigenvalues: np.ndarray, confidence: float) -> float:
     return th1 * max(base, 0.0) ** (1.0 / h0)
 
 
+def _scatter(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """The scatter matrix about the mean, a chunk of rows at a time: never a copy of X."""
+    C = np.zeros((X.shape[1], X.shape[1]))
+    for a in range(0, len(X), CHUNK):
+        D = X[a:a + CHUNK] - mean
+        C += D.T @ D
+    return C
+
+
 def fit(
     X: np.ndarray,
     names: Sequence[str],
@@ -222,10 +243,10 @@ def fit(
     if not 0.5 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0.5, 1), not {confidence}")
     mean = X.mean(axis=0)
-    scale = X.std(axis=0, ddof=1)
+    C = _scatter(X, mean)
+    scale = np.sqrt(np.maximum(np.diag(C), 0.0) / (n - 1))
     scale[~(scale > 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
-    Z = (X - mean) / scale
-    eig, vec = np.linalg.eigh(Z.T @ Z / (n - 1))
+    eig, vec = np.linalg.eigh(C / np.outer(scale, scale) / (n - 1))
     order = np.argsort(eig)[::-1]
     eig, vt = np.maximum(eig[order], 0.0), vec[:, order].T
     if n_components is None:

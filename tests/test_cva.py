@@ -95,9 +95,14 @@ def test_model_file_round_trip_and_clear_errors(model, tmp_path):
     assert (back.t2_limit, back.q_limit, back.n_train) == (model.t2_limit, model.q_limit, 3000)
     with np.load(path) as f:
         data = dict(f)
-    np.savez(tmp_path / "old.npz", **{**data, "version": 0})
-    with pytest.raises(CvaModelError, match=r"old\.npz: CVA model format version 0, this build reads version 1"):
+    # version 1 (before train chose delays): the file as it was, refused naming the file
+    np.savez(tmp_path / "old.npz", **{**{k: v for k, v in data.items() if k != "delays"}, "version": 1})
+    with pytest.raises(CvaModelError, match=r"old\.npz: CVA model format version 1, this build reads version 2: "
+                                            "fit it again with `plantwatch train`"):
         CvaModel.load(tmp_path / "old.npz")
+    model.with_limits(5.0, 6.0, 3.0, 10.0, 0.02).save(path)
+    back = CvaModel.load(path)
+    assert (back.t2_limit, back.q_limit, back.on_delay_s, back.off_delay_s, back.target_far) == (5.0, 6.0, 3.0, 10.0, 0.02)
     pca_model.fit(plant(300, seed=1), NAMES).save(tmp_path / "pca.npz")
     with pytest.raises(CvaModelError, match=r"pca\.npz: not a plantwatch CVA model \(format 'plantwatch.pca'"):
         CvaModel.load(tmp_path / "pca.npz")
@@ -169,7 +174,8 @@ def test_cva_is_a_registered_model_kind_with_its_checks():
     from tests.test_config import parse, problems_of
 
     cfg = parse(config_dict(models=[model]))
-    assert cfg.models[0].options["past"] == 3 and cfg.models[0].options["refit"] == "none"
+    assert cfg.models[0].options["lags"] is None and cfg.models[0].options["past"] is None  # chosen by train
+    assert cfg.models[0].options["refit"] == "none"
     assert parse(config_dict(models=[{k: v for k, v in model.items() if k != "kind"}])).models[0].kind == "pca"
     bad = dict(model, past=0, target_far=0.7, refit="sometimes", refit_every=2.5, spe_factor=0)
     assert problems_of(config_dict(models=[bad])) == [
@@ -206,7 +212,9 @@ def test_train_then_replay_raises_a_cva_alarm_naming_the_tag(write_config, tmp_p
                          "--model", "loop")
     assert trained.returncode == 0, trained.stderr
     assert "model loop: 4 tags, 3000 rows" in trained.stdout
-    assert "past 3, future 3, 3 states" in trained.stdout and "target false-alarm rate 0.01" in trained.stdout
+    # the former key `past = 3` is `lags = 2`, fixed: train searches only the delays
+    assert "lags 2 (a past of 3 ticks, fixed by the config), future 3, 3 states" in trained.stdout
+    assert "limits at target false-alarm rate 1 %" in trained.stdout, trained.stdout
     assert CvaModel.load(tmp_path / "data" / "models" / "loop.npz").names == tuple(COLUMNS)
     out = tmp_path / "alarms.jsonl"
     fault = plant_csv(tmp_path / "f.csv", plant(1000, seed=3, bias_at=500))
@@ -226,12 +234,13 @@ def test_train_then_replay_raises_a_cva_alarm_naming_the_tag(write_config, tmp_p
     assert result.returncode == 2 and "flat.csv: column 'R101.FI01' is constant" in result.stderr, result.stderr
     result = plantwatch("train", str(config), "--csv", str(plant_csv(tmp_path / "short.csv", plant(40, seed=1))), "--model",
                         "loop")
-    assert result.returncode == 2 and "short.csv: need at least 53 rows for 4 tags with past 3" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "short.csv: 40 complete rows are too few to train 4 tags with lags 2: need at least 106" in result.stderr
     # a model fitted with another past than the config's is refused, naming the file
     cfg_text = config.read_text().replace("past = 3", "past = 4")
     config.write_text(cfg_text)
     result = plantwatch("replay", str(config), "--csv", str(fault), "--out", str(tmp_path / "o.jsonl"))
-    assert result.returncode == 2 and "loop.npz: fitted with past 3, but the config says past 4" in result.stderr
+    assert result.returncode == 2 and "loop.npz: fitted with lags 2, but the config says lags 3" in result.stderr
     assert "Traceback" not in result.stderr
 
 

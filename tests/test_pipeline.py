@@ -5,11 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
+
 from agent.alarms import Alarm
 from agent.config import parse
 from agent.payloads import parse_rfc3339
 from agent.pipeline import Pipeline, build_engine, build_manager, restore_grace
+from detectors import cva_model, pca_model
 from detectors.base import ConditionChange
+from detectors.cva_model import CvaModel
+from detectors.inputs import InputSpec
 from detectors.pca import PcaFamily
 from drivers.base import SampleBatch
 from tests.conftest import config_dict
@@ -62,6 +67,37 @@ def test_a_restored_model_alarm_waits_for_the_models_on_delay():
                   context={"model": "reactor-pca"})
     interval = cfg.devices[0].interval_s
     assert restore_grace(cfg, alarm) == 30.0 + 3 * interval + 2.0
+
+
+def restored_grace(tmp_path, model, **options):
+    """The grace a restored alarm of ``model`` (saved as the config's model file) gets at a restart."""
+    data = model_config(**options)
+    data["agent"]["data_dir"] = str(tmp_path)
+    data["models"][0]["kind"] = "cva" if isinstance(model, CvaModel) else "pca"
+    cfg = parse(data)
+    model.save(cfg.models[0].file)
+    alarm = Alarm(id=f"reactor-pca/{cfg.models[0].kind}", kind=cfg.models[0].kind, tag="R101.TI01", device="r1-plc",
+                  active=True, context={"model": "reactor-pca"})
+    return Pipeline(cfg, Sink()).restore_grace(alarm), cfg.devices[0].interval_s
+
+
+def test_a_restored_model_alarm_waits_for_the_trained_on_delay(tmp_path):
+    """The delays train chose live in the model file: a restart waits for those, unless the config
+    fixes its own (which the engine then runs with)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, 2)) @ np.array([[1.0, 0.6], [0.0, 0.8]])
+    pca = pca_model.fit(X, ["R101.TI01", "R101.PI01"]).with_limits(9.0, 4.0, 45.0, 10.0, 0.01)
+    grace, interval = restored_grace(tmp_path, pca)
+    assert grace == 45.0 + 3 * interval + 2.0
+    grace, interval = restored_grace(tmp_path, pca, on_delay_s=5.0)
+    assert grace == 5.0 + 3 * interval + 2.0
+    lagged = pca_model.fit(np.column_stack([X[1:], X[:-1]]), ["R101.TI01", "R101.PI01"],
+                           inputs=InputSpec(("R101.TI01", "R101.PI01"), lags=1)).with_limits(9.0, 4.0, 20.0, 0.0, 0.01)
+    grace, interval = restored_grace(tmp_path, lagged)
+    assert grace == 20.0 + 1 * interval + 3 * interval + 2.0  # and the tick of its lag
+    cva = cva_model.fit(X, ["R101.TI01", "R101.PI01"], lags=3).with_limits(9.0, 4.0, 12.0, 0.0, 0.01)
+    grace, interval = restored_grace(tmp_path, cva)
+    assert grace == 12.0 + 2 * interval + 3 * interval + 2.0  # a past of 3 ticks: 2 before the one judged
 
 
 def test_replay_imports_nothing_of_the_shell():

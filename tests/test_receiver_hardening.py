@@ -15,7 +15,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.broker import Mosquitto
 from agent.config import parse
 from agent.payloads import STATUS_SCHEMA, dumps
-from agent.receiver import MAX_DEPTH, MAX_GAPS, MAX_SEQ, PlantTrack, Receiver, connect
+from agent.receiver import MAX_DEPTH, MAX_SEQ, Receiver, connect
+from agent.seqtrack import MAX_GAPS, PlantTrack
 from tests.conftest import config_dict
 from tests.helpers import PLANT
 from tests.test_receiver import alarm

@@ -20,7 +20,8 @@ MODEL_KEYS = {
     "file": Key("path", required=True, check=nonempty, doc="model file, relative to `data_dir`"),
     # the model's inputs (any kind; detectors.inputs): computed per tick, identical in train, replay and live
     "lags": Key("int", 0, doc="dynamic inputs: each input also at the ticks t-1 … t-lags (0 = none); "
-                              "given: fixed, else `plantwatch train` may choose 0 or 1"),
+                              "given: fixed, else `plantwatch train` may choose 0 or 1. The same key is a `cva` "
+                              "model's past window (see its own `lags`)"),
     "rates": Key("list[float]", [], doc="windows (s): `rate(T, W)` of each tag of `rate_tags` as an input; "
                                         "given: fixed, else chosen by train"),
     "rolling_means": Key("list[float]", [], doc="windows (s): `rolling_mean(T, W)` of each tag of `mean_tags` "
@@ -89,8 +90,8 @@ def read_models(raw: Any, tag_names: Sequence[str], data_dir: Path, kinds: Mappi
         fam = kinds.get(m["kind"])
         if m["kind"] is not None and fam is None:
             p.add(f"{path}.kind", one_of(*kinds)(m["kind"]) or "")
-        if fam is not None and "target_far" in fam.model_options:  # the kind checks and uses it too
-            options = {k: v for k, v in table.items() if k not in MODEL_KEYS or k == "target_far"}
+        if fam is not None:  # a generic key the kind declares too (target_far, lags) it checks and uses as well
+            options = {k: v for k, v in table.items() if k not in MODEL_KEYS or k in fam.model_options}
         # with an unknown kind, which other keys belong is unknown too: they are not judged
         options = _options(fam, options, path, p) if fam is not None else {}
         if m["name"] in seen:
@@ -106,11 +107,12 @@ def read_models(raw: Any, tag_names: Sequence[str], data_dir: Path, kinds: Mappi
                 in_model[tag] = m["name"]
         if m["tags"] is not None and len(m["tags"]) < 2:
             p.add(f"{path}.tags", "a multivariate model needs at least 2 tags")
-        inputs = _inputs(m, table, path, p)
+        inputs = None
         if fam is not None and not fam.derived_inputs:
-            for k in (k for k in INPUT_KEYS if k in table):
+            for k in (k for k in INPUT_KEYS if k in table and k not in fam.model_options):
                 p.add(f"{path}.{k}", f"not for kind {m['kind']!r}: it takes no derived inputs (see its own keys)")
-            inputs = None
+        else:
+            inputs = _inputs(m, table, path, p)
         if (fam is None or "target_far" not in fam.model_options) and not 0 <= m["target_far"] < 0.5:
             p.add(f"{path}.target_far", f"must be in [0, 0.5), not {m['target_far']!r}")
         if not 0.1 <= m["holdout"] <= 0.9:

@@ -97,7 +97,8 @@ def read_provincial(raw: Any, agent: AgentSection, uplink: UplinkSection, tags: 
     tables = {"fields": DEFAULT_FIELDS, "states": DEFAULT_STATES, "quality": DEFAULT_QUALITY, "types": DEFAULT_TYPES}
     merged = {name: {**defaults, **p.names(v[name], f"provincial.{name}", defaults, _text)}
               for name, defaults in tables.items()}
-    if len(set(merged["fields"].values())) != len(merged["fields"]):
+    named = [name for name in merged["fields"].values() if name]  # "": not sent (epoch, unnumbered)
+    if len(set(named)) != len(named):
         p.add("provincial.fields", "two fields have the same name")
     codes = default_codes(families.values())
     # `limit` is the fallback code of every limit level

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -50,6 +49,8 @@ _NO_ANSWER = frozenset({10, 11})
 
 _INT_OPTIONS = {"max_registers": (1, MAX_REGISTERS), "max_bits": (1, MAX_BITS),
                 "max_gap": (0, MAX_REGISTERS), "max_bit_gap": (0, MAX_BITS)}
+MAX_IN_FLIGHT = 16
+TCP_CLIENTS = ("lean", "pymodbus")
 
 
 def exception_text(code: int) -> str:
@@ -79,6 +80,21 @@ def _frame_gap(options: Mapping[str, Any]) -> tuple[float | None, list[tuple[str
     return v / 1000.0, []
 
 
+def _tcp_client(options: Mapping[str, Any]) -> tuple[int | None, list[tuple[str, str]]]:
+    """Requests in flight for the lean TCP client, None for pymodbus (``tcp_client``)."""
+    problems = []
+    n = options.get("max_in_flight", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_IN_FLIGHT:
+        problems.append(("max_in_flight", f"must be an integer 1..{MAX_IN_FLIGHT}, not {n!r}"))
+        n = 1
+    client = options.get("tcp_client", "lean")
+    if client not in TCP_CLIENTS:
+        problems.append(("tcp_client", f"must be one of {', '.join(TCP_CLIENTS)}, not {client!r}"))
+    elif client == "pymodbus" and n != 1:
+        problems.append(("max_in_flight", "needs tcp_client = \"lean\" (pymodbus sends one request at a time)"))
+    return (n if client != "pymodbus" else None), problems
+
+
 class ModbusDriver(PollingDriver):
     """Modbus TCP, RTU (serial) and RTU over TCP; reads coils, discrete inputs, input and
     holding registers only. See docs/DRIVERS.md, section Modbus."""
@@ -87,7 +103,7 @@ class ModbusDriver(PollingDriver):
     schemes: ClassVar[tuple[str, ...]] = SCHEMES
     device_keys: ClassVar[frozenset[str]] = frozenset(
         {"max_registers", "max_bits", "max_gap", "max_bit_gap", "baud", "parity", "stopbits", "bytesize",
-         "frame_gap_ms"})
+         "frame_gap_ms", "max_in_flight", "tcp_client"})
     tag_keys: ClassVar[frozenset[str]] = frozenset()
     #: the circuit breaker of a unit on a shared line: an unanswered poll costs the whole line a
     #: timeout, so a dead unit is retried after 1 s, then 2, 4 ... 30 s (with jitter)
@@ -183,7 +199,8 @@ class ModbusDriver(PollingDriver):
         _, problems = parse_url(device.url, dict(device.options))
         _, limit_problems = _limits(device.options)
         _, gap_problems = _frame_gap(device.options)
-        problems += limit_problems + gap_problems
+        _, client_problems = _tcp_client(device.options)
+        problems += limit_problems + gap_problems + client_problems
         is_rtu = str(device.url).lower().startswith(("rtu:", "rtu+tcp:"))
         if is_rtu and not 1 <= device.unit <= 247:
             problems.append(("unit", f"an RTU unit id is 1..247 (0 is broadcast, never answered), not {device.unit}"))
@@ -217,6 +234,7 @@ class ModbusDriver(PollingDriver):
         self.endpoint: Endpoint = parse_url(device.url, dict(device.options))[0]  # type: ignore[assignment]
         self.limits, _ = _limits(device.options)
         self.frame_gap, _ = _frame_gap(device.options)
+        self.in_flight, _ = _tcp_client(device.options)
         self.points: list[Point] = [make_point(t.address, t.type, t.order)[0] for t in self.tags]  # type: ignore[misc]
         self.scale = np.array([t.scale for t in self.tags], dtype=np.float64)
         self.offset = np.array([t.offset for t in self.tags], dtype=np.float64)
@@ -233,8 +251,14 @@ class ModbusDriver(PollingDriver):
         self._regs = np.zeros(self.decoder.reg_size, dtype=np.uint16)
         self._bits = np.zeros(self.decoder.bit_size, dtype=np.uint8)
 
+    def report(self) -> list[dict[str, Any]]:
+        """The read plan as it stands (after any split a device forced): one row per request."""
+        rows = [[r.fc, r.area, r.start, r.count, len(r.members)] for r in self.requests]
+        return [{"title": "Modbus requests per poll", "columns": ["function", "area", "start", "count", "tags"],
+                 "rows": rows}]
+
     async def connect(self) -> None:
-        link = LinkPool.acquire(self.endpoint, self.device.timeout_s, self.frame_gap)
+        link = LinkPool.acquire(self.endpoint, self.device.timeout_s, self.frame_gap, self.in_flight)
         try:
             await link.connect()
         except ConnectFailed as exc:
@@ -270,28 +294,28 @@ class ModbusDriver(PollingDriver):
         split_any = False
         async with link.lock:  # the whole poll: units on a shared line take turns
             ts = time.time()
-            queue = deque(self.requests)
-            while queue:
-                req = queue.popleft()
-                try:
-                    resp = await link.read(req.fc, req.start, req.count, unit, timeout)
-                except NoAnswer as exc:
-                    raise self._silent(str(exc)) from None
-                code = int(getattr(resp, "exception_code", 0)) if resp.isError() else 0
-                if code in _NO_ANSWER:
-                    raise self._silent(exception_text(code))
-                self._answered_once = True
-                if not resp.isError():
-                    data = resp.bits if req.area in BIT_AREAS else resp.registers
-                    if len(data) < req.count:
-                        raise DriverError(f"short answer to {req.describe()}: {len(data)} values")
-                    answers.append((req, data, None))
-                    continue
-                if code in _SPLIT_ON and (halves := split(req, self.points)):
-                    queue.extendleft(reversed(halves))
-                    split_any = True
-                    continue
-                answers.append((req, None, f"{req.describe()}: {exception_text(code)}"))
+            wave = self.requests
+            while wave:  # a wave of reads, then the halves of those refused, if any
+                asked = await link.read_many([(r.fc, r.start, r.count) for r in wave], unit, timeout)
+                again: list[Request] = []
+                for req, resp in zip(wave, asked, strict=False):
+                    if isinstance(resp, DriverError):
+                        raise self._silent(str(resp)) if isinstance(resp, NoAnswer) else resp
+                    code = int(getattr(resp, "exception_code", 0)) if resp.isError() else 0
+                    if code in _NO_ANSWER:
+                        raise self._silent(exception_text(code))
+                    self._answered_once = True
+                    if not resp.isError():
+                        data = resp.bits if req.area in BIT_AREAS else resp.registers
+                        if len(data) < req.count:
+                            raise DriverError(f"short answer to {req.describe()}: {len(data)} values")
+                        answers.append((req, data, None))
+                    elif code in _SPLIT_ON and (halves := split(req, self.points)):
+                        again.extend(halves)
+                        split_any = True
+                    else:
+                        answers.append((req, None, f"{req.describe()}: {exception_text(code)}"))
+                wave = again
         if split_any:  # keep the split: the next polls go straight to the readable pieces
             self._set_plan(sorted((a[0] for a in answers), key=lambda r: (AREA_ORDER.index(r.area), r.start)))
             order = {id(r): i for i, r in enumerate(self.requests)}

@@ -10,6 +10,10 @@ The pymodbus client is private to the link, which exposes only reads. As a secon
 outgoing PDU passes ``_guard``, which refuses any function code but 1–4 and 43 with MEI type 14
 (read device identification, used by the probe; MEI 13, CANopen general reference, can write)
 before a byte is sent.
+
+Modbus TCP devices polled by the driver use the lean client of lean.py instead (reads 1–4 only,
+several requests in flight where the device allows); ``tcp_client = "pymodbus"`` on a device keeps
+pymodbus for it.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from pymodbus.framer import FramerType
 from drivers.base import DriverError
 from drivers.modbus import diagnose
 from drivers.modbus.address import Endpoint
+from drivers.modbus.lean import READ_FUNCTION_CODES, LeanTcpClient, NoAnswer, ReadOnlyViolation
 
-READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})
+__all__ = ["ConnectFailed", "Link", "LinkPool", "NoAnswer", "ReadOnlyViolation", "READ_FUNCTION_CODES"]
 ALLOWED_FUNCTION_CODES = READ_FUNCTION_CODES | {43}  # 43 only with MEI type 14 (see _guard)
 READ_DEVICE_IDENTIFICATION = 14  # the one MEI type of function 43 that is a read
 # no pymodbus-level reconnect or retry: the driver owns backoff, and a dead unit on a shared
@@ -41,14 +46,6 @@ class ConnectFailed(DriverError):
     def __init__(self, endpoint: Endpoint, cause: BaseException | None, timeout_s: float):
         self.endpoint, self.cause, self.timeout_s = endpoint, cause, timeout_s
         super().__init__(diagnose.cannot_connect(endpoint, cause, timeout_s))
-
-
-class NoAnswer(DriverError):
-    """A request went out on an open connection and nothing came back in time."""
-
-
-class ReadOnlyViolation(RuntimeError):
-    """Something tried to send a Modbus function code that is not a read."""
 
 
 def _guard(sending: bool, pdu):
@@ -69,8 +66,11 @@ def frame_gap_s(baud: int) -> float:
 class Link:
     """One client, one lock, shared by the devices on one line."""
 
-    def __init__(self, endpoint: Endpoint, timeout_s: float, frame_gap: float | None = None):
+    def __init__(self, endpoint: Endpoint, timeout_s: float, frame_gap: float | None = None,
+                 in_flight: int | None = None):
         self.endpoint = endpoint
+        # the lean client (TCP only) with up to ``in_flight`` requests out; None: pymodbus
+        self.in_flight = in_flight if endpoint.scheme == "tcp" else None
         self.lock = asyncio.Lock()
         self._connect_lock = asyncio.Lock()
         self.users = 0
@@ -84,6 +84,8 @@ class Link:
 
     def _make_client(self):
         e = self.endpoint
+        if self.in_flight is not None:
+            return LeanTcpClient(e.host, e.port, self.in_flight)
         common: dict[str, Any] = {"timeout": self.timeout_s, "retries": 0, "reconnect_delay": 0,
                                   "trace_pdu": _guard}
         if e.scheme == "rtu":
@@ -102,6 +104,9 @@ class Link:
     async def connect(self) -> None:
         async with self._connect_lock:
             if self._client.connected:
+                return
+            if self.in_flight is not None:
+                await self._connect_lean()
                 return
             # pymodbus only logs why a connection failed; catch the reason on its way out
             ctx = self._client.ctx
@@ -125,8 +130,35 @@ class Link:
             if not opened:
                 raise ConnectFailed(self.endpoint, causes[0] if causes else None, self.timeout_s)
 
+    async def _connect_lean(self) -> None:
+        try:
+            await self._client.connect(self.timeout_s)
+        except TimeoutError:
+            raise ConnectFailed(self.endpoint, None, self.timeout_s) from None
+        except OSError as exc:
+            raise ConnectFailed(self.endpoint, exc, self.timeout_s) from None
+
     def close(self) -> None:
         self._client.close()
+
+    async def read_many(self, requests, unit: int, timeout_s: float) -> list:
+        """Several reads, ``requests`` as (fc, address, count); the caller holds ``lock``.
+        Answers in order; the first failure (a DriverError) ends the list."""
+        if self.in_flight is not None:
+            out = await self._client.read_many(requests, unit, timeout_s)
+            if out and isinstance(out[-1], NoAnswer):
+                self._unanswered()
+            else:
+                self._failures = 0
+            return out
+        out = []
+        for fc, address, count in requests:
+            try:
+                out.append(await self.read(fc, address, count, unit, timeout_s))
+            except DriverError as exc:
+                out.append(exc)
+                break
+        return out
 
     async def read(self, fc: int, address: int, count: int, unit: int, timeout_s: float):
         """One read request; the caller holds ``lock``. Returns the pymodbus response (maybe an
@@ -137,6 +169,8 @@ class Link:
             wait = self._last_end + self.frame_gap - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+        if self.in_flight is not None:
+            return await self._read_lean(fc, address, count, unit, timeout_s)
         self._set_timeout(timeout_s)
         c = self._client
         method = {1: c.read_coils, 2: c.read_discrete_inputs, 3: c.read_holding_registers,
@@ -154,6 +188,15 @@ class Link:
         self._failures = 0
         return response
 
+    async def _read_lean(self, fc: int, address: int, count: int, unit: int, timeout_s: float):
+        try:
+            response = await self._client.read(fc, address, count, unit, timeout_s)
+        except NoAnswer:
+            self._unanswered()
+            raise
+        self._failures = 0
+        return response
+
     def _unanswered(self) -> None:
         # one dead unit fails, its neighbours succeed and reset the count; only when the whole
         # line goes quiet (a half-open gateway socket, a re-plugged USB adapter) is it reopened
@@ -164,6 +207,8 @@ class Link:
 
     async def device_information(self, unit: int, timeout_s: float):
         """Function 43 / MEI 14, basic objects (vendor, product code, revision)."""
+        if self.in_flight is not None:
+            raise DriverError("device identification is read through pymodbus, not the lean TCP client")
         self._set_timeout(timeout_s)
         try:
             return await self._client.read_device_information(read_code=1, object_id=0, device_id=unit)
@@ -194,9 +239,11 @@ class LinkPool:
     _links: dict[tuple, Link] = {}
 
     @classmethod
-    def acquire(cls, endpoint: Endpoint, timeout_s: float, frame_gap: float | None = None) -> Link:
+    def acquire(cls, endpoint: Endpoint, timeout_s: float, frame_gap: float | None = None,
+                in_flight: int | None = None) -> Link:
+        """``in_flight``: use the lean TCP client with that many requests out (TCP only)."""
         if not endpoint.shared:
-            link = Link(endpoint, timeout_s, frame_gap)
+            link = Link(endpoint, timeout_s, frame_gap, in_flight)
             link.users = 1
             return link
         key = (id(asyncio.get_running_loop()), endpoint.key)

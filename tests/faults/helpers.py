@@ -108,7 +108,8 @@ def committed_seqs(path: Path) -> list[int]:
 
 def assert_every_committed_seq_arrived_in_order(receiver: Receiver, outbox_path: Path, timeout: float = 60) -> list[int]:
     """The guarantee: every alarm the outbox committed reached the receiver, first arrivals in
-    seq order, and any duplicate is of a seq already received."""
+    seq order, each (plant, epoch, seq) once after de-duplication, and any duplicate is of a seq
+    already received."""
     expected = committed_seqs(outbox_path)
     assert expected == list(range(1, len(expected) + 1)), "the outbox's seqs have a hole"
     arrived = receiver.wait(lambda r: len(r.alarms) >= len(expected), timeout)
@@ -116,6 +117,13 @@ def assert_every_committed_seq_arrived_in_order(receiver: Receiver, outbox_path:
     assert [a["seq"] for a in receiver.alarms] == expected, receiver.summary()
     assert set(receiver.arrivals) == set(expected)
     assert receiver.invalid == []
+    # one (plant, epoch, seq) each: all of this outbox's epoch, no epoch change seen
+    outbox = Outbox(outbox_path, durable=False)
+    try:
+        assert {a["epoch"] for a in receiver.alarms} == {outbox.epoch}
+    finally:
+        outbox.close()
+    assert all(t.epoch == outbox.epoch and not t.earlier for t in receiver.plants.values())
     return expected
 
 

@@ -6,10 +6,13 @@ Each ends the same way: every alarm the outbox committed reached the receiver th
 mosquitto, first arrivals in seq order without a hole, none of the transitions made during the
 fault was lost (each tag's alarm alternates active / cleared, so one lost transition shows as two
 of the same in a row), and the ``outbox/storage`` alarm was raised and cleared in that order.
+While the fault lasts, the ``outbox/storage`` alarm reaches the receiver unnumbered, sent from
+the agent's memory (the outbox cannot take it); its numbered record follows once stored.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -78,10 +81,20 @@ def states_of(receiver: Receiver, alarm_id: str) -> list[str]:
     return [a["state"] for a in receiver.alarms if a["id"] == alarm_id]
 
 
+def unnumbered_of(receiver: Receiver, alarm_id: str) -> list[str]:
+    return [a["state"] for a in receiver.unnumbered if a["id"] == alarm_id]
+
+
+def twin(receiver: Receiver, doc: dict) -> list[dict]:
+    """The numbered records of an unnumbered alarm: same id, state and ts (docs/PAYLOADS.md)."""
+    return [a for a in receiver.alarms if (a["id"], a["state"], a["ts"]) == (doc["id"], doc["state"], doc["ts"])]
+
+
 class Plant:
     """A PLC whose TAGS tags cross their H limit every 0.3 s, the agent watching it, a receiver."""
 
-    def __init__(self, tmp_path: Path, broker, write_config, data_dir: Path, **uplink):
+    def __init__(self, tmp_path: Path, broker, write_config, data_dir: Path, more_uplinks: tuple = (), **uplink):
+        """``more_uplinks``: [[uplinks]] entries beside the MQTT one (then named ``park``)."""
         self.receiver = Receiver(emit=lambda line: None)
         self.sub = connect(self.receiver, broker.url, PLANT)
         self.plc_cm = start_server(holding={})
@@ -90,6 +103,8 @@ class Plant:
             self.plc.set_value(a, 120.0, type="float32")
         data = plant_config(self.plc.url, broker.url, tags=TAGS, **uplink)
         data["agent"]["data_dir"] = str(data_dir)
+        if more_uplinks:
+            data["uplinks"] = [{"name": "park", **data.pop("uplink")}, *more_uplinks]
         self.outbox = data_dir / "outbox.db"
         self.agent = AgentProcess(write_config(data), tmp_path / "agent.log").start()
         self.flipper = Flipper(self.plc, tag_addresses(TAGS), period=0.3)
@@ -108,6 +123,15 @@ class Plant:
 
     def log_has(self, text: str, timeout: float = 60) -> bool:
         return wait_for(lambda: text in self.agent.output(), timeout)
+
+    def wait_unnumbered_storage_alarm(self) -> None:
+        """The ``outbox/storage`` alarm arrived from the agent's memory, unnumbered, while the
+        fault lasts: its numbered record cannot have arrived (the outbox has not stored it)."""
+        assert self.receiver.wait(lambda r: unnumbered_of(r, "outbox/storage") == ["active"], 30), \
+            (self.receiver.unnumbered, self.agent.output()[-3000:])
+        assert states_of(self.receiver, "outbox/storage") == []
+        doc = next(a for a in self.receiver.unnumbered if a["id"] == "outbox/storage")
+        assert "seq" not in doc and doc["unnumbered"] is True and doc["context"]["error"], doc
 
     def wait_pending(self, n: int) -> None:
         """The status message, sent from memory, says at least ``n`` alarm messages wait."""
@@ -129,6 +153,11 @@ class Plant:
             assert len(states) >= 4, states
             assert all(a != b for a, b in zip(states, states[1:], strict=False)), (i, states)
         assert storage(self.receiver).get("ok") is True
+        # every message sent from memory has its numbered record, exactly once, of the same epoch
+        assert unnumbered_of(self.receiver, "outbox/storage") == ["active"]
+        for doc in self.receiver.unnumbered:
+            numbered = twin(self.receiver, doc)
+            assert len(numbered) == 1 and numbered[0]["epoch"] == doc["epoch"], (doc, numbered)
         return seqs
 
     def close(self) -> None:
@@ -158,6 +187,8 @@ def test_a_full_disk_then_a_read_only_outbox_lose_no_alarm(tmp_path, mosquitto, 
         fill(filler)
         assert plant.log_has("cannot store alarm messages"), plant.agent.output()[-3000:]
         plant.wait_pending(2 * TAGS)
+        plant.wait_unnumbered_storage_alarm()  # the disk is still full
+        assert os.statvfs(small_disk).f_bavail == 0
         # the telemetry loop cannot store its snapshots either: it says so and goes on
         assert plant.receiver.wait(lambda r: loop_state(r, "telemetry").get("state") == "failing", 30), \
             plant.receiver.status.get(PLANT)
@@ -207,7 +238,9 @@ def test_a_write_lock_held_past_the_busy_timeout_loses_no_alarm(tmp_path, mosqui
         assert holder.stdout.readline().strip() == "locked"
         assert plant.log_has("cannot store alarm messages (OperationalError: database is locked)"), \
             plant.agent.output()[-3000:]
-        plant.wait_pending(TAGS)
+        plant.wait_pending(3 * TAGS)  # a few transitions of each tag held back
+        plant.wait_unnumbered_storage_alarm()  # the lock is still held
+        assert holder.poll() is None
         holder.stdin.write("\n")
         holder.stdin.flush()
         assert holder.wait(30) == 0
@@ -218,6 +251,51 @@ def test_a_write_lock_held_past_the_busy_timeout_loses_no_alarm(tmp_path, mosqui
             holder.kill()
         plant.close()
     assert len(seqs) > 4 * TAGS
+    # the uplink never waited out the lock to mark rows sent: its connection stayed up throughout
+    assert "uplink: connection lost" not in plant.agent.output(), plant.agent.output()[-3000:]
+
+
+def test_a_held_lock_with_an_http_uplink_beside_mqtt_reaches_both_platforms(tmp_path, mosquitto, write_config):
+    """Two uplinks, MQTT and HTTPS (json profile): each platform gets the unnumbered storage
+    alarm while the lock is still held, then every numbered alarm in order, the numbered
+    storage alarm among them."""
+    from tests.http_platform import Platform
+
+    platform = Platform(tmp_path).start()
+    province = {"name": "province", "url": platform.url, "ca_file": str(platform.ca.path), "timeout_s": 2.0,
+                "backoff_initial_s": 0.1, "backoff_max_s": 1.0}
+    plant = Plant(tmp_path, mosquitto, write_config, tmp_path / "data", more_uplinks=(province,))
+    holder = None
+
+    def unnumbered_at_province(p: Platform) -> list[dict]:
+        with p.cond:
+            docs = [json.loads(b) for b in p.accepted if b.startswith(b"{")]
+        return [d for d in docs if d.get("unnumbered")]
+
+    try:
+        plant.start()
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(plant.outbox)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "locked"
+        plant.wait_unnumbered_storage_alarm()
+        assert platform.wait(lambda p: [d["id"] for d in unnumbered_at_province(p)] == ["outbox/storage"], 30), \
+            plant.agent.output()[-3000:]
+        plant.wait_pending(3 * TAGS)  # a few transitions of each tag held back
+        assert holder.poll() is None  # all while the lock is still held
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(30) == 0
+        seqs = plant.finish()
+        assert platform.wait(lambda p: list(dict.fromkeys(p.seqs())) == seqs, 60), (platform.seqs(), seqs)
+    finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+        plant.close()
+        platform.stop()
+    doc = unnumbered_at_province(platform)[0]
+    numbered = [json.loads(b) for b in platform.accepted if b'"seq"' in b]
+    twins = {(d["epoch"], d["seq"]) for d in numbered if (d["id"], d["state"], d["ts"]) == (doc["id"], doc["state"], doc["ts"])}
+    assert "seq" not in doc and len(twins) == 1 and next(iter(twins))[0] == doc["epoch"], (doc, twins)
 
 
 def test_beyond_max_pending_alarms_the_newest_are_counted_lost_and_their_state_kept(small_disk):
@@ -265,4 +343,55 @@ def test_beyond_max_pending_alarms_the_newest_are_counted_lost_and_their_state_k
     assert outbox.last_seq() == 6
     # the lost transitions (cleared) are what the manager knew last: that is the state on disk
     assert {s["id"]: s["active"] for s in outbox.alarm_states()} == {"T0/limit": False, "T1/limit": False}
+    outbox.close()
+
+
+def test_a_clear_that_cannot_be_stored_raises_the_storage_alarm_again(small_disk):
+    """The queue lands, and the disk fills again before the storage alarm's clear is stored: the
+    fault is back, and so is its alarm (never cleared while nothing can be stored)."""
+    import asyncio
+
+    from agent.alarms import AlarmManager
+    from agent.outbox import Outbox
+    from agent.pending import Committer
+
+    path = small_disk / "outbox.db"
+    outbox = Outbox(path)
+    committer = Committer(outbox, path, limit=100)
+    manager = AlarmManager(PLANT, [])
+    filler = small_disk / "filler"
+    faults: list[bool] = []
+    landed: list[dict] = []
+
+    def on_fault(failing: bool) -> None:
+        faults.append(failing)
+        if faults == [True, False]:
+            fill(filler)  # just as the queue landed
+        msgs = manager.raise_system("storage", "outbox", failing, 1.0, {"text": "storage"})
+        if committer.append_alarms("t/alarm", msgs, states=[(m["id"], manager.snapshot(m["id"])) for m in msgs]):
+            landed.extend(msgs)  # stored at once
+
+    committer.on_fault = on_fault
+    committer.on_committed = landed.extend
+    fill(filler)
+    msgs = manager.raise_system("gateway", "task.x", True, 1.0, {"text": "a transition made during the fault"})
+    assert committer.append_alarms("t/alarm", msgs) == []
+
+    async def drain(until) -> None:
+        task = asyncio.create_task(committer.run())
+        while not until():
+            await asyncio.sleep(0.05)
+        task.cancel()
+
+    filler.unlink()
+    asyncio.run(asyncio.wait_for(drain(lambda: len(faults) >= 3), 30))
+    assert faults == [True, False, True]
+    assert manager.alarms["outbox/storage"].active  # raised again: the disk is full again
+    filler.unlink()
+    asyncio.run(asyncio.wait_for(drain(lambda: committer.since is None), 30))
+    assert faults == [True, False, True, False]
+    states = [(m["id"], m["state"]) for m in landed]
+    assert states == [("task.x/gateway", "active"), ("outbox/storage", "active"), ("outbox/storage", "cleared"),
+                      ("outbox/storage", "active"), ("outbox/storage", "cleared")]
+    assert [m["seq"] for m in landed] == [1, 2, 3, 4, 5]
     outbox.close()
