@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import random
 import time
-import zlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -381,11 +380,7 @@ class PollingDriver(Driver):
         connected = False
         failures = 0
         retry_at = 0.0
-        # each device at its own phase (fixed by its name, within the first second at most, so a
-        # slow device is not read late at start): 1,613 devices polled every second are then
-        # 1,613 requests spread over the second, not one burst whose last answer waits for all
-        # the others (and whose connects all time out together at start)
-        next_tick = time.monotonic() + min(interval, 1.0) * (zlib.crc32(self.device.name.encode()) / 2**32)
+        next_tick = time.monotonic()
         try:
             while True:
                 now = time.monotonic()
