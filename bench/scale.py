@@ -316,6 +316,7 @@ def run(args: argparse.Namespace) -> dict:
             cpu1, wall1 = cpu_seconds(agent.pid), time.monotonic()
             rss, hwm = rss_kb(agent.pid)
             time.sleep(3.0)  # the last alarms on their way
+            log_tail = Path(tmp, "agent.log").read_text(errors="replace")[-2000:]
         finally:
             agent.send_signal(signal.SIGTERM)
             try:
@@ -331,7 +332,7 @@ def run(args: argparse.Namespace) -> dict:
             "sim_cpu_pct": 100 * (sim1 - sim0) / window, "window_s": window, "transitions": len(lat),
             "missing": missing, "p50_ms": percentile(lat, 50) if lat else float("nan"),
             "p99_ms": percentile(lat, 99) if lat else float("nan"), "max_ms": max(lat, default=float("nan")),
-            "load": os.getloadavg()[0]}
+            "load": os.getloadavg()[0], "log_tail": log_tail}
 
 
 def main() -> None:
@@ -365,7 +366,7 @@ def main() -> None:
           f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, max {r['max_ms']:.0f} ms")
     if r["missing"] or r["polls_pct"] < 99.0:
         sys.exit(f"REFUSED: {r['missing']} transitions never arrived, polls achieved {r['polls_pct']:.1f} % "
-                 "(the figures above are not a valid measurement)")
+                 f"(the figures above are not a valid measurement); the agent's log ends:\n{r['log_tail']}")
 
 
 if __name__ == "__main__":
