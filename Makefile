@@ -12,9 +12,13 @@ NODE_DIR := tests/opcua_interop
 
 # what the tests need from the OS: a real broker, a libmodbus server, a virtual serial cable,
 # systemd-analyze to judge the unit (tests/test_systemd.py), headless Chromium and its driver for the
-# console's browser tests (tests/test_console.py)
+# console's browser tests (tests/test_console.py), PostgreSQL's server binaries for the store of
+# `plantwatch receive --store` (tests/postgres.py starts its own; Debian keeps initdb off PATH)
 APT_NEEDS := mosquitto:mosquitto socat:socat pkg-config:pkg-config systemd-analyze:systemd \
 	chromium:chromium chromedriver:chromium-driver
+# a font has no command: any font that covers Chinese (fc-list :lang=zh) will do, else this one, so the
+# console's Chinese labels render in the browser tests' screenshots rather than as empty boxes
+CJK_FONT := fonts-wqy-microhei
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +69,9 @@ system-deps:
 		command -v $$cmd >/dev/null || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
 	done; \
 	pkg-config --exists libmodbus 2>/dev/null || missing="$$missing libmodbus-dev"; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -n "$$(fc-list :lang=zh family 2>/dev/null)" ] || dpkg -s $(CJK_FONT) >/dev/null 2>&1 || \
+		missing="$$missing $(CJK_FONT)"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -46,7 +46,7 @@ log = logging.getLogger("plantwatch.api")
 MAX_BODY = 16 * 1024
 MAX_HEADERS = 64
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error"}
+           405: "Method Not Allowed", 409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error"}
 PROXY_HEADERS = ("via", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "proxy-authorization",
                  "proxy-connection")
 #: fields of a POST body that the URL fixes (or the agent does): a body may not name them
@@ -74,6 +74,8 @@ class Request:
     target: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    #: header lines the answer carries besides the usual ones (a session cookie, say)
+    reply_headers: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> str:
@@ -139,11 +141,11 @@ class _Server:
         extra: list[str] = []
         try:
             request = await asyncio.wait_for(read_request(reader), 10)
-            if self._events is not None and request.method == "GET" and request.path == "/events":
-                self.check(request)
-                await self._events(writer)  # holds the connection until the page goes
+            extra = request.reply_headers
+            answer = await self.route(request, writer)
+            if answer is None:  # a stream that held the connection until the page went
                 return
-            status, ctype, body = self._handle(request, writer)
+            status, ctype, body = answer
         except Refused as exc:
             self._refused(exc.reason)
             log.warning("operator API: refused (%s): %s", exc.reason, exc)
@@ -166,6 +168,14 @@ class _Server:
             pass
         finally:
             writer.close()
+
+    async def route(self, request: Request, writer: asyncio.StreamWriter) -> tuple[int, str, bytes] | None:
+        """The answer to ``request``, or None when it was a stream served here until it ended."""
+        if self._events is not None and request.method == "GET" and request.path == "/events":
+            self.check(request)
+            await self._events(writer)  # holds the connection until the page goes
+            return None
+        return self._handle(request, writer)
 
     def identify(self, request: Request, writer: asyncio.StreamWriter) -> dict[str, str]:
         """Who is asking, as recorded with a state change (``user``, ``via``): each listener proves

@@ -224,8 +224,9 @@ def describe(cfg: Config) -> str:
             if a.api_port else "api off")
     algs = [alg for alg, f in (("hmac-sha256", a.command_key_file), ("ed25519", a.command_public_key_file)) if f]
     commands = "signed: " + " ".join(algs) if a.commands else "off"
+    lan = f", console https://{a.console_listen} (login)" if a.console_listen else ""
     return (f"operators: socket {a.socket_path(cfg.agent.data_dir)} (group {a.api_socket_group or 'of the agent'}), "
-            f"{port}, mqtt commands {commands}")
+            f"{port}{lan}, mqtt commands {commands}")
 
 
 def add_parsers(sub) -> None:

@@ -137,6 +137,10 @@ class Operators:
              uplinks.sent_count),
             ("plantwatch_uplink_connected", "gauge", "1 while every uplink is connected", int(uplinks.all_connected())),
             ("plantwatch_batches_total", "counter", "sample batches processed", agent.batches),
+            ("plantwatch_console_clients", "gauge", "console pages listening to /events", len(agent.console.clients)),
+            ("plantwatch_console_frames_total", "counter", "console frames built", agent.console.frames),
+            ("plantwatch_console_cpu_seconds_total", "counter", "CPU of the event loop spent building and writing "
+             "console frames", round(agent.console.cpu_s, 6)),
         ]
         out = []
         for name, kind, text, value in lines:
@@ -157,7 +161,8 @@ class Operators:
         out = ["# HELP plantwatch_api_up 1 while the operator socket / the API port listens",
                "# TYPE plantwatch_api_up gauge",
                f'plantwatch_api_up{{listener="socket"}} {int(agent.socket_api is not None)}',
-               f'plantwatch_api_up{{listener="port"}} {int(agent.api is not None)}']
+               f'plantwatch_api_up{{listener="port"}} {int(agent.api is not None)}',
+               f'plantwatch_api_up{{listener="lan"}} {int(agent.lan is not None)}']
         for name, text, counts, reasons in (
             ("plantwatch_api_refused_total", "operator API requests refused, by reason", self.api_refused,
              ("no_token", "bad_token", "read_only", "host", "origin", "proxy", "body_fields", "bad_request")),

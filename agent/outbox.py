@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.payloads import dumps
+from agent.payloads import dumps, rfc3339
 
 ALARM, TELEMETRY, STATUS = 0, 1, 2
 LANES = {ALARM: "alarm", TELEMETRY: "telemetry", STATUS: "status"}
@@ -375,6 +375,21 @@ class Outbox:
             out[LANES.get(lane, str(lane))] = n
         return out
 
+    def oldest_unsent(self, uplink: str | None = None) -> dict[str, Any] | None:
+        """The oldest row not yet delivered by every uplink (or by ``uplink``): id, lane, seq (alarms
+        only) and creation time; None when everything went out. One short index walk per lane."""
+        best = None
+        for lane in LANES:
+            row = self.db.execute(
+                "SELECT id, seq, created FROM outbox WHERE sent IS NULL AND lane=? AND (? IS NULL OR NOT EXISTS"
+                " (SELECT 1 FROM delivered d WHERE d.uplink=? AND d.id=outbox.id)) ORDER BY id LIMIT 1",
+                (lane, uplink, uplink)).fetchone()
+            if row is not None and (best is None or row[0] < best[0]):
+                best = (*row, lane)
+        if best is None:
+            return None
+        return {"id": best[0], "lane": LANES[best[3]], "seq": best[1], "created": best[2]}
+
     def alarms(self, since_seq: int = 0) -> list[dict[str, Any]]:
         """Stored alarm documents with seq > since_seq, in seq order (for tests and tools)."""
         cur = self.db.execute("SELECT payload FROM outbox WHERE seq>? ORDER BY seq", (since_seq,))
@@ -446,3 +461,11 @@ class Outbox:
         self.db.execute("DELETE FROM delivered WHERE id NOT IN (SELECT id FROM outbox WHERE sent IS NULL)")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return report
+
+
+def unsent_view(row: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """The oldest unsent row as the status document and the console show it."""
+    if row is None:
+        return None
+    return {"id": row["id"], "lane": row["lane"], "seq": row["seq"], "created": rfc3339(row["created"]),
+            "age_s": round(max(0.0, now - row["created"]), 1)}

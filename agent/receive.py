@@ -45,6 +45,17 @@ def add_parser(sub) -> None:
                    help="tcp/tls: frames end with --delimiter, or start with a 4-byte big-endian length")
     s.add_argument("--delimiter", default="\\n",
                    help='tcp/tls: the frame delimiter (default "\\n"; escapes as in JSON)')
+    s.add_argument("--store", metavar="URL",
+                   help="store every message (postgresql://USER@HOST:PORT/DB shared by N workers, or sqlite:///PATH "
+                        "for one); a message is acknowledged to the broker only once stored (MQTT 5)")
+    s.add_argument("--report", action="store_true",
+                   help="with --store: print the gaps, duplicates, sequence epochs and offline plants the store "
+                        "holds, then exit")
+    s.add_argument("--offline-after", type=float, default=180.0, metavar="S",
+                   help="--report: a plant not heard from for this long is offline (default 180)")
+    s.add_argument("--session-expiry", type=int, default=7 * 86400, metavar="S",
+                   help="--store: the broker keeps this worker's session and unacknowledged messages this long "
+                        "while it is away (default 604800)")
     s.set_defaults(func=run)
 
 
@@ -69,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     from agent.platform import Platform
     from agent.receiver import MAX_PAYLOAD, Receiver, connect
 
+    if args.store or args.report:
+        from agent.receive_store import run_store
+
+        return run_store(args)
     if not args.broker and not args.listen:
         print("receive: give --broker, --listen or both", file=sys.stderr)
         return EXIT_CONFIG
@@ -90,13 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if wrong:
         print(f"receive: {wrong}", file=sys.stderr)
         return EXIT_CONFIG
-    password = None
-    if args.password_file:
-        try:
-            password = Path(args.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            print(f"receive: cannot read {args.password_file}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_CONFIG
+    password = broker_password(args)
+    if password is False:
+        return EXIT_CONFIG
     out = open(args.out, "a", encoding="utf-8") if args.out else None  # noqa: SIM115 - closed below
     if args.max_payload is not None and args.max_payload < 1:
         print(f"receive: --max-payload must be >= 1, not {args.max_payload}", file=sys.stderr)
@@ -114,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         for url in args.listen:
             platforms.append(Platform(receiver, url, **options).start())
             print(f"listening on {platforms[-1].url} (answer {args.answer}); Ctrl-C to stop", flush=True)
-        _wait(receiver, args)
+        _wait(args, lambda: receiver.accepted)
     except (OSError, ConnectionError, ValueError) as exc:
         print(f"receive: {exc}", file=sys.stderr)
         return EXIT_FAIL
@@ -133,7 +144,19 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _wait(receiver, args: argparse.Namespace) -> None:
+def broker_password(args: argparse.Namespace) -> str | None | bool:
+    """The first line of --password-file (None without one); False, said on stderr, when unreadable."""
+    if not args.password_file:
+        return None
+    try:
+        return Path(args.password_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        print(f"receive: cannot read {args.password_file}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+
+
+def _wait(args: argparse.Namespace, taken) -> None:
+    """Until a signal, --seconds, or ``taken()`` (alarms so far) reaches --count."""
     stop = False
 
     def on_signal(signum, frame):
@@ -144,6 +167,6 @@ def _wait(receiver, args: argparse.Namespace) -> None:
     signal.signal(signal.SIGINT, on_signal)
     deadline = time.monotonic() + args.seconds if args.seconds else None
     while not stop and (deadline is None or time.monotonic() < deadline):
-        if args.count and receiver.accepted >= args.count:
+        if args.count and taken() >= args.count:
             break
         time.sleep(0.1)

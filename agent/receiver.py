@@ -408,7 +408,6 @@ class Receiver:
 
     def _telemetry(self, doc: dict[str, Any]) -> None:
         self.telemetry += 1
-
     def wait(self, predicate: Callable[[Receiver], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self.changed:
@@ -447,36 +446,23 @@ def connect(receiver: Receiver, broker: str, plant: str | None, prefix: str = "p
     several receivers behind a broker cluster split the load. ``username`` and ``password``
     (as the agent's ``[uplink]`` has them) win over any in the URL.
     """
-    parts = urlsplit(broker)
-    # a named client keeps a persistent session: the broker queues alarms while it is away
+    parts = urlsplit(broker)  # a named client keeps a persistent session: the broker queues alarms while it is away
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id or "",
                          clean_session=not client_id)
     client.reconnect_delay_set(0.1, 5)
-    if parts.scheme == "mqtts":
-        client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
-    if username or parts.username:
-        client.username_pw_set(username or parts.username, password if username else parts.password)
-    who = plant or "+"
+    login(client, parts, ca_file, cert_file, key_file, username, password)
     subscribed = threading.Event()
 
     def on_connect(c, ud, flags, rc, props):
         if rc.is_failure:
             receiver.emit(f"receiver: broker refused: {rc}")
             return
-        subs = []
-        for kind in ("alarm", "telemetry"):
-            t = topic(prefix, who, kind)
-            subs.append((f"$share/{group}/{t}" if group else t, 1))
-        subs.append((topic(prefix, who, "status"), 1))
-        if receiver.profile is not None:
-            subs.append((topic(prefix, who, "registry"), 1))
-        c.subscribe(subs)
+        c.subscribe(subscriptions(prefix, plant, group, registry=receiver.profile is not None))
 
     def on_subscribe(c, ud, mid, rcs, props):
         subscribed.set()
 
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
+    client.on_connect, client.on_subscribe = on_connect, on_subscribe
     client.on_message = lambda c, ud, msg: receiver.feed(msg.topic, msg.payload)  # feed never raises
     client.connect(parts.hostname or "127.0.0.1", parts.port or (8883 if parts.scheme == "mqtts" else 1883))
     client.loop_start()
@@ -484,3 +470,18 @@ def connect(receiver: Receiver, broker: str, plant: str | None, prefix: str = "p
         client.loop_stop()
         raise ConnectionError(f"could not subscribe at {broker}")
     return client
+
+
+def login(client: mqtt.Client, parts, ca_file=None, cert_file=None, key_file=None, username=None, password=None) -> None:
+    """TLS for mqtts://, and the user name and password (``username`` wins over the URL's)."""
+    if parts.scheme == "mqtts":
+        client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)
+    if username or parts.username:
+        client.username_pw_set(username or parts.username, password if username else parts.password)
+
+
+def subscriptions(prefix: str, plant: str | None, group: str | None, registry: bool = False) -> list[tuple[str, int]]:
+    """Alarms and telemetry (shared under ``group``), status (every receiver: retained) at QoS 1."""
+    who = plant or "+"
+    subs = [(f"$share/{group}/{t}" if group else t, 1) for t in (topic(prefix, who, k) for k in ("alarm", "telemetry"))]
+    return subs + [(topic(prefix, who, k), 1) for k in ("status", "registry")[:1 + registry]]

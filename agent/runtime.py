@@ -20,10 +20,14 @@ from typing import Any
 import drivers
 from agent.api import LocalApi, SocketApi
 from agent.config import Config
+from agent.config.sections import listen_address
+from agent.device_stats import DeviceStats
 from agent.history import History
 from agent.housekeeping import Housekeeping
+from agent.lan import LanApi, tls_context
 from agent.loops import LoopHealth
 from agent.operators import Operators
+from agent.outbox import unsent_view
 from agent.outbox_check import open_checked, set_aside
 from agent.payloads import STATUS_SCHEMA, rfc3339, unnumbered
 from agent.pending import Committer
@@ -90,8 +94,12 @@ class Agent:
         self.alarm_counts: dict[str, Any] = manager.kpis(self.started)
         self.outbox_seq = 0
         self.outbox_depth: dict[str, int] = {}
+        self.outbox_oldest: dict[str, Any] | None = None  # the oldest row some uplink has not delivered
+        self.uplink_oldest: dict[str, dict[str, Any] | None] = {}  # the same, per uplink
+        self._oldest_at = 0.0  # when uplink_oldest was last looked up (several uplinks)
         self.batches = 0
         self.device_state: dict[str, dict[str, Any]] = {d.name: {"state": "starting"} for d in cfg.devices}
+        self.device_stats = DeviceStats([d.name for d in cfg.devices])
         self.operators = Operators(self)
         self.loop: asyncio.AbstractEventLoop | None = None  # set by run
         on_command = self.operators.from_uplink if cfg.alarm_system.commands else None
@@ -111,6 +119,7 @@ class Agent:
         self.reminders.seq_of.update(self.outbox.last_seqs())
         self.history = History(cfg, manager, self.commit) if cfg.history.enabled else None
         self.api: LocalApi | None = None
+        self.lan: LanApi | None = None
         self.console = Console(self)
         self.trends = Trends(cfg)
         self.console.routes.update({"/trend": self.trends.get, "/trend/models": self.trends.get})
@@ -131,16 +140,22 @@ class Agent:
             "ts": rfc3339(time.time()),
             "version": agent_version(),
             "started": rfc3339(self.started),
-            "devices": dict(self.device_state),
+            "devices": {name: {**st, **self.device_stats.counts(name)} for name, st in self.device_state.items()},
             "outbox": {"last_seq": self.outbox_seq, "sent": self.uplinks.sent_count, "depth": self.outbox_depth,
+                       "oldest_unsent": unsent_view(self.outbox_oldest, time.time()),
                        "used_mb": self.housekeeping.used_mb, "free_mb": self.housekeeping.free_mb,
                        "storage_alarm": self.housekeeping.storage_active or not self.committer.view()["ok"],
                        "storage": self.committer.view()},
             "loops": self.health.view(),
-            "uplinks": self.uplinks.view(),
+            "uplinks": self.uplink_view(),
             "alarms": self.alarm_counts,
             "restarts": self.restarts,
         }
+
+    def uplink_view(self) -> dict[str, dict[str, Any]]:
+        """Each uplink's state with the oldest row it has not delivered (its age, its seq)."""
+        now, oldest = time.time(), self.uplink_oldest
+        return {name: {**u, "oldest_unsent": unsent_view(oldest.get(name), now)} for name, u in self.uplinks.view().items()}
 
     def failed(self, name: str, exc: BaseException | None) -> None:
         """Supervised work (a timer loop, an uplink) failed and is restarting, or ran long enough
@@ -234,6 +249,7 @@ class Agent:
         now = time.time()
         self.committed(self.pipeline.process(batch, now))
         self.batches += 1
+        self.device_stats.batch(batch.device, batch.error is not None)
         old = self.device_state[batch.device]
         if batch.error is not None:
             if old.get("state") != "comm_fail":
@@ -304,6 +320,19 @@ class Agent:
                 self.commit(self.pipeline.manager.tick(now))
                 self.alarm_counts = self.pipeline.manager.kpis(now)
                 self.outbox_depth = self.outbox.depth()  # here, on the loop's own connection
+                self._refresh_oldest(now)
+
+    def _refresh_oldest(self, now: float) -> None:
+        """The oldest unsent row, every second; per uplink the same row when there is one uplink
+        (a row is sent once every uplink has it), else every 10 s: with one platform away and a
+        backlog, finding what each other uplink still owes walks the rows the away one holds."""
+        self.outbox_oldest = self.outbox.oldest_unsent()
+        names = self.uplinks.names
+        if len(names) == 1:
+            self.uplink_oldest = {names[0]: self.outbox_oldest}
+        elif now - self._oldest_at >= 10.0:
+            self._oldest_at = now
+            self.uplink_oldest = {name: self.outbox.oldest_unsent(name) for name in names}
 
     async def _start_api(self) -> LocalApi | None:
         rules, ops = self.cfg.alarm_system, self.operators
@@ -317,14 +346,34 @@ class Agent:
         port = rules.api_port
         if not port:
             return None
-        api = LocalApi(port, lambda target: self.console.get(target) or ops.api_get(target), ops.api_post,
-                       ops.api_refusal, rules.api_token_file, self.console.stream)
+        api = LocalApi(port, self._api_get, ops.api_post, ops.api_refusal, rules.api_token_file, self.console.stream)
         try:
             await api.start()
         except OSError as exc:
             log.error("local API: cannot listen on 127.0.0.1:%d: %s", port, exc)
             return None
         return api
+
+    def _api_get(self, target: str) -> tuple[int, str, bytes]:
+        """A GET of either listener: the console's files and routes, else the operator API's."""
+        return self.console.get(target) or self.operators.api_get(target)
+
+    async def _start_lan(self) -> LanApi | None:
+        """The console on ``console_listen`` (HTTPS, logins), when configured."""
+        rules, ops = self.cfg.alarm_system, self.operators
+        if not rules.console_listen or rules.console_cert_file is None or rules.console_key_file is None:
+            return None  # the config check refuses a listen address without TLS
+        host, port = listen_address(rules.console_listen)
+        try:
+            lan = LanApi(host, port, tls_context(rules.console_cert_file, rules.console_key_file),
+                         self._api_get, ops.api_post, ops.api_refusal,
+                         users_file=rules.console_users_file, token_file=rules.api_token_file,
+                         session_s=rules.console_session_s, events=self.console.stream)
+            await lan.start()
+        except (OSError, ValueError) as exc:
+            log.error("console: cannot listen on https://%s: %s", rules.console_listen, exc)
+            return None
+        return lan
 
     async def run(self, stop: asyncio.Event) -> None:
         self.operators.loop = self.loop = asyncio.get_running_loop()
@@ -338,7 +387,9 @@ class Agent:
         for d in self.cfg.devices:
             cls = drivers.load(d.driver)
             driver_objs.append(cls(d, [t.spec for t in self.cfg.device_tags(d.name)]))
+        self.device_stats.drivers = {drv.device.name: drv for drv in driver_objs}
         self.api = await self._start_api()
+        self.lan = await self._start_lan()
         tasks = self._start_tasks(driver_objs)
         log.info("plantwatch %s running: plant %s, %d devices, %d tags", agent_version(), self.cfg.agent.plant,
                  len(driver_objs), len(self.cfg.tags))
@@ -354,7 +405,7 @@ class Agent:
                 except Exception:
                     log.exception("history: the last write failed")
             self.console.close()  # open pages' streams end, so the port closes at once
-            for server in (self.api, self.socket_api):
+            for server in (self.api, self.lan, self.socket_api):
                 if server is not None:
                     await server.close()
             for drv in driver_objs:

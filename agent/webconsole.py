@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agent.operators import alarm_view
-from agent.payloads import number, rfc3339
+from agent.outbox import unsent_view
+from agent.payloads import rfc3339
 from agent.telemetry import QUALITY_NAMES
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ SEND_TIMEOUT_S = 10.0
 
 def static(path: str) -> tuple[int, str, bytes] | None:
     """The console's file at ``path``, or None when ``path`` is not one of them."""
+    if path == "/session":  # the loopback page: reads for anyone, acts with a bearer token
+        return 200, "application/json", b'{"mode": "token"}'
     if path not in FILES:
         return None
     name, ctype = FILES[path]
@@ -56,6 +59,8 @@ class Console:
         self.interval_s = interval_s
         self.clients: set[asyncio.Queue[bytes | None]] = set()
         self.dropped = 0
+        self.frames = 0  # built, one per tick while anyone listens (snapshots too)
+        self.cpu_s = 0.0  # CPU of the loop's thread building and writing frames
         n = len(agent.cfg.tags)
         self.sent_value = np.full(n, np.nan)
         self.sent_quality = np.full(n, 255, dtype=np.uint16)
@@ -68,10 +73,21 @@ class Console:
         route = self.routes.get(path)
         return route(path, query, time.time()) if route is not None else static(path)
 
-    def tag_rows(self, idx: np.ndarray) -> dict[str, list[Any]]:
+    def tag_rows(self, idx: np.ndarray, full: bool = False) -> dict[str, list[Any]]:
+        """The tags at ``idx`` as columns: index ``i``, value ``v`` (null when not finite), quality
+        ``q`` (an index into the frame's ``qualities``); a full frame adds ``c``, when each last
+        changed (epoch seconds, null: not yet). A delta frame's tags changed at its ``t``.
+        Columns of plain numbers: cheap to build from the arrays, to encode and to parse."""
         tel = self.agent.telemetry
-        return {str(i): [number(tel.last_value[i]), QUALITY_NAMES[tel.last_quality[i]],
-                         rfc3339(self.changed_at[i]) if self.changed_at[i] > 0 else None] for i in idx.tolist()}
+        value = tel.last_value[idx]
+        values = value.tolist()
+        for k in np.flatnonzero(~np.isfinite(value)).tolist():
+            values[k] = None
+        rows = {"i": idx.tolist(), "v": values, "q": tel.last_quality[idx].tolist()}
+        if full:
+            changed = np.round(self.changed_at[idx], 3)
+            rows["c"] = [c if c > 0 else None for c in changed.tolist()]
+        return rows
 
     def _changes(self, now: float) -> np.ndarray:
         """The tags whose value or quality changed since the last frame (their change time kept)."""
@@ -84,20 +100,24 @@ class Console:
         self.sent_quality[mask] = quality[mask]
         return np.flatnonzero(mask)
 
-    def frame(self, tags: dict[str, list[Any]], full: bool) -> bytes:
+    def frame(self, tags: dict[str, list[Any]], full: bool, now: float | None = None) -> bytes:
         agent = self.agent
-        kpis = agent.pipeline.manager.kpis(time.time())
+        now = time.time() if now is None else now
+        kpis = agent.pipeline.manager.kpis(now)
         doc = {
-            "ts": rfc3339(time.time()), "full": full, "plant": agent.cfg.agent.plant, "name": agent.cfg.agent.name,
+            "ts": rfc3339(now), "t": round(now, 3), "full": full, "plant": agent.cfg.agent.plant, "name": agent.cfg.agent.name,
             "alarms": [self.alarm(a) for a in agent.pipeline.manager.alarms.values()],
-            "devices": dict(agent.device_state),
+            "devices": agent.device_stats.view(dict(agent.device_state)),
             "kpis": {k: (len(v) if isinstance(v, list | tuple | set | dict) else v) for k, v in kpis.items()},
-            "uplinks": agent.uplinks.view(), "outbox": {"depth": agent.outbox_depth, "last_seq": agent.outbox_seq},
+            "uplinks": agent.uplink_view(),
+            "outbox": {"depth": agent.outbox_depth, "last_seq": agent.outbox_seq,
+                       "oldest_unsent": unsent_view(agent.outbox_oldest, time.time())},
             "tags": tags,
         }
         if full:
             doc["columns"] = [[t.name, t.device or "", t.unit] for t in agent.cfg.tags]
-        return b"data: " + json.dumps(doc, ensure_ascii=False, default=str).encode() + b"\n\n"
+            doc["qualities"] = list(QUALITY_NAMES)
+        return b"data: " + json.dumps(doc, ensure_ascii=False, default=str, separators=(",", ":")).encode() + b"\n\n"
 
     def alarm(self, a: Any) -> dict[str, Any]:
         priority, unit, text = self.agent.pipeline.manager.wording(a)
@@ -107,12 +127,14 @@ class Console:
         """Once a second, while anyone listens: one delta frame for every client."""
         while True:
             await asyncio.sleep(self.interval_s)
-            changed = self._changes(time.time())
-            if not self.clients:
-                continue
-            data = self.frame(self.tag_rows(changed), full=False)
-            for queue in list(self.clients):
-                self.offer(queue, data)
+            now, cpu = time.time(), time.thread_time()
+            changed = self._changes(now)
+            if self.clients:
+                data = self.frame(self.tag_rows(changed), full=False, now=now)
+                for queue in list(self.clients):
+                    self.offer(queue, data)
+                self.frames += 1
+                self.cpu_s += time.thread_time() - cpu
 
     def offer(self, queue: asyncio.Queue[bytes | None], data: bytes) -> None:
         try:
@@ -134,13 +156,18 @@ class Console:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE)
         head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
                 b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n")
-        first = self.frame(self.tag_rows(np.arange(len(self.agent.cfg.tags))), full=True)
+        cpu = time.thread_time()
+        first = self.frame(self.tag_rows(np.arange(len(self.agent.cfg.tags)), full=True), full=True)
+        self.frames += 1
+        self.cpu_s += time.thread_time() - cpu
         try:
             writer.write(head + b"retry: 2000\n\n" + first)
             self.clients.add(queue)
             await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
             while (data := await queue.get()) is not None:
+                cpu = time.thread_time()
                 writer.write(data)
+                self.cpu_s += time.thread_time() - cpu
                 await asyncio.wait_for(writer.drain(), SEND_TIMEOUT_S)
         except (ConnectionError, TimeoutError):
             pass

@@ -251,8 +251,13 @@ def _describe_pca(c: Candidate) -> str:
 PCA = Kind(_component_options, _fit_pca, lambda m: {"components": m.n_components}, _describe_pca)
 
 
-def _delays(tr: Training, dt: float) -> list[tuple[float, float]]:
+def _delays(tr: Training, dt: float, n_hold: int) -> list[tuple[float, float]]:
+    """The (on, off) delays searched. An off-delay of k intervals makes every false alarm at least
+    1 + k rows long; it is searched only when the hold-out's false-alarm budget (``target_far`` of
+    its rows) holds such an alarm: else the limits set on the hold-out sit above all its rows
+    whatever the off-delay, its cost cannot show, and the search would take the longest."""
     auto_on, auto_off = (ON_DELAYS, OFF_DELAYS) if tr.auto else ((0,), (0,))
+    auto_off = tuple(k for k in auto_off if 1 + k <= tr.target_far * n_hold) or (0,)
     ons = [tr.on_delay_s] if tr.on_delay_s is not None else [k * dt for k in auto_on]
     offs = [tr.off_delay_s] if tr.off_delay_s is not None else [k * dt for k in auto_off]
     return list(itertools.product(ons, offs))
@@ -302,7 +307,7 @@ def search(tr: Training) -> list[Candidate]:  # linear: one loop nest over the c
         faulty = _faulty_stats(part, spec, models, segs, faults, history)
         for m, f, option in zip(models, faulty, options, strict=True):
             normal = _stats(m, d.X[hold], d.times[hold])
-            for on, off in _delays(tr, dt):
+            for on, off in _delays(tr, dt, int(hold.sum())):
                 f1, far, sens = _score(normal, f, on, off, tr.target_far)
                 out.append(Candidate(spec, option.get("variance"), m.n_components, on, off, f1, far, sens,
                                      tuple(option.items()), tuple(kind.fixed(m).items())))

@@ -23,6 +23,9 @@ from detectors.base import ConditionChange, Family, Option, Statistic
 from detectors.inputs import InputSpec, InputStage
 from detectors.modelfile import ModelFamily, model_tags
 from detectors.pca_model import PCA_LEVELS, PcaModel, PcaModelError, fit
+from detectors.recentre import Recentring
+
+REFIT = ("none", "recursive")
 
 
 class _Monitor:
@@ -47,18 +50,24 @@ class _Monitor:
         self.recent: list[Statistic] = []  # T2 and SPE of the last update (for trends)
         self.t2_limit = model.t2_limit * float(params["t2_factor"])
         self.spe_limit = model.spe_limit * float(params["spe_factor"])
+        self.centre = recentring(model, params)
 
     def update(self, tag, value, ts, quality, kind: str) -> list[ConditionChange]:
         X, times = self.stage.rows(tag, value, ts, quality)
         if times.shape[0] == 0:
             self.recent = []
             return []
-        Z = self.model.autoscale(X)
-        t2, spe = self.model.statistics(Z)
+        times = np.ascontiguousarray(times)
+        if self.centre is not None:
+            Z, t2, spe, pos, prev, new = self.centre.judge(self.model.statistics, X, times, self.debounce,
+                                                           self.t2_limit, self.spe_limit)
+        else:
+            Z = self.model.autoscale(X)
+            t2, spe = self.model.statistics(Z)
+            raw = ((t2 > self.t2_limit).astype(np.int8) + 2 * (spe > self.spe_limit).astype(np.int8))
+            pos, prev, new = self.debounce.run(raw, times)
         self.recent = [Statistic(self.name, "T2", times, t2, self.t2_limit),
                        Statistic(self.name, "SPE", times, spe, self.spe_limit)]
-        raw = ((t2 > self.t2_limit).astype(np.int8) + 2 * (spe > self.spe_limit).astype(np.int8))
-        pos, prev, new = self.debounce.run(raw, np.ascontiguousarray(times))
         return [self._change(kind, Z[j], float(times[j]), int(a), int(b), t2[j], spe[j])
                 for j, a, b in zip(pos.tolist(), prev.tolist(), new.tolist(), strict=True)]
 
@@ -93,6 +102,13 @@ class _Monitor:
         )
 
 
+def recentring(model: PcaModel, params: Mapping[str, Any]) -> Recentring | None:
+    """The moving centre of ``refit = "recursive"`` (detectors/recentre.py), None for "none"."""
+    if params.get("refit", "recursive") != "recursive":
+        return None
+    return Recentring(model.mean, model.scale, float(params.get("refit_memory") or model.n_train))
+
+
 class PcaFamily(ModelFamily):
     """Online PCA monitoring of one or more models, each over its own tags.
 
@@ -116,6 +132,10 @@ class PcaFamily(ModelFamily):
         "off_delay_s": Option(None, ">= 0; T²/SPE must stay under its limit this long before the alarm clears "
                                     "(not given: as `plantwatch train` chose)"),
         "top": Option(3, "how many top contributing tags the alarm names"),
+        "refit": Option("recursive", "`recursive` or `none`: with `recursive` the model's centre follows a slowly "
+                                     "drifting plant, moved by each input row judged normal (both statistics under "
+                                     "their limits, no alarm), never while in alarm (docs/DETECTION.md)"),
+        "refit_memory": Option(0, ">= 0, rows the moving centre remembers (0 = the rows the model was trained on)"),
         "t2_factor": Option(1.0, "> 0, multiplier of the fitted T² limit"),
         "spe_factor": Option(1.0, "> 0, multiplier of the fitted SPE limit"),
     }
@@ -164,6 +184,11 @@ class PcaFamily(ModelFamily):
             v = params.get(key)
             if isinstance(v, (int, float)) and v <= 0:
                 problems.append((key, f"must be > 0, not {v!r}"))
+        if "refit" in params and params["refit"] not in REFIT:
+            problems.append(("refit", f"must be one of {', '.join(REFIT)}, not {params['refit']!r}"))
+        memory = number.get("refit_memory")
+        if memory is not None and memory < 0:
+            problems.append(("refit_memory", f"must be >= 0 (0 = the training rows), not {memory!r}"))
         top = params.get("top")
         if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
             problems.append(("top", f"must be a whole number >= 1, not {top!r}"))
@@ -230,11 +255,18 @@ class PcaFamily(ModelFamily):
 
         model = PcaModel.load(file, names)
         Z, at = table_rows(model.spec, np.asarray(X, dtype=np.float64), np.asarray(ts, dtype=np.float64))
-        t2, spe = model.score(Z)
+        lt, ls = model.t2_limit * options.get("t2_factor", 1.0), model.spe_limit * options.get("spe_factor", 1.0)
+        centre = recentring(model, options)
+        if centre is None:
+            t2, spe = model.score(Z)
+        else:  # against the moving centre, as the engine judges them
+            on, off = options.get("on_delay_s"), options.get("off_delay_s")
+            debounce = _pca.SeriesDebounce(model.on_delay_s if on is None else float(on),
+                                           model.off_delay_s if off is None else float(off))
+            _, t2, spe, *_ = centre.judge(model.statistics, Z, np.ascontiguousarray(at), debounce, lt, ls)
         rows = np.searchsorted(ts, at)
         out = []
-        for name, values, limit in (("T²", t2, model.t2_limit * options.get("t2_factor", 1.0)),
-                                    ("SPE", spe, model.spe_limit * options.get("spe_factor", 1.0))):
+        for name, values, limit in (("T²", t2, lt), ("SPE", spe, ls)):
             full = np.full(len(X), np.nan)
             full[rows] = values
             out.append((name, full, limit))

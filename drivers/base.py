@@ -294,6 +294,18 @@ class Driver(ABC):
         """A simulated device serving ``tags`` at ``device.url`` (loopback), not yet started."""
         raise NotImplementedError(f"the {cls.name} driver has no simulator")
 
+    #: seconds the last read of the whole device took; None where the driver does not ask (a
+    #: server that pushes its changes) or has not read yet. The console's devices view shows it.
+    last_latency_s: float | None = None
+
+    def report(self) -> list[dict[str, Any]]:
+        """What this driver shows of itself in the console's devices view, beside the agent's own
+        counters (comm state, rate achieved, errors, last read latency): tables
+        ``{"title": str, "columns": [str, ...], "rows": [[cell, ...], ...]}``, cells strings or
+        numbers, in the driver's own words (its request plan, its subscription). Called on the
+        event loop at most once a second while a page is open: cheap, no I/O. Default: none."""
+        return []
+
     def __init__(self, device: DeviceSpec, tags: Sequence[TagSpec]):
         self.device = device
         self.tags = list(tags)
@@ -384,7 +396,9 @@ class PollingDriver(Driver):
                     if not connected:
                         await asyncio.wait_for(self.connect(), self.device.timeout_s * 2)
                         connected = True
+                    started = time.monotonic()
                     batch = await self.read()
+                    self.last_latency_s = time.monotonic() - started
                     failures = 0
                 except (DriverError, OSError, TimeoutError) as exc:
                     failures += 1

@@ -36,6 +36,30 @@ def persistent_mosquitto(tmp_path: Path):
     broker.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL of the test session's own (the OS's initdb and pg_ctl, a temporary data
+    directory, a free port), removed at the end."""
+    from tests.postgres import Postgres
+
+    server = Postgres().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres_server) -> str:
+    """A new, empty database on the session's PostgreSQL."""
+    import uuid
+
+    import psycopg
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{postgres_server.url.rsplit('/', 1)[0]}/{name}"
+
+
 BASE_CONFIG: dict[str, Any] = {
     "agent": {"plant": "640100000001", "name": "测试化工", "data_dir": "data"},
     "uplink": {"url": "mqtt://127.0.0.1:1883", "heartbeat_s": 5.0, "telemetry_interval_s": 0.0},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detectors.calibrate import Training, calibrate, debounced, empirical_limits, slow_tags
+from detectors.calibrate import Training, calibrate, debounced, empirical_limits, search, slow_tags
 from detectors.inputs import InputSpec, table_rows
 from tests.test_replay import T0, plantwatch
 
@@ -94,6 +94,16 @@ def test_what_the_config_fixes_is_not_searched():
                                           on_delay_s=1.0, off_delay_s=4.0))
     assert chosen.spec == spec and model.n_components == 2
     assert (model.on_delay_s, model.off_delay_s) == (1.0, 4.0)
+
+
+def test_off_delays_are_searched_only_where_the_hold_out_can_show_their_cost():
+    """At 1 %, 200 hold-out rows allow 2 false rows: no false alarm with an off-delay fits, so none
+    is searched; 2,000 allow 20: off-delays of 0 and 10 intervals are, 30 (31 rows) is not."""
+    short = search(Training(TAGS, steady(400, 10), T0 + np.arange(400.0), target_far=0.01))
+    assert {c.off_delay_s for c in short} == {0.0}
+    long = search(Training(TAGS, steady(4000, 11), T0 + np.arange(4000.0), target_far=0.01))
+    assert {c.off_delay_s for c in long} == {0.0, 10.0}
+    assert {c.on_delay_s for c in short} == {c.on_delay_s for c in long} == {0.0, 3.0, 10.0}
 
 
 # --- bad input: each a message naming the column, row or file, exit 2 ---------------------------

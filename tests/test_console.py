@@ -270,13 +270,15 @@ def test_live_updates_are_a_snapshot_then_deltas_at_most_one_a_second(plant):
     frames = read_events(port, 3.5)
     first, rest = frames[0], frames[1:]
     assert first["full"] and [c[0] for c in first["columns"]] == ["R101.TI01", "R101.PI01"]
-    assert first["tags"]["0"][:2] == [120.0, "good"] and first["devices"]["r1-plc"]["state"] == "ok"
+    tags = first["tags"]  # columns: index, value, quality (into "qualities"), changed at
+    assert tags["i"] == [0, 1] and tags["v"][0] == 120.0 and first["qualities"][tags["q"][0]] == "good"
+    assert len(tags["c"]) == 2 and first["devices"]["r1-plc"]["state"] == "ok"
     assert 2 <= len(rest) <= 4, len(rest)  # one a second (3.5 s: 3, give or take the first tick)
-    assert all(not f["full"] and "columns" not in f for f in rest)
-    assert all(f["tags"] == {} for f in rest[1:])  # nothing changed: no tag is sent again
+    assert all(not f["full"] and "columns" not in f and "c" not in f["tags"] for f in rest)
+    assert all(f["tags"]["i"] == [] for f in rest[1:])  # nothing changed: no tag is sent again
     plc.set_value(102, 1.5, type="float32")  # one tag changes
-    changed = [f["tags"] for f in read_events(port, 2.5)[1:] if f["tags"]]
-    assert changed and all(set(t) == {"1"} for t in changed) and changed[0]["1"][0] == 1.5, changed
+    changed = [f["tags"] for f in read_events(port, 2.5)[1:] if f["tags"]["i"]]
+    assert changed and all(t["i"] == [1] for t in changed) and changed[0]["v"] == [1.5], changed
 
 
 def test_a_client_that_does_not_keep_up_is_dropped_not_waited_for():

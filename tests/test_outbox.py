@@ -230,3 +230,26 @@ def test_a_row_is_sent_only_when_every_uplink_has_it(tmp_path):
     outbox.mark_sent([r.id for r in outbox.pending(ALARM, uplink="park")], uplink="park")
     outbox.set_uplinks(["park"])
     assert outbox.depth()["alarm"] == 0
+
+
+def test_the_oldest_unsent_row_overall_and_per_uplink(tmp_path):
+    from agent.outbox import unsent_view
+
+    outbox = Outbox(tmp_path / "outbox.db")
+    outbox.set_uplinks(["park", "province"])
+    assert outbox.oldest_unsent() is None and unsent_view(None, 10.0) is None
+    first = outbox.append(TOPIC, b"{}", lane=TELEMETRY, now=1.0)
+    outbox.append_alarms(TOPIC, alarm_docs(2), now=2.0)
+    oldest = outbox.oldest_unsent()
+    assert oldest == {"id": first, "lane": "telemetry", "seq": None, "created": 1.0}
+    outbox.mark_sent([first], now=3.0, uplink="park")
+    # the park has the telemetry row; the province still owes it, so it is the oldest unsent overall
+    assert outbox.oldest_unsent()["id"] == first and outbox.oldest_unsent("province")["id"] == first
+    park = outbox.oldest_unsent("park")
+    assert (park["lane"], park["seq"], park["created"]) == ("alarm", 1, 2.0)
+    assert unsent_view(park, 12.5) == {"id": park["id"], "lane": "alarm", "seq": 1,
+                                       "created": "1970-01-01T00:00:02.000Z", "age_s": 10.5}
+    everything = [r.id for lane in (ALARM, TELEMETRY) for r in outbox.pending(lane, uplink="province")]
+    outbox.mark_sent(everything, now=4.0, uplink="province")
+    outbox.mark_sent([r.id for r in outbox.pending(ALARM, uplink="park")], now=4.0, uplink="park")
+    assert outbox.oldest_unsent() is None and outbox.oldest_unsent("park") is None

@@ -25,9 +25,10 @@ class WebDriverError(AssertionError):
 class Browser:
     """``with Browser(tmp) as b: b.get(url); b.js("return document.title")``."""
 
-    def __init__(self, workdir: Path, width: int = 1280, height: int = 800):
+    def __init__(self, workdir: Path, width: int = 1280, height: int = 800, insecure_certs: bool = False):
         self.workdir = workdir
         self.size = (width, height)
+        self.insecure_certs = insecure_certs  # a test's own self-signed TLS certificate is accepted
         self.proc: subprocess.Popen | None = None
         self.session = ""
 
@@ -49,7 +50,7 @@ class Browser:
             time.sleep(0.1)
         args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-proxy-server",
                 f"--window-size={self.size[0]},{self.size[1]}", f"--user-data-dir={self.workdir / 'profile'}"]
-        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome",
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "acceptInsecureCerts": self.insecure_certs,
                                                  "goog:chromeOptions": {"binary": chromium, "args": args}}}}
         self.session = self._call("POST", "/session", caps)["sessionId"]
         return self

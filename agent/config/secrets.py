@@ -21,7 +21,7 @@ from agent.config.schema import item
 
 #: key names that hold the path of a secret (a client key's certificate, ``cert_file``, is public)
 SECRET_KEYS = ("password_file", "key_file", "key_password_file", "sm4_key_file", "iv_file", "appsecret_file",
-               "api_token_file", "command_key_file")
+               "api_token_file", "command_key_file", "console_key_file", "console_users_file")
 
 
 def secret_files(data: Mapping[str, Any], base: Path) -> Iterator[tuple[str, Path]]:

@@ -229,6 +229,18 @@ class AlarmSystemSection:
     api_token_file: Path | None = key(None, "bearer token(s) for state changes over `api_port`: one per line, "
                                       "`NAME TOKEN` (recorded as `token:NAME`) or just `TOKEN` (`token:api`); "
                                       "absent: the port is read-only", kind="path")
+    console_listen: str = key("", "`ADDRESS:PORT` of the console on the LAN (HTTPS, every view behind a login), "
+                              "e.g. `192.168.10.5:8443` or `0.0.0.0:8443`; empty: the console is only at "
+                              "http://127.0.0.1:{api_port}/. A non-loopback address needs `console_cert_file` and "
+                              "`console_key_file`")
+    console_cert_file: Path | None = key(None, "TLS certificate chain (PEM) of `console_listen`", kind="path")
+    console_key_file: Path | None = key(None, "TLS private key (PEM) of `console_listen`", kind="path")
+    console_users_file: Path | None = key(None, "logins of the LAN console: lines `NAME scrypt$N$r$p$SALT$HASH` "
+                                          "(`python -m agent.passwords FILE NAME` adds one); a token of "
+                                          "`api_token_file` signs in as well", kind="path")
+    console_session_s: float = key(28800.0, "a LAN console login lasts this long (kept by the agent, not the "
+                                   "browser), then the page asks again", check=between(60, 7 * 86400,
+                                                                                     "must be 60..604800 s"))
 
     def socket_path(self, data_dir: Path) -> Path:
         return self.api_socket if self.api_socket is not None else data_dir / "api.sock"
@@ -300,7 +312,8 @@ def alarm_system(data: Any, base: Path, p: Problems) -> AlarmSystemSection:
     section = AlarmSystemSection(**read_section(AlarmSystemSection, data, "alarm_system", base, p))
     if section.chatter_shelve_s > section.max_shelve_s:
         p.add("alarm_system.chatter_shelve_s", f"must not exceed max_shelve_s ({section.max_shelve_s:g})")
-    for k in ("command_key_file", "command_public_key_file", "api_token_file"):
+    for k in ("command_key_file", "command_public_key_file", "api_token_file", "console_cert_file",
+              "console_key_file", "console_users_file"):
         if getattr(section, k) is not None and not getattr(section, k).is_file():
             p.add(f"alarm_system.{k}", f"no such file: {getattr(section, k)}")
     if section.commands and section.command_key_file is None and section.command_public_key_file is None:
@@ -322,7 +335,54 @@ def alarm_system(data: Any, base: Path, p: Problems) -> AlarmSystemSection:
             grp.getgrnam(section.api_socket_group)
         except KeyError:
             p.add("alarm_system.api_socket_group", f"no such group: {section.api_socket_group!r}")
+    if section.console_listen:
+        _check_console(section, p)
     return section
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """(host, port) of ``console_listen``; ValueError saying what is wrong."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not ADDRESS:PORT (port 1..65535)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError(f"{host!r} is not an IP address (give the interface's address, or 0.0.0.0)") from None
+    return host, int(port)
+
+
+def _check_console(section: AlarmSystemSection, p: Problems) -> None:
+    """console_listen: an address, TLS unless loopback, a cert/key pair that loads, someone to log in."""
+    import ssl
+
+    from agent.passwords import read_users
+
+    try:
+        host, _ = listen_address(section.console_listen)
+    except ValueError as exc:
+        p.add("alarm_system.console_listen", str(exc))
+        return
+    cert, key_ = section.console_cert_file, section.console_key_file
+    if cert is None or key_ is None:
+        where = "the loopback address" if is_loopback(host) else f"{host}, reachable from the network,"
+        p.add("alarm_system.console_listen", f"the console on {where} is served only over TLS with a login: "
+              "set console_cert_file and console_key_file (the loopback console needs neither: "
+              "http://127.0.0.1:{api_port}/)")
+    if cert is not None and key_ is not None and cert.is_file() and key_.is_file():
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key_)
+        except (ssl.SSLError, OSError) as exc:
+            p.add("alarm_system.console_cert_file", f"{cert} with {key_} does not load as a TLS pair: {exc}")
+    if section.console_users_file is None and section.api_token_file is None:
+        p.add("alarm_system.console_listen", "nobody could sign in: set console_users_file (or api_token_file)")
+    if section.console_users_file is not None and section.console_users_file.is_file():
+        try:
+            read_users(section.console_users_file)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            p.add("alarm_system.console_users_file", str(exc))
 
 
 def _check_tokens(path: Path, p: Problems) -> None:

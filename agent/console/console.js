@@ -1,5 +1,6 @@
 // plantwatch console: no build step, no library. Live data from GET /events (server-sent events);
-// operator actions POST to /alarms/{id}/{op} with the bearer token kept in sessionStorage.
+// operator actions POST to /alarms/{id}/{op} with the bearer token kept in sessionStorage (loopback)
+// or, on the LAN console (HTTPS), with the session cookie and its CSRF token after a login.
 "use strict";
 
 const WORDS = {
@@ -15,7 +16,10 @@ const WORDS = {
     UNACK_ACTIVE: "未确认·激活", ACKED_ACTIVE: "已确认·激活", RTN_UNACK: "已恢复·未确认", NORMAL: "正常",
     OK: "正常", COMM_FAIL: "通讯故障", STARTING: "启动中", active: "激活", unacked: "未确认", stale: "陈旧报警",
     flood: "报警泛滥", floods: "泛滥次数", new_in_window: "窗口内新报警", commands_applied: "已执行命令",
-    commands_rejected: "已拒绝命令"},
+    commands_rejected: "已拒绝命令", login_title: "登录控制台", user: "用户名", password: "密码",
+    or_token: "或操作令牌", session_expired: "会话已过期，请重新登录", rate: "实际采集频率", reads: "读取次数",
+    errors: "错误次数", latency: "上次读取耗时", oldest_unsent: "最早未发送", none_unsent: "无（全部已发送）",
+    age: "已等待", every: "设定周期"},
   en: {alarms: "Alarms", devices: "Devices", tags: "Tags", system: "System", offline: "offline", live: "live",
     sign_in: "Sign in", sign_out: "Sign out", token_hint: "operator token", selected: "Selected", minutes: "min",
     comment: "comment", ack: "Acknowledge", shelve: "Shelve", unshelve: "Unshelve", token_required: "token required",
@@ -27,15 +31,19 @@ const WORDS = {
     select_alarm: "select an alarm first", shelved: "shelved", suppressed: "suppressed", out_of_service: "out of service",
     chattering: "chattering", done: "done", yes: "yes", no: "no", read_only: "read-only",
     UNACK_ACTIVE: "UNACK ACTIVE", ACKED_ACTIVE: "ACKED ACTIVE", RTN_UNACK: "RTN UNACK", NORMAL: "NORMAL",
-    OK: "OK", COMM_FAIL: "COMM_FAIL", STARTING: "STARTING"},
+    OK: "OK", COMM_FAIL: "COMM_FAIL", STARTING: "STARTING", login_title: "Sign in to the console", user: "User",
+    password: "Password", or_token: "or operator token", session_expired: "session expired: sign in again",
+    rate: "Rate achieved", reads: "Reads", errors: "Errors", latency: "Last read latency",
+    oldest_unsent: "Oldest unsent", none_unsent: "none (all sent)", age: "waiting", every: "set"},
 };
 const ROW_H = 24;
 const S = {lang: localStorage.getItem("pw-lang") || "zh", alarms: [], devices: {}, kpis: {}, uplinks: {}, outbox: {},
-  columns: [], values: [], shown: [], selected: null, arrived: {}};
+  columns: [], qualities: [], v: new Float64Array(0), q: new Uint8Array(0), c: new Float64Array(0), shown: [], selected: null, arrived: {}, mode: "token", user: null, csrf: null,
+  stats: {frames: 0, ms: 0, max: 0, chars: 0, loaded: null}};  // the cost of the live updates in this page
 window.plantwatch = S;  // the page's state, for whoever inspects it (the browser tests do)
 const $ = (id) => document.getElementById(id);
 const t = (k) => WORDS[S.lang][k] ?? k;
-const token = () => sessionStorage.getItem("pw-token") || "";
+const token = () => S.mode === "session" ? S.csrf || "" : sessionStorage.getItem("pw-token") || "";
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -93,9 +101,35 @@ function renderDevices() {
     const st = (d.state || "").toUpperCase();
     const tr = el("tr");
     tr.dataset.device = name;
-    tr.append(el("td", name), el("td", t(st), "state " + st), el("td", d.since || ""), el("td", d.error || ""));
+    const rate = d.rate_hz === undefined ? "" : fmt(d.rate_hz) + " /s" + (d.interval_s ? " (" + t("every") + " " + fmt(1 / d.interval_s) + " /s)" : "");
+    tr.append(el("td", name), el("td", t(st), "state " + st), el("td", d.since || ""), el("td", rate, "rate"),
+      el("td", fmt(d.reads), "reads"), el("td", fmt(d.errors), "errors"),
+      el("td", d.latency_ms === null || d.latency_ms === undefined ? "—" : fmt(d.latency_ms) + " ms", "latency"),
+      el("td", d.error || ""));
     body.append(tr);
+    if ((d.details || []).length) body.append(deviceDetails(name, d.details));
   }
+}
+
+function deviceDetails(name, details) {  // the driver's own tables (request plan, subscription), as it words them
+  const tr = el("tr", undefined, "details"), td = el("td");
+  td.colSpan = 8;
+  tr.dataset.details = name;
+  for (const sec of details) {
+    const box = el("div", undefined, "detail"), table = el("table"), head = el("tr");
+    box.append(el("strong", sec.title));
+    if ((sec.columns || []).some((c) => c)) { for (const c of sec.columns) head.append(el("th", c)); table.append(head); }
+    for (const row of sec.rows || []) { const r = el("tr"); for (const c of row) r.append(el("td", fmt(c))); table.append(r); }
+    box.append(table);
+    td.append(box);
+  }
+  tr.append(td);
+  return tr;
+}
+
+function unsent(o) {
+  return o ? o.lane + " #" + o.id + (o.seq !== null && o.seq !== undefined ? " seq " + o.seq : "") + ", " + t("age") + " " + fmt(o.age_s) + " s (" + o.created + ")"
+    : t("none_unsent");
 }
 
 function renderSystem() {
@@ -111,10 +145,12 @@ function renderSystem() {
   for (const [name, u] of Object.entries(S.uplinks)) {
     const tr = el("tr");
     tr.append(el("td", name), el("td", u.transport), el("td", u.connected ? t("yes") : t("no"), u.connected ? "OK" : "COMM_FAIL"),
-      el("td", fmt(u.sent)), el("td", fmt(u.dead_letters)));
+      el("td", fmt(u.sent)), el("td", fmt(u.dead_letters)), el("td", unsent(u.oldest_unsent), "oldest"));
+    tr.dataset.uplink = name;
     up.append(tr);
   }
   $("outbox").textContent = JSON.stringify(S.outbox.depth || {}) + "  seq " + fmt(S.outbox.last_seq);
+  $("outbox-oldest").textContent = unsent(S.outbox.oldest_unsent);
 }
 
 // --- the tag table: only the rows in view exist in the page (10,000 tags stay cheap) ---
@@ -122,9 +158,9 @@ function filterTags() {
   const q = $("tag-search").value.trim().toLowerCase(), f = $("tag-filter").value;
   S.shown = [];
   for (let i = 0; i < S.columns.length; i++) {
-    const [name, device] = S.columns[i], v = S.values[i] || [];
+    const [name, device] = S.columns[i], quality = S.qualities[S.q[i]];
     if (q && !name.toLowerCase().includes(q)) continue;
-    if (f === "not_good" && v[1] === "good") continue;
+    if (f === "not_good" && quality === "good") continue;
     if (f.startsWith("dev:") && device !== f.slice(4)) continue;
     S.shown.push(i);
   }
@@ -139,10 +175,10 @@ function renderTagRows() {
   rows.style.top = first * ROW_H + "px";
   rows.replaceChildren();
   for (const i of S.shown.slice(first, first + n)) {
-    const [name, device, unit] = S.columns[i], [v, q, changed] = S.values[i] || [];
+    const [name, device, unit] = S.columns[i], v = S.v[i], q = S.qualities[S.q[i]] ?? "", changed = S.c[i];
     const r = el("div", undefined, "tagrow");
     r.dataset.tag = name;
-    r.append(el("span", name), el("span", device), el("span", fmt(v), "value"), el("span", unit), el("span", q, "q-" + q),
+    r.append(el("span", name), el("span", device), el("span", fmt(Number.isNaN(v) ? null : v), "value"), el("span", unit), el("span", q, "q-" + q),
       el("span", changed ? new Date(changed).toLocaleTimeString() : ""));
     rows.append(r);
   }
@@ -159,8 +195,17 @@ function fillFilter() {
 }
 
 function onFrame(doc) {
-  if (doc.full) { S.columns = doc.columns; S.values = []; fillFilter(); }
-  for (const [i, row] of Object.entries(doc.tags)) S.values[Number(i)] = row;
+  if (doc.full) {  // the tags as typed columns: no object per tag, 10,000 values stay cheap to update
+    const n = doc.columns.length;
+    Object.assign(S, {columns: doc.columns, qualities: doc.qualities, v: new Float64Array(n).fill(NaN),
+      q: new Uint8Array(n).fill(255), c: new Float64Array(n)});
+    fillFilter();
+  }
+  const {i, v, q, c} = doc.tags, at = doc.t * 1000;  // index, value, quality; a delta's tags changed at t
+  for (let k = 0; k < i.length; k++) {
+    const j = i[k];
+    S.v[j] = v[k] === null ? NaN : v[k]; S.q[j] = q[k]; S.c[j] = c ? (c[k] === null ? 0 : c[k] * 1000) : at;
+  }
   for (const a of doc.alarms) {  // when this page first learnt of each activation
     if (a.active && S.arrived[a.id]?.since !== a.active_since) S.arrived[a.id] = {since: a.active_since, at: Date.now()};
   }
@@ -173,8 +218,54 @@ function onFrame(doc) {
 function connect() {
   const es = new EventSource("/events");
   es.onopen = () => { $("conn").className = "ok"; $("conn").dataset.t = "live"; $("conn").textContent = t("live"); };
-  es.onerror = () => { $("conn").className = "bad"; $("conn").dataset.t = "offline"; $("conn").textContent = t("offline"); };
-  es.onmessage = (ev) => onFrame(JSON.parse(ev.data));
+  es.onerror = () => {
+    $("conn").className = "bad"; $("conn").dataset.t = "offline"; $("conn").textContent = t("offline");
+    if (S.mode === "session") { es.close(); setTimeout(startSession, 2000); }  // expired? ask /session
+  };
+  es.onmessage = (ev) => {
+    const t0 = performance.now(), doc = JSON.parse(ev.data);
+    onFrame(doc);
+    void document.body.offsetHeight;  // style and layout now, inside the measured time
+    const ms = performance.now() - t0, st = S.stats;
+    st.frames++; st.ms += ms; st.max = Math.max(st.max, ms); st.chars += ev.data.length;
+    if (doc.full && st.loaded === null) st.loaded = performance.now();  // since the navigation started
+  };
+}
+
+// --- the LAN console: a login yields a session cookie (HttpOnly) and a CSRF token for the POSTs ---
+async function startSession() {
+  const r = await fetch("/session", {cache: "no-store"}).catch(() => null);
+  if (!r) { setTimeout(startSession, 2000); return; }
+  const doc = await r.json().catch(() => ({}));
+  S.mode = doc.mode || "token";
+  document.body.classList.toggle("lan", S.mode === "session");
+  if (S.mode === "session" && !doc.user) {
+    if (S.user) $("login-msg").textContent = t("session_expired");
+    S.user = S.csrf = null; showLogin(true); renderAuth(); return;
+  }
+  S.user = doc.user || null; S.csrf = doc.csrf || null;
+  showLogin(false); renderAuth(); connect();
+}
+
+function showLogin(on) {
+  $("login").hidden = !on;
+  for (const b of document.querySelectorAll("nav button")) $("view-" + b.dataset.view).hidden = on || !b.classList.contains("on");
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  const token = $("login-token").value.trim(), body = token ? {token} : {user: $("login-user").value, password: $("login-password").value};
+  $("login-password").value = ""; $("login-token").value = "";
+  const r = await fetch("/login", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body), cache: "no-store"});
+  const doc = await r.json().catch(() => ({}));
+  if (!r.ok) { $("login-msg").className = "err"; $("login-msg").textContent = r.status + ": " + (doc.error || r.statusText); return; }
+  $("login-msg").textContent = ""; startSession();
+}
+
+async function signOut() {
+  if (S.mode !== "session") { sessionStorage.removeItem("pw-token"); renderAuth(); return; }
+  await fetch("/logout", {method: "POST", headers: {"X-CSRF-Token": S.csrf || ""}, cache: "no-store"}).catch(() => null);
+  location.reload();
 }
 
 // --- operator actions ---
@@ -184,8 +275,9 @@ function renderAuth() {
     b.disabled = !has;
     b.textContent = has ? t(b.dataset.op) : t(b.dataset.op) + " (" + t("token_required") + ")";
   }
-  $("who").textContent = has ? "✔" : t("read_only");
+  $("who").textContent = has ? (S.user ? "✔ " + S.user : "✔") : t("read_only");
   $("who").className = has ? "" : "none";
+  $("token-clear").hidden = S.mode === "session" && !S.user;  // on the LAN: nothing to sign out of yet
 }
 
 async function act(op) {
@@ -196,8 +288,9 @@ async function act(op) {
   msg.className = ""; msg.textContent = "…";
   try {
     const r = await fetch("/alarms/" + encodeURIComponent(S.selected) + "/" + op, {
-      method: "POST", headers: {"Authorization": "Bearer " + token(), "Content-Type": "application/json"},
-      body: JSON.stringify(body), credentials: "omit", cache: "no-store"});
+      method: "POST", headers: S.mode === "session" ? {"X-CSRF-Token": token(), "Content-Type": "application/json"}
+        : {"Authorization": "Bearer " + token(), "Content-Type": "application/json"},
+      body: JSON.stringify(body), credentials: S.mode === "session" ? "same-origin" : "omit", cache: "no-store"});
     const doc = await r.json().catch(() => ({}));
     msg.className = r.ok ? "ok" : "err";
     msg.textContent = r.ok ? t(op) + ": " + t("done") : r.status + ": " + (doc.error || r.statusText);
@@ -224,14 +317,15 @@ function init() {
   }
   $("lang").addEventListener("click", () => { S.lang = S.lang === "zh" ? "en" : "zh"; localStorage.setItem("pw-lang", S.lang); applyLang(); });
   $("token-save").addEventListener("click", () => { sessionStorage.setItem("pw-token", $("token").value.trim()); $("token").value = ""; renderAuth(); });
-  $("token-clear").addEventListener("click", () => { sessionStorage.removeItem("pw-token"); renderAuth(); });
+  $("token-clear").addEventListener("click", signOut);
+  $("login").addEventListener("submit", login);
   for (const b of document.querySelectorAll("button.act")) b.addEventListener("click", () => act(b.dataset.op));
   $("tag-search").addEventListener("input", filterTags);
   $("tag-search").addEventListener("change", filterTags);
   $("tag-filter").addEventListener("change", filterTags);
   $("tag-viewport").addEventListener("scroll", renderTagRows, {passive: true});
   applyLang();
-  connect();
+  startSession();
 }
 
 document.addEventListener("DOMContentLoaded", init);

@@ -52,7 +52,7 @@ async function loadTrend() {
   const msg = $("trend-msg");
   let r, doc;
   try {
-    r = await fetch(query(), {cache: "no-store", credentials: "omit"});
+    r = await fetch(query(), {cache: "no-store", credentials: S.mode === "session" ? "same-origin" : "omit"});
     doc = await r.json().catch(() => ({}));
   } catch (e) {
     msg.className = "err"; msg.textContent = t("trend_failed") + ": " + e; return;
@@ -166,7 +166,7 @@ function axes(s, lo, hi, t0, t1, x, y, unit) {
 
 async function loadModels() {
   try {
-    const r = await fetch("/trend/models", {cache: "no-store", credentials: "omit"});
+    const r = await fetch("/trend/models", {cache: "no-store", credentials: S.mode === "session" ? "same-origin" : "omit"});
     TR.models = (await r.json()).models || [];
   } catch (e) {
     TR.models = [];

@@ -251,6 +251,12 @@ class ModbusDriver(PollingDriver):
         self._regs = np.zeros(self.decoder.reg_size, dtype=np.uint16)
         self._bits = np.zeros(self.decoder.bit_size, dtype=np.uint8)
 
+    def report(self) -> list[dict[str, Any]]:
+        """The read plan as it stands (after any split a device forced): one row per request."""
+        rows = [[r.fc, r.area, r.start, r.count, len(r.members)] for r in self.requests]
+        return [{"title": "Modbus requests per poll", "columns": ["function", "area", "start", "count", "tags"],
+                 "rows": rows}]
+
     async def connect(self) -> None:
         link = LinkPool.acquire(self.endpoint, self.device.timeout_s, self.frame_gap, self.in_flight)
         try:

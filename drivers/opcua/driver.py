@@ -106,6 +106,28 @@ class OpcUaDriver(Driver):
         connection (subscribe mode; poll mode has no deadbands)."""
         return self.mode.filter_refusals if isinstance(self.mode, Subscriber) else {}
 
+    def report(self) -> list[dict[str, Any]]:
+        """Subscribe mode: the subscription's state; poll mode: the Read requests; both: the counters."""
+        st = self.stats
+        counters = [["samples", st.samples], ["connects", st.connects], ["reconnects", st.reconnects],
+                    ["missed messages", st.missed_messages], ["overflows (server, client)",
+                                                              f"{st.server_overflows}, {st.client_overflows}"],
+                    ["items refused", st.bad_items], ["deadbands refused", st.filters_refused]]
+        if isinstance(self.mode, Subscriber):
+            rows = self.mode.state() + counters
+            title = "OPC-UA subscription"
+        else:
+            n = len(self.tags)
+            rows = [["mode", "poll"], ["nodes", n], ["nodes per Read", self.opts.batch_size],
+                    ["Reads per poll", max(1, math.ceil(n / self.opts.batch_size)) if n else 0]] + counters
+            title = "OPC-UA reads"
+        return [{"title": title, "columns": ["", ""], "rows": rows}]
+
+    @property  # type: ignore[override]
+    def last_latency_s(self) -> float | None:
+        """Poll mode: the last Read of every node; subscribe mode: None (the server pushes)."""
+        return self.mode.last_latency_s if isinstance(self.mode, Poller) else None
+
     def batches(self) -> AsyncIterator[SampleBatch]:
         return self.mode.batches()
 

@@ -87,6 +87,8 @@ class Subscriber:
         self.sub_lost = False
         # tag name -> status name, for the tags whose deadband the server refused at the last connect
         self.filter_refusals: dict[str, str] = {}
+        self.refused_items: set[int] = set()  # positions of the items refused at the last connect
+        self.revised_publishing_ms = 0.0  # the publishing interval the server granted
 
     # ---------------------------------------------------------------- notifications
 
@@ -119,6 +121,7 @@ class Subscriber:
             log.warning("opcua %s: tag %s (%s) refused: %s", self.device.name,
                         self.tags[pos].name, self.tags[pos].address, status.name)
         self.stats.bad_items += 1
+        self.refused_items.add(pos)
         self.buffer.add_bad([pos], status.value, time.time())
 
     def _filter_refused(self, pos: int, status: ua.StatusCode) -> None:
@@ -143,11 +146,25 @@ class Subscriber:
         params.PublishingEnabled = True
         params.Priority = 0
         sub = TagSubscription(client.uaclient.session, params, self)
-        await sub.init()
+        created = await sub.init()
+        self.revised_publishing_ms = float(created.RevisedPublishingInterval)
         self.filter_refusals = {}
+        self.refused_items = set()
         sub.last_publish_at = time.monotonic()
         await create_items(sub, self.opts.tags, self.opts.batch_size, self._item_refused, self._filter_refused)
         return sub
+
+    def state(self) -> list[list[Any]]:
+        """The subscription as the console's devices view shows it (rows of name, value)."""
+        sub = self.sub
+        if sub is None:
+            return [["subscription", "none (not connected)"], ["monitored items", f"0 of {len(self.tags)}"]]
+        age = time.monotonic() - sub.last_publish_at
+        return [["subscription id", sub.subscription_id],
+                ["publishing interval ms (asked, granted)",
+                 f"{self.opts.publishing_interval_ms:g}, {self.revised_publishing_ms:g}"],
+                ["monitored items", f"{len(self.tags) - len(self.refused_items)} of {len(self.tags)}"],
+                ["last publish", f"{age:.1f} s ago"], ["last sequence number", sub.last_sequence_number]]
 
     async def close(self) -> None:
         if self.sub is not None:

@@ -80,7 +80,15 @@ def test_unknown_node_is_bad_and_the_other_tags_keep_running():
                 await srv.set("R101.CNT", 8)
                 await c.wait_for(lambda c: c.last(3)[0] == 8.0, what="good tag still updating")
                 assert all(b.error is None for b in c.batches)
+                # what the console's devices view shows of the subscription
+                (report,) = driver.report()
+                rows = dict(report["rows"])
+                assert report["title"] == "OPC-UA subscription" and rows["subscription id"] > 0
+                assert rows["monitored items"] == "2 of 4" and rows["items refused"] == 2
+                assert rows["publishing interval ms (asked, granted)"].startswith("50, ")
+                assert rows["last publish"].endswith(" s ago") and driver.last_latency_s is None
             assert driver.stats.bad_items == 2
+            assert dict(driver.report()[0]["rows"])["subscription"] == "none (not connected)"
 
     run(main())
 
@@ -166,6 +174,10 @@ def test_poll_mode_reads_in_batches():
                 await c.wait_for(lambda c: len(c.batches) >= 3, what="three polls")
                 await srv.set("X.3", 42.0)
                 await c.wait_for(lambda c: c.last(names.index("X.3"))[0] == 42.0, what="polled change")
+                rows = dict(driver.report()[0]["rows"])
+                assert (rows["mode"], rows["nodes"], rows["nodes per Read"], rows["Reads per poll"]) == (
+                    "poll", len(names), 7, -(-len(names) // 7))
+                assert driver.last_latency_s is not None and driver.last_latency_s > 0
             for b in c.batches:
                 assert b.error is None and len(b) == len(names)
                 assert (b.quality == GOOD).all()
