@@ -1,6 +1,7 @@
 """Historian CSV exports read into float64 arrays for ``plantwatch replay`` and ``train``.
 
-The file is streamed in chunks of lines; each chunk is parsed straight into one preallocated
+The file is streamed as bytes in chunks of lines (decoded only to check that they are UTF-8,
+and split into text lines only where needed); each chunk is parsed straight into one preallocated
 rows x tags float64 array by a compiled parser (``detectors._csv``: no Python object per cell;
 times in epoch seconds parsed there too, ISO 8601 times without an offset by numpy). A chunk the
 fast parser cannot take as it is (quoted fields, blank lines, a row with another number of
@@ -11,14 +12,17 @@ of a bad cell; both give the same values to the bit. Empty cells are NaN (no sam
 
 from __future__ import annotations
 
+import codecs
 import csv
+import functools
+import io
 import itertools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -113,18 +117,40 @@ class _Layout:
         return out
 
 
-def _fast(lines: list[str], lay: _Layout, kept: list[list[str]], values: np.ndarray, times: np.ndarray) -> bool:
+@dataclass
+class _Chunk:
+    data: bytes  # CHUNK_LINES lines of the file, as they are
+    rows: int  # those lines as the compiled parser counts them (ends \n, \r\n); -1: parse row by row
+    text: str  # the lines decoded
+
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """The lines as a text file splits them (\r alone ends one too)."""
+        return io.StringIO(self.text, newline="").readlines()
+
+
+def _chunks(f: BinaryIO, rest: str) -> Iterator[_Chunk]:
+    """The data lines CHUNK_LINES at a time; ``rest``: what followed the header in its binary
+    line (lines ended by \r alone), parsed row by row."""
+    if rest:
+        yield _Chunk(rest.encode(), -1, rest)
+    while raw := list(itertools.islice(f, CHUNK_LINES)):
+        data = b"".join(raw)
+        yield _Chunk(data, len(raw), data.decode())
+
+
+def _fast(chunk: _Chunk, lay: _Layout, kept: list[list[str]], values: np.ndarray, times: np.ndarray) -> bool:
     """A chunk by the compiled parser into ``values`` and ``times`` (rows x tags and rows,
     the chunk's place in the whole arrays); False: parse it row by row."""
-    if _csv.parse_chunk("".join(lines).encode(), len(lines), lay.route, ord(lay.delimiter), values, times) < 0:
+    if chunk.rows < 0 or _csv.parse_chunk(chunk.data, chunk.rows, lay.route, ord(lay.delimiter), values, times) < 0:
         return False
     if lay.time is not None and not lay.numeric_time:
-        local = _local_times([line.split(lay.delimiter, lay.time + 1)[lay.time] for line in lines], lay.tz)
+        local = _local_times([line.split(lay.delimiter, lay.time + 1)[lay.time] for line in chunk.lines], lay.tz)
         if local is None:
             return False
         times[:] = local
     if lay.keep:
-        fields = [line.rstrip("\r\n").split(lay.delimiter) for line in lines]
+        fields = [line.rstrip("\r\n").split(lay.delimiter) for line in chunk.lines]
         for out, c in zip(kept, lay.keep, strict=True):
             out.extend(f[c] for f in fields)
     return True
@@ -183,13 +209,14 @@ def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate
     rows)``, the rows estimated from the file's size until the end)."""
     path = Path(path)
     try:
-        f = path.open(encoding="utf-8-sig", newline="")
+        f = path.open("rb")
         size = path.stat().st_size
     except OSError as exc:
         raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with f:
         try:
-            header = f.readline()
+            first_lines = io.StringIO(f.readline().removeprefix(codecs.BOM_UTF8).decode(), newline="").readlines()
+            header = first_lines[0] if first_lines else ""
             lay = None
             if header.strip():
                 delimiter = ";" if header.count(";") > header.count(",") else ","
@@ -201,30 +228,31 @@ def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate
             block = np.empty((0, len(lay.tags)))
             ts = np.empty(0)
             n, line_no, first = 0, 2, True
-            while lines := list(itertools.islice(f, CHUNK_LINES)):
+            for chunk in _chunks(f, "".join(first_lines[1:])):
+                count = chunk.rows if chunk.rows >= 0 else len(chunk.lines)
                 if first:  # the file's size over the first chunk's bytes per line: the expected rows
-                    per_line = max(1.0, sum(map(len, lines)) / len(lines))
+                    per_line = max(1.0, len(chunk.data) / max(1, count))
                     expected = int(size / per_line * 1.02) + CHUNK_LINES
                     block, ts = np.empty((expected, len(lay.tags))), np.empty(expected)
                     where = np.empty(expected, dtype=np.int32)  # each row's line in the file
                     if lay.time is not None:
-                        lay.numeric_time = _numeric(lines[0], lay)
+                        lay.numeric_time = _numeric(chunk.lines[0], lay)
                     lay.route = lay.routes()
                     first = False
-                if n + len(lines) > len(block):
-                    grow = max(n + len(lines), int(len(block) * 1.25))
+                if n + count > len(block):
+                    grow = max(n + count, int(len(block) * 1.25))
                     block, ts, where = _grown(block, grow), np.resize(ts, grow), np.resize(where, grow)
-                k = len(lines)
-                if _fast(lines, lay, kept, block[n:n + k], ts[n:n + k]):
+                if _fast(chunk, lay, kept, block[n:n + count], ts[n:n + count]):
+                    k = count
                     where[n:n + k] = line_no + np.arange(k)
                 else:
-                    values, times, at = _careful(lines, line_no, lay, kept)
-                    k = len(values)
+                    values, times, at = _careful(chunk.lines, line_no, lay, kept)
+                    k, count = len(values), len(chunk.lines)
                     block[n:n + k], ts[n:n + k], where[n:n + k] = values, times, at
                 if lay.time is None:
                     ts[n:n + k] = (n + np.arange(k)) * lay.rate
                 n += k
-                line_no += len(lines)
+                line_no += count
                 if progress is not None:
                     progress(n, max(n, int(size / per_line)))
         except UnicodeDecodeError as exc:

@@ -1,4 +1,4 @@
-"""The streaming CSV reader (agent/csvtable.py): numpy's parser for plain chunks, the careful
+"""The streaming CSV reader (agent/csvtable.py): the compiled parser (detectors._csv) for plain chunks, the careful
 row-by-row parser for the others, the same values either way, bad cells named by line."""
 
 from __future__ import annotations
@@ -128,3 +128,20 @@ def test_a_bad_row_in_a_crlf_file_with_a_bom_is_named_by_its_line(tmp_path, row,
         with pytest.raises(ReplayError) as err:
             read_table(path, ["A", "B"], None, None, BERLIN)
     assert str(err.value) == f"{path}{message}"
+
+
+def test_lines_ended_by_cr_alone_and_a_file_that_is_not_utf8(tmp_path, small_chunks):
+    rows = [f"{i},{i}.5,{-2 * i}" for i in range(30)]
+    lf = read_table(write(tmp_path / "lf.csv", "ts,A,B", rows), ["A", "B"], None, None, BERLIN)
+    path = tmp_path / "cr.csv"
+    path.write_bytes("\r".join(["ts,A,B", *rows]).encode())  # an old Mac export: no \n at all
+    cr = read_table(path, ["A", "B"], None, None, BERLIN)
+    assert np.array_equal(cr.block, lf.block) and np.array_equal(cr.ts, lf.ts)
+    rows[20] = "20,1.5,x\xe9"
+    path.write_bytes("\n".join(["ts,A,B", *rows]).encode("latin-1"))
+    with pytest.raises(ReplayError, match="not UTF-8 text"):
+        read_table(path, ["A", "B"], None, None, BERLIN)
+    rows[20] = "20,1.5,x7"
+    path.write_bytes("\r".join(["ts,A,B", *rows]).encode())
+    with pytest.raises(ReplayError, match=r"cr.csv:22: column 'B': 'x7' is not a number"):
+        read_table(path, ["A", "B"], None, None, BERLIN)
