@@ -39,7 +39,7 @@ def test_local_iso_times_empty_cells_and_labels_as_row_by_row(tmp_path, small_ch
     assert table.extra["label"] == [str(i % 2) for i in range(40)]
     assert table.matrix(["B", "A"]) is table.block  # train and replay take it as it is (the tags' order)
     assert np.array_equal(table.matrix(["A", "B"]), table.block[:, ::-1], equal_nan=True)
-    # a chunk numpy's parser cannot take (a quoted cell, a blank line) is read row by row, alike
+    # a chunk the compiled parser does not take (a quoted cell, a blank line) is read row by row, alike
     rows[9] = rows[9].replace(";9.25;", ';"9.25";')
     rows.insert(20, "")
     again = read_table(write(tmp_path / "b.csv", "time;A;B;label", rows), ["B", "A"], None, None, BERLIN,
