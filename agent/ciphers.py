@@ -13,9 +13,13 @@ import base64
 import binascii
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
+# cryptography is imported where a payload is enciphered (below), not with this module: every
+# config loads it, few encrypt, and the import costs ~7 MB of RSS
 
 CIPHERS = ("none", "sm4-cbc", "sm4-ecb", "aes-128-cbc", "aes-128-ecb")
 ENCODINGS = ("base64", "hex", "HEX")  # hex: lower case, HEX: upper case
@@ -28,6 +32,8 @@ class CipherError(ValueError):
 
 
 def _algorithm(name: str, key: bytes) -> algorithms.SM4 | algorithms.AES:
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
     return algorithms.SM4(key) if name.startswith("sm4") else algorithms.AES(key)
 
 
@@ -38,6 +44,8 @@ def is_cbc(name: str) -> bool:
 def blocks(name: str, key: bytes | None, data: bytes, iv: bytes | None = None, *, decrypt: bool = False) -> bytes:
     """The block cipher ``name`` over whole blocks, without padding: the primitive the known
     answers of GB/T 32907 and NIST SP 800-38A are stated for."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
     mode = modes.CBC(iv) if is_cbc(name) else modes.ECB()
     ctx = Cipher(_algorithm(name, key), mode)
     op = ctx.decryptor() if decrypt else ctx.encryptor()
@@ -93,6 +101,8 @@ class PayloadCipher:
         """The payload text of ``plain``. ``iv`` replaces the random IV (tests, known answers)."""
         if self.name == "none":
             return plain.decode("utf-8")
+        from cryptography.hazmat.primitives import padding
+
         padder = padding.PKCS7(8 * BLOCK_BYTES).padder()
         data = padder.update(plain) + padder.finalize()
         if self.random_iv:
@@ -113,6 +123,8 @@ class PayloadCipher:
         if not blob or len(blob) % BLOCK_BYTES:
             raise CipherError(f"ciphertext of {len(blob)} bytes is not whole {BLOCK_BYTES}-byte blocks")
         data = blocks(self.name, self.key, blob, iv, decrypt=True)
+        from cryptography.hazmat.primitives import padding
+
         unpadder = padding.PKCS7(8 * BLOCK_BYTES).unpadder()
         try:
             return unpadder.update(data) + unpadder.finalize()

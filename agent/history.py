@@ -131,15 +131,16 @@ class History:
                        for d in ("history", "history.retention")}  # as restored from before a restart
 
     def record(self, batch: SampleBatch) -> None:
-        """On the event loop: the batch's samples through the compressor into the buffer."""
+        """On the event loop: the batch's samples into the buffer, compressed when taken."""
         if len(batch):
-            pts = self.compressor.add(batch.tag, batch.ts, batch.value, batch.quality)
-            if len(pts):
-                self.pending.append(pts)
+            self.pending.append(Points(batch.tag, batch.ts, batch.value, batch.quality))
 
     def take(self) -> Points:
-        pts, self.pending = Points.concat(self.pending), []
-        return pts
+        """The points to archive from the samples buffered since the last take: one compressor
+        pass over all of them (per tag in time order, as the batches came), not one per batch:
+        at 1,613 batches a second the per-call cost of numpy was most of the history's CPU."""
+        raw, self.pending = Points.concat(self.pending), []
+        return self.compressor.add(raw.tag, raw.ts, raw.value, raw.quality)
 
     def write(self, pts: Points, now: float, maintain: bool) -> dict[str, Any]:
         """In a worker thread: commit the points, and (``maintain``) apply the policy."""

@@ -51,8 +51,9 @@ def clean(obj: Any) -> Any:
     return obj
 
 
-def dumps(doc: dict[str, Any]) -> bytes:
-    return json.dumps(clean(doc), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+def dumps(doc: dict[str, Any], safe: bool = False) -> bytes:
+    """Compact UTF-8 JSON; ``safe`` for a document already JSON-safe (no numpy, no NaN)."""
+    return json.dumps(doc if safe else clean(doc), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 @cache

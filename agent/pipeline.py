@@ -37,7 +37,7 @@ class AlarmSink(Protocol):
 
 def family_classes(cfg: Config) -> dict[str, type[Family]]:
     """The registered class of every detector family in use, in the order the engine runs them."""
-    classes = {name: detectors.load(name) for name in cfg.family_params()}
+    classes = {name: detectors.load(name) for name in cfg.families_in_use}
     return {name: classes[name] for name in sorted(classes, key=lambda n: (classes[n].order, n))}
 
 

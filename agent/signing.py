@@ -27,11 +27,13 @@ import json
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+# cryptography is imported where an Ed25519 key is read or used, not with this module: every
+# config loads it, few configure Ed25519, and the import costs ~7 MB of RSS
 
 MAX_ENVELOPE = 8 * 1024
 MIN_HMAC_KEY = 32
@@ -62,6 +64,9 @@ def load_keys(hmac_file: Path | None, public_file: Path | None) -> Keys:
             raise ValueError(f"{hmac_file}: an HMAC key needs at least {MIN_HMAC_KEY} bytes, this one has {len(key)}")
     public = None
     if public_file is not None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             loaded = serialization.load_pem_public_key(public_file.read_bytes())
         except ValueError as exc:
@@ -80,7 +85,7 @@ def sign(command: dict[str, Any], alg: str, key: bytes | Ed25519PrivateKey) -> b
         assert isinstance(key, bytes)
         sig = hmac.new(key, data, hashlib.sha256).digest()
     else:
-        assert isinstance(key, Ed25519PrivateKey)
+        assert not isinstance(key, bytes)  # an Ed25519PrivateKey
         sig = key.sign(data)
     return json.dumps({"alg": alg, "command": text, "sig": base64.b64encode(sig).decode()}).encode()
 
@@ -91,6 +96,8 @@ def _verify(alg: str, keys: Keys, data: bytes, sig: bytes) -> None:
             raise Refused("signature", "bad HMAC-SHA256 signature")
         return
     if alg == "ed25519" and keys.ed25519 is not None:
+        from cryptography.exceptions import InvalidSignature
+
         try:
             keys.ed25519.verify(sig, data)
         except InvalidSignature:

@@ -16,9 +16,10 @@ import numpy as np
 from agent.config import Config
 from agent.loops import LoopHealth
 from agent.outbox import TELEMETRY, Outbox
-from agent.payloads import TELEMETRY_SCHEMA, dumps, number, rfc3339, topic
+from agent.payloads import TELEMETRY_SCHEMA, dumps, rfc3339, topic
 from drivers.base import SampleBatch
 
+INF = float("inf")
 QUALITY_NAMES = ("good", "uncertain", "bad", "comm_fail")
 
 
@@ -38,6 +39,7 @@ class Telemetry:
         self.last_value = np.full(n, np.nan)
         self.last_quality = np.full(n, 3, dtype=np.uint8)
         self.last_ts = np.zeros(n)
+        self.names = [t.name for t in cfg.tags]
 
     def record(self, batch: SampleBatch) -> None:
         """Keep the batch's samples as the tags' latest."""
@@ -46,17 +48,25 @@ class Telemetry:
             self.last_quality[batch.tag] = batch.quality
             self.last_ts[batch.tag] = batch.ts
 
-    def document(self, mask: np.ndarray | None = None) -> dict[str, Any]:
-        """A snapshot of every tag, or (``mask``) an on-change message with only those tags."""
-        tags = self.cfg.tags if mask is None else [self.cfg.tags[i] for i in np.flatnonzero(mask)]
+    def document(self, mask: np.ndarray | None = None, latest: tuple[np.ndarray, ...] | None = None) -> dict[str, Any]:
+        """A snapshot of every tag, or (``mask``) an on-change message with only those tags;
+        from ``latest`` (copies of value, quality, time) when given, else the live arrays."""
+        value, quality, times = latest or (self.last_value, self.last_quality, self.last_ts)
+        index = np.arange(len(self.names)) if mask is None else np.flatnonzero(mask)
+        # built from arrays and memoised per distinct time (a device's tags share one): at
+        # 100,000 tags, a snapshot costs a dict per tag and no more
+        times = times[index]
+        distinct, where = np.unique(times, return_inverse=True)
+        shown = [rfc3339(x) if x > 0 else None for x in distinct.tolist()]
+        names = self.names
         doc = {
             "schema": TELEMETRY_SCHEMA,
             "plant": self.cfg.agent.plant,
             "ts": rfc3339(time.time()),
             "tags": {
-                t.name: {"v": number(self.last_value[t.index]), "q": QUALITY_NAMES[self.last_quality[t.index]],
-                         "t": rfc3339(self.last_ts[t.index]) if self.last_ts[t.index] > 0 else None}
-                for t in tags
+                names[i]: {"v": v if v == v and abs(v) != INF else None, "q": QUALITY_NAMES[q], "t": shown[w]}
+                for i, v, q, w in zip(index.tolist(), value[index].tolist(), quality[index].tolist(),
+                                      where.reshape(-1).tolist(), strict=True)
             },
         }
         if mask is not None:
@@ -66,7 +76,7 @@ class Telemetry:
     def encode(self, doc: dict[str, Any]) -> bytes:
         """The stored form: the json-profile document; each uplink encodes it in its own
         profile at send time (agent.encoding)."""
-        return dumps(doc)
+        return dumps(doc, safe=True)  # document() builds it JSON-safe: plain floats, no NaN
 
     async def run(self) -> None:
         """A snapshot of every tag each ``telemetry_interval_s``; between snapshots, every
@@ -95,13 +105,16 @@ class Telemetry:
                 if not mask.any():
                     continue
             with self.health.guard("telemetry"):
-                doc = self.document(mask)
-                self.outbox.append(self.topic, self.encode(doc), lane=TELEMETRY)
+                # built and encoded off the loop (a snapshot of 100,000 tags is ~0.5 s of CPU that
+                # would hold every device's batch back), from copies taken here
+                latest = (value.copy(), quality.copy(), self.last_ts.copy())
+                payload = await asyncio.to_thread(lambda m=mask, a=latest: self.encode(self.document(m, a)))
+                self.outbox.append(self.topic, payload, lane=TELEMETRY)
                 # a tag within its deadband keeps the value it was last sent with as the
                 # reference, so a slow drift is still reported once it adds up to more than the
                 # deadband
                 sent = slice(None) if mask is None else mask
-                sent_value[sent], sent_quality[sent] = value[sent], quality[sent]
+                sent_value[sent], sent_quality[sent] = latest[0][sent], latest[1][sent]
                 self.wake()
 
 

@@ -37,6 +37,9 @@ from agent.supervise import Report, run_supervised
 from agent.unnumbered import Encode, Unnumbered
 from drivers.base import backoff_delay
 
+# an MQTT will's payload has a 16-bit length; paho refuses to connect with a longer one
+WILL_MAX = 65535
+
 log = logging.getLogger("plantwatch.uplink")
 
 _MARK_WAIT_S = 0.2  # for another connection's write lock, when marking rows sent
@@ -191,7 +194,10 @@ class Uplink:
                 keyfile=str(self.cfg.key_file) if self.cfg.key_file else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
-        client.will_set(self.status_topic, self.encode(self.status(False)), qos=1, retain=True,
+        will = self.encode(self.status(False))
+        if len(will) > WILL_MAX:  # every device's state of a large plant: the offline status without them
+            will = self.encode({k: v for k, v in self.status(False).items() if k != "devices"})
+        client.will_set(self.status_topic, will, qos=1, retain=True,
                         properties=self._properties(PacketTypes.WILLMESSAGE, STATUS_SCHEMA))
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish

@@ -138,7 +138,10 @@ class Family(ABC):
     def __init__(self, n_tags: int, params: Mapping[int, Mapping[str, Any]]):
         """``params`` maps tag index -> resolved parameters for every tag this family watches."""
         self.n_tags = n_tags
-        self.params = {int(t): self.resolve(p) for t, p in params.items()}
+        seen: dict[tuple, dict[str, Any]] = {}
+        # one dict per distinct table, shared by the tags that have it (100,000 tags with the
+        # same ewma settings hold one dict, not 100,000); read-only, as every family treats it
+        self.params = {int(t): shared(self.resolve(p), seen) for t, p in params.items()}
 
     @abstractmethod
     def update(
@@ -183,6 +186,16 @@ class Family(ABC):
         (name, values per row, limit),
         for reports; the families without a model have none."""
         return []
+
+
+def shared(params: dict[str, Any], seen: dict[tuple, dict[str, Any]]) -> dict[str, Any]:
+    """``params``, or the equal dict met before in ``seen`` (values of unhashable types are
+    never shared)."""
+    key = tuple((k, type(v), v) for k, v in params.items())
+    try:
+        return seen.setdefault(key, params)
+    except TypeError:
+        return params
 
 
 def check_values(defaults: Mapping[str, Any], params: Mapping[str, Any]) -> list[tuple[str, str]]:

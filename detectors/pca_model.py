@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from detectors.base import ModelError
 from detectors.inputs import InputSpec
@@ -185,6 +184,9 @@ def _spec(data: Mapping[str, Any], names: tuple[str, ...], fail) -> InputSpec:
 
 def t2_limit(n: int, k: int, confidence: float) -> float:
     """Hotelling T^2 limit for a new observation, from a model fitted on n rows, k scores."""
+    # here, not at import: scipy.stats costs ~70 MB that a config without models never needs
+    from scipy import stats
+
     return k * (n - 1) * (n + 1) / (n * (n - k)) * float(stats.f.ppf(confidence, k, n - k))
 
 
@@ -195,6 +197,8 @@ def spe_limit(residual_eigenvalues: np.ndarray, confidence: float) -> float:
     if th1 <= 0.0 or th2 <= 0.0:
         return math.inf  # no residual space left: SPE is zero by construction, not monitored
     h0 = 1.0 - 2.0 * th1 * th3 / (3.0 * th2 * th2)
+    from scipy import stats  # see t2_limit
+
     c = float(stats.norm.ppf(confidence))
     base = c * math.sqrt(2.0 * th2 * h0 * h0) / th1 + 1.0 + th2 * h0 * (h0 - 1.0) / (th1 * th1)
     return th1 * max(base, 0.0) ** (1.0 / h0)

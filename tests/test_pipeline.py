@@ -123,3 +123,18 @@ def test_a_models_limit_factors_reach_the_engine(tmp_path):
     (m1,) = next(f for f in build_engine(plain).families if f.name == "pca").monitors
     (m2,) = next(f for f in build_engine(wide).families if f.name == "pca").monitors
     assert m2.t2_limit == 2.0 * m1.t2_limit and m2.spe_limit == 3.0 * m1.spe_limit
+
+
+def test_tags_with_equal_detector_tables_share_one_and_keep_their_own_values():
+    tag = {"device": "r1-plc", "type": "float32", "detectors": ["ewma"], "alarms": {"h": 160.0}}
+    tags = [{**tag, "name": f"T{i}", "address": f"hr:{2 * i}"} for i in range(3)]
+    tags[2] = {**tags[2], "ewma": {"lambda_": 0.5}, "alarms": {"h": 150.0}}
+    cfg = parse(config_dict(tags=tags))
+    assert cfg.tags[0].families["ewma"] is cfg.tags[1].families["ewma"]
+    assert cfg.tags[2].families["ewma"]["lambda_"] == 0.5 and cfg.tags[0].families["ewma"].get("lambda_") != 0.5
+    engine = build_engine(cfg)
+    ewma = next(f for f in engine.families if f.name == "ewma")
+    limit = next(f for f in engine.families if f.name == "limit")
+    assert ewma.params[0] is ewma.params[1] and ewma.params[2]["lambda_"] == 0.5
+    assert limit.params[0] is limit.params[1]
+    assert limit.params[0]["h"] == 160.0 and limit.params[2]["h"] == 150.0

@@ -161,3 +161,24 @@ def test_telemetry_on_change_respects_the_deadband(tmp_path, mosquitto, write_co
     sent_ti = [round(d["tags"]["R101.TI01"]["v"], 3) for d in docs if "R101.TI01" in d["tags"]]
     assert sent_ti == [120.0, 121.5], sent_ti  # 120.6 was within the deadband of 120.0
     assert all(d.get("change") is True for d in docs)
+
+
+def test_a_plant_whose_status_outgrows_the_mqtt_will_still_connects_and_sends(tmp_path, mosquitto):
+    devices = {f"D{d:04d}": {"state": "comm_fail", "error": "cannot connect to 127.0.0.1:50000 (no answer within 2 s)",
+                             "since": "2026-01-01T00:00:00.000Z"} for d in range(1613)}
+
+    def status(online: bool) -> dict:
+        return {**status_doc(online), "devices": devices}
+
+    assert len(json.dumps(status(False))) > 65535  # more than an MQTT will can carry
+    path = tmp_path / "outbox.db"
+    Burst(path, lambda: None, total=3, batch=3, pause=0.0).run()
+    cap = Capture(mosquitto.port)
+    up = Uplink(UplinkSection(url=mosquitto.url, heartbeat_s=5.0), PLANT, path, status)
+    up.start()
+    try:
+        assert cap.wait(lambda m: len(on(TOPIC)(m)) >= 3, 20), "the uplink never connected"
+    finally:
+        up.stop(2.0)
+        cap.close()
+    assert [json.loads(m.payload)["seq"] for m in on(TOPIC)(cap.messages)] == [1, 2, 3]

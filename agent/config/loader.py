@@ -82,7 +82,19 @@ class Config:
         return device.interval_s if device else 1.0
 
     def tag_index(self) -> dict[str, int]:
+        return dict(self._tag_index)
+
+    @cached_property
+    def _tag_index(self) -> dict[str, int]:
         return {t.name: t.index for t in self.tags}
+
+    @cached_property
+    def families_in_use(self) -> tuple[str, ...]:
+        """The names of the detector families some tag or model uses (what family_params has
+        keys for, without building it)."""
+        names = dict.fromkeys(f for tag in self.tags for f in tag.families)
+        names.update(dict.fromkeys(m.kind for m in self.models if m.tags))
+        return tuple(names)
 
     def family_params(self) -> dict[str, dict[int, dict[str, Any]]]:
         """family name -> {tag index: parameters} for every family in use: the tags' own

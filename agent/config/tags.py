@@ -22,6 +22,7 @@ from agent.config.schema import (
     positive,
 )
 from agent.presets import GASES, GRADE_WORDS, PRESETS, Preset
+from detectors.base import shared
 from drivers.base import BYTE_ORDERS, VALUE_TYPES, DeviceSpec, TagSpec
 
 #: the agent's own alarm kinds, which a tag's priority table may also name
@@ -169,6 +170,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         return tags, paths
     device_names = {d.name for d in devices}
     names: dict[str, str] = {}
+    seen: dict[tuple, dict] = {}  # a family table shared by the tags that have the same one
     for i, entry in enumerate(raw):
         path = item("tags", i, entry)
         dev = entry.get("device") if isinstance(entry, dict) else None
@@ -189,7 +191,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         if isinstance(t["priority"], dict):
             t["priority"] = p.names(t["priority"], f"{path}.priority", roles.priority_names(), lambda v: None)
         _apply_preset(t, entry, path, p)
-        families = _families(t, path, roles, detector_params, p, tuned)
+        families = {k: shared(v, seen) for k, v in _families(t, path, roles, detector_params, p, tuned).items()}
         spec = TagSpec(
             index=i, name=t["name"] or f"tag{i}", device=dev if isinstance(dev, str) else "",
             address=t["address"] or "", type=t["type"], order=t["order"], scale=t["scale"], offset=t["offset"],
@@ -304,5 +306,22 @@ def family_table(fam: type, params: Any, path: str, p: Problems) -> dict | None:
         return None
     p.unknown(params, path, fam.options)
     known = {k: v for k, v in params.items() if k in fam.options}
-    p.extend_from(path, fam.check(known))
+    p.extend_from(path, _checked(fam, known))
     return known
+
+
+_CHECKED: dict[tuple, list] = {}  # (family, parameters) -> its problems: a point list repeats a few tables
+
+
+def _checked(fam: type, known: dict[str, Any]) -> list:
+    """``fam.check(known)``, once per distinct table (100,000 tags share a handful)."""
+    key = (fam, *((k, type(v), v) for k, v in known.items()))
+    try:
+        found = _CHECKED.get(key)
+    except TypeError:  # a list or table among the values: checked every time
+        return fam.check(known)
+    if found is None:
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        found = _CHECKED[key] = list(fam.check(known))
+    return found
