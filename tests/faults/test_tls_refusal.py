@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.broker import Mosquitto, free_port
+from agent.broker import Mosquitto, free_port, wait_port
 from agent.outbox import Outbox
 from agent.receiver import Receiver, connect
 from tests.faults.certs import CertificateAuthority
@@ -27,9 +27,13 @@ PASSWORD = "pw-tls-refusal-5d41402abc4b2a76"
 def tls_broker(tmp_path: Path, ca: CertificateAuthority, names: tuple[str, ...]) -> tuple[Mosquitto, int]:
     server = ca.issue("broker", server=True, names=names)
     tls_port, plain_port = free_port(), free_port()
+    while plain_port == tls_port:
+        plain_port = free_port()
     extra = (f"listener {tls_port} 127.0.0.1\ncafile {ca.path}\ncertfile {server.cert}\nkeyfile {server.key}\n"
              f"listener {plain_port} 127.0.0.1\nallow_anonymous true\nlog_type all\n")
-    return Mosquitto(port=tls_port, extra=extra, workdir=tmp_path / "mosquitto").start(), plain_port
+    broker = Mosquitto(port=tls_port, extra=extra, workdir=tmp_path / "mosquitto").start()
+    wait_port(plain_port)  # start() waits for the TLS listener only; the plain one may open after it
+    return broker, plain_port
 
 
 @pytest.mark.parametrize("case", ["untrusted CA", "wrong host name", "trusted"])
