@@ -42,7 +42,7 @@ from detectors.base import Statistic
 from drivers.base import BAD, SampleBatch
 
 MB = 2**20
-MAX_POINTS = 720  # a history range is read back as at most this many buckets
+MAX_POINTS = 720  # a history range is read back in buckets of this fraction of it (+1: they are aligned)
 EPOCH_RANGE = (0.0, 4102444800.0)  # 1970 .. 2100: what a request's times may be
 MAX_SPAN_S = 7 * 86400.0  # the longest range
 HISTORY_LINE = 4  # trend requests on the history at once: one reading, the others waiting their turn
