@@ -405,11 +405,11 @@ class Agent:
                     await self.history.close()  # the buffer and every tag's held sample
                 except Exception:
                     log.exception("history: the last write failed")
+            self.trends.close()  # requests waiting for the history are answered 503
             self.console.close()  # open pages' streams end, so the port closes at once
             for server in (self.api, self.lan, self.socket_api):
                 if server is not None:
                     await server.close()
-            self.trends.close()
             for drv in driver_objs:
                 with contextlib.suppress(Exception):
                     await drv.close()

@@ -47,6 +47,8 @@ EPOCH_RANGE = (0.0, 4102444800.0)  # 1970 .. 2100: what a request's times may be
 MAX_SPAN_S = 7 * 86400.0  # the longest range
 HISTORY_LINE = 4  # trend requests on the history at once: one reading, the others waiting their turn
 
+STOPPING = "the agent is stopping: the history was not read"
+
 Answer = tuple[int, str, bytes]
 T = TypeVar("T")
 
@@ -61,13 +63,15 @@ class TrendError(Exception):
 
 class HistoryReader:
     """The trends' reads of the history: in a thread of their own, off the event loop, one at a
-    time (SQLite reads in series, one core at most), at most ``line`` at once; one more is refused."""
+    time (SQLite reads in series), at most ``line`` at once; one more is refused."""
 
     def __init__(self, line: int = HISTORY_LINE):
         self.line = line
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="trend-history")
         self.pending: list[Future[Any]] = []  # reading or waiting, oldest first
+        self.waiters: set[asyncio.Future[Any]] = set()  # what the requests await
         self.busy = 0  # requests refused because the line was full
+        self.closed = False
 
     @property
     def reading(self) -> int:
@@ -77,17 +81,33 @@ class HistoryReader:
 
     async def read(self, fn: Callable[[], T]) -> T:
         """``fn()`` run in the reader's thread (on the event loop: only the wait)."""
+        if self.closed:
+            raise TrendError(503, "stopping", STOPPING)
         if self.reading >= self.line:
             self.busy += 1
             raise TrendError(429, "history_busy", f"{self.line} trend requests are on the history already (one reads, the "
                              "others wait their turn): try again in a moment")
         future = self.executor.submit(fn)
         self.pending.append(future)
-        return await asyncio.wrap_future(future)
+        waiter = asyncio.wrap_future(future)
+        self.waiters.add(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self.closed or (task is not None and task.cancelling()):
+                raise  # the request itself was cancelled
+        finally:
+            self.waiters.discard(waiter)
+        raise TrendError(503, "stopping", STOPPING)
 
     def close(self) -> None:
-        """Drop the reads not begun; the one under way ends on its own."""
+        """The agent stops: the requests in line are answered 503 at once, the reads not begun
+        are dropped; the one under way ends in its thread."""
+        self.closed = True
         self.executor.shutdown(wait=False, cancel_futures=True)
+        for waiter in self.waiters:
+            waiter.cancel()
 
 
 class Trends:

@@ -11,11 +11,14 @@ the answer the same code gives with the history read in the caller's thread (``T
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +50,21 @@ def seed(directory, names: list[str], t0: float, t1: float, step: float = 2.0) -
         return store.write(Points(np.zeros(len(ts), np.int32), ts, value, quality))
     finally:
         store.close()
+
+
+@contextlib.contextmanager
+def locked(config: Path, t: float) -> Iterator[None]:
+    """The day file of ``t`` held under an exclusive SQLite lock (a write begun, rolled back at the end)."""
+    cfg = load(config)
+    lock = sqlite3.connect(cfg.history.path(cfg.agent.data_dir) / f"{day_name(day_of(t))}.db", isolation_level=None)
+    try:
+        lock.execute("PRAGMA locking_mode=EXCLUSIVE")
+        lock.execute("BEGIN EXCLUSIVE")
+        lock.execute("DELETE FROM points WHERE ms < 0")  # a write: the lock is taken and held
+        yield
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
 
 
 def gauge(port: int, name: str) -> float:
@@ -107,13 +125,8 @@ def test_a_weeks_history_is_read_while_the_loop_goes_on_and_the_answer_is_the_sy
         thread.start()
         return thread
 
-    first = load(config).history.path(load(config).agent.data_dir) / f"{day_name(day_of(end - WEEK))}.db"
-    lock = sqlite3.connect(first, isolation_level=None)
-    lock.execute("PRAGMA locking_mode=EXCLUSIVE")
-    lock.execute("BEGIN EXCLUSIVE")
-    lock.execute("DELETE FROM points WHERE ms < 0")  # a write: the lock is taken and held
-    threads = [ask("first", "port")]
-    try:
+    with locked(config, end - WEEK):
+        threads = [ask("first", "port")]
         wait_until(lambda: gauge(port, "plantwatch_trend_history_reads") == 1, "the read never showed as under way")
         # the read waits on the lock in the reader's thread: the loop polls and answers meanwhile
         batches = gauge(port, "plantwatch_batches_total")
@@ -125,9 +138,6 @@ def test_a_weeks_history_is_read_while_the_loop_goes_on_and_the_answer_is_the_sy
         wait_until(lambda: gauge(port, "plantwatch_trend_history_reads") == HISTORY_LINE, "the line never filled")
         over_port = http(port, "GET", target)
         over_lan = https(lan, "GET", target, ca, headers=jar)
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     for thread in threads:
         thread.join(60)
     refused = json.loads(over_port[1])
@@ -150,3 +160,21 @@ def test_a_weeks_history_is_read_while_the_loop_goes_on_and_the_answer_is_the_sy
     assert status == 200 and want["ring_from"] is None
     assert {**got, "ring_from": None} == want
     assert "Traceback" not in agent.output()
+
+
+def test_requests_waiting_for_the_history_when_the_agent_stops_are_answered_503(week):
+    config, port, lan, jar, ca, end, agent = week
+    target = f"/trend?tag=R101.TI01&from={end - WEEK:.0f}&to={end:.0f}"
+    answers: list[tuple[int, bytes]] = []
+    threads = [threading.Thread(target=lambda: answers.append(http(port, "GET", target))) for _ in range(3)]
+    with locked(config, end - WEEK):
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: gauge(port, "plantwatch_trend_history_reads") == 3, "the requests never lined up")
+        agent.proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(20)
+    assert agent.wait() == 0, agent.output()  # once the read under way has ended in its thread
+    want = {"ok": False, "code": "stopping", "error": "the agent is stopping: the history was not read"}
+    assert [(status, json.loads(body)) for status, body in answers] == [(503, want)] * 3
+    assert "plantwatch stopped" in agent.output() and "Traceback" not in agent.output()
