@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ import pwd
 import socket
 import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,9 @@ PROXY_HEADERS = ("via", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-f
 #: fields of a POST body that the URL fixes (or the agent does): a body may not name them
 FIXED_FIELDS = ("op", "id", "plant", "schema")
 
-Get = Callable[[str], tuple[int, str, bytes]]
+Answer = tuple[int, str, bytes]
+#: a GET route: its answer, or an awaitable of it when it takes a while (a read done off the loop)
+Get = Callable[[str], Answer | Awaitable[Answer]]
 Post = Callable[[str, str, dict[str, Any], dict[str, str]], tuple[int, dict[str, Any]]]
 Events = Callable[[asyncio.StreamWriter], Any]
 #: on every answer: no page of ours loads anything from elsewhere or is framed by another site
@@ -175,7 +178,7 @@ class _Server:
             self.check(request)
             await self._events(writer)  # holds the connection until the page goes
             return None
-        return self._handle(request, writer)
+        return await self._handle(request, writer)
 
     def identify(self, request: Request, writer: asyncio.StreamWriter) -> dict[str, str]:
         """Who is asking, as recorded with a state change (``user``, ``via``): each listener proves
@@ -185,10 +188,11 @@ class _Server:
     def check(self, request: Request) -> None:
         """Refuse (raise Refused) what must not be looked at on this listener."""
 
-    def _handle(self, request: Request, writer: asyncio.StreamWriter) -> tuple[int, str, bytes]:
+    async def _handle(self, request: Request, writer: asyncio.StreamWriter) -> tuple[int, str, bytes]:
         self.check(request)
         if request.method == "GET":
-            return self._get(request.target)  # with its query string
+            answer = self._get(request.target)  # with its query string
+            return await answer if inspect.isawaitable(answer) else answer
         if request.method != "POST":
             return 405, "application/json", _json({"ok": False, "error": "only GET and POST"})
         parts = request.path.strip("/").split("/")

@@ -141,6 +141,10 @@ class Operators:
             ("plantwatch_console_frames_total", "counter", "console frames built", agent.console.frames),
             ("plantwatch_console_cpu_seconds_total", "counter", "CPU of the event loop spent building and writing "
              "console frames", round(agent.console.cpu_s, 6)),
+            ("plantwatch_trend_history_reads", "gauge", "trend requests reading the history (one at a time) or waiting "
+             "to", agent.trends.reader.reading),
+            ("plantwatch_trend_history_busy_total", "counter", "trend requests refused while the history's line was "
+             "full", agent.trends.reader.busy),
         ]
         out = []
         for name, kind, text, value in lines:

@@ -13,12 +13,13 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import drivers
-from agent.api import LocalApi, SocketApi
+from agent.api import Answer, LocalApi, SocketApi
 from agent.config import Config
 from agent.config.sections import listen_address
 from agent.device_stats import DeviceStats
@@ -122,7 +123,7 @@ class Agent:
         self.lan: LanApi | None = None
         self.console = Console(self)
         self.trends = Trends(cfg)
-        self.console.routes.update({"/trend": self.trends.get, "/trend/models": self.trends.get})
+        self.console.routes.update({"/trend": self.trends.route, "/trend/models": self.trends.route})
         self.socket_api: SocketApi | None = None
         self.supervisor = Supervisor(self.failed)
         self.restarts: dict[str, int] = {}  # supervised work -> restarts after a failure (replaced, not mutated)
@@ -354,7 +355,7 @@ class Agent:
             return None
         return api
 
-    def _api_get(self, target: str) -> tuple[int, str, bytes]:
+    def _api_get(self, target: str) -> Answer | Awaitable[Answer]:
         """A GET of either listener: the console's files and routes, else the operator API's."""
         return self.console.get(target) or self.operators.api_get(target)
 
@@ -404,6 +405,7 @@ class Agent:
                     await self.history.close()  # the buffer and every tag's held sample
                 except Exception:
                     log.exception("history: the last write failed")
+            self.trends.close()  # requests waiting for the history are answered 503
             self.console.close()  # open pages' streams end, so the port closes at once
             for server in (self.api, self.lan, self.socket_api):
                 if server is not None:

@@ -4,7 +4,10 @@
 Part of the shell. The rings (agent.trend_ring) are filled on the event loop from every batch the
 agent handles, one vectorised write per batch, and from the model statistics the detector
 families computed for it (``Engine.statistics``). A range older than the tags' ring is read from
-the local history (agent.history_store) when ``[history] enabled``. Every bad request is answered
+the local history (agent.history_store) when ``[history] enabled``: by ``HistoryReader`` in a thread
+of its own, one read at a time, while the event loop goes on (``Trends.route`` answers such a
+request with an awaitable, which the API awaits); at most ``HISTORY_LINE`` requests wait for the
+history, one more is answered 429 ``history_busy``. Every bad request is answered
 4xx with ``{"ok": false, "code", "error"}``: ``code`` is what the page translates, ``error`` the
 details in English.
 
@@ -15,10 +18,14 @@ to now).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sqlite3
-from typing import Any
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
@@ -35,11 +42,15 @@ from detectors.base import Statistic
 from drivers.base import BAD, SampleBatch
 
 MB = 2**20
-MAX_POINTS = 720  # a history range is read back as at most this many buckets
+MAX_POINTS = 720  # a history range is read back in buckets of this fraction of it (+1: they are aligned)
 EPOCH_RANGE = (0.0, 4102444800.0)  # 1970 .. 2100: what a request's times may be
-MAX_SPAN_S = 7 * 86400.0  # the longest range: its history is read on the event loop
+MAX_SPAN_S = 7 * 86400.0  # the longest range
+HISTORY_LINE = 4  # trend requests on the history at once: one reading, the others waiting their turn
+
+STOPPING = "the agent is stopping: the history was not read"
 
 Answer = tuple[int, str, bytes]
+T = TypeVar("T")
 
 
 class TrendError(Exception):
@@ -48,6 +59,55 @@ class TrendError(Exception):
     def __init__(self, status: int, code: str, text: str):
         super().__init__(text)
         self.status, self.code = status, code
+
+
+class HistoryReader:
+    """The trends' reads of the history: in a thread of their own, off the event loop, one at a
+    time (SQLite reads in series), at most ``line`` at once; one more is refused."""
+
+    def __init__(self, line: int = HISTORY_LINE):
+        self.line = line
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="trend-history")
+        self.pending: list[Future[Any]] = []  # reading or waiting, oldest first
+        self.waiters: set[asyncio.Future[Any]] = set()  # what the requests await
+        self.busy = 0  # requests refused because the line was full
+        self.closed = False
+
+    @property
+    def reading(self) -> int:
+        """Requests reading the history or waiting to."""
+        self.pending = [f for f in self.pending if not f.done()]
+        return len(self.pending)
+
+    async def read(self, fn: Callable[[], T]) -> T:
+        """``fn()`` run in the reader's thread (on the event loop: only the wait)."""
+        if self.closed:
+            raise TrendError(503, "stopping", STOPPING)
+        if self.reading >= self.line:
+            self.busy += 1
+            raise TrendError(429, "history_busy", f"{self.line} trend requests are on the history already (one reads, the "
+                             "others wait their turn): try again in a moment")
+        future = self.executor.submit(fn)
+        self.pending.append(future)
+        waiter = asyncio.wrap_future(future)
+        self.waiters.add(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self.closed or (task is not None and task.cancelling()):
+                raise  # the request itself was cancelled
+        finally:
+            self.waiters.discard(waiter)
+        raise TrendError(503, "stopping", STOPPING)
+
+    def close(self) -> None:
+        """The agent stops: the requests in line are answered 503 at once, the reads not begun
+        are dropped; the one under way ends in its thread."""
+        self.closed = True
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for waiter in self.waiters:
+            waiter.cancel()
 
 
 class Trends:
@@ -67,6 +127,7 @@ class Trends:
         self.models = {m.name: m for m in cfg.models}
         self.history = cfg.history.path(cfg.agent.data_dir) if cfg.history.enabled else None
         self.tz = ZoneInfo(cfg.agent.timezone)
+        self.reader = HistoryReader()
 
     # --- filling (the event loop, every batch) ----------------------------------------------------
 
@@ -101,19 +162,44 @@ class Trends:
     # --- answering ------------------------------------------------------------------------------
 
     def get(self, path: str, query: str, now: float) -> Answer:
-        """The answer to ``GET /trend`` or ``/trend/models`` with query string ``query``."""
+        """The answer to ``GET /trend`` or ``/trend/models`` with query string ``query``, a range
+        older than the ring read from the history in this thread."""
+        return self._answer(path, query, now, None)  # type: ignore[return-value]
+
+    def route(self, path: str, query: str, now: float) -> Answer | Awaitable[Answer]:
+        """The console's route: the same answer as ``get``, at once when the ring has it; when some
+        of the range is read from the history, an awaitable of it, the read done by ``reader`` in
+        its thread while the event loop goes on (or 429 ``history_busy`` when its line is full)."""
+        return self._answer(path, query, now, self.reader)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def _answer(self, path: str, query: str, now: float, reader: HistoryReader | None) -> Answer | Awaitable[Answer]:
         try:
             if path == "/trend/models":
                 return _ok({"ok": True, "models": self.model_list()})
             q = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
             t0, t1 = self.window(q, now)
             if "tag" in q:
-                return _ok(self.tag_trend(q["tag"], t0, t1, now))
+                doc, older = self.tag_trend(q["tag"], t0, t1, now)
+                if older is None:
+                    return _ok(_points(doc, []))
+                if reader is None:
+                    return _ok(_points(doc, [older()]))
+                return self._later(doc, older, reader)
             if "model" in q:
                 return _ok(self.model_trend(q["model"], t0, t1))
             raise TrendError(400, "no_series", "name a tag (?tag=NAME) or a model (?model=NAME)")
         except TrendError as exc:
-            return exc.status, "application/json", _json({"ok": False, "code": exc.code, "error": str(exc)})
+            return _error(exc)
+
+    @staticmethod
+    async def _later(doc: dict[str, Any], older: Callable[[], Series], reader: HistoryReader) -> Answer:
+        try:
+            return _ok(_points(doc, [await reader.read(older)]))
+        except TrendError as exc:
+            return _error(exc)
 
     def window(self, q: dict[str, str], now: float) -> tuple[float, float]:
         try:
@@ -132,31 +218,34 @@ class Trends:
             raise TrendError(400, "bad_range", f"a trend spans at most {MAX_SPAN_S / 86400:g} days")
         return t0, t1
 
-    def tag_trend(self, name: str, t0: float, t1: float, now: float) -> dict[str, Any]:
+    def tag_trend(self, name: str, t0: float, t1: float, now: float) -> tuple[dict[str, Any], Callable[[], Series] | None]:
+        """The answer to a tag's trend with the ring's part in ``points`` (a Series, read here, on
+        the loop that fills the ring), and what reads the older part from the history (or None):
+        ``_points`` puts the two together."""
         if name not in self.index:
             raise TrendError(404, "unknown_tag", f"unknown tag {name!r}{did_you_mean(name, self.index)}")
         tag = self.cfg.tags[self.index[name]]
         start = self.tags.start()
         held = start if start is not None else now  # the ring holds [held, now]
-        parts, sources = [], []
+        sources, read = [], None
         older = min(t1, held)
         if t0 < older:  # some of the range is older than the ring
             if self.history is not None:
                 width = max(self.tags.resolution_s, (older - t0) / MAX_POINTS)
-                parts.append(self._from_history(name, t0, older, width))
+                read = partial(self._from_history, name, t0, older, width)
                 sources.append({"source": "history", "from": rfc3339(t0), "to": rfc3339(older)})
             elif t1 < held:
                 raise TrendError(400, "beyond_ring", self._beyond(t1, start))
+        ring = Series.concat([])
         if start is not None and t1 >= start:
-            parts.append(self.tags.series(tag.index, max(t0, start), t1))
+            ring = self.tags.series(tag.index, max(t0, start), t1)
             sources.append({"source": "ring", "from": rfc3339(max(t0, start)), "to": rfc3339(t1)})
         limits: dict[str, float] = {}
         for family, params in tag.families.items():
             limits.update(detectors.load(family).value_limits(params))
         return {"ok": True, "tag": name, "unit": tag.unit, "device": tag.device or "", "desc": tag.desc,
                 "from": t0, "to": t1, "resolution_s": self.tags.resolution_s, "ring_from": start,
-                "history": self.history is not None, "sources": sources, "limits": limits,
-                "points": Series.concat(parts).rows()}
+                "history": self.history is not None, "sources": sources, "limits": limits, "points": ring}, read
 
     def _beyond(self, t1: float, start: float | None) -> str:
         held = f"since {rfc3339(start)}" if start is not None else "nothing yet"
@@ -199,6 +288,15 @@ def _time(text: str, tz: ZoneInfo) -> float:
         return float(text)
     except ValueError:
         return parse_time(text, tz)
+
+
+def _points(doc: dict[str, Any], older: list[Series]) -> dict[str, Any]:
+    """A tag's answer with its points: those read from the history, then the ring's."""
+    return {**doc, "points": Series.concat([*older, doc["points"]]).rows()}
+
+
+def _error(exc: TrendError) -> Answer:
+    return exc.status, "application/json", _json({"ok": False, "code": exc.code, "error": str(exc)})
 
 
 def _ok(doc: dict[str, Any]) -> Answer:

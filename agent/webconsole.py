@@ -14,12 +14,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from agent.api import Answer
 from agent.operators import alarm_view
 from agent.outbox import unsent_view
 from agent.payloads import rfc3339
@@ -35,8 +36,9 @@ FILES = {"/": ("index.html", "text/html; charset=utf-8"),
          "/console.js": ("console.js", "text/javascript; charset=utf-8"),
          "/trend.js": ("trend.js", "text/javascript; charset=utf-8"),
          "/console.css": ("console.css", "text/css; charset=utf-8")}
-#: a read-only JSON route of the page: (path, query string, now) -> (status, content type, body)
-Route = Callable[[str, str, float], tuple[int, str, bytes]]
+#: a read-only JSON route of the page: (path, query string, now) -> (status, content type, body), or an
+#: awaitable of it (agent.api awaits it: a slow read runs off the event loop)
+Route = Callable[[str, str, float], Answer | Awaitable[Answer]]
 QUEUE = 4  # frames a client may be behind before it is dropped
 SEND_TIMEOUT_S = 10.0
 
@@ -67,7 +69,7 @@ class Console:
         self.changed_at = np.zeros(n)
         self.routes: dict[str, Route] = {}  # path -> the GET route another module registered
 
-    def get(self, target: str) -> tuple[int, str, bytes] | None:
+    def get(self, target: str) -> Answer | Awaitable[Answer] | None:
         """The answer to ``GET target`` when it is one of the console's files or routes, else None."""
         path, _, query = target.partition("?")
         route = self.routes.get(path)

@@ -57,6 +57,8 @@ def test_a_tags_trend_from_the_tag_table_and_from_an_alarm_shows_what_the_plc_se
         assert "R101.TI01" in b.text("#trend-info") and "°C" in b.text("#trend-info")
         b.screenshot(shots / "10-trend-tag.png")
 
+        # a bucket that ended at 150.5 (the open one may yet end at 170, one second later)
+        wait_trend(port, "tag=R101.TI01&seconds=600", lambda d: [p[3] for p in d["points"]].count(150.5) >= 2)
         plc.set_value(100, 170.0, type="float32")  # over H: an alarm, whose row opens the trend
         b.click('nav button[data-view="alarms"]')
         row = ROW.format("R101.TI01/limit")

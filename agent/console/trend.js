@@ -7,13 +7,13 @@ Object.assign(WORDS.zh, {trend: "趋势", trend_tag: "测点", trend_model: "模
   trend_from: "从", trend_to: "到", trend_none: "—", no_points: "该时段无数据", points: "点", resolution: "分辨率",
   from_history: "历史库", from_ring: "内存", unknown_tag: "未知测点", unknown_model: "未知模型",
   beyond_ring: "超出内存趋势范围，且未启用历史库", bad_range: "时间范围无效", no_series: "请输入测点或选择模型",
-  history_unreadable: "历史库无法读取", trend_failed: "趋势请求失败", stat_limit: "限值", ring_partial: "更早的数据未保存（未启用历史库）"});
+  history_unreadable: "历史库无法读取", history_busy: "历史库正忙，请稍后再试", stopping: "网关正在停止", trend_failed: "趋势请求失败", stat_limit: "限值", ring_partial: "更早的数据未保存（未启用历史库）"});
 Object.assign(WORDS.en, {trend: "Trend", trend_tag: "Tag", trend_model: "Model", trend_show: "Show", trend_last: "last",
   trend_from: "from", trend_to: "to", trend_none: "—", no_points: "no samples in this range", points: "points",
   resolution: "resolution", from_history: "history", from_ring: "memory", unknown_tag: "unknown tag",
   unknown_model: "unknown model", beyond_ring: "beyond the in-memory trend, and no history is kept",
   bad_range: "bad time range", no_series: "enter a tag or choose a model", history_unreadable: "history unreadable",
-  trend_failed: "trend request failed", stat_limit: "limit", ring_partial: "older samples are not kept (no history)"});
+  history_busy: "the history is busy, try again in a moment", stopping: "the agent is stopping", trend_failed: "trend request failed", stat_limit: "limit", ring_partial: "older samples are not kept (no history)"});
 
 const TR = {what: null, models: [], timer: null, doc: null, columns: null, names: new Set()};
 const SVGNS = "http://www.w3.org/2000/svg";
