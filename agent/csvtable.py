@@ -1,27 +1,33 @@
 """Historian CSV exports read into float64 arrays for ``plantwatch replay`` and ``train``.
 
-The file is streamed in chunks of lines; each chunk is parsed straight into one preallocated
-rows x tags float64 array (numpy's C parser: no Python object per cell outlives its chunk).
-A chunk the fast parser cannot take as it is (quoted fields, blank lines, a row with another
-number of fields, a cell that is not a number, a time that is not epoch seconds or ISO 8601
-without an offset) is parsed again row by row, which names the line and the column of a bad
-cell. Empty cells are NaN (no sample).
+The file is streamed as bytes in chunks of lines (decoded only to check that they are UTF-8,
+and split into text lines only where needed); each chunk is parsed straight into one preallocated
+rows x tags float64 array by a compiled parser (``detectors._csv``: no Python object per cell;
+times in epoch seconds parsed there too, ISO 8601 times without an offset by numpy). A chunk the
+fast parser cannot take as it is (quoted fields, blank lines, a row with another number of
+fields, a cell that is not a plain decimal number, nan or inf, a time that is not epoch seconds
+or ISO 8601 without an offset) is parsed again row by row, which names the line and the column
+of a bad cell; both give the same values to the bit. Empty cells are NaN (no sample).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import functools
 import io
 import itertools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import numpy as np
+
+from detectors import _csv
 
 TIME_COLUMNS = ("ts", "time", "timestamp", "datetime", "date_time", "Time", "Timestamp", "DateTime")
 #: lines parsed at once
@@ -100,50 +106,54 @@ class _Layout:
     keep: list[int]
     tz: ZoneInfo
     numeric_time: bool = True
+    route: np.ndarray | None = None  # the compiled parser's ``where``, once numeric_time is known
+
+    def routes(self) -> np.ndarray:
+        """Where each field goes in the compiled parser: a tag column, the time, or nowhere."""
+        out = np.full(self.width, _csv.SKIP, dtype=np.int32)
+        out[self.tags] = np.arange(len(self.tags))
+        if self.time is not None and self.numeric_time:
+            out[self.time] = _csv.TIME_FIELD
+        return out
 
 
-def _fast(lines: list[str], lay: _Layout, kept: list[list[str]]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(values rows x tags, times) of a chunk by numpy's parser; None: parse it row by row."""
-    d = lay.delimiter
-    if any(line.count(d) != lay.width - 1 for line in lines):
-        return None  # blank lines, rows of another width, quoted delimiters: the careful way
-    text = "".join(lines)
-    if '"' in text:
-        return None
-    filled = _nan_for_empty(text, d)  # an empty cell is no sample
-    cols = list(lay.tags) + ([lay.time] if lay.time is not None and lay.numeric_time else [])
-    try:
-        parsed = np.loadtxt(io.StringIO(filled), delimiter=d, usecols=cols, dtype=np.float64, comments=None,
-                            ndmin=2, quotechar=None) if cols else np.empty((len(lines), 0))
-    except ValueError:
-        return None
-    if len(parsed) != len(lines):
-        return None
-    values = parsed[:, : len(lay.tags)]
-    times = np.empty(0)
-    if lay.time is not None and lay.numeric_time:
-        times = parsed[:, -1].copy()
-    elif lay.time is not None:
-        times = _local_times([line.split(d, lay.time + 1)[lay.time] for line in lines], lay.tz)
-        if times is None:
-            return None
+@dataclass
+class _Chunk:
+    data: bytes  # CHUNK_LINES lines of the file, as they are
+    rows: int  # those lines as the compiled parser counts them (ends \n, \r\n); -1: parse row by row
+    text: str  # the lines decoded
+
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """The lines as a text file splits them (\r alone ends one too)."""
+        return io.StringIO(self.text, newline="").readlines()
+
+
+def _chunks(f: BinaryIO, rest: str) -> Iterator[_Chunk]:
+    """The data lines CHUNK_LINES at a time; ``rest``: what followed the header in its binary
+    line (lines ended by \r alone), parsed row by row."""
+    if rest:
+        yield _Chunk(rest.encode(), -1, rest)
+    while raw := list(itertools.islice(f, CHUNK_LINES)):
+        data = b"".join(raw)
+        yield _Chunk(data, len(raw), data.decode())
+
+
+def _fast(chunk: _Chunk, lay: _Layout, kept: list[list[str]], values: np.ndarray, times: np.ndarray) -> bool:
+    """A chunk by the compiled parser into ``values`` and ``times`` (rows x tags and rows,
+    the chunk's place in the whole arrays); False: parse it row by row."""
+    if chunk.rows < 0 or _csv.parse_chunk(chunk.data, chunk.rows, lay.route, ord(lay.delimiter), values, times) < 0:
+        return False
+    if lay.time is not None and not lay.numeric_time:
+        local = _local_times([line.split(lay.delimiter, lay.time + 1)[lay.time] for line in chunk.lines], lay.tz)
+        if local is None:
+            return False
+        times[:] = local
     if lay.keep:
-        fields = [line.rstrip("\r\n").split(d) for line in lines]
+        fields = [line.rstrip("\r\n").split(lay.delimiter) for line in chunk.lines]
         for out, c in zip(kept, lay.keep, strict=True):
             out.extend(f[c] for f in fields)
-    return values, times
-
-
-def _nan_for_empty(text: str, d: str) -> str:
-    """``nan`` in every empty cell (a cell of blanks is left to the careful parser)."""
-    if d + d not in text and "\n" + d not in text and d + "\n" not in text and d + "\r" not in text \
-            and not text.startswith(d) and not text.endswith(d):
-        return text
-    text = text.replace(d + d, f"{d}nan{d}").replace(d + d, f"{d}nan{d}")
-    text = text.replace("\n" + d, f"\nnan{d}").replace(d + "\r", f"{d}nan\r").replace(d + "\n", f"{d}nan\n")
-    if text.startswith(d):
-        text = "nan" + text
-    return text + "nan" if text.endswith(d) else text
+    return True
 
 
 def _careful(lines: list[str], first_line: int, lay: _Layout, keep: list[list[str]]
@@ -199,13 +209,14 @@ def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate
     rows)``, the rows estimated from the file's size until the end)."""
     path = Path(path)
     try:
-        f = path.open(encoding="utf-8-sig", newline="")
+        f = path.open("rb")
         size = path.stat().st_size
     except OSError as exc:
         raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from None
     with f:
         try:
-            header = f.readline()
+            first_lines = io.StringIO(f.readline().removeprefix(codecs.BOM_UTF8).decode(), newline="").readlines()
+            header = first_lines[0] if first_lines else ""
             lay = None
             if header.strip():
                 delimiter = ";" if header.count(";") > header.count(",") else ","
@@ -217,26 +228,31 @@ def read_table(path: str | Path, tags: Sequence[str], time_col: str | None, rate
             block = np.empty((0, len(lay.tags)))
             ts = np.empty(0)
             n, line_no, first = 0, 2, True
-            while lines := list(itertools.islice(f, CHUNK_LINES)):
+            for chunk in _chunks(f, "".join(first_lines[1:])):
+                count = chunk.rows if chunk.rows >= 0 else len(chunk.lines)
                 if first:  # the file's size over the first chunk's bytes per line: the expected rows
-                    per_line = max(1.0, sum(map(len, lines)) / len(lines))
+                    per_line = max(1.0, len(chunk.data) / max(1, count))
                     expected = int(size / per_line * 1.02) + CHUNK_LINES
                     block, ts = np.empty((expected, len(lay.tags))), np.empty(expected)
                     where = np.empty(expected, dtype=np.int32)  # each row's line in the file
                     if lay.time is not None:
-                        lay.numeric_time = _numeric(lines[0], lay)
+                        lay.numeric_time = _numeric(chunk.lines[0], lay)
+                    lay.route = lay.routes()
                     first = False
-                got = _fast(lines, lay, kept)
-                values, times, at = (*got, line_no + np.arange(len(lines))) if got is not None \
-                    else _careful(lines, line_no, lay, kept)
-                if n + len(values) > len(block):
-                    grow = max(n + len(values), int(len(block) * 1.25))
+                if n + count > len(block):
+                    grow = max(n + count, int(len(block) * 1.25))
                     block, ts, where = _grown(block, grow), np.resize(ts, grow), np.resize(where, grow)
-                block[n:n + len(values)] = values
-                where[n:n + len(values)] = at
-                ts[n:n + len(values)] = times if lay.time is not None else (n + np.arange(len(values))) * lay.rate
-                n += len(values)
-                line_no += len(lines)
+                if _fast(chunk, lay, kept, block[n:n + count], ts[n:n + count]):
+                    k = count
+                    where[n:n + k] = line_no + np.arange(k)
+                else:
+                    values, times, at = _careful(chunk.lines, line_no, lay, kept)
+                    k, count = len(values), len(chunk.lines)
+                    block[n:n + k], ts[n:n + k], where[n:n + k] = values, times, at
+                if lay.time is None:
+                    ts[n:n + k] = (n + np.arange(k)) * lay.rate
+                n += k
+                line_no += count
                 if progress is not None:
                     progress(n, max(n, int(size / per_line)))
         except UnicodeDecodeError as exc:

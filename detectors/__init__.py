@@ -34,7 +34,7 @@ def load(name: str):
     return cls
 
 
-KERNEL_MODULES = ("detectors._expr", "detectors._kernels", "detectors._pca")
+KERNEL_MODULES = ("detectors._csv", "detectors._expr", "detectors._kernels", "detectors._pca")
 
 
 def kernels_build() -> dict[str, dict[str, str] | str]:

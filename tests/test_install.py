@@ -32,7 +32,8 @@ def test_version_names_the_package_and_the_kernels_build():
     assert out[0] == f"plantwatch {version('plantwatch')}"
     assert out[1].startswith("python 3.")
     kernels = [line for line in out if line.startswith("detectors._")]
-    assert [line.split(":")[0] for line in kernels] == ["detectors._expr", "detectors._kernels", "detectors._pca"]
+    assert [line.split(":")[0] for line in kernels] == ["detectors._csv", "detectors._expr", "detectors._kernels",
+                                                         "detectors._pca"]
     for line in kernels:
         assert f": Cython {Cython.__version__}, numpy " in line and ", -O3 -ffp-contract=off, built " in line
         assert line.endswith(".so)")
