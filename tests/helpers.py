@@ -23,6 +23,20 @@ class NumberingSink:
         return [d["seq"] for d in docs]
 
 
+def messages_of(receiver, alarm_id: str, state: str | None = None) -> list[dict]:
+    """The alarm messages ``receiver`` took for ``alarm_id`` (in ``state`` when given), in arrival
+    order. Other alarms are not in it: on a loaded machine a poll can time out, and the device's
+    comm alarm comes and goes between the messages a test is about."""
+    return [a for a in receiver.alarms if a["id"] == alarm_id and state in (None, a["state"])]
+
+
+def wait_message(receiver, alarm_id: str, state: str, timeout: float = 30.0, nth: int = 0) -> dict:
+    """The ``nth`` message of ``alarm_id`` in ``state``, once the receiver has it."""
+    assert receiver.wait(lambda r: len(messages_of(r, alarm_id, state)) > nth, timeout), (
+        f"no {state!r} message #{nth} of {alarm_id}", receiver.alarms)
+    return messages_of(receiver, alarm_id, state)[nth]
+
+
 class AgentProcess:
     """`plantwatch run CONFIG` as systemd would run it."""
 

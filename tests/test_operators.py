@@ -19,7 +19,7 @@ import pytest
 from agent.broker import free_port
 from agent.receiver import Receiver, connect
 from tests.conftest import config_dict
-from tests.helpers import PLANT, AgentProcess
+from tests.helpers import PLANT, AgentProcess, messages_of, wait_message
 from tests.modbus.server import start_server
 
 ID = "R101.TI01/limit"
@@ -46,7 +46,7 @@ def running(tmp_path, write_config, mosquitto):
         try:
             assert receiver.wait(lambda r: r.plants.get(PLANT) and r.plants[PLANT].online, 20), agent.output()
             plc.set_value(100, 170.0, type="float32")
-            assert receiver.wait(lambda r: len(r.alarms) >= 1, 10), agent.output()
+            wait_message(receiver, ID, "active")
             wait_for_socket(tmp_path / "data" / "api.sock")
             yield config, port, receiver, agent
             assert agent.signal(signal.SIGTERM) == 0, agent.output()
@@ -100,11 +100,11 @@ def test_the_cli_acts_through_the_socket_and_the_os_user_is_the_author(running):
 
     acked = plantwatch("ack", str(config), ID, "--user", "张工", "--comment", "现场确认")
     assert acked.returncode == 0, acked.stderr
-    assert receiver.wait(lambda r: len(r.alarms) >= 2, 10)
-    ctx = receiver.alarms[1]["context"]
-    assert (receiver.alarms[1]["seq"], receiver.alarms[1]["state"], receiver.alarms[1]["acked"]) == (2, "acked", True)
+    ack = wait_message(receiver, ID, "acked")
+    ctx = ack["context"]
+    assert ack["acked"] is True and ack["seq"] > messages_of(receiver, ID, "active")[0]["seq"]
     assert (ctx["user"], ctx["via"], ctx["claimed_user"], ctx["comment"]) == (ME, "socket", "张工", "现场确认")
-    assert receiver.alarms[1]["message"].endswith(f"acked by {ME}: 现场确认")
+    assert ack["message"].endswith(f"acked by {ME}: 现场确认")
 
     again = plantwatch("ack", str(config), ID)
     assert again.returncode == 1 and "already acknowledged" in again.stderr
@@ -125,11 +125,13 @@ def test_the_cli_acts_through_the_socket_and_the_os_user_is_the_author(running):
     assert oos.returncode == 0, oos.stderr
     unknown = plantwatch("ack", str(config), "R999/limit")
     assert unknown.returncode == 1 and "no alarm 'R999/limit'" in unknown.stderr
-    assert receiver.wait(lambda r: len(r.alarms) >= 5, 10)
-    assert [(a["seq"], a["state"]) for a in receiver.alarms] == [
-        (1, "active"), (2, "acked"), (3, "shelved"), (4, "suppressed"), (5, "out_of_service")]
-    assert receiver.alarms[3]["context"]["comment"] == "start-up" and "suppressed_until" in receiver.alarms[3]["context"]
-    assert all(a["context"]["user"] == ME for a in receiver.alarms[1:])
+    wait_message(receiver, ID, "out_of_service")
+    mine = messages_of(receiver, ID)  # the alarm's own messages, numbered in order among all of them
+    assert [a["state"] for a in mine] == ["active", "acked", "shelved", "suppressed", "out_of_service"]
+    assert [a["seq"] for a in mine] == sorted({a["seq"] for a in mine})
+    assert [a["seq"] for a in receiver.alarms] == list(range(1, len(receiver.alarms) + 1))
+    assert mine[3]["context"]["comment"] == "start-up" and "suppressed_until" in mine[3]["context"]
+    assert all(a["context"]["user"] == ME for a in mine[1:])
 
 
 def test_another_os_user_on_the_socket_is_recorded_and_one_outside_its_group_is_refused(tmp_path, write_config,
@@ -151,7 +153,7 @@ def test_another_os_user_on_the_socket_is_recorded_and_one_outside_its_group_is_
         sub = connect(receiver, mosquitto.url, PLANT)
         agent = AgentProcess(config, tmp_path / "agent.log").start()
         try:
-            assert receiver.wait(lambda r: len(r.alarms) >= 1, 20), agent.output()
+            wait_message(receiver, ID, "active")
             wait_for_socket(__import__("pathlib").Path(sock_dir) / "api.sock")
             st = os.stat(f"{sock_dir}/api.sock")
             assert (oct(st.st_mode & 0o777), st.st_gid) == ("0o660", pwd.getpwnam("daemon").pw_gid)
@@ -159,7 +161,7 @@ def test_another_os_user_on_the_socket_is_recorded_and_one_outside_its_group_is_
             assert refused.startswith("ConnectionError:") and "permission denied" in refused
             applied = as_user("daemon", config, "ack", {"user": "值班长"})
             assert applied.startswith("200"), applied
-            assert receiver.wait(lambda r: len(r.alarms) >= 2, 10)
+            ack = wait_message(receiver, ID, "acked")
             assert agent.signal(signal.SIGTERM) == 0, agent.output()
         finally:
             agent.kill()
@@ -167,8 +169,8 @@ def test_another_os_user_on_the_socket_is_recorded_and_one_outside_its_group_is_
             import shutil
 
             shutil.rmtree(sock_dir, ignore_errors=True)
-    assert [a["state"] for a in receiver.alarms] == ["active", "acked"]
-    ctx = receiver.alarms[1]["context"]
+    assert [a["state"] for a in messages_of(receiver, ID)] == ["active", "acked"]
+    ctx = ack["context"]
     assert (ctx["user"], ctx["via"], ctx["claimed_user"]) == ("daemon", "socket", "值班长")
 
 
@@ -240,12 +242,11 @@ def test_the_port_is_read_only_without_the_token_and_refuses_foreign_hosts_origi
     status, body = http(port, "GET", "/alarms")
     alarm = next(a for a in json.loads(body)["alarms"] if a["id"] == ID)
     assert (alarm["acked"], alarm["out_of_service"]) == (False, False)
-    assert len(receiver.alarms) == 1
+    assert len(messages_of(receiver, ID)) == 1
     # the token works, and the author is the token's name; the typed name is only claimed
     status, body = http(port, "POST", ack, json.dumps({"user": "李工", "comment": "SCADA ack"}).encode(), bearer)
     assert status == 200, body
-    assert receiver.wait(lambda r: len(r.alarms) >= 2, 10)
-    ctx = receiver.alarms[1]["context"]
+    ctx = wait_message(receiver, ID, "acked")["context"]
     assert (ctx["user"], ctx["via"], ctx["claimed_user"]) == ("token:scada", "token", "李工")
     log = agent.output()
     assert TOKEN not in log and "refused (bad_token)" in log and "Traceback" not in log
@@ -376,10 +377,10 @@ def test_alarm_state_survives_an_agent_restart(tmp_path, write_config, mosquitto
         sub = connect(receiver, mosquitto.url, PLANT)
         first = AgentProcess(config, tmp_path / "first.log").start()
         try:
-            assert receiver.wait(lambda r: len(r.alarms) >= 1, 20), first.output()
+            wait_message(receiver, ID, "active")
             wait_for_socket(tmp_path / "data" / "api.sock")
             assert plantwatch("ack", str(config), ID).returncode == 0
-            assert receiver.wait(lambda r: len(r.alarms) >= 2, 10)
+            wait_message(receiver, ID, "acked")
             assert first.signal(signal.SIGTERM) == 0
 
             second = AgentProcess(config, tmp_path / "second.log").start()
@@ -391,15 +392,16 @@ def test_alarm_state_survives_an_agent_restart(tmp_path, write_config, mosquitto
 
             plc.set_value(100, 120.0, type="float32")  # the condition ends while no agent runs
             third = AgentProcess(config, tmp_path / "third.log").start()
-            assert receiver.wait(lambda r: len(r.alarms) >= 3, 20), third.output()
+            wait_message(receiver, ID, "cleared")
             assert third.signal(signal.SIGTERM) == 0
         finally:
             for p in (first,):
                 p.kill()
             sub.loop_stop()
-    states = [(a["seq"], a["state"], a["acked"]) for a in receiver.alarms]
-    assert states == [(1, "active", False), (2, "acked", True), (3, "cleared", True)]
-    assert receiver.alarms[2]["context"]["reason"] == "not confirmed after a restart of the agent"
+    mine = messages_of(receiver, ID)  # the alarm's own messages (a comm alarm may come between)
+    assert [(a["state"], a["acked"]) for a in mine] == [("active", False), ("acked", True), ("cleared", True)]
+    assert [a["seq"] for a in mine] == sorted({a["seq"] for a in mine})  # numbered on, across the restarts
+    assert mine[2]["context"]["reason"] == "not confirmed after a restart of the agent"
 
 
 def http_retry(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
