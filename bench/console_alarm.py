@@ -4,7 +4,8 @@ process (polled every 0.1 s), a real ``plantwatch run`` with its console and mos
 own processes, the page over WebDriver (tests/webdriver.py).
 
 ``--crossings`` times: the value goes over H (170 °C, H = 160) and the page is polled every
-``--poll`` s until the alarm's row reads UNACK_ACTIVE, then back under (120 °C) until the row
+``--poll`` s until the alarm's row reads UNACK_ACTIVE (each crossing after a random 0-1 s wait, so
+that it falls at any phase of the console's once-a-second frames), then back under (120 °C) until the row
 leaves it. Per crossing: PLC write -> page shows (this process's clock, includes up to one poll),
 PLC write -> page received (the page's own ``window.plantwatch.arrived``, no polling) and agent
 active_since -> page received. Refused (exit 1, no figure) if any crossing never showed.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -42,6 +44,7 @@ CLEAR = f"return {ROW} && {ROW}.dataset.state !== 'UNACK_ACTIVE'"
 def crossing(b: Browser, plc, poll: float, timeout: float, last_since: str | None) -> tuple | None:
     """One crossing over H and back: (write->shown, write->received, since->received, since), or
     None if the page did not show it within ``timeout``."""
+    time.sleep(random.uniform(0, 1))  # the page's frames come once a second: cross at any phase of them
     plc.set_value(100, 170.0, type="float32")
     crossed = time.time()
     deadline = time.monotonic() + timeout
