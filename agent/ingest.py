@@ -27,8 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.payloads import validator
-from agent.receiver import MAX_PAYLOAD, MAX_SEQ, Refused, login, parse_json, subscriptions
+from agent.receiver import MAX_PAYLOAD, MAX_SEQ, Refused, checked, login, subscriptions
 from agent.store import Row, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -56,15 +55,7 @@ def read(msg: Incoming, max_payload: int = MAX_PAYLOAD) -> Row | None:
     kind = parts[-1]
     if kind not in ("alarm", "status", "telemetry") or len(parts) < 3 or (kind == "status" and not msg.payload):
         return None
-    if len(msg.payload) > max_payload:
-        raise Refused("too large", f"{len(msg.payload)} bytes, over the maximum of {max_payload}")
-    doc = parse_json(msg.payload)
-    errors = sorted(validator(kind).iter_errors(doc), key=lambda e: list(e.path))
-    if errors:
-        where = "/".join(str(p) for p in errors[0].path) or "(root)"
-        raise Refused("schema", f"{where}: {errors[0].message[:200]}")
-    if doc["plant"] != parts[-2]:
-        raise Refused("plant mismatch", f"the message is for plant {str(doc['plant'])[:40]!r}, its topic for {parts[-2]!r}")
+    doc = checked(kind, msg.payload, parts[-2], max_payload)
     text = msg.payload.decode("utf-8")
     common = {"kind": kind, "plant": doc["plant"], "ts": doc["ts"], "doc": text,
               "received_at": msg.received_at, "retained": msg.retained}
@@ -192,14 +183,8 @@ class Worker:
             log.exception("store: cannot write the log line %r", line)
 
     def wait(self, predicate: Callable[[Worker], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
         with self.changed:
-            while not predicate(self):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.changed.wait(remaining)
-        return True
+            return bool(self.changed.wait_for(lambda: predicate(self), timeout))
 
     def summary(self) -> list[str]:
         kinds = ", ".join(f"{self.stored[k]} {k}" for k in ("alarm", "unnumbered", "status", "telemetry"))

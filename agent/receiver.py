@@ -60,6 +60,20 @@ class Refused(Exception):
         self.reason = reason
 
 
+def checked(kind: str, payload: bytes, topic_plant: str | None, max_payload: int) -> dict[str, Any]:
+    """The document of one json-profile message, within the size limit, valid against its schema
+    and for the plant of its topic; Refused otherwise."""
+    if len(payload) > max_payload:
+        raise Refused("too large", f"{len(payload)} bytes, over the maximum of {max_payload}")
+    doc = parse_json(payload)
+    errors = sorted(validator(kind).iter_errors(doc), key=lambda e: list(e.path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].path) or "(root)"
+        raise Refused("schema", f"{where}: {errors[0].message[:200]}")
+    Receiver._topic_plant(topic_plant, doc["plant"])
+    return doc
+
+
 def _keep(items: list) -> None:
     """Trim a kept list to its newest KEEP // 2 once it passed KEEP (amortized: one trim per KEEP // 2)."""
     if len(items) > KEEP:
@@ -170,15 +184,7 @@ class Receiver:
             return
         with self.changed:
             try:
-                self._size(payload)
-                doc = parse_json(payload)
-                errors = sorted(validator(kind).iter_errors(doc), key=lambda e: list(e.path))
-                if errors:
-                    e = errors[0]
-                    where = "/".join(str(p) for p in e.path) or "(root)"
-                    raise Refused("schema", f"{where}: {e.message[:200]}")
-                self._topic_plant(plant, doc["plant"])
-                getattr(self, f"_{kind}")(doc)
+                getattr(self, f"_{kind}")(checked(kind, payload, plant, self.max_payload))
             except Refused as exc:
                 self._invalid(topic, str(exc), exc.reason)
             self.changed.notify_all()
