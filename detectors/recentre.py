@@ -29,7 +29,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.signal import lfilter
 
 from detectors import _pca
 from detectors.cva import levels
@@ -52,6 +51,8 @@ class Recentring:
         """The centre before each row of X and after the last (len(X) + 1 rows) when every row is
         accepted: c[i+1] = (1 - a) c[i] + a x[i]."""
         a = self.alpha
+        from scipy.signal import lfilter  # scipy only where a model re-centres (its import is ~70 MB)
+
         after, _ = lfilter([a], [1.0, -(1.0 - a)], X, axis=0, zi=((1.0 - a) * self.mean)[None, :])
         return np.vstack([self.mean[None, :], after])
 

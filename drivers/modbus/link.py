@@ -22,10 +22,6 @@ import asyncio
 import time
 from typing import Any
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
-from pymodbus.framer import FramerType
-
 from drivers.base import DriverError
 from drivers.modbus import diagnose
 from drivers.modbus.address import Endpoint
@@ -86,6 +82,11 @@ class Link:
         e = self.endpoint
         if self.in_flight is not None:
             return LeanTcpClient(e.host, e.port, self.in_flight)
+        # pymodbus is imported where a line needs it (RTU, RTU over TCP, tcp_client = "pymodbus"):
+        # a gateway of lean TCP devices does not carry its modules (~11 MB)
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+        from pymodbus.framer import FramerType
+
         common: dict[str, Any] = {"timeout": self.timeout_s, "retries": 0, "reconnect_delay": 0,
                                   "trace_pdu": _guard}
         if e.scheme == "rtu":
@@ -171,6 +172,8 @@ class Link:
                 await asyncio.sleep(wait)
         if self.in_flight is not None:
             return await self._read_lean(fc, address, count, unit, timeout_s)
+        from pymodbus.exceptions import ModbusException
+
         self._set_timeout(timeout_s)
         c = self._client
         method = {1: c.read_coils, 2: c.read_discrete_inputs, 3: c.read_holding_registers,
@@ -209,6 +212,8 @@ class Link:
         """Function 43 / MEI 14, basic objects (vendor, product code, revision)."""
         if self.in_flight is not None:
             raise DriverError("device identification is read through pymodbus, not the lean TCP client")
+        from pymodbus.exceptions import ModbusException
+
         self._set_timeout(timeout_s)
         try:
             return await self._client.read_device_information(read_code=1, object_id=0, device_id=unit)
@@ -223,7 +228,7 @@ class Link:
         self._client.ctx.comm_params.timeout_connect = timeout_s
 
 
-def _short(exc: ModbusException) -> str:
+def _short(exc: Exception) -> str:
     text = str(exc).replace("Modbus Error: ", "")
     if "No response received" in text:
         return "no response (timeout)"
