@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import time
@@ -391,6 +392,11 @@ class Agent:
         self.device_stats.drivers = {drv.device.name: drv for drv in driver_objs}
         self.api = await self._start_api()
         self.lan = await self._start_lan()
+        # what start-up built (the config, the tags' tables, the engine) lives as long as the
+        # agent: out of the cyclic collector's sight, a full collection no longer walks it (at
+        # 100,000 tags that walk held the loop for ~0.4 s)
+        gc.collect()
+        gc.freeze()
         tasks = self._start_tasks(driver_objs)
         log.info("plantwatch %s running: plant %s, %d devices, %d tags", agent_version(), self.cfg.agent.plant,
                  len(driver_objs), len(self.cfg.tags))
