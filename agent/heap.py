@@ -12,8 +12,9 @@ heap taken from the system, 213 MB of it in use):
 * each thread that allocates gets an arena of its own (the history writer, the uplink, the
   telemetry encoder), which keeps its high-water mark.
 
-``configure`` fixes both thresholds (a block of 128 KiB or more is mapped on its own, the top of
-a heap is given back above 256 KiB free), and ``trim`` hands the free pages inside every arena
+``configure`` fixes both thresholds (a block of 512 KiB or more is mapped on its own: above the
+256 KiB buffer asyncio reads a socket into, which would otherwise cost a mapping per read; the
+top of a heap is given back above 1 MiB free), and ``trim`` hands the free pages inside every arena
 back (``malloc_trim``): after start-up, and once a minute from the outbox housekeeping. Other C
 libraries (musl, macOS) are left as they are: both are then no-ops that return False.
 """
@@ -29,8 +30,8 @@ log = logging.getLogger("plantwatch.agent")
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, no longer raised by what is freed
-TRIM_THRESHOLD = 256 * 1024
+MMAP_THRESHOLD = 512 * 1024  # no longer raised by what is freed
+TRIM_THRESHOLD = 1024 * 1024
 
 
 @cache
