@@ -84,13 +84,13 @@ def _keep(items: list) -> None:
 
 def too_deep(doc: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether objects and arrays nest more than ``limit`` deep (walked without recursion)."""
-    stack = [(doc, 1)]
+    stack = [(doc, 1)] if isinstance(doc, dict | list) else []  # objects and arrays only
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+        if depth > limit:
+            return True
+        stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)
+                     if isinstance(v, dict | list))
     return False
 
 
