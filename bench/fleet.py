@@ -18,6 +18,8 @@ and its own PostgreSQL (the OS's, fsync on, a temporary data directory).
    broker keeps them in the workers' sessions), the workers start again: messages/s stored
    from the first to the last row stored, i.e. the workers' capacity.
 
+What a second worker adds, with no publisher competing for the CPU: bench/fleet_scaling.py.
+
     .venv/bin/python bench/fleet.py [--gateways 1000] [--per-process 100] [--workers 1|2]
         [--rate 0.5] [--seconds 30] [--kill] [--backlog 20]
 """
