@@ -23,6 +23,7 @@ from typing import Any
 from agent.payloads import schema
 
 Check = Callable[[Any], bool]
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "examples", "default", "deprecated",
                          "readOnly", "writeOnly"})
@@ -159,8 +160,12 @@ def compile_schema(node: Any) -> Check:
 
 @cache
 def checker(name: str) -> Check | None:
-    """The compiled check of the shipped schema ``name``; None when it cannot be compiled."""
+    """The compiled check of the shipped schema ``name``; None when it cannot be compiled (a
+    keyword not translated, or a draft other than 2020-12)."""
+    s = schema(name)
+    if s.get("$schema") != DRAFT:
+        return None
     try:
-        return compile_schema(schema(name))
+        return compile_schema(s)
     except Unsupported:
         return None
