@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import random
 import time
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -350,6 +351,15 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+PHASE_GROUPS = 32
+
+
+def poll_phase(device: str) -> float:
+    """A device's phase in [0, 1) of its poll interval: one of ``PHASE_GROUPS`` steps, fixed by
+    its name (the same at every start, spread evenly over many devices)."""
+    return (zlib.crc32(device.encode()) % PHASE_GROUPS) / PHASE_GROUPS
+
+
 class PollingDriver(Driver):
     """A driver that reads the whole device every ``interval_s``.
 
@@ -380,7 +390,12 @@ class PollingDriver(Driver):
         connected = False
         failures = 0
         retry_at = 0.0
-        next_tick = time.monotonic()
+        # devices fall into PHASE_GROUPS groups by their name, each polled at its own phase of
+        # the interval (of the first second at most): 1,613 devices polled every second are 32
+        # bursts of ~50 requests, and a device's answer waits only for its group's, not for all
+        # 1,613 (the alarm latency). Not a phase per device: waking once per device costs more
+        # CPU than the work it spreads (bench/scale.py, docs/PERFORMANCE.md)
+        next_tick = time.monotonic() + min(interval, 1.0) * poll_phase(self.device.name)
         try:
             while True:
                 now = time.monotonic()

@@ -4,13 +4,24 @@ scheme, and the hooks through which a driver brings its own probe, commands and 
 from __future__ import annotations
 
 import asyncio
+import collections
+import time
 
 import pytest
 
 import drivers
 from agent import cli
 from agent.broker import free_port
-from drivers.base import DeviceSpec, Driver, PollingDriver, SampleBatch, TagSpec, backoff_delay
+from drivers.base import (
+    PHASE_GROUPS,
+    DeviceSpec,
+    Driver,
+    PollingDriver,
+    SampleBatch,
+    TagSpec,
+    backoff_delay,
+    poll_phase,
+)
 from drivers.modbus import ModbusDriver
 
 
@@ -41,6 +52,44 @@ def test_polling_driver_retries_on_the_shared_backoff():
     for n in (1, 2, 3, 7):
         lo, hi = (backoff_delay(n, 2.0, 5.0, rng=lambda v=v: v) for v in (0.0, 1.0))
         assert all(lo <= drv.reconnect_delay(n) < hi for _ in range(50))
+
+
+def test_many_devices_fall_evenly_into_the_poll_phase_groups_the_same_at_every_start():
+    names = [f"D{i:04d}" for i in range(1613)]
+    groups = collections.Counter(poll_phase(n) for n in names)
+    assert sorted(groups) == [k / PHASE_GROUPS for k in range(PHASE_GROUPS)]
+    assert max(groups.values()) < 1.3 * len(names) / PHASE_GROUPS  # ~50 each, not one burst of 1,613
+    assert [poll_phase(n) for n in names] == [poll_phase(n) for n in names]
+
+
+def test_a_device_is_first_read_at_its_phase_of_the_interval():
+    first: dict[str, float] = {}
+
+    class Stamp(PollingDriver):
+        name = "stamp"
+
+        async def connect(self): ...
+
+        async def read(self):
+            first.setdefault(self.device.name, time.monotonic())
+            return SampleBatch.build(self.device.name, self.tag_indices, [1.0], time.time(), [0])
+
+    by_phase = {poll_phase(f"d{i}"): f"d{i}" for i in range(200)}
+    early, late = by_phase[0.0], by_phase[24 / PHASE_GROUPS]  # 750 ms apart with a 1 s interval
+
+    async def main():
+        async def poll(name):
+            async for _ in Stamp(DeviceSpec(name, "stamp", "x://", interval_s=1.0), [TagSpec(0, "A", name, "a")]).batches():
+                if len(first) == 2:
+                    return
+
+        start = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(poll(late), poll(early)), 10)
+        return start
+
+    start = asyncio.run(main())
+    assert first[early] < first[late]  # started second, read first
+    assert first[late] - start >= 0.75 * 0.99
 
 
 # --- drivers found by URL scheme ------------------------------------------------------------------
