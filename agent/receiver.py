@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.payloads import topic, validator
 from agent.provincial import Profile, ProvincialError
+from agent.schemacheck import checker
 from agent.seqtrack import PlantTrack
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def checked(kind: str, payload: bytes, topic_plant: str | None, max_payload: int
     if len(payload) > max_payload:
         raise Refused("too large", f"{len(payload)} bytes, over the maximum of {max_payload}")
     doc = parse_json(payload)
-    errors = sorted(validator(kind).iter_errors(doc), key=lambda e: list(e.path))
+    fast = checker(kind)  # jsonschema is asked about every document the compiled check does not take
+    errors = [] if fast is not None and fast(doc) else sorted(validator(kind).iter_errors(doc), key=lambda e: list(e.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "(root)"
         raise Refused("schema", f"{where}: {errors[0].message[:200]}")
@@ -82,13 +84,13 @@ def _keep(items: list) -> None:
 
 def too_deep(doc: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether objects and arrays nest more than ``limit`` deep (walked without recursion)."""
-    stack = [(doc, 1)]
+    stack = [(doc, 1)] if isinstance(doc, dict | list) else []  # objects and arrays only
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+        if depth > limit:
+            return True
+        stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)
+                     if isinstance(v, dict | list))
     return False
 
 

@@ -317,4 +317,48 @@ class PostgresStore(Store):
         with self.conn.transaction(), self.conn.cursor() as cur:
             for statement, values in params.items():
                 if values:
-                    cur.executemany(self.sql(statement), values)
+                    sql, key = BULK[statement]
+                    cur.execute(sql, [list(column) for column in zip(*_counted(values, key), strict=True)])
+
+
+# PostgreSQL: each statement once per batch, its rows as one array per column (sent binary:
+# no text escaping); the alarms and
+# unnumbered statements take a row once with the number of its copies in the batch (one INSERT
+# cannot update a row twice), so ``copies`` counts as the row-by-row statements count
+BULK = {
+    INSERT_ALARM: (
+        "INSERT INTO alarms (plant, epoch, seq, ts, doc, received_at, stored_at, worker, alarm_id, state, copies) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::float8[], "
+        "%b::float8[], %b::text[], %b::text[], %b::text[], %b::int[]) "
+        "ON CONFLICT (plant, epoch, seq) DO UPDATE SET copies = alarms.copies + excluded.copies", 3),
+    INSERT_UNNUMBERED: (
+        "INSERT INTO unnumbered (plant, alarm_id, state, ts, epoch, doc, received_at, stored_at, copies) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+        "%b::float8[], %b::float8[], %b::int[]) "
+        "ON CONFLICT (plant, alarm_id, state, ts) DO UPDATE SET copies = unnumbered.copies + excluded.copies", 4),
+    INSERT_STATUS: (
+        "INSERT INTO statuses (plant, ts, online, doc, received_at, stored_at) SELECT * FROM unnest("
+        "%b::text[], %b::text[], %b::int[], %b::text[], %b::float8[], %b::float8[]) "
+        "ON CONFLICT (plant, ts, online) DO NOTHING", 0),
+    INSERT_TELEMETRY: (
+        "INSERT INTO telemetry (plant, ts, digest, doc, received_at, stored_at) SELECT * FROM unnest("
+        "%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[]) "
+        "ON CONFLICT (plant, ts, digest) DO NOTHING", 0),
+    SEEN: (
+        "INSERT INTO plants (plant, last_seen) SELECT * FROM unnest(%b::text[], %b::float8[]) "
+        "ON CONFLICT (plant) DO UPDATE SET last_seen = GREATEST(plants.last_seen, excluded.last_seen)", 0),
+}
+
+
+def _counted(rows: list[tuple], key: int) -> list[tuple]:
+    """``rows`` (sorted) as they are; with ``key``, each row once per key (its first, as the
+    row-by-row insert keeps the first), the number of rows of that key appended."""
+    if not key:
+        return rows
+    out: list[tuple] = []
+    for row in rows:
+        if out and out[-1][:key] == row[:key]:
+            out[-1] = (*out[-1][:-1], out[-1][-1] + 1)
+        else:
+            out.append((*row, 1))
+    return out

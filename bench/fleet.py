@@ -18,6 +18,8 @@ and its own PostgreSQL (the OS's, fsync on, a temporary data directory).
    broker keeps them in the workers' sessions), the workers start again: messages/s stored
    from the first to the last row stored, i.e. the workers' capacity.
 
+What a second worker adds, with no publisher competing for the CPU: bench/fleet_scaling.py.
+
     .venv/bin/python bench/fleet.py [--gateways 1000] [--per-process 100] [--workers 1|2]
         [--rate 0.5] [--seconds 30] [--kill] [--backlog 20]
 """
@@ -112,21 +114,37 @@ def gateways(broker: str, first: int, count: int, directory: Path, rate: float, 
 # --- the bench ---------------------------------------------------------------------------------------
 
 class Workers:
-    """``plantwatch receive --store`` processes sharing $share/fleet/…"""
+    """``plantwatch receive --store`` processes sharing $share/GROUP/…, each under its own client id."""
 
-    def __init__(self, broker: str, store: str, n: int, log_dir: Path):
-        self.broker, self.store, self.log_dir = broker, store, log_dir
+    def __init__(self, broker: str, store: str, n: int, log_dir: Path, group: str = "fleet", start: bool = True):
+        self.broker, self.store, self.log_dir, self.group = broker, store, log_dir, group
         self.procs: list[subprocess.Popen | None] = [None] * n
-        for i in range(n):
-            self.start(i)
+        if start:
+            self.start_all()
+
+    def start_all(self) -> None:
+        """Start every worker at once, then wait until each has subscribed."""
+        for i, started in [(i, self._spawn(i)) for i in range(len(self.procs))]:
+            self._subscribed(i, started)
 
     def start(self, i: int) -> None:
-        path = self.log_dir / f"worker{i}.log"
+        self._subscribed(i, self._spawn(i))
+
+    def _log(self, i: int) -> Path:
+        return self.log_dir / f"{self.group}-worker{i}.log"
+
+    def _spawn(self, i: int) -> int:
+        path = self._log(i)
         started = path.read_text().count("receiving from") if path.exists() else 0
         log = open(path, "a")  # noqa: SIM115 - the process's stdout
         self.procs[i] = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "receive", "--broker", self.broker, "--store", self.store,
-             "--group", "fleet", "--client-id", f"fleet-worker-{i}"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+             "--group", self.group, "--client-id", f"{self.group}-worker-{i}"], stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT)
+        return started
+
+    def _subscribed(self, i: int, started: int) -> None:
+        path = self._log(i)
         deadline = time.monotonic() + 30
         while path.read_text().count("receiving from") <= started:
             assert time.monotonic() < deadline and self.procs[i].poll() is None, f"worker {i} did not start"

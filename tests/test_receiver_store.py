@@ -147,6 +147,32 @@ def test_redelivered_and_resent_alarms_are_stored_once(mosquitto, store_url):
     assert [row[5] for row in found.epochs] == [3]  # copies received again, stored once
 
 
+def test_copies_in_one_batch_and_across_batches_are_counted_the_same(store_url):
+    from agent.store import Row
+
+    def rows(seqs: list[int]) -> list[Row]:
+        ts = "2026-11-28T00:00:00.000Z"
+        out = [Row("alarm", PLANT, ts, f'{{"seq":{s}}}', 1.0 + i, epoch=EPOCH, seq=s, alarm_id="T/limit",
+                   state="active") for i, s in enumerate(seqs)]
+        out += [Row("unnumbered", PLANT, ts, "{}", 2.0, epoch=EPOCH, alarm_id="T/limit", state="active")] * 2
+        out += [Row("status", PLANT, ts, "{}", 3.0, online=True)] * 2
+        out += [Row("telemetry", PLANT, ts, "{}", 4.0, digest="d")] * 2
+        return out
+
+    store = Store.open(store_url, worker="w")
+    try:
+        store.write(rows([1, 2, 2, 3, 3, 3]))  # the same alarm three times in one transaction
+        store.write(rows([3, 4]))
+    finally:
+        store.close()
+    assert query(store_url, "SELECT seq, copies FROM alarms ORDER BY seq") == [(1, 1), (2, 2), (3, 4), (4, 1)]
+    assert query(store_url, "SELECT doc, received_at FROM alarms WHERE seq = 3") == [('{"seq":3}', 4.0)]  # the first
+    assert query(store_url, "SELECT copies FROM unnumbered") == [(4,)]
+    assert query(store_url, "SELECT COUNT(*) FROM statuses") == [(1,)]
+    assert query(store_url, "SELECT COUNT(*) FROM telemetry") == [(1,)]
+    assert query(store_url, "SELECT plant, last_seen FROM plants") == [(PLANT, 6.0)]
+
+
 def test_two_workers_share_a_subscription_and_gaps_are_judged_across_them(mosquitto, pg_url):
     a = InProcess(mosquitto.url, pg_url, "wa", group="platform")
     b = InProcess(mosquitto.url, pg_url, "wb", group="platform")
