@@ -14,7 +14,7 @@ what the operators chose not to be disturbed by, and decides for itself.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,7 @@ PERSISTED = ("id", "kind", "tag", "device", "level", "active", "acked", "shelved
              "suppress_until", "out_of_service", "out_of_service_until", "latched", "value", "limit", "ts", "active_since", "context")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TagInfo:
     """What the manager needs to know about a tag to write an alarm message."""
 
@@ -98,12 +98,14 @@ def level_priority(base: int | Mapping[str, int], level: str, kind: str = "limit
 
 class AlarmManager:
     def __init__(self, plant: str, tags: Iterable[TagInfo], rules: AlarmSystemSection | None = None,
-                 describe: Mapping[str, Describe] | None = None):
-        """``rules``: the [alarm_system] health thresholds (its defaults when None). ``describe``:
-        alarm kind -> the family's words for its alarm text."""
+                 describe: Mapping[str, Describe] | None = None, positions: Mapping[str, int] | None = None):
+        """``tags``: by index, each a TagInfo or anything with its attributes (the config's
+        TagConfig). ``rules``: the [alarm_system] health thresholds (its defaults when None).
+        ``describe``: alarm kind -> the family's words for its alarm text. ``positions``: tag
+        name -> index, when the caller has it already."""
         self.plant = plant
-        self.tags = list(tags)
-        self._by_name = {t.name: t for t in self.tags}
+        self.tags: Sequence[TagInfo] = tags if isinstance(tags, (list, tuple)) else list(tags)
+        self._position = positions if positions is not None else {t.name: i for i, t in enumerate(self.tags)}
         self.rules = rules or AlarmSystemSection()
         self.describe = dict(describe or {})
         self.alarms: dict[str, Alarm] = {}
@@ -118,12 +120,12 @@ class AlarmManager:
     def _named(self, context: Mapping[str, Any]) -> dict[str, Any]:
         """Detector context with tag indices replaced by tag names (what the platform reads)."""
         out = dict(context)
-        names = [t.name for t in self.tags]
+        tags = self.tags
         for k in ("top_tags", "model_tags"):
             if k in out:
-                out[k] = [names[i] for i in out[k]]
+                out[k] = [tags[i].name for i in out[k]]
         if "contributions" in out:
-            out["contributions"] = {names[int(i)]: v for i, v in out["contributions"].items()}
+            out["contributions"] = {tags[int(i)].name: v for i, v in out["contributions"].items()}
         return out
 
     def _alarm(self, kind: str, tag: str | None, device: str, key: str | None = None) -> Alarm:
@@ -164,7 +166,8 @@ class AlarmManager:
         return bool(info and info.latch)
 
     def _info(self, alarm: Alarm) -> TagInfo | None:
-        return None if alarm.tag is None else self._by_name.get(alarm.tag)
+        i = None if alarm.tag is None else self._position.get(alarm.tag)
+        return None if i is None else self.tags[i]
 
     # --- conditions -----------------------------------------------------------------------------
 

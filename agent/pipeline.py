@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 import detectors
-from agent.alarms import Alarm, AlarmManager, TagInfo
+from agent.alarms import Alarm, AlarmManager
 from agent.config import Config
 from agent.payloads import dumps, topic
 from detectors.base import ConditionChange, Family
@@ -52,10 +52,9 @@ def build_engine(cfg: Config) -> Engine:
 
 def build_manager(cfg: Config) -> AlarmManager:
     """The alarm manager for the config's tags, with the words of each family in use."""
-    infos = [TagInfo(t.name, t.device, t.unit, t.desc, t.priority, t.latch, t.preset, t.gas, t.oel)
-             for t in cfg.tags]
     describe = {name: cls.describe for name, cls in family_classes(cfg).items()}
-    return AlarmManager(cfg.agent.plant, infos, cfg.alarm_system, describe)
+    # a TagConfig has every attribute of a TagInfo: the config's tags, not a copy of each
+    return AlarmManager(cfg.agent.plant, cfg.tags, cfg.alarm_system, describe, cfg.tag_positions)
 
 
 def restore_grace(cfg: Config, alarm: Alarm, engine: Engine | None = None) -> float:

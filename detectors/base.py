@@ -8,8 +8,9 @@ when the family is built from config; kernels receive typed contiguous arrays on
 from __future__ import annotations
 
 import math
+import operator
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -138,10 +139,9 @@ class Family(ABC):
     def __init__(self, n_tags: int, params: Mapping[int, Mapping[str, Any]]):
         """``params`` maps tag index -> resolved parameters for every tag this family watches."""
         self.n_tags = n_tags
-        seen: dict[tuple, dict[str, Any]] = {}
         # one dict per distinct table, shared by the tags that have it (100,000 tags with the
-        # same ewma settings hold one dict, not 100,000); read-only, as every family treats it
-        self.params = {int(t): shared(self.resolve(p), seen) for t, p in params.items()}
+        # same ewma settings hold one dict and an int32 each); read-only, as every family treats it
+        self.params: Mapping[int, Mapping[str, Any]] = TagTables(n_tags, params, self.resolve)
 
     @abstractmethod
     def update(
@@ -186,6 +186,72 @@ class Family(ABC):
         (name, values per row, limit),
         for reports; the families without a model have none."""
         return []
+
+
+class TagTables(Mapping[int, dict[str, Any]]):
+    """Tag index -> the resolved parameters a family watches the tag with, read-only: the
+    distinct tables once and a table number per tag (an int32 array, -1 where the family does
+    not watch the tag); tags with equal parameters get the same dict. Iterates in tag order."""
+
+    __slots__ = ("_of", "_tables", "_tags")
+
+    def __init__(self, n_tags: int, params: Mapping[int, Mapping[str, Any]],
+                 resolve: Callable[[Mapping[str, Any]], dict[str, Any]] = dict):
+        self._tables: list[dict[str, Any]] = []
+        number: dict[int, int] = {}  # id of a dict (given, or resolved) -> its table number
+        kept: list[Mapping[str, Any]] = []  # the given tables, alive while their ids are keys
+        seen: dict[tuple, dict[str, Any]] = {}
+        # the watched tags' indices as given (the config's own int objects, which every family's
+        # list of its tags then shares, not an int each)
+        self._tags: list[int] = []
+        codes: list[int] = []
+        for t, p in params.items():
+            if operator.index(t) < 0:
+                raise KeyError(t)
+            k = number.get(id(p))
+            if k is None:
+                table = shared(resolve(p), seen)
+                k = number.get(id(table))
+                if k is None:
+                    k = number[id(table)] = len(self._tables)
+                    self._tables.append(table)
+                number[id(p)] = k
+                kept.append(p)
+            self._tags.append(int(t))
+            codes.append(k)
+        self._of = np.full(max(n_tags, max(self._tags, default=-1) + 1), -1, dtype=np.int32)
+        self._of[np.array(self._tags, dtype=np.intp)] = codes
+        self._tags.sort()
+
+    def __getitem__(self, tag: int) -> dict[str, Any]:
+        try:
+            i = operator.index(tag)
+        except TypeError:
+            raise KeyError(tag) from None
+        k = self._of[i] if 0 <= i < len(self._of) else -1
+        if k < 0:
+            raise KeyError(tag)
+        return self._tables[k]
+
+    def __contains__(self, tag: object) -> bool:
+        try:
+            self[tag]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._tags)
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def indices(self) -> np.ndarray:
+        """The watched tags' indices in tag order, as an int32 array."""
+        return np.flatnonzero(self._of >= 0).astype(np.int32)
+
+    def __repr__(self) -> str:
+        return f"TagTables({len(self)} tags, {len(self._tables)} distinct tables)"
 
 
 def shared(params: dict[str, Any], seen: dict[tuple, dict[str, Any]]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ class DeviceSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TagSpec:
     """One [[tags]] entry as a driver sees it. ``index`` is the tag's position in the config and
     the value carried in SampleBatch.tag."""

@@ -66,5 +66,7 @@ def link_feedback(raw: Sequence[Any], tags: Sequence[Any], paths: Sequence[str],
         elif tag.spec.type == "bool" and entry["mismatch_s"] > 0:
             off = entry.get("off_delay_s", 0.0)
             off = float(off) if isinstance(off, (int, float)) and not isinstance(off, bool) else 0.0
-            tag.families["mismatch"] = {"feedback": fb.index, "mismatch_s": float(entry["mismatch_s"]),
-                                        "off_delay_s": off, "desc": tag.desc}
+            mismatch = {"feedback": fb.index, "mismatch_s": float(entry["mismatch_s"]), "off_delay_s": off,
+                        "desc": tag.desc}
+            # a copy: tags with equal families share one dict
+            object.__setattr__(tag, "families", {**tag.families, "mismatch": mismatch})

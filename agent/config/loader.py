@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import detectors
@@ -84,6 +85,11 @@ class Config:
     def tag_index(self) -> dict[str, int]:
         return dict(self._tag_index)
 
+    @property
+    def tag_positions(self) -> Mapping[str, int]:
+        """Tag name -> its index (its position in ``tags``), read-only: one dict for the config."""
+        return MappingProxyType(self._tag_index)
+
     @cached_property
     def _tag_index(self) -> dict[str, int]:
         return {t.name: t.index for t in self.tags}
@@ -102,7 +108,7 @@ class Config:
         out: dict[str, dict[int, dict[str, Any]]] = {}
         for tag in self.tags:
             for fam, params in tag.families.items():
-                out.setdefault(fam, {})[tag.index] = dict(params)
+                out.setdefault(fam, {})[tag.index] = params  # read-only: tags share their tables
         index = self.tag_index()
         for m in self.models:
             for name in m.tags:

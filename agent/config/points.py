@@ -238,10 +238,11 @@ def parse(text: str, shown: str, first: int, cols: Mapping[str, Column], p: Prob
         sheet.header_line = reader.line_num
         columns = _header(header, sheet, reader.line_num, cols, p)
         end = reader.line_num
+        cells_of: list[dict[str, tuple[Any, str | None]]] = [{} for _ in header]
         for cells in reader:
             line, end = end + 1, reader.line_num
             if any(c.strip() for c in cells):
-                sheet.rows.append(_row(cells, header, columns, f"{shown}:{line}", p))
+                sheet.rows.append(_row(cells, header, columns, f"{shown}:{line}", p, cells_of))
                 sheet.lines.append(line)
     except csv.Error as exc:
         p.add(f"{shown}:{reader.line_num}", f"not readable as CSV: {exc}")
@@ -275,8 +276,14 @@ def _header(header: Sequence[str], sheet: Sheet, line: int, cols: Mapping[str, C
     return out
 
 
+#: distinct cells of a column converted once: a column with more (names, addresses) is converted cell by cell
+SAME_CELLS = 4096
+
+
 def _row(cells: Sequence[str], header: Sequence[str], columns: Sequence[Column | None], where: str,
-         p: Problems) -> dict[str, Any]:
+         p: Problems, cells_of: list[dict[str, tuple[Any, str | None]]]) -> dict[str, Any]:
+    """One row's table; ``cells_of[j]``: column j's cells converted so far, so that rows repeating
+    a cell (a device, a unit, a limit) hold one object for it."""
     row: dict[str, Any] = {}
     for j, raw in enumerate(cells):
         text = raw.strip()
@@ -288,7 +295,10 @@ def _row(cells: Sequence[str], header: Sequence[str], columns: Sequence[Column |
         col = columns[j]
         if col is None:  # an unknown column, reported once at the header
             continue
-        value, error = convert(col.kind, text)
+        known = cells_of[j] if j < len(cells_of) else {}
+        value, error = known.get(text) or convert(col.kind, text)
+        if len(known) < SAME_CELLS:
+            known.setdefault(text, (value, error))
         if error is None:
             error = _put(row, col.path, value)
         if error is not None:

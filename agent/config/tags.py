@@ -79,7 +79,7 @@ SPEC_KEYS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TagConfig:
     """A [[tags]] entry: what the driver needs (``spec``) plus what alarms and payloads need."""
 
@@ -161,16 +161,18 @@ class FamilyRoles:
 
 
 def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, type], roles: FamilyRoles,
-              detector_params: Mapping[str, Mapping], p: Problems, tuned: Any = None) -> tuple[list[TagConfig], list[str]]:
+              detector_params: Mapping[str, Mapping], p: Problems,
+              tuned: Any = None) -> tuple[list[TagConfig], Sequence[str]]:
     """The tags and each tag's path for messages."""
     tags: list[TagConfig] = []
-    paths: list[str] = []
     if not isinstance(raw, list):
         p.add("tags", "must be an array of tables ([[tags]])")
-        return tags, paths
+        return tags, []
+    paths = TagPaths(raw)
     device_names = {d.name for d in devices}
-    names: dict[str, str] = {}
+    names: dict[str, int] = {}
     seen: dict[tuple, dict] = {}  # a family table shared by the tags that have the same one
+    one = _Shared()  # and each tag's other equal values and containers: 100,000 tags repeat a few
     for i, entry in enumerate(raw):
         path = item("tags", i, entry)
         dev = entry.get("device") if isinstance(entry, dict) else None
@@ -179,8 +181,8 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         t = p.read(entry, path, TAG_KEYS, extra=extra)
         if t["name"]:
             if t["name"] in names:
-                p.add(f"{path}.name", f"duplicate tag name {t['name']!r} (also {names[t['name']]})")
-            names.setdefault(t["name"], path)
+                p.add(f"{path}.name", f"duplicate tag name {t['name']!r} (also {paths[names[t['name']]]})")
+            names.setdefault(t["name"], i)
         if isinstance(dev, str) and dev not in device_names:
             p.add(f"{path}.device", f"unknown device {dev!r} (devices: {', '.join(sorted(device_names)) or 'none'})")
         if cls is not None and isinstance(entry, dict) and "type" not in entry and t["address"]:
@@ -191,17 +193,67 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
         if isinstance(t["priority"], dict):
             t["priority"] = p.names(t["priority"], f"{path}.priority", roles.priority_names(), lambda v: None)
         _apply_preset(t, entry, path, p)
-        families = {k: shared(v, seen) for k, v in _families(t, path, roles, detector_params, p, tuned).items()}
+        families = one.families({k: shared(v, seen) for k, v in _families(t, path, roles, detector_params, p,
+                                                                          tuned).items()})
         spec = TagSpec(
-            index=i, name=t["name"] or f"tag{i}", device=dev if isinstance(dev, str) else "",
-            address=t["address"] or "", type=t["type"], order=t["order"], scale=t["scale"], offset=t["offset"],
-            options={k: t[k] for k in (cls.tag_keys if cls else ()) if k in t},
+            index=i, name=t["name"] or f"tag{i}", device=one.text(dev if isinstance(dev, str) else ""),
+            address=t["address"] or "", type=one.text(t["type"]), order=one.text(t["order"]), scale=t["scale"],
+            offset=t["offset"], options=one.table({k: t[k] for k in (cls.tag_keys if cls else ()) if k in t}),
         )
-        own = {k: t[k] for k in _OWN_KEYS}
-        tags.append(TagConfig(spec, **own, families=families))
-        paths.append(path)
+        tags.append(TagConfig(spec, **one.own(t), families=families))
     link_feedback(raw, tags, paths, p)
     return tags, paths
+
+
+class TagPaths(Sequence[str]):
+    """Each [[tags]] table's path for messages (``tags[212] (CW.PI01)``), made when a message
+    needs it rather than kept for every tag."""
+
+    def __init__(self, raw: Sequence[Any]):
+        self._raw = raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return item("tags", range(len(self._raw))[i], self._raw[i])
+
+
+class _Shared:
+    """One object for equal per-tag values met while reading the tags: the text of the keys a
+    point list repeats (devices, units, types), ranges, priority tables, driver options and the
+    tag's table of families (whose tables ``shared`` already shares). Every container handed out
+    is read-only to whoever holds it, as the tags' are."""
+
+    _TEXT = frozenset(("unit", "desc", "preset", "gas", "hazard_code", "equipment_code", "indicator_code"))
+
+    def __init__(self) -> None:
+        self._values: dict[Any, Any] = {}
+        self._tables: dict[tuple, dict] = {}
+        self._families: dict[tuple, dict] = {}
+
+    def text(self, value: str) -> str:
+        return self._values.setdefault(value, value)
+
+    def table(self, value: dict[str, Any]) -> dict[str, Any]:
+        return shared(value, self._tables)
+
+    def families(self, value: dict[str, dict]) -> dict[str, dict]:
+        """The same dict for tags whose families' tables are the same objects."""
+        return self._families.setdefault(tuple((k, id(v)) for k, v in value.items()), value)
+
+    def own(self, t: dict[str, Any]) -> dict[str, Any]:
+        """The TagConfig keys of ``t``, repeated values as one object."""
+        out = {k: t[k] for k in _OWN_KEYS}
+        for k in self._TEXT:
+            out[k] = self.text(out[k])
+        if out["range"] is not None:
+            out["range"] = self._values.setdefault(("range", out["range"]), out["range"])
+        if isinstance(out["priority"], dict):
+            out["priority"] = self.table(out["priority"])
+        return out
 
 
 def _range(rng: list[float] | None, path: str, p: Problems) -> tuple[float, float] | None:

@@ -23,6 +23,7 @@ MAX_REGISTERS = 125  # Modbus application protocol v1.1b3, 6.3: at most 125 word
 MAX_BITS = 2000  # ... and 2000 coils / discrete inputs
 SCHEMES = ("tcp", "rtu", "rtu+tcp")
 
+_AREA = {a: a for a in ("co", "di", "ir", "hr")}
 _ADDRESS = re.compile(r"^(co|di|ir|hr):(\d+)(?:\.(\d+))?$")
 _MODICON = re.compile(r"^(\d{5,6})(?:\.(\d+))?$")
 #: the leading digit of a Modicon (5- or 6-digit, 1-based) reference -> area
@@ -30,7 +31,7 @@ MODICON_AREA = {"0": "co", "1": "di", "3": "ir", "4": "hr"}
 MODICON_DIGIT = {v: k for k, v in MODICON_AREA.items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Point:
     """Where one tag lives: area, first address (0-based), bit within a register or -1, and
     how many addresses (registers, or 1 bit) the value spans."""
@@ -78,7 +79,7 @@ def parse_address(text: str) -> tuple[str, int, int]:
     ``"40101.3"`` -> ("hr", 100, 3). ValueError says why not."""
     m = _ADDRESS.match(text.strip()) if isinstance(text, str) else None
     if m:
-        area, addr, bit = m.group(1), int(m.group(2)), m.group(3)
+        area, addr, bit = _AREA[m.group(1)], int(m.group(2)), m.group(3)  # one str per area, not per point
     elif isinstance(text, str) and (mm := _MODICON.match(text.strip())):
         (area, addr), bit = parse_modicon(mm.group(1)), mm.group(2)
     elif isinstance(text, str) and text.strip().isdigit():
