@@ -36,7 +36,7 @@ import numpy as np
 MODES = ("swinging-door", "deadband", "none")
 
 
-@dataclass
+@dataclass(slots=True)
 class Points:
     """Archived points: parallel arrays, in the order archived (per tag, in time)."""
 

@@ -92,7 +92,11 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
-        db.execute("PRAGMA cache_size=-16384")  # 16 MB: the rightmost leaf of each tag stays cached
+        # 4 MB: the b-tree's inner pages and, up to ~1,000 tags, each tag's rightmost leaf. More
+        # tags than fit take their leaves from the OS page cache whatever the size (a flush walks
+        # the tags in order): at 100,000 tags, a flush of one point per tag took 273-291 ms of CPU
+        # with 4 MB, 257-287 ms with 16 MB, which held 12 MB more
+        db.execute("PRAGMA cache_size=-4096")
         db.executescript(_DDL)
         db.execute("BEGIN")
         db.executemany("INSERT OR IGNORE INTO tags (name) VALUES (?)", [(n,) for n in self.names])

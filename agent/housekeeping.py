@@ -1,7 +1,8 @@
 """Outbox housekeeping and the gateway's ``storage`` alarm.
 
 Part of the shell: once a minute, in a worker thread, the outbox applies retention, thins old
-telemetry and keeps under ``max_outbox_mb``; when that cap costs unsent data, an alarm about
+telemetry and keeps under ``max_outbox_mb``, and the C heap gives its free pages back to the
+system (agent.heap); when that cap costs unsent data, an alarm about
 the gateway itself says so. Every 2 s the free space of ``data_dir``'s file system is
 looked at: below ``min_free_mb`` the same alarm is raised, before a full disk can stop alarms
 being stored, and the cap shrinks (the oldest telemetry goes) to give the space back.
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent import heap
 from agent.alarms import AlarmManager
 from agent.loops import LoopHealth
 from agent.outbox import Outbox
@@ -65,9 +67,10 @@ class Housekeeping:
             report = outbox.maintain(cap)
             report["shrunk"] = cap < max_bytes  # by the free-disk watch
             report["dead_letters"] = outbox.dead_letter_counts()
-            return report
         finally:
             outbox.close()
+        report["heap_trimmed"] = heap.trim()  # what the last minute's temporaries left free
+        return report
 
     async def run(self) -> None:
         """Retention (30 days), telemetry thinning and the ``max_outbox_mb`` cap once a minute,

@@ -18,6 +18,7 @@ from agent.history import MB, History, deviations, plan
 from agent.history_compress import Compressor, Points, reconstruct
 from agent.history_store import DAY_S, day_files, day_of, read
 from agent.pipeline import build_manager
+from drivers.base import SampleBatch
 from tests.conftest import config_dict
 
 T0 = 1764374400.0  # 2025-11-29T00:00:00Z, a UTC midnight
@@ -164,6 +165,28 @@ def day_of_points(start: float, n: int = 200, tags: int = 2, step: float = 60.0)
     ts = start + np.arange(n) * step
     return Points(np.tile(np.arange(tags, dtype=np.int32), n), np.repeat(ts, tags),
                   np.random.default_rng(int(start) % 1000).normal(100, 10, n * tags), np.zeros(n * tags, np.uint8))
+
+
+def test_samples_compressed_chunk_by_chunk_give_the_archive_of_one_pass(tmp_path):
+    cfg, h, _ = history_for(tmp_path, deviation=0.3)
+    h.chunk = 7  # a pass every 4 batches of 2 tags, across the flushes below
+    rng = np.random.default_rng(5)
+    x = np.cumsum(rng.normal(0, 0.2, (300, 2)), axis=0)
+    x[100:110, 1] = np.nan
+    whole = Compressor(deviations(cfg), cfg.history.compression, cfg.history.max_interval_s)
+    taken = []
+    for k in range(300):
+        h.record(SampleBatch.build("PLC1", np.array([0, 1]), x[k], T0 + k, 0))
+        if k % 50 == 49:
+            taken.append(h.take())
+    assert not h.pending and not h.archived
+    once = whole.add(np.tile([0, 1], 300), np.repeat(T0 + np.arange(300.0), 2), x.ravel(), np.zeros(600, np.uint8))
+    chunked = Points.concat(taken)
+    assert 0 < len(once) < 600
+    for tag in (0, 1):
+        a, b = one(once, tag), one(chunked, tag)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1], equal_nan=True) and np.array_equal(a[2], b[2])
+    h.store.close()
 
 
 def test_retention_deletes_whole_days_older_than_retention_days(tmp_path):
