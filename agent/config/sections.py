@@ -444,7 +444,7 @@ class TrendSection:
                           "earlier ranges come from the history when `[history] enabled`", check=at_least(60, " (s)"))
     resolution_s: float = key(10.0, "width of a trend bucket: each keeps the lowest, highest and last value of the "
                               "tag (12 bytes per tag and bucket)", check=positive)
-    max_mb: float = key(32.0, "memory cap of the tags' trend ring; with many tags the buckets widen to stay under it "
+    max_mb: float = key(16.0, "memory cap of the tags' trend ring; with many tags the buckets widen to stay under it "
                         "(docs/CONSOLE.md)", check=at_least(1, " (MB)"))
 
     def check(self, path: str, p: Problems) -> None:
