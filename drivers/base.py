@@ -351,7 +351,7 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-PHASE_GROUPS = 32
+PHASE_GROUPS = 8
 
 
 def poll_phase(device: str) -> float:
@@ -391,10 +391,10 @@ class PollingDriver(Driver):
         failures = 0
         retry_at = 0.0
         # devices fall into PHASE_GROUPS groups by their name, each polled at its own phase of
-        # the interval (of the first second at most): 1,613 devices polled every second are 32
-        # bursts of ~50 requests, and a device's answer waits only for its group's, not for all
-        # 1,613 (the alarm latency). Not a phase per device: waking once per device costs more
-        # CPU than the work it spreads (bench/scale.py, docs/PERFORMANCE.md)
+        # the interval (of the first second at most): 1,613 devices polled every second are 8
+        # bursts of ~200 requests, and a device's answer waits only for its group's, not for all
+        # 1,613 (the alarm latency). Not more groups: each wake-up of a small burst costs CPU,
+        # in the agent and in the devices' simulators alike (bench/scale.py, docs/PERFORMANCE.md)
         next_tick = time.monotonic() + min(interval, 1.0) * poll_phase(self.device.name)
         try:
             while True:

@@ -58,7 +58,7 @@ def test_many_devices_fall_evenly_into_the_poll_phase_groups_the_same_at_every_s
     names = [f"D{i:04d}" for i in range(1613)]
     groups = collections.Counter(poll_phase(n) for n in names)
     assert sorted(groups) == [k / PHASE_GROUPS for k in range(PHASE_GROUPS)]
-    assert max(groups.values()) < 1.3 * len(names) / PHASE_GROUPS  # ~50 each, not one burst of 1,613
+    assert max(groups.values()) < 1.2 * len(names) / PHASE_GROUPS  # ~200 each, not one burst of 1,613
     assert [poll_phase(n) for n in names] == [poll_phase(n) for n in names]
 
 
@@ -75,7 +75,7 @@ def test_a_device_is_first_read_at_its_phase_of_the_interval():
             return SampleBatch.build(self.device.name, self.tag_indices, [1.0], time.time(), [0])
 
     by_phase = {poll_phase(f"d{i}"): f"d{i}" for i in range(200)}
-    early, late = by_phase[0.0], by_phase[24 / PHASE_GROUPS]  # 750 ms apart with a 1 s interval
+    early, late = by_phase[0.0], by_phase[6 / PHASE_GROUPS]  # 750 ms apart with a 1 s interval
 
     async def main():
         async def poll(name):
