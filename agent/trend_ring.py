@@ -88,6 +88,9 @@ class Ring:
         """Samples (series index, time, value); non-finite values are not kept."""
         if len(ts) == 0:
             return
+        if isinstance(ts, np.ndarray) and ts.ndim == 1 and ts.strides[0] == 0:
+            self._add_at(float(ts[0]), row, value)  # one time for all: a poll's batch
+            return
         k = np.floor(np.asarray(ts, dtype=np.float64) / self.resolution_s).astype(np.int64)
         self._advance(int(k.max()))
         assert self.head is not None
@@ -103,6 +106,27 @@ class Ring:
         np.fmin.at(self.low.reshape(-1), at, v)
         np.fmax.at(self.high.reshape(-1), at, v)
         self.last.reshape(-1)[at] = v  # in time order: the last of equal indices wins
+
+    def _add_at(self, t: float, row: np.ndarray, value: np.ndarray) -> None:
+        """``add`` for samples that share one time: one bucket, written through its row of
+        each array (a poll's batch carries its time as a broadcast scalar)."""
+        k = math.floor(t / self.resolution_s)
+        self._advance(k)
+        assert self.head is not None
+        if k <= self.head - self.slots:
+            return
+        v = np.asarray(value, dtype=np.float32)
+        finite = np.isfinite(v)
+        if not finite.all():
+            row, v = np.asarray(row)[finite], v[finite]
+            if len(v) == 0:
+                return
+        if self.first is None:
+            self.first = t
+        slot = k % self.slots
+        np.fmin.at(self.low[slot], row, v)
+        np.fmax.at(self.high[slot], row, v)
+        self.last[slot][row] = v
 
     def _advance(self, top: int) -> None:
         if self.head is None:

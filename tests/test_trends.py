@@ -41,6 +41,26 @@ def test_a_bucket_keeps_the_lowest_highest_and_last_value_and_old_buckets_are_em
     assert len(ring.series(1, 0, 100)) == 0
 
 
+def test_a_polls_batch_with_one_time_for_all_fills_the_ring_as_samples_with_their_own_times():
+    # a driver's batch carries its time as a broadcast scalar (stride 0): the ring writes it
+    # through one bucket's row; the result must be the general path's, NaNs, late samples and
+    # repeated tags included
+    rng = np.random.default_rng(7)
+    one, each = Ring(300, 5, 10.0), Ring(300, 5, 10.0)
+    for i in range(200):
+        t = 1_000.0 + i * 3.7 - (60.0 if i % 17 == 0 else 0.0)  # now and then older than the ring
+        rows = rng.integers(0, 300, 40)  # repeats among them
+        values = rng.normal(100.0, 5.0, 40)
+        values[rng.random(40) < 0.1] = np.nan
+        shared = np.broadcast_to(np.float64(t), (40,))
+        assert shared.strides == (0,)
+        one.add(rows, shared, values)
+        each.add(rows, np.full(40, t), values)
+    for a, b in ((one.low, each.low), (one.high, each.high), (one.last, each.last)):
+        assert np.array_equal(a, b, equal_nan=True)
+    assert (one.head, one.first) == (each.head, each.first) and np.isfinite(one.low).sum() > 300
+
+
 def test_the_tags_ring_stays_under_its_memory_cap_by_widening_its_buckets():
     assert ring_slots(3600, 10, 1000, 32 * 2**20) == 360  # fits: the resolution asked for
     slots = ring_slots(3600, 10, 10_000, 32 * 2**20)
