@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 
@@ -18,7 +19,7 @@ def test_subscription_delivers_changes_with_source_timestamps_and_scaling():
     async def main():
         async with PlantServer() as srv:
             t = plant_tags()
-            t[0] = type(t[0])(**{**t[0].__dict__, "scale": 2.0, "offset": -1.0})
+            t[0] = dataclasses.replace(t[0], scale=2.0, offset=-1.0)
             driver = OpcUaDriver(device(srv.url, publishing_interval_ms=50), t)
             async with Collector(driver) as c:
                 await c.wait_for(lambda c: all(c.last(i) for i in range(5)), what="initial values")
