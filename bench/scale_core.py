@@ -6,7 +6,7 @@ and flatline on every tag), fed with batches as the Modbus driver yields them.
 Start-up is timed as `run` does it (config load, the Agent with its engine, outbox and uplink
 objects, one driver object per device, not connected); then ``--seconds`` simulated seconds of
 one batch per device each, on CPU time of this process (the machine's other load does not
-count), and one telemetry snapshot (document + encoding). RSS at the end.
+count), and one telemetry snapshot (the message as `run` writes it). RSS at the end.
 
     .venv/bin/python -m bench.scale_core --tags 100000 [--seconds 20] [--profile out.prof]
 """
@@ -73,7 +73,7 @@ def main() -> None:
                 agent.history.write(agent.history.take(), now + s, False)
                 history += time.process_time() - c
         c = time.process_time()
-        size = len(agent.telemetry.encode(agent.telemetry.document()))
+        size = len(agent.telemetry.payload())  # what run writes into the outbox
         snapshot = time.process_time() - c
         rss, hwm = rss_kb(os.getpid())
         print(f"batches: {cpu / args.seconds * 1000:.0f} ms CPU per second of polling "
