@@ -102,39 +102,42 @@ def _child(path: str | Path, w: int) -> NoReturn:
     code = 1
     try:
         with os.fdopen(w, "wb") as pipe:
-            pipe.write(_answer(path))
+            _answer(path, pipe)
         code = 0
     except BaseException:  # a Config that does not pickle, the parent gone (EPIPE), an interrupt:
-        pass  # no answer; the parent, if still there, loads the config itself
+        pass  # the answer cut short, which the parent takes for none: it loads the config itself
     finally:
         with contextlib.suppress(BaseException):
             _flush()
         os._exit(code)
 
 
-def _answer(path: str | Path) -> bytes:
+def _answer(path: str | Path, pipe: io.BufferedWriter) -> None:
+    """The Config or the exception into the pipe, pickled as the parent unpickles it (the two
+    overlap)."""
     try:
         cfg = load(path)
     except ConfigError as exc:
-        return _dumps((False, exc))
+        _Pickler(pipe).dump((False, exc))
+        return
     except Exception as exc:  # a plugin's bug: raised in the parent as it would have been there
-        return _dumps((False, _portable(exc)))
-    return _dumps((True, cfg))  # raises when a plugin's object in it does not pickle: no answer
+        _Pickler(pipe).dump((False, _portable(exc)))
+        return
+    _Pickler(pipe).dump((True, cfg))  # raises midway when a plugin's object in it does not pickle
 
 
 def _portable(exc: Exception) -> Exception:
-    """``exc`` with the child's traceback as a note if it survives pickling, else a RuntimeError
-    with its text."""
-    with contextlib.suppress(Exception):
-        exc.add_note(
-            "raised while loading the config in a child process:\n"
-            + "".join(traceback.format_tb(exc.__traceback__)).rstrip()
-        )
+    """``exc`` if it survives pickling, else a RuntimeError with its text; with the child's
+    traceback as a note."""
+    note = "raised while loading the config in a child process:\n" + "".join(
+        traceback.format_tb(exc.__traceback__)
+    )
     try:
         pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
-        return exc
     except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
+        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+    exc.add_note(note.rstrip())
+    return exc
 
 
 def _flush() -> None:
@@ -143,17 +146,11 @@ def _flush() -> None:
             stream.flush()
 
 
-def _dumps(obj: Any) -> bytes:
-    out = io.BytesIO()
-    _Pickler(out).dump(obj)
-    return out.getvalue()
-
-
 class _Pickler(pickle.Pickler):
     """Pickle at its highest protocol, each float object written once: its value the first time,
     its number after (pickle's memo covers containers and strings, not floats)."""
 
-    def __init__(self, file: io.BytesIO):
+    def __init__(self, file: io.BufferedWriter):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         # id -> (its number, the float: alive while its id is a key)
         self._floats: dict[int, tuple[int, float]] = {}
