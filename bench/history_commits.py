@@ -7,7 +7,8 @@ order, each at a random time within the flush's 5 s), committed as the agent's w
 commits them. Both ways run on the real ``Store`` (same file, pragmas and tag numbering); the
 direct way inlines the former statement, ``INSERT OR REPLACE INTO points``. CPU time
 (``time.process_time``) is summed over the flushes after the first ``--warm`` (a warm file: the
-b-tree holds every tag), and divided by the points committed in them. Then, for the second way,
+b-tree holds every tag), and divided by the points committed in them; the file's pages in use
+and free once all the points are in ``points``. Then, for the second way,
 what a reader pays for ``recent``: one tag's day read (``history_store.read``, best of 5) with
 ``--every`` − 1 more flushes in ``recent`` (just before a compaction, its fullest), then with
 ``recent`` empty.
@@ -31,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.history_compress import Points  # noqa: E402
-from agent.history_store import DAY_MS, Store, day_files, file_bytes, read  # noqa: E402
+from agent.history_store import DAY_MS, Store, read  # noqa: E402
 
 T0 = 1764374400.0  # 2025-11-29T00:00:00Z
 FLUSH_S = 5.0
@@ -87,6 +88,11 @@ def run(directory: Path, staged: bool, args: argparse.Namespace) -> dict[str, fl
                 write_s += c1 - c0
                 compact_s += c2 - c1
                 counted += len(pts)
+        store.compact()  # what the file takes once everything is in points (the direct way: nothing to move)
+        db = next(iter(store.open.values()))[0]
+        page, pages, free = (
+            db.execute(f"PRAGMA {x}").fetchone()[0] for x in ("page_size", "page_count", "freelist_count")
+        )
         if staged:  # one tag's read with a whole compaction interval in recent, then without
             extra = flushes(args.tags, args.points, args.flushes + args.every - 1)
             for pts in list(extra)[args.flushes :]:
@@ -96,14 +102,14 @@ def run(directory: Path, staged: bool, args: argparse.Namespace) -> dict[str, fl
             empty = read_ms(directory, store.names[args.tags // 2])
     finally:
         store.close()
-    size = sum(file_bytes(p) for p in day_files(directory).values())
     reads = {"read_full_ms": full, "read_empty_ms": empty} if staged else {}
     return reads | {
         "write_us": write_s / counted * 1e6,
         "compact_us": compact_s / counted * 1e6,
         "total_us": (write_s + compact_s) / counted * 1e6,
         "points": counted,
-        "mb": size / 1e6,
+        "mb": (pages - free) * page / 1e6,
+        "free_mb": free * page / 1e6,
     }
 
 
@@ -154,7 +160,7 @@ def main() -> None:
             wall = time.perf_counter() - t0
         print(
             f"{name:28s} {r['total_us']:6.2f} us/point CPU (commits {r['write_us']:.2f}, compaction "
-            f"{r['compact_us']:.2f}); {r['points']} points counted; file {r['mb']:.0f} MB; run {wall:.1f} s"
+            f"{r['compact_us']:.2f}); {r['points']} points counted; file {r['mb']:.1f} MB + {r['free_mb']:.1f} MB free pages; run {wall:.1f} s"
         )
         if staged:
             print(
