@@ -262,3 +262,21 @@ def test_history_moves_recent_once_a_minute_on_rotation_and_at_close(tmp_path):
     assert counts(first) == (17, 0)
     asyncio.run(h.close())
     assert [counts(p) for p in day_files(h.dir).values()] == [(17, 0), (2, 0), (2, 0)]
+
+
+def test_a_commit_larger_than_the_rows_written_at_once_keeps_every_point(tmp_path):
+    from agent.history_store import ROWS_AT_ONCE
+
+    n = 2 * ROWS_AT_ONCE + 5  # three parts, the last a short one
+    store = Store(tmp_path / "h", NAMES)
+    tag = np.arange(n, dtype=np.int32) % 2
+    ts = T0 + np.arange(n) * 0.5
+    value = np.arange(n, dtype=np.float64)
+    value[[ROWS_AT_ONCE - 1, ROWS_AT_ONCE, n - 1]] = np.nan  # at the parts' edges
+    assert store.write(Points(tag, ts, value, (np.arange(n) % 3).astype(np.uint8))) == n
+    store.close()
+    for i, name in enumerate(NAMES):
+        got = read(tmp_path / "h", name, T0, T0 + n)
+        want = tag == i
+        assert np.array_equal(got.ts, ts[want]) and np.array_equal(got.value, value[want], equal_nan=True)
+        assert np.array_equal(got.quality, (np.arange(n) % 3)[want])
