@@ -4,7 +4,8 @@ Part of the shell. ``History.record`` runs on the event loop for every batch the
 handles: the samples are buffered and, every ``CHUNK`` of them, the compressor
 (agent.history_compress, one numpy pass) picks the points to archive, which are buffered in
 memory. Every ``flush_s`` a worker thread commits the buffer to the
-day files (agent.history_store); once a minute the same thread applies retention and the size
+day files (agent.history_store: appended to each file's ``recent`` table); once a minute the
+same thread moves ``recent`` into ``points`` (``Store.compact``), applies retention and the size
 policy, and the loop raises or clears the ``storage`` alarms ``history/storage`` and
 ``history.retention/storage`` through the alarm manager and the outbox, like the outbox's own
 storage alarm. History is not the alarm
@@ -171,6 +172,10 @@ class History:
                 self.dropped += len(pts)
                 report["error"] = f"{type(exc).__name__}: {exc}"
         if maintain:
+            try:
+                self.store.compact()  # the minute's points from recent into points (agent.history_store)
+            except Exception as exc:  # they stay in recent, read from there; the next pass tries again
+                report["compact_error"] = f"{type(exc).__name__}: {exc}"
             days = self.store.days()
             self.dir.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(self.dir).free
@@ -202,7 +207,8 @@ class History:
             await asyncio.sleep(self.cfg.flush_s)
 
     async def close(self) -> None:
-        """Write what is buffered and every tag's held sample, then close the files."""
+        """Write what is buffered and every tag's held sample, then close the files (each
+        compacted: its ``recent`` moved into ``points``)."""
         try:
             await self.flush(final=True)
         finally:
@@ -214,6 +220,9 @@ class History:
         if report["error"]:
             log.error("history: writing %s failed: %s", self.dir, report["error"])
             self.storage_alarm("history.retention", [f"history write failed: {report['error']}"], p)
+        if report.get("compact_error"):
+            log.error("history: moving the recent points of %s into points failed: %s", self.dir,
+                      report["compact_error"])
         if p is None:
             return
         self.used_mb = round(p.used / MB, 3)

@@ -108,6 +108,10 @@ class OutboxCorrupt(OutboxError):
 CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)  # the primary result codes of damage
 
 
+#: a payload from this size on is written into its row by ``Outbox.append`` a piece at a time
+STREAMED = 256 * 1024
+
+
 def new_epoch() -> str:
     """A new outbox's epoch: 64 random bits as 16 hex digits (a collision is not a concern)."""
     return secrets.token_hex(8)
@@ -235,11 +239,35 @@ class Outbox:
 
     def append(self, topic: str, payload: bytes, lane: int = TELEMETRY, qos: int = 1, now: float | None = None) -> int:
         now = time.time() if now is None else now
+        if len(payload) >= STREAMED:
+            return self._append_streamed(topic, payload, lane, qos, now)
         cur = self.db.execute(
             "INSERT INTO outbox (lane, topic, payload, qos, retain, created) VALUES (?,?,?,?,0,?)",
             (lane, topic, payload, qos, now),
         )
         return int(cur.lastrowid)
+
+    def _append_streamed(self, topic: str, payload: bytes, lane: int, qos: int, now: float) -> int:
+        """``append`` of a large payload: the row made with a zero blob of the payload's size,
+        the payload written into it through SQLite's incremental blob I/O, in one transaction.
+        Bound as a parameter, SQLite builds the row in a buffer of the payload's size that the
+        cached INSERT statement keeps for good: ~8 MB held by the agent after the first telemetry
+        snapshot of 100,000 tags."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.execute(
+                "INSERT INTO outbox (lane, topic, payload, qos, retain, created) VALUES (?,?,zeroblob(?),?,0,?)",
+                (lane, topic, len(payload), qos, now),
+            )
+            row = int(cur.lastrowid)
+            with db.blobopen("outbox", "payload", row) as blob:
+                blob.write(payload)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+        return row
 
     # --- reading ----------------------------------------------------------------------------
 

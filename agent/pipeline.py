@@ -45,7 +45,7 @@ def build_engine(cfg: Config) -> Engine:
     """One family object per detector family in use, each watching the tags configured for it."""
     params = cfg.family_params()
     families = [cls(len(cfg.tags), params[name]) for name, cls in family_classes(cfg).items()]
-    index = cfg.tag_index()
+    index = cfg.tag_positions
     cycles = {index[n]: c for n, c in cfg.tuning.cycles.items()} if cfg.tuning is not None else {}
     return Engine(len(cfg.tags), families, Cycles(len(cfg.tags), cycles) if cycles else None)
 

@@ -88,9 +88,13 @@ class Ring:
         """Samples (series index, time, value); non-finite values are not kept."""
         if len(ts) == 0:
             return
-        if isinstance(ts, np.ndarray) and ts.ndim == 1 and ts.strides[0] == 0:
+        if isinstance(ts, np.ndarray) and ts.ndim == 1 and _one_time(ts):
             self._add_at(float(ts[0]), row, value)  # one time for all: a poll's batch
-            return
+        else:
+            self._add_each(row, ts, value)
+
+    def _add_each(self, row: np.ndarray, ts: np.ndarray, value: np.ndarray) -> None:
+        """``add`` for samples with times of their own: each to its bucket."""
         k = np.floor(np.asarray(ts, dtype=np.float64) / self.resolution_s).astype(np.int64)
         self._advance(int(k.max()))
         assert self.head is not None
@@ -109,7 +113,7 @@ class Ring:
 
     def _add_at(self, t: float, row: np.ndarray, value: np.ndarray) -> None:
         """``add`` for samples that share one time: one bucket, written through its row of
-        each array (a poll's batch carries its time as a broadcast scalar)."""
+        each array (a poll's batch: one time for all its samples)."""
         k = math.floor(t / self.resolution_s)
         self._advance(k)
         assert self.head is not None
@@ -157,6 +161,12 @@ class Ring:
         low, high, last = self.low[s, row], self.high[s, row], self.last[s, row]
         has = ~np.isnan(last)
         return Series((k[has] + 0.5) * self.resolution_s, low[has], high[has], last[has])
+
+
+def _one_time(ts: np.ndarray) -> bool:
+    """Whether every sample has the same time: a broadcast scalar, or equal values (a driver's
+    poll; the check costs ~2 µs against ~15 µs saved for a 62-sample batch)."""
+    return ts.strides[0] == 0 or bool(ts[0] == ts[-1] and (ts == ts[0]).all())
 
 
 def decimate(ts: np.ndarray, value: np.ndarray, t0: float, t1: float, width: float) -> Series:

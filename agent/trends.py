@@ -123,7 +123,7 @@ class Trends:
         full = max(2, math.ceil(t.window_s / t.resolution_s))
         self.stats, self.limits = Ring(0, full, t.resolution_s), Ring(0, full, t.resolution_s)
         self.series: dict[tuple[str, str], int] = {}  # (model, statistic) -> row of self.stats
-        self.index = cfg.tag_index()
+        self.index = cfg.tag_positions
         self.models = {m.name: m for m in cfg.models}
         self.history = cfg.history.path(cfg.agent.data_dir) if cfg.history.enabled else None
         self.tz = ZoneInfo(cfg.agent.timezone)

@@ -1,16 +1,17 @@
 """History: bytes per tag per day, the recorder's CPU at 10,000 tags, and the query time.
 
 1. size: a day of 1 s samples (synthetic time) of a noisy and of a quiet signal through the
-   real compressor and day files (committed every 5 s as the agent does), then the day file's
-   size after it is closed, per tag.
+   real compressor and day files (committed every 5 s, ``recent`` moved into ``points`` once a
+   minute, as the agent does), then the day file's size after it is closed, per tag.
      noisy: 50 + 5 sin(2πt/1 h) + white noise σ = 0.5 (0.5 % of the range 0..100)
      quiet: 50 + 10 sin(2πt/6 h) + white noise σ = 0.02 (0.02 % of the range)
    at the default error bound (0.2 % of the range = 0.2), at 1 % (1.0) and, for the noisy
    signal, at 3 σ of its noise (1.5).
 2. cpu: 10,000 tags polled every 1 s as 80 devices × 125 tags (80 batches a tick) through
    ``History.record`` (the compressor, on the event loop) and ``History.write`` (the commit
-   every 5 s, in the worker thread), for ``--ticks`` seconds of synthetic time; CPU seconds
-   per tick and per day, for all-quiet, all-noisy and a 10 % noisy mix.
+   every 5 s, in the worker thread, and ``Store.compact`` once a minute), for ``--ticks``
+   seconds of synthetic time; CPU seconds per tick and per day, for all-quiet, all-noisy and a
+   10 % noisy mix.
 3. query: a day file holding 10,000 tags (9,999 with a point a minute, one with 86,400 points)
    and the time of `plantwatch history CONFIG TAG --from --to --csv` (the whole command, a
    new process) and of the read alone.
@@ -68,6 +69,8 @@ def bench_size(directory: Path, kind: str, n: int, deviation: float) -> tuple[fl
                 pts = Points.concat(pending)
                 points += store.write(pts)
                 pending = []
+            if i % 60 == 59:  # recent into points once a minute, as the agent does
+                store.compact()
         points += store.write(Points.concat(pending))
     points += store.write(comp.flush())
     store.close()
@@ -106,6 +109,8 @@ def bench_cpu(directory: Path, mix: float, ticks: int, tags: int = 10000) -> dic
         if tick % 5 == 4 or tick == ticks - 1:
             c0 = time.process_time()
             assert h.write(h.take(), T0 + tick, maintain=False)["error"] is None
+            if tick % 60 == 59:  # the maintenance pass's move of recent into points, once a minute
+                h.store.compact()
             write_s += time.process_time() - c0
     h.store.close()
     size = sum(p.stat().st_size for p in day_files(h.dir).values())

@@ -93,8 +93,8 @@ class SampleBatch:
             device=device,
             tag=np.ascontiguousarray(tag, dtype=np.int32),
             value=np.ascontiguousarray(value, dtype=np.float64),
-            ts=np.broadcast_to(np.asarray(ts, dtype=np.float64), (n,)).copy(),
-            quality=np.broadcast_to(np.asarray(quality, dtype=np.uint8), (n,)).copy(),
+            ts=_filled(ts, n, np.float64),
+            quality=_filled(quality, n, np.uint8),
             error=error,
         )
 
@@ -103,6 +103,19 @@ class SampleBatch:
         """Every tag of the device COMM_FAIL with NaN values: the device did not answer."""
         n = len(tags)
         return cls.build(device, tags, np.full(n, np.nan), ts, COMM_FAIL, error)
+
+
+def _filled(x, n: int, dtype) -> np.ndarray:
+    """``x`` as a new array of ``n`` elements: a scalar repeated (a poll's one time, its quality;
+    filling an empty array is a few times cheaper than copying a broadcast view), an array copied
+    (converted to ``dtype``)."""
+    if isinstance(x, np.ndarray) and x.shape == (n,):
+        return x.astype(dtype)  # a copy, always
+    if isinstance(x, (int, float, np.integer, np.floating)):
+        out = np.empty(n, dtype=dtype)
+        out.fill(x)
+        return out
+    return np.broadcast_to(np.asarray(x, dtype=dtype), (n,)).copy()
 
 
 def frozen_tags(tags) -> np.ndarray:

@@ -72,3 +72,25 @@ def test_containers_held_per_tag_do_not_grow_with_the_tags(tmp_path, write_confi
     # a tag's own dicts, lists and tuples (families tables, options, ranges, parameter tables,
     # a second object per tag for the alarm manager) would make these 1 or more
     assert per_tag["dict"] < 0.05 and per_tag["list"] < 0.05 and per_tag["tuple"] < 0.05, per_tag
+
+
+def test_tags_share_one_settings_object_until_a_setting_differs(tmp_path, write_config):
+    lines = [HEADER + ",telemetry_deadband"]
+    for i in range(6):
+        deadband = "0.5" if i == 4 else ""  # one tag differs in one setting
+        unit = "bar" if i == 5 else "°C"  # another in its unit
+        lines.append(f"T{i},r1-plc,hr:{2 * i},float32,{unit},tag {i},0;500,180,160,20,1,ewma,{deadband}")
+    (tmp_path / "points.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = config_dict()
+    data["agent"]["points_file"] = "points.csv"
+    cfg = load(write_config(data, "plant.toml"))
+    tags = {t.name: t for t in cfg.tags}
+    same = [tags[f"T{i}"] for i in range(4)]
+    assert len({id(t.settings) for t in same}) == 1
+    assert tags["T4"].settings is not same[0].settings and tags["T4"].telemetry_deadband == 0.5
+    assert tags["T5"].settings is not same[0].settings and tags["T5"].unit == "bar"
+    assert [t.desc for t in same] == ["tag 0", "tag 1", "tag 2", "tag 3"]  # each tag's own text
+    assert same[0].telemetry_deadband is None and same[0].unit == "°C" and same[0].families["limit"]["h"] == 160.0
+    # a setting is an attribute of the tag, read from its settings; the tag has no slot for it
+    assert not hasattr(same[0], "__dict__")
+    assert type(same[0]).__slots__ == ("spec", "desc", "point", "position", "settings")

@@ -42,11 +42,11 @@ def test_a_bucket_keeps_the_lowest_highest_and_last_value_and_old_buckets_are_em
 
 
 def test_a_polls_batch_with_one_time_for_all_fills_the_ring_as_samples_with_their_own_times():
-    # a driver's batch carries its time as a broadcast scalar (stride 0): the ring writes it
-    # through one bucket's row; the result must be the general path's, NaNs, late samples and
-    # repeated tags included
+    # a driver's batch has one time for all its samples (a broadcast scalar, or an array of equal
+    # times as SampleBatch.build makes it): the ring writes it through one bucket's row; the
+    # result must be the general path's, NaNs, late samples and repeated tags included
     rng = np.random.default_rng(7)
-    one, each = Ring(300, 5, 10.0), Ring(300, 5, 10.0)
+    one, equal, each = Ring(300, 5, 10.0), Ring(300, 5, 10.0), Ring(300, 5, 10.0)
     for i in range(200):
         t = 1_000.0 + i * 3.7 - (60.0 if i % 17 == 0 else 0.0)  # now and then older than the ring
         rows = rng.integers(0, 300, 40)  # repeats among them
@@ -55,10 +55,19 @@ def test_a_polls_batch_with_one_time_for_all_fills_the_ring_as_samples_with_thei
         shared = np.broadcast_to(np.float64(t), (40,))
         assert shared.strides == (0,)
         one.add(rows, shared, values)
-        each.add(rows, np.full(40, t), values)
-    for a, b in ((one.low, each.low), (one.high, each.high), (one.last, each.last)):
-        assert np.array_equal(a, b, equal_nan=True)
-    assert (one.head, one.first) == (each.head, each.first) and np.isfinite(one.low).sum() > 300
+        equal.add(rows, np.full(40, t), values)
+        each._add_each(rows, np.full(40, t), values)  # the path of samples with times of their own
+    for ring in (one, equal):
+        for a, b in ((ring.low, each.low), (ring.high, each.high), (ring.last, each.last)):
+            assert np.array_equal(a, b, equal_nan=True)
+        assert (ring.head, ring.first) == (each.head, each.first) and np.isfinite(ring.low).sum() > 300
+
+
+def test_a_batch_whose_times_differ_anywhere_goes_to_each_samples_bucket():
+    ring = Ring(3, 4, 10.0)
+    ts = np.array([5.0, 15.0, 5.0])  # first and last equal, the middle not
+    ring.add(np.array([0, 1, 2]), ts, np.array([1.0, 2.0, 3.0]))
+    assert ring.series(1, 0, 40).ts.tolist() == [15.0] and ring.series(0, 0, 40).ts.tolist() == [5.0]
 
 
 def test_the_tags_ring_stays_under_its_memory_cap_by_widening_its_buckets():

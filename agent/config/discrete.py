@@ -3,6 +3,7 @@ disagrees) and their checks: the tag types they need and the feedback tag they n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,5 +69,6 @@ def link_feedback(raw: Sequence[Any], tags: Sequence[Any], paths: Sequence[str],
             off = float(off) if isinstance(off, (int, float)) and not isinstance(off, bool) else 0.0
             mismatch = {"feedback": fb.index, "mismatch_s": float(entry["mismatch_s"]), "off_delay_s": off,
                         "desc": tag.desc}
-            # a copy: tags with equal families share one dict
-            object.__setattr__(tag, "families", {**tag.families, "mismatch": mismatch})
+            # copies: tags with equal settings share one settings object and one families dict
+            families = {**tag.families, "mismatch": mismatch}
+            object.__setattr__(tag, "settings", dataclasses.replace(tag.settings, families=families))

@@ -109,7 +109,7 @@ class Config:
         for tag in self.tags:
             for fam, params in tag.families.items():
                 out.setdefault(fam, {})[tag.index] = params  # read-only: tags share their tables
-        index = self.tag_index()
+        index = self.tag_positions
         for m in self.models:
             for name in m.tags:
                 out.setdefault(m.kind, {})[index[name]] = m.params(name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
 
 from agent.config.computed import EXPR_DOC, check_entry
 from agent.config.discrete import DISCRETE_KEYS, check_discrete, link_feedback
@@ -80,13 +81,13 @@ SPEC_KEYS = {
 
 
 @dataclass(frozen=True, slots=True)
-class TagConfig:
-    """A [[tags]] entry: what the driver needs (``spec``) plus what alarms and payloads need."""
+class TagSettings:
+    """The settings of a [[tags]] entry that tags commonly share: one object for every tag whose
+    settings are equal (at 100,000 tags, a few objects instead of 16 references per tag).
+    Read them through the TagConfig, which has each of them as an attribute."""
 
-    spec: TagSpec
     expr: str = key("", EXPR_DOC, shown="none")
     unit: str = key("", "engineering unit, copied into alarms")
-    desc: str = key("", "description; the alarm message text starts with it")
     range: tuple[float, float] | None = key(
         None, "[low, high]: physically valid range; families that judge plausibility use it (see below)",
         kind="list[float]")
@@ -102,9 +103,6 @@ class TagConfig:
     oel: float | None = key(None, "with `preset = \"gb50493-toxic\"` instead of `gas`: the occupational exposure "
                                   "limit in mg/m³ (the tag's unit then must be mg/m³)", kind="float", check=positive,
                             shown="none")
-    point: str = key("", "point code in the provincial profile (测点编码); without it `[provincial] point_code` "
-                         "composes one", shown="the tag name")
-    position: str = key("", "位号, the plant's own tag number, in the point registry", shown="the tag name")
     hazard_code: str = key("", "重大危险源编码: the major hazard installation the point belongs to",
                            shown="`[provincial] hazard_code`")
     equipment_code: str = key("", "设备编码 of the equipment the point is on")
@@ -119,6 +117,23 @@ class TagConfig:
         None, "the history's error bound for this tag, engineering units", kind="float", check=non_negative,
         shown="`[history] deviation` or `deviation_pct` of the range")
 
+
+_SETTINGS = tuple(f.name for f in fields(TagSettings))
+
+
+@dataclass(frozen=True, slots=True)
+class TagConfig:
+    """A [[tags]] entry: what the driver needs (``spec``), the tag's own texts, and its
+    settings (``settings``, shared by the tags whose settings are equal; each is also an
+    attribute of the TagConfig: ``tag.unit``, ``tag.families``, …)."""
+
+    spec: TagSpec
+    desc: str = key("", "description; the alarm message text starts with it")
+    point: str = key("", "point code in the provincial profile (测点编码); without it `[provincial] point_code` "
+                         "composes one", shown="the tag name")
+    position: str = key("", "位号, the plant's own tag number, in the point registry", shown="the tag name")
+    settings: TagSettings = field(default_factory=TagSettings)
+
     @property
     def name(self) -> str:
         return self.spec.name
@@ -131,14 +146,42 @@ class TagConfig:
     def device(self) -> str:
         return self.spec.device
 
+    if TYPE_CHECKING:  # the settings, read through the tag (set below)
+        expr: str
+        unit: str
+        range: tuple[float, float] | None
+        priority: int | Mapping[str, int]
+        families: Mapping[str, Mapping[str, Any]]
+        latch: bool
+        preset: str
+        gas: str
+        oel: float | None
+        hazard_code: str
+        equipment_code: str
+        indicator_code: str
+        in_service: bool
+        decimals: int | None
+        telemetry_deadband: float | None
+        history_deviation: float | None
 
-_OWN_KEYS = tuple(keys_of(TagConfig))
+
+for _name in _SETTINGS:
+    setattr(TagConfig, _name, property(attrgetter(f"settings.{_name}"), doc=f"``settings.{_name}``"))
+
+#: the TagConfig keys of a [[tags]] entry, in the order the docs show them
+_TAG_CONFIG_KEYS = {**keys_of(TagSettings), **keys_of(TagConfig)}
+_TAG_CONFIG_KEYS = {k: _TAG_CONFIG_KEYS[k] for k in (
+    "expr", "unit", "desc", "range", "priority", "latch", "preset", "gas", "oel", "point", "position", "hazard_code",
+    "equipment_code", "indicator_code", "in_service", "decimals", "telemetry_deadband", "history_deviation")}
+assert len(_TAG_CONFIG_KEYS) == len(keys_of(TagSettings)) + len(keys_of(TagConfig))
+
+_OWN_KEYS = tuple(_TAG_CONFIG_KEYS)
 
 DETECTORS_KEY = Key("list[str]", [], doc="statistical detectors by name; parameters in `[detectors.NAME]`, per tag "
                                          "in a table named like the detector, e.g. `ewma = { lambda_ = 0.1 }`")
 
 #: every core [[tags]] key; detector families and drivers add theirs
-TAG_KEYS = {**SPEC_KEYS, **keys_of(TagConfig), "detectors": DETECTORS_KEY, **DISCRETE_KEYS}
+TAG_KEYS = {**SPEC_KEYS, **_TAG_CONFIG_KEYS, "detectors": DETECTORS_KEY, **DISCRETE_KEYS}
 
 
 @dataclass(frozen=True)
@@ -200,7 +243,7 @@ def read_tags(raw: Any, devices: Sequence[DeviceSpec], driver_of: Mapping[str, t
             address=t["address"] or "", type=one.text(t["type"]), order=one.text(t["order"]), scale=t["scale"],
             offset=t["offset"], options=one.table({k: t[k] for k in (cls.tag_keys if cls else ()) if k in t}),
         )
-        tags.append(TagConfig(spec, **one.own(t), families=families))
+        tags.append(one.tag(spec, t, families))
     link_feedback(raw, tags, paths, p)
     return tags, paths
 
@@ -233,6 +276,7 @@ class _Shared:
         self._values: dict[Any, Any] = {}
         self._tables: dict[tuple, dict] = {}
         self._families: dict[tuple, dict] = {}
+        self._settings: dict[tuple, TagSettings] = {}
 
     def text(self, value: str) -> str:
         return self._values.setdefault(value, value)
@@ -254,6 +298,17 @@ class _Shared:
         if isinstance(out["priority"], dict):
             out["priority"] = self.table(out["priority"])
         return out
+
+    def tag(self, spec: TagSpec, t: dict[str, Any], families: dict[str, dict]) -> TagConfig:
+        """The TagConfig of ``t``, its settings one object with every tag's whose settings are
+        equal (the same values of the same types; tables and families the same objects)."""
+        own = self.own(t)
+        values = {k: own[k] for k in _SETTINGS if k != "families"}
+        ident = tuple((type(v), id(v) if isinstance(v, (dict, list)) else v) for v in values.values())
+        settings = self._settings.get((ident, id(families)))
+        if settings is None:
+            settings = self._settings[(ident, id(families))] = TagSettings(**values, families=families)
+        return TagConfig(spec, desc=own["desc"], point=own["point"], position=own["position"], settings=settings)
 
 
 def _range(rng: list[float] | None, path: str, p: Problems) -> tuple[float, float] | None:
