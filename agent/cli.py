@@ -26,10 +26,16 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
-def _load_or_report(path: str) -> Config | None:
+def _load_or_report(path: str, apart: bool = False) -> Config | None:
+    """The config, or None once its problems are printed. ``apart``: loaded in a child process
+    (agent.config_apart), which must be called before any thread starts."""
     from agent.config import ConfigError, load  # imported here: `run` must install its signal handlers first
 
     try:
+        if apart:
+            from agent.config_apart import load_apart
+
+            return load_apart(path)
         return load(path)
     except ConfigError as exc:
         print(f"{path}: {len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''}", file=sys.stderr)
@@ -152,7 +158,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     early: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: early.append(signum))
-    cfg = _load_or_report(args.config)
+    # loaded in a child process, so that the parser's leftovers never sit in the agent's heap: it
+    # forks, so this comes before anything starts a thread (logging's handlers, the agent's
+    # workers, asyncio). The child keeps these handlers: a signal during the load is recorded,
+    # and the agent stops once up (agent.config_apart)
+    cfg = _load_or_report(args.config, apart=True)
     if cfg is None:
         return EXIT_CONFIG
     _setup_logging(cfg.agent.log_level, [d.driver for d in cfg.devices])

@@ -38,6 +38,11 @@ class ConfigError(Exception):
         self.problems = problems
         super().__init__("\n".join(problems))
 
+    def __reduce__(self) -> tuple:
+        # made again from its problems (the default passes the joined text as ``problems``),
+        # e.g. when a config loaded in a child process sends it back (agent.config_apart)
+        return type(self), (self.problems,), self.__dict__
+
 
 @dataclass(frozen=True)
 class Key:
