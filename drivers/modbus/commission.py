@@ -11,7 +11,7 @@ import asyncio
 import math
 
 from drivers.base import BAD, BYTE_ORDERS, COMM_FAIL, GOOD, DriverError, Reading, error_text
-from drivers.modbus.address import BIT_AREAS
+from drivers.modbus.address import BIT_AREAS, Point
 from drivers.modbus.decode import decode_words
 from drivers.modbus.driver import ModbusDriver
 
@@ -26,13 +26,15 @@ async def read_once(driver: ModbusDriver) -> list[Reading]:
         except (DriverError, OSError, TimeoutError) as exc:
             text = error_text(exc)
             return [Reading(t, math.nan, COMM_FAIL, error=text) for t in driver.tags]
-        return [_reading(driver, i, float(batch.value[i]), int(batch.quality[i])) for i in range(len(driver.tags))]
+        points = driver.points
+        return [_reading(driver, points[i], i, float(batch.value[i]), int(batch.quality[i]))
+                for i in range(len(driver.tags))]
     finally:
         await driver.close()
 
 
-def _reading(driver: ModbusDriver, i: int, value: float, quality: int) -> Reading:
-    tag, point, dec = driver.tags[i], driver.points[i], driver.decoder
+def _reading(driver: ModbusDriver, point: Point, i: int, value: float, quality: int) -> Reading:
+    tag, dec = driver.tags[i], driver.decoder
     failed = driver.request_errors.get(int(dec.request_of[i]))
     if failed is not None:
         return Reading(tag, math.nan, BAD, error=failed)

@@ -235,19 +235,26 @@ class ModbusDriver(PollingDriver):
         self.limits, _ = _limits(device.options)
         self.frame_gap, _ = _frame_gap(device.options)
         self.in_flight, _ = _tcp_client(device.options)
-        self.points: list[Point] = [make_point(t.address, t.type, t.order)[0] for t in self.tags]  # type: ignore[misc]
         self.scale = np.array([t.scale for t in self.tags], dtype=np.float64)
         self.offset = np.array([t.offset for t in self.tags], dtype=np.float64)
         if self.endpoint.shared:
             self.backoff_initial_s = self.shared_backoff_initial_s
-        self._set_plan(plan_points(self.points, self.limits))
+        points = self.points
+        self._set_plan(plan_points(points, self.limits), points)
         self._link: Link | None = None
         self._connected_once = False  # the connection opened at least once since start
         self._answered_once = False  # the unit answered at least once since start
 
-    def _set_plan(self, requests: list[Request]) -> None:
+    @property
+    def points(self) -> list[Point]:
+        """Each tag's point (area, address, type, order), made from the tags when needed (the
+        plan, a split request, commissioning): not kept, they were ~80 bytes a tag of what a
+        running agent held."""
+        return [make_point(t.address, t.type, t.order)[0] for t in self.tags]  # type: ignore[misc]
+
+    def _set_plan(self, requests: list[Request], points: list[Point] | None = None) -> None:
         self.requests = requests
-        self.decoder = Decoder(self.points, requests, self.scale, self.offset)
+        self.decoder = Decoder(self.points if points is None else points, requests, self.scale, self.offset)
         self._regs = np.zeros(self.decoder.reg_size, dtype=np.uint16)
         self._bits = np.zeros(self.decoder.bit_size, dtype=np.uint8)
 
