@@ -265,7 +265,10 @@ def test_online_family_agrees_with_twin(model, data):
     ts = np.cumsum(rng.choice([0.0, 0.0, 0.0, 1.0, 3.0], n))
     quality = rng.choice(np.array([GOOD] * 8 + [UNCERTAIN, BAD, COMM_FAIL], dtype=np.uint8), n)
     on, off = data.draw(st.sampled_from([(0.0, 0.0), (1.0, 0.0), (0.0, 2.0), (2.0, 3.0)]))
-    fam = PcaFamily.for_model(5, model, [0, 1, 2, 3], on_delay_s=on, off_delay_s=off)
+    # the twin judges against the model's fixed centre: so does the family with refit "none"
+    # (with the default moving centre its statistics drift from the twin's by design, and a tick
+    # whose T2 lies that close to the limit is judged differently; tests/detectors/test_recentre.py)
+    fam = PcaFamily.for_model(5, model, [0, 1, 2, 3], on_delay_s=on, off_delay_s=off, refit="none")
     twin = PcaTwin(model, [0, 1, 2, 3], on, off)
     cut = data.draw(st.integers(1, 60))
     got, want = [], []
