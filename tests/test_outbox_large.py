@@ -56,7 +56,6 @@ RSS_AFTER_LARGE_APPENDS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmRSS and glibc's malloc_trim are Linux's")
 def test_the_writer_keeps_no_buffer_the_size_of_a_large_payload(tmp_path):
     # bound as a parameter, a 12 MB payload left a 12 MB buffer in the cached INSERT statement for
     # the life of the connection (the agent's RSS grew by ~19 MB at its first snapshot of 100,000

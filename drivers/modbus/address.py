@@ -23,7 +23,6 @@ MAX_REGISTERS = 125  # Modbus application protocol v1.1b3, 6.3: at most 125 word
 MAX_BITS = 2000  # ... and 2000 coils / discrete inputs
 SCHEMES = ("tcp", "rtu", "rtu+tcp")
 
-_AREA = {a: a for a in ("co", "di", "ir", "hr")}
 _ADDRESS = re.compile(r"^(co|di|ir|hr):(\d+)(?:\.(\d+))?$")
 _MODICON = re.compile(r"^(\d{5,6})(?:\.(\d+))?$")
 #: the leading digit of a Modicon (5- or 6-digit, 1-based) reference -> area
@@ -79,7 +78,7 @@ def parse_address(text: str) -> tuple[str, int, int]:
     ``"40101.3"`` -> ("hr", 100, 3). ValueError says why not."""
     m = _ADDRESS.match(text.strip()) if isinstance(text, str) else None
     if m:
-        area, addr, bit = _AREA[m.group(1)], int(m.group(2)), m.group(3)  # one str per area, not per point
+        area, addr, bit = m.group(1), int(m.group(2)), m.group(3)
     elif isinstance(text, str) and (mm := _MODICON.match(text.strip())):
         (area, addr), bit = parse_modicon(mm.group(1)), mm.group(2)
     elif isinstance(text, str) and text.strip().isdigit():
